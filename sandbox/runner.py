@@ -1,0 +1,324 @@
+"""nasloop evaluation harness: trains one untrusted candidate `Net` and reports one JSON result.
+
+This file runs INSIDE the sandbox (container or process sandbox) and imports nothing of the project:
+only the standard library, numpy and torch. It owns the whole training recipe; the candidate only
+supplies `class Net(nn.Module)`.
+
+Result channel (why the candidate cannot forge it):
+  * before the candidate is imported, the harness reads a secret nonce from stdin, keeps a private
+    duplicate of the original stdout and then points file descriptor 1 at stderr, so everything the
+    candidate prints lands in the log stream, never in the result stream;
+  * the functions used to write the result (`os.write`, `json.dumps`) are bound before the import;
+  * the result line carries the nonce, which the caller checks.
+
+Usage:  python -I runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR      (nonce on stdin)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+
+# --- the result channel: bound before any untrusted code exists --------------------------------
+_write = os.write
+_dumps = json.dumps
+_RESULT_FD = os.dup(1)
+os.dup2(2, 1)  # the candidate's prints (and ours) go to stderr from here on
+try:
+    _NONCE = sys.stdin.buffer.readline().decode("ascii", "replace").strip()
+except Exception:  # no stdin (run by hand): results are unsigned and the caller will reject them
+    _NONCE = ""
+try:
+    os.close(0)
+except OSError:
+    pass
+
+RESULT_PREFIX = "NASLOOP_RESULT "
+TAIL = 1500  # characters of traceback kept in the result
+
+
+def _emit(result: dict) -> None:
+    """Write the signed result line to the private stdout duplicate (once)."""
+    result["nonce"] = _NONCE
+    data = (RESULT_PREFIX + _dumps(result, default=str) + "\n").encode()
+    while data:
+        n = _write(_RESULT_FD, data)
+        data = data[n:]
+
+
+def _error(phase: str, exc: BaseException) -> dict:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "status": "error",
+        "phase": phase,
+        "exc_type": type(exc).__name__,
+        "message": str(exc)[:TAIL],
+        "traceback": tb[-TAIL:],
+    }
+
+
+import numpy as np  # noqa: E402  (after the channel is secured, before the candidate)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+# --- device and precision -----------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU advertises AVX512-BF16 or AMX-BF16 (read, never assumed)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+# --- data: uint8 arrays resident on the device, augmentation on the device ----------------------
+class DeviceData:
+    """The whole split as uint8 NCHW on the device; batches are normalised floats."""
+
+    def __init__(self, data_dir: str, split: str, device: torch.device, mean, std, channels_last: bool):
+        x = np.load(os.path.join(data_dir, f"{split}_x.npy"))  # (N, H, W, C) uint8
+        y = np.load(os.path.join(data_dir, f"{split}_y.npy"))
+        self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+        self.y = torch.from_numpy(y.astype(np.int64)).to(device)
+        self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def batch(self, idx: torch.Tensor, pad: int = 0, flip: bool = False, gen=None):
+        x = self.x[idx].float()
+        if pad:
+            x = random_crop(x, pad, gen)
+        if flip:
+            mask = torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5
+            x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.y[idx]
+
+
+def random_crop(x: torch.Tensor, pad: int, gen=None) -> torch.Tensor:
+    """Random translation by up to `pad` pixels (reflect padding), one gather for the whole batch."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
+    rows = (dy.view(b, 1) + torch.arange(h, device=x.device).view(1, h)).view(b, 1, h, 1)
+    cols = (dx.view(b, 1) + torch.arange(w, device=x.device).view(1, w)).view(b, 1, 1, w)
+    padded = padded.gather(2, rows.expand(b, c, h, padded.shape[3]))
+    return padded.gather(3, cols.expand(b, c, h, w))
+
+
+# --- measurements --------------------------------------------------------------------------------
+def count_flops(model: nn.Module, sample: torch.Tensor) -> int | None:
+    """Forward FLOPs of one image (torch.utils.flop_counter), or None if the counter fails."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(sample)
+        return int(counter.get_total_flops())
+    except Exception:
+        return None
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+# --- the candidate -----------------------------------------------------------------------------
+def load_candidate(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    namespace: dict = {"__name__": "candidate", "__file__": "candidate.py"}
+    code = compile(source, "candidate.py", "exec")
+    exec(code, namespace)  # noqa: S102 - this is the sandboxed part
+    return namespace
+
+
+def lr_at(step: int, total: int, peak: float, warmup: float = 0.2) -> float:
+    """One-cycle: linear warm-up to `peak`, then linear decay to zero."""
+    w = max(1, int(total * warmup))
+    if step < w:
+        return peak * (step + 1) / w
+    return peak * max(0.0, (total - step) / max(1, total - w))
+
+
+def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
+    t_start = time.perf_counter()
+    seed = int(cfg.get("seed", 0))
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    threads = int(cfg.get("threads", 0))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    device = pick_device(cfg.get("device", "auto"))
+    bf16 = use_bf16(device, cfg.get("precision", "auto"))
+    channels_last = bf16 or device.type == "cuda"
+    num_classes = int(cfg["num_classes"])
+    in_channels = int(cfg["in_channels"])
+    size = int(cfg["image_size"])
+
+    base = {"seed": seed, "device": device.type, "precision": "bf16" if bf16 else "fp32"}
+
+    try:
+        ns = load_candidate(candidate_path)
+    except BaseException as exc:  # SyntaxError, ImportError, SystemExit from the candidate ...
+        return {**base, **_error("import", exc)}
+    net_cls = ns.get("Net")
+    if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
+        return {**base, "status": "error", "phase": "interface", "exc_type": "InterfaceError",
+                "message": "the module defines no class Net(nn.Module)"}
+    try:
+        model = net_cls(num_classes=num_classes, in_channels=in_channels)
+    except BaseException as exc:
+        return {**base, **_error("build", exc)}
+    params = sum(p.numel() for p in model.parameters())
+    base["params"] = int(params)
+
+    try:
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        probe = torch.randn(2, in_channels, size, size, device=device)
+        model.train()
+        out = model(probe)
+    except BaseException as exc:
+        return {**base, **_error("forward", exc)}
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        return {**base, "status": "error", "phase": "interface", "exc_type": "InterfaceError",
+                "message": f"Net returned {got} for input (2, {in_channels}, {size}, {size}); "
+                           f"expected (2, {num_classes})"}
+    model.eval()
+    base["flops"] = count_flops(model, probe[:1])
+
+    mean, std = cfg.get("mean", [0.5] * in_channels), cfg.get("std", [0.25] * in_channels)
+    try:
+        train = DeviceData(data_dir, "train", device, mean, std, channels_last)
+        test = DeviceData(data_dir, "test", device, mean, std, channels_last)
+    except Exception as exc:  # the harness's own fault, not the candidate's
+        return {**base, **_error("data", exc)}
+
+    batch = min(int(cfg.get("batch_size", 256)), len(train))
+    steps_per_epoch = max(1, len(train) // batch)
+    steps = max(int(cfg.get("epochs", 1)) * steps_per_epoch, int(cfg.get("min_steps", 0)))
+    peak_lr = float(cfg.get("lr", 0.05))
+    pad = int(cfg.get("crop_pad", size // 8))
+    flip = bool(cfg.get("flip", True))
+    opt = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=0.9, nesterov=True,
+                          weight_decay=float(cfg.get("weight_decay", 5e-4)))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.1)))
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    model.train()
+    t0 = time.perf_counter()
+    step, loss_val, recent = 0, float("nan"), []
+    try:
+        while step < steps:
+            order = torch.randperm(len(train), device=device, generator=gen)
+            for i in range(steps_per_epoch):
+                if step >= steps:
+                    break
+                idx = order[i * batch:(i + 1) * batch]
+                x, y = train.batch(idx, pad=pad, flip=flip, gen=gen)
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, steps, peak_lr)
+                with autocast:
+                    loss = loss_fn(model(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+                step += 1
+                if step % 10 == 0 or step == steps:
+                    loss_val = float(loss.detach())
+                    recent.append(loss_val)
+                    if not math.isfinite(loss_val):
+                        return {**base, "status": "diverged", "phase": "train", "steps": step,
+                                "message": f"training loss became {loss_val} at step {step}/{steps}"}
+    except BaseException as exc:
+        return {**base, **_error("train", exc), "steps": step}
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_seconds = time.perf_counter() - t0
+
+    model.eval()
+    correct = 0
+    t1 = time.perf_counter()
+    try:
+        with torch.no_grad(), autocast:
+            for i in range(0, len(test), 1024):
+                idx = torch.arange(i, min(i + 1024, len(test)), device=device)
+                x, y = test.batch(idx)
+                logits = model(x).float()
+                if not torch.isfinite(logits).all():
+                    return {**base, "status": "diverged", "phase": "eval", "steps": step,
+                            "message": "the trained net outputs NaN/inf on the test set"}
+                correct += int((logits.argmax(1) == y).sum())
+    except BaseException as exc:
+        return {**base, **_error("eval", exc), "steps": step}
+    return {
+        **base,
+        "status": "ok",
+        "accuracy": correct / max(1, len(test)),
+        "train_loss": float(np.mean(recent[-3:])) if recent else loss_val,
+        "steps": step,
+        "epochs": step / steps_per_epoch,
+        "batch_size": batch,
+        "train_images": len(train),
+        "test_images": len(test),
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - t1,
+        "images_per_s": step * batch / max(train_seconds, 1e-9),
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "total_seconds": time.perf_counter() - t_start,
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 4:
+        print("usage: runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR (nonce on stdin)", file=sys.stderr)
+        return 2
+    with open(argv[1]) as f:
+        cfg = json.load(f)
+    try:
+        result = run(cfg, argv[2], argv[3])
+    except BaseException as exc:  # anything that escaped the phase handlers
+        result = _error("harness", exc)
+    _emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

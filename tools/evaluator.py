@@ -1,0 +1,71 @@
+"""The Evaluator: static check, then one sandboxed training run, then a typed Outcome.
+
+`Evaluator.evaluate(source)` is what both `nasloop evaluate` and the agent's evaluate node call;
+`as_tool()` wraps the same call as a LangChain tool for agents that pick tools themselves.
+The `mode` field of the settings is where zero-cost proxies will plug in (the harness config carries
+it), so the interface does not change when a candidate is scored instead of trained.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from sandbox import Job, Limits, Sandbox, make_sandbox
+from tools.datasets import PreparedData
+from tools.outcome import Outcome, classify
+from tools.static_check import check_source
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The fixed training recipe's knobs. Budget: `epochs` epochs or `min_steps` steps, whichever is larger."""
+
+    epochs: int = 1
+    min_steps: int = 200
+    batch_size: int = 256
+    lr: float = 0.05
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32
+    mode: str = "train"
+
+
+class Evaluator:
+    """Scores candidate sources on one prepared data set inside one sandbox."""
+
+    def __init__(self, data: PreparedData, sandbox: Sandbox | None = None, settings: TrainSettings | None = None):
+        self.data = data
+        self.sandbox = sandbox if sandbox is not None else make_sandbox("docker")
+        self.settings = settings or TrainSettings()
+
+    @property
+    def limits(self) -> Limits:
+        return self.sandbox.limits
+
+    def harness_config(self) -> dict:
+        d, s = self.data, self.settings
+        return {
+            **asdict(s),
+            "num_classes": d.num_classes, "in_channels": d.in_channels, "image_size": d.image_size,
+            "mean": list(d.mean), "std": list(d.std), "flip": d.flip,
+            "threads": max(1, int(self.limits.cpus)),
+        }
+
+    def evaluate(self, source: str, *, static_check: bool = True) -> Outcome:
+        """Evaluate one candidate. `static_check=False` exists only to test the sandbox layer itself."""
+        if static_check:
+            violation = check_source(source)
+            if violation is not None:
+                return Outcome(violation.kind, violation.reason, seconds=0.0)  # type: ignore[arg-type]
+        raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.path))
+        return classify(raw, self.limits)
+
+    def as_tool(self):
+        """The same evaluation as a LangChain StructuredTool returning the outcome as a dict."""
+        from langchain_core.tools import StructuredTool
+
+        def evaluate_network(source: str) -> dict:
+            """Train a PyTorch module defining `class Net(nn.Module)` for one epoch in a sandbox and return
+            its outcome: accuracy and cost, or the failure class and a diagnosis."""
+            return self.evaluate(source).to_dict()
+
+        return StructuredTool.from_function(evaluate_network)
