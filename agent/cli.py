@@ -59,6 +59,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
+    g.add_argument("--max-params", type=positive_int, default=d.max_params,
+                   help="parameter budget: bigger nets are rejected before training")
 
 
 def add_sandbox_args(p: argparse.ArgumentParser) -> None:
@@ -85,7 +87,8 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
         print("nasloop: warning: --sandbox process has no network or file-system isolation", file=sys.stderr)
         sandbox = make_sandbox("process", limits=limits)
     settings = TrainSettings(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
-                             lr=args.lr, seed=args.seed, device=args.device, precision=args.precision)
+                             lr=args.lr, seed=args.seed, device=args.device, precision=args.precision,
+                             max_params=args.max_params)
     return Evaluator(data, sandbox, settings)
 
 
@@ -116,14 +119,21 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (and exit 2), not usage plus message."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="nasloop",
         description="LLM-driven neural architecture search: a Prompt Improver and a Code Generator LLM propose "
                     "PyTorch nets, a sandboxed evaluator trains each for one epoch, the loop learns from the "
                     "last K outcomes.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
     ev = sub.add_parser("evaluate", help="train one candidate file in the sandbox and print its outcome")
     ev.add_argument("candidate", help="a Python file defining class Net(nn.Module)")

@@ -203,6 +203,11 @@ def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
         return {**base, **_error("build", exc)}
     params = sum(p.numel() for p in model.parameters())
     base["params"] = int(params)
+    max_params = int(cfg.get("max_params") or 0)
+    if max_params and params > max_params:
+        return {**base, "status": "error", "phase": "interface", "exc_type": "BudgetError",
+                "message": f"Net has {params:,} parameters; the budget is {max_params:,}. Use fewer or "
+                           f"narrower layers"}
 
     try:
         model.to(device)

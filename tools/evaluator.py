@@ -26,6 +26,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32
+    max_params: int = 2_000_000  # bigger nets are rejected (interface_error) before any training
     mode: str = "train"
 
 

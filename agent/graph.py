@@ -1,0 +1,53 @@
+"""The search loop as a LangGraph state machine.
+
+    START ─► seed (iteration 0: the baseline) ─┐
+      │                                          ▼
+      └──(resuming)──► improve ─► generate ─► evaluate ─► (budget left and target not reached?) ─► improve
+                                                        └─► END
+
+`build_graph(...)` compiles WITHOUT a checkpointer, so a parent graph's checkpointer is inherited
+(and `langgraph dev` accepts it); the CLI compiles with SqliteSaver for resume. One iteration is three
+supersteps: callers set `recursion_limit` with `recursion_limit_for(iterations)`.
+"""
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+
+from agent.nodes import Deps, make_nodes
+from agent.state import DEFAULT_K, InputState, OutputState, make_state
+
+STEPS_PER_ITERATION = 3
+
+
+def route_start(state: dict) -> str:
+    """A fresh run evaluates the seed first; a run that already has history goes on improving."""
+    return "improve" if state.get("iteration", 0) > 0 else "seed"
+
+
+def route_next(state: dict) -> str:
+    """Loop until the iteration budget is spent or the target accuracy is reached."""
+    task = state["task"]
+    best = state.get("best") or {}
+    target = task.get("target_accuracy")
+    if target is not None and (best.get("accuracy") or 0.0) >= target:
+        return END
+    return END if state.get("iteration", 0) > task["iterations"] else "improve"
+
+
+def recursion_limit_for(iterations: int) -> int:
+    """The recursion limit one invocation needs to run `iterations` iterations."""
+    return STEPS_PER_ITERATION * (iterations + 1) + 10
+
+
+def build_graph(deps: Deps, *, k: int = DEFAULT_K, checkpointer=None):
+    """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store."""
+    nodes = make_nodes(deps)
+    g = StateGraph(make_state(k), input_schema=InputState, output_schema=OutputState)
+    for name, fn in nodes.items():
+        g.add_node(name, fn)
+    g.add_conditional_edges(START, route_start, ["seed", "improve"])
+    g.add_conditional_edges("seed", route_next, ["improve", END])
+    g.add_edge("improve", "generate")
+    g.add_edge("generate", "evaluate")
+    g.add_conditional_edges("evaluate", route_next, ["improve", END])
+    return g.compile(checkpointer=checkpointer, name="nasloop")

@@ -1,0 +1,75 @@
+"""Reading LLM replies that small models get slightly wrong.
+
+Improver: a JSON object {problem, suggestion} — also accepted with single quotes (Python literal),
+inside a code fence, or as `problem: ... / suggestion: ...` lines. Generator: one python code block
+defining `class Net`. Anything unreadable returns an error string instead of raising, so the loop can
+record it as an outcome.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def parse_improver(text: str) -> tuple[dict | None, str]:
+    """({'problem', 'suggestion'}, '') or (None, why it could not be read)."""
+    text = (text or "").strip()
+    if not text:
+        return None, "the Improver returned an empty reply"
+    for blob in _json_candidates(text):
+        for loader in (json.loads, ast.literal_eval):
+            try:
+                data = loader(blob)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+            if isinstance(data, dict):
+                got = _pick(data)
+                if got:
+                    return got, ""
+    lines = dict(re.findall(r"(?im)^\W*(problem|suggestion)\W*[:=]\s*(.+)$", text))
+    lower = {k.lower(): v.strip().strip('",') for k, v in lines.items()}
+    if lower.get("suggestion"):
+        return {"problem": lower.get("problem", ""), "suggestion": lower["suggestion"]}, ""
+    return None, f"the Improver's reply has no readable {{problem, suggestion}} JSON: {text[:120]!r}"
+
+
+def _json_candidates(text: str) -> list[str]:
+    """Substrings that may be the JSON object: fenced blocks, then the outermost braces."""
+    out = [m.group(2) for m in _FENCE.finditer(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        out.append(text[start:end + 1])
+    out.append(text)
+    return out
+
+
+def _pick(data: dict) -> dict | None:
+    norm = {str(k).lower().strip(): v for k, v in data.items()}
+    sugg = norm.get("suggestion") or norm.get("suggestions") or norm.get("change")
+    if isinstance(sugg, list):
+        sugg = " ".join(str(s) for s in sugg)
+    if not sugg or not str(sugg).strip():
+        return None
+    prob = norm.get("problem") or norm.get("diagnosis") or ""
+    if isinstance(prob, list):
+        prob = " ".join(str(p) for p in prob)
+    return {"problem": str(prob).strip(), "suggestion": str(sugg).strip()}
+
+
+def extract_code(text: str) -> tuple[str | None, str]:
+    """(python source defining Net, '') or (None, why not)."""
+    text = text or ""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    with_net = [body for lang, body in blocks if lang in ("", "python", "py", "python3") and "class Net" in body]
+    if with_net:
+        return max(with_net, key=len).strip() + "\n", ""
+    if "class Net" in text and "```" not in text:
+        return text.strip() + "\n", ""
+    if not text.strip():
+        return None, "the Generator returned an empty reply"
+    if blocks:
+        return None, "the Generator's code block does not define class Net"
+    return None, "the Generator's reply contains no ```python code block with class Net"

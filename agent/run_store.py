@@ -1,0 +1,149 @@
+"""The run directory: everything a run produces, append-only, safe against `kill -9` at any moment.
+
+    runs/<id>/run.json            how the run was started (for --resume)
+    runs/<id>/checkpoints.sqlite  LangGraph checkpoints (small: the graph state is bounded)
+    runs/<id>/candidates/NNNN.py  every candidate's code
+    runs/<id>/results.jsonl       one line per iteration: outcome, metrics, LLM costs
+    runs/<id>/trace.jsonl         every LLM step: node, prompt, response, seconds, tokens
+    runs/<id>/best.py, summary.json
+
+Exactly-once: a node that is re-run after a crash (LangGraph redoes the step whose checkpoint was not
+written) finds its earlier record through `once()` and reuses it, so nothing is duplicated or lost and
+no LLM call or training run is repeated for something already recorded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from agent.errors import RunError
+
+RUN_FILE = "run.json"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; a line cut short by a crash is dropped (and truncated away)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+        data = data[:cut]
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+class RunStore:
+    """Files of one run; see the module docstring."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._memo: dict[tuple[str, int, str], dict] = {}
+        for kind in ("trace", "results"):
+            for rec in _read_jsonl(self.path / f"{kind}.jsonl"):
+                self._memo[(kind, rec.get("iteration", -1), rec.get("node", ""))] = rec
+
+    # -- creation ---------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, runs_dir: str | Path, label: str, config: dict) -> "RunStore":
+        runs_dir = Path(runs_dir)
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create runs directory '{runs_dir}': {exc.strerror}") from exc
+        stem = time.strftime("%Y%m%d-%H%M%S") + "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[-40:]
+        for n in range(1000):
+            path = runs_dir / (stem if n == 0 else f"{stem}-{n}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise RunError(f"cannot find a free run name in '{runs_dir}'")
+        (path / "candidates").mkdir()
+        store = cls(path)
+        store._write_atomic(RUN_FILE, json.dumps({"version": 1, **config}, indent=1))
+        return store
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunStore":
+        path = Path(path)
+        if not (path / RUN_FILE).is_file():
+            raise RunError(f"'{path}' is not a nasloop run (no {RUN_FILE})")
+        return cls(path)
+
+    @property
+    def config(self) -> dict:
+        try:
+            return json.loads((self.path / RUN_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise RunError(f"cannot read {self.path / RUN_FILE}: {exc}") from exc
+
+    def update_config(self, change: Callable[[dict], None]) -> None:
+        """Apply `change` to run.json in place (atomically)."""
+        cfg = self.config
+        change(cfg)
+        self._write_atomic(RUN_FILE, json.dumps(cfg, indent=1))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints.sqlite"
+
+    # -- records ------------------------------------------------------------------------------------
+    def once(self, kind: str, iteration: int, node: str, make: Callable[[], dict]) -> dict:
+        """The record for (iteration, node) in `kind`.jsonl, created by `make()` only if absent."""
+        key = (kind, iteration, node)
+        if key in self._memo:
+            return self._memo[key]
+        rec = {"iteration": iteration, "node": node, **make(), "time": time.time()}
+        self._append(f"{kind}.jsonl", rec)
+        self._memo[key] = rec
+        return rec
+
+    def get(self, kind: str, iteration: int, node: str) -> dict | None:
+        """The record for (iteration, node) in `kind`.jsonl, if there is one."""
+        return self._memo.get((kind, iteration, node))
+
+    def results(self) -> list[dict]:
+        return _read_jsonl(self.path / "results.jsonl")
+
+    def trace(self) -> list[dict]:
+        return _read_jsonl(self.path / "trace.jsonl")
+
+    def save_candidate(self, iteration: int, code: str) -> Path:
+        path = self.path / "candidates" / f"{iteration:04d}.py"
+        if not path.exists():
+            self._write_atomic(path.relative_to(self.path), code)
+        return path
+
+    def save_best(self, code: str) -> None:
+        self._write_atomic("best.py", code)
+
+    def save_summary(self, summary: dict) -> None:
+        self._write_atomic("summary.json", json.dumps(summary, indent=1, default=str))
+
+    # -- low level ----------------------------------------------------------------------------------
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        line = json.dumps(record, default=str) + "\n"
+        with open(self.path / name, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _write_atomic(self, name: str | Path, text: str) -> None:
+        target = self.path / name
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)

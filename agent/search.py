@@ -1,0 +1,193 @@
+"""`nasloop search`: set up data, sandbox, LLMs and the run directory, then stream the graph with progress.
+
+A run is resumable at any moment: the graph is checkpointed to runs/<id>/checkpoints.sqlite after
+every node and the run store records each LLM reply and evaluation exactly once.
+"""
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from agent.errors import NasloopError, RunError
+from agent.graph import build_graph, recursion_limit_for
+from agent.llm import DEFAULT_LLM, LLMSettings, make_clients
+from agent.nodes import Deps
+from agent.run_store import RunStore
+from agent.state import DEFAULT_K
+from tools.evaluator import Evaluator
+from tools.outcome import human
+
+THREAD = "search"
+# Options that define a run; on --resume they come from run.json (only --iterations may be raised).
+RUN_OPTIONS = (
+    "dataset", "data_root", "train_subset", "test_subset", "image_size", "epochs", "min_steps", "batch_size",
+    "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
+    "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "temperature", "max_tokens",
+    "iterations", "no_download",
+)
+
+
+class SandboxFault(NasloopError):
+    """The sandbox broke (engine gone, image missing): stop, never blame the candidate."""
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    from agent.cli import positive_int
+
+    g = p.add_argument_group("search")
+    g.add_argument("--iterations", type=positive_int, default=None,
+                   help="candidates to generate after the seed (default 8; on --resume: raise to extend)")
+    g.add_argument("--llm", default=DEFAULT_LLM, help=f"model for both roles (default {DEFAULT_LLM})")
+    g.add_argument("--improver-llm", help="model for the Prompt Improver (default: --llm)")
+    g.add_argument("--generator-llm", help="model for the Code Generator (default: --llm)")
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--max-tokens", type=positive_int, default=1536, help="longest LLM reply")
+    g.add_argument("--k", type=positive_int, default=DEFAULT_K, help="memory window: last K triples")
+    g.add_argument("--target-accuracy", type=float, help="stop early once the best net reaches this")
+    g.add_argument("--runs-dir", default="runs", help="where new runs are created (default runs/)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (e.g. after kill -9)")
+
+
+def _resolve_args(args: argparse.Namespace) -> tuple[argparse.Namespace, RunStore | None]:
+    """On --resume, the run's own options win (except a larger --iterations)."""
+    if not args.resume:
+        args.iterations = args.iterations or 8
+        return args, None
+    store = RunStore.open(args.resume)
+    saved = store.config.get("args", {})
+    asked = args.iterations
+    for key in RUN_OPTIONS:
+        if key in saved:
+            setattr(args, key, saved[key])
+    if asked:
+        args.iterations = max(asked, saved.get("iterations", 0))
+    return args, store
+
+
+def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
+    d, s = ev.data, ev.settings
+    return {
+        "dataset": d.name, "description": d.describe(), "num_classes": d.num_classes,
+        "in_channels": d.in_channels, "image_size": d.image_size, "iterations": args.iterations,
+        "target_accuracy": args.target_accuracy, "max_params": args.max_params,
+        "steps_text": f"{s.epochs} epoch(s) or at least {s.min_steps} steps of batch {s.batch_size}",
+    }
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from agent.cli import build_evaluator
+
+    args, store = _resolve_args(args)
+    evaluator = build_evaluator(args)  # data set and sandbox errors surface before any run dir exists
+    settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
+    improver, generator = make_clients(args.improver_llm or args.llm, args.generator_llm or args.llm, settings)
+    if store is None:
+        saved = {k: getattr(args, k) for k in RUN_OPTIONS if hasattr(args, k)}
+        store = RunStore.create(args.runs_dir, evaluator.data.name.replace("folder:", "folder-"),
+                                {"args": saved, "started": time.time()})
+    else:
+        store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
+
+    deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store)
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
+    try:
+        graph = build_graph(deps, k=args.k, checkpointer=SqliteSaver(conn))
+        config = {"configurable": {"thread_id": THREAD}, "recursion_limit": recursion_limit_for(args.iterations)}
+        snapshot = graph.get_state(config)
+        state = dict(snapshot.values or {})
+        inp = None if snapshot.next else {"task": make_task(evaluator, args)}
+        print(f"nasloop: run {store.path} — {evaluator.data.describe()}", file=sys.stderr)
+        if state:
+            print(f"nasloop: resuming at iteration {state.get('iteration', 0)}", file=sys.stderr)
+        with Progress(args.iterations, state) as progress:
+            try:
+                for update in graph.stream(inp, config, stream_mode="updates"):
+                    progress.update(update)
+            except NasloopError as exc:
+                raise type(exc)(f"{exc} — resume with: nasloop search --resume {store.path}") from exc
+        final = dict(graph.get_state(config).values)
+    finally:
+        conn.close()
+    summary = summarize(store, final)
+    store.save_summary(summary)
+    best = summary.get("best") or {}
+    acc = f"{best['accuracy']:.4f} (iteration {best['iteration']})" if best else "none (no candidate trained)"
+    print(f"nasloop: run directory: {store.path}")
+    print(f"nasloop: best accuracy: {acc}; valid candidates: {summary['valid']}/{summary['evaluated']}")
+    return 0
+
+
+class _Guarded:
+    """Evaluator wrapper that turns infrastructure faults into a stop instead of a memory entry."""
+
+    def __init__(self, evaluator: Evaluator):
+        self.inner = evaluator
+
+    def evaluate(self, source: str):
+        out = self.inner.evaluate(source)
+        if out.kind == "sandbox_error":
+            raise SandboxFault(f"sandbox failure (not the candidate's fault): {out.diagnosis}")
+        return out
+
+
+def summarize(store: RunStore, state: dict) -> dict:
+    results = store.results()
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+    best = state.get("best") or None
+    seed = next((r for r in results if r["iteration"] == 0), {})
+    return {
+        "run": str(store.path), "iterations": len(results), "evaluated": len(results),
+        "valid": counts.get("ok", 0), "counts": counts, "seed_accuracy": seed.get("accuracy"),
+        "best": {k: v for k, v in best.items() if k != "code"} if best else None,
+    }
+
+
+class Progress:
+    """A progress bar (TTY) plus one plain line per iteration (always, for logs and CI)."""
+
+    def __init__(self, total: int, state: dict):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        self.console = Console(stderr=True)
+        self.best = (state.get("best") or {}).get("accuracy")
+        self.bar = RichProgress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.fields[info]}"), console=self.console,
+                                disable=not self.console.is_terminal)
+        self.task = self.bar.add_task("search", total=total + 1, completed=state.get("iteration", 0), info="")
+        self.total = total
+
+    def __enter__(self) -> "Progress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, update: dict) -> None:
+        for node, delta in update.items():
+            if node not in ("seed", "evaluate") or not delta:
+                continue
+            last = delta["last"]
+            out = last["outcome"]
+            if "best" in delta:
+                self.best = delta["best"]["accuracy"]
+            it = last["iteration"]
+            acc = f"{out['accuracy']:.3f}" if out.get("accuracy") is not None else "-"
+            best = f"{self.best:.3f}" if self.best is not None else "-"
+            llm = sum(v or 0 for v in (last.get("llm") or {}).values())
+            info = f"best {best} | last {out['kind']}"
+            line = (f"iter {it}/{self.total}  {out['kind']:<15} acc {acc}  best {best}  "
+                    f"params {human(out.get('params') or 0)}  llm {llm:.1f}s  eval {out.get('seconds') or 0:.1f}s")
+            if out.get("diagnosis"):
+                line += f"  | {out['diagnosis'][:120]}"
+            self.console.print(line, markup=False, highlight=False)
+            self.bar.update(self.task, completed=it + 1, info=info)
