@@ -1,0 +1,9 @@
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        n = 0
+        while True:
+            n += 1

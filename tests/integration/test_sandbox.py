@@ -1,0 +1,131 @@
+"""One real candidate program per outcome class, run in the real Docker sandbox.
+
+Candidates that need `os`, `sys`, `socket` or `open` are run with the static check switched off: the
+static check would reject them (see tests/unit/test_static_check.py); here the sandbox itself must hold.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from sandbox import Limits, make_sandbox
+from tests.conftest import candidate
+from tools.evaluator import Evaluator, TrainSettings
+
+pytestmark = pytest.mark.integration
+
+FAST = TrainSettings(min_steps=8, batch_size=64)
+LIMITS = Limits(memory_bytes=2 * 1024**3, cpus=2, pids=64, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def evaluator(docker_engine, digits):
+    return Evaluator(digits, make_sandbox("docker", limits=LIMITS), FAST)
+
+
+def run(evaluator, name: str, static: bool = True, limits: Limits | None = None):
+    if limits is not None:
+        evaluator = Evaluator(evaluator.data, make_sandbox("docker", limits=limits), FAST)
+    return evaluator.evaluate(candidate(name), static_check=static)
+
+
+CASES = [
+    # name, static check, outcome, diagnosis must match
+    ("syntax_error", True, "syntax_error", r"SyntaxError.*candidate\.py:7"),
+    ("syntax_error", False, "syntax_error", r"SyntaxError"),
+    ("missing_net", True, "invalid_code", r"no top-level 'class Net"),
+    ("missing_net", False, "interface_error", r"defines no class Net"),
+    ("banned_import", True, "invalid_code", r"import of 'os' is not allowed"),
+    ("wrong_output_shape", True, "interface_error", r"returned \(2, 5\).*expected \(2, 10\)"),
+    ("shape_mismatch", True, "shape_error", r"mat1 and mat2 shapes cannot be multiplied.*candidate\.py:17 in forward"),
+    ("runtime_error", True, "runtime_error", r"IndexError.*candidate\.py:11 in forward"),
+    ("nan_forward", True, "diverged", r"nan"),
+    ("sys_exit", False, "runtime_error", r"SystemExit"),
+    ("os_exit", False, "runtime_error", r"exit code 0\) before the harness reported"),
+    ("fake_result", False, "runtime_error", r"forged result line"),
+    ("network_attempt", False, "runtime_error", r"(Network is unreachable|OSError|gaierror)"),
+    ("write_outside_tmp", False, "runtime_error", r"Read-only file system"),
+]
+
+
+@pytest.mark.parametrize("name,static,kind,pattern", CASES, ids=[f"{c[0]}-{'static' if c[1] else 'sandbox'}" for c in CASES])
+def test_outcome_class(evaluator, name, static, kind, pattern):
+    out = run(evaluator, name, static)
+    assert out.kind == kind, out.summary()
+    assert re.search(pattern, out.diagnosis, re.IGNORECASE), out.diagnosis
+
+
+def test_ok_candidate_reports_metrics(evaluator):
+    out = run(evaluator, "ok_tiny")
+    assert out.kind == "ok", out.summary()
+    assert 0.0 <= out.accuracy <= 1.0
+    assert out.params == sum([1 * 16 * 9 + 16, 32, 16 * 10 + 10])  # conv + bn + fc on 1-channel digits
+    assert out.flops and out.flops > 0
+    assert out.steps == 8 and out.images_per_s > 0 and out.peak_memory_bytes > 0
+
+
+def test_memory_bomb_is_host_oom(evaluator):
+    out = run(evaluator, "memory_bomb", limits=Limits(memory_bytes=1536 * 1024**2, timeout_s=90))
+    assert out.kind == "host_oom", out.summary()
+    assert "memory limit" in out.diagnosis
+
+
+@pytest.mark.parametrize("name", ["infinite_init", "infinite_forward"])
+def test_endless_loops_time_out(evaluator, name):
+    out = run(evaluator, name, limits=Limits(memory_bytes=2 * 1024**3, timeout_s=12))
+    assert out.kind == "timeout", out.summary()
+    assert out.seconds < 40  # killed, not waited for
+    assert "12 s wall-clock limit" in out.diagnosis
+
+
+def test_fork_bomb_is_contained(evaluator):
+    out = run(evaluator, "fork_bomb", static=False, limits=Limits(memory_bytes=2 * 1024**3, pids=64, timeout_s=30))
+    # Forked copies of a torch process may exhaust the pids limit or the memory limit first.
+    assert out.kind in ("runtime_error", "timeout", "host_oom"), out.summary()
+    if out.kind == "runtime_error":
+        assert re.search(r"(Resource temporarily unavailable|BlockingIOError|fork)", out.diagnosis), out.diagnosis
+    # The host can still start processes.
+    assert subprocess.run(["true"]).returncode == 0
+
+
+def test_host_environment_is_not_visible(evaluator, monkeypatch):
+    monkeypatch.setenv("NASLOOP_TEST_SECRET", "hunter2")
+    out = run(evaluator, "read_environment", static=False)
+    assert out.kind == "runtime_error", out.summary()
+    names = set(re.search(r"ENV ([\w,]*)", out.diagnosis).group(1).split(","))
+    assert "NASLOOP_TEST_SECRET" not in names
+    assert names <= {"HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE", "PATH", "HOSTNAME", "LC_CTYPE", ""}  # LC_CTYPE: Python's locale coercion
+    assert os.environ["NASLOOP_TEST_SECRET"] == "hunter2"
+
+
+def test_stdout_flood_is_bounded(evaluator):
+    out = run(evaluator, "stdout_flood", limits=Limits(memory_bytes=2 * 1024**3, timeout_s=180))
+    assert out.kind == "ok", out.summary()
+
+
+def test_raw_log_tail_is_bounded(docker_engine, digits):
+    from sandbox import Job
+
+    sb = make_sandbox("docker", limits=Limits(timeout_s=180, log_bytes=4096))
+    ev = Evaluator(digits, sb, FAST)
+    raw = sb.run(Job(source=candidate("stdout_flood"), config=ev.harness_config(), data_dir=digits.path))
+    assert raw.result is not None and raw.result["status"] == "ok"
+    assert len(raw.stderr_tail) <= 4096
+
+
+def test_missing_image_is_a_clear_error(docker_engine):
+    from sandbox import SandboxUnavailable
+
+    with pytest.raises(SandboxUnavailable, match="not found: run 'make sandbox-image'"):
+        make_sandbox("docker", image="nasloop-sandbox:does-not-exist")
+
+
+def test_unreachable_engine_is_a_clear_error(monkeypatch):
+    from sandbox import SandboxUnavailable
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SandboxUnavailable, match="Docker engine not reachable"):
+        make_sandbox("docker")
