@@ -62,12 +62,22 @@ def _llamacpp(path: str, s: LLMSettings) -> BaseChatModel:
         raise ModelError(f"cannot load GGUF '{model_path}': {str(exc).splitlines()[0][:200]}") from exc
 
 
+def validate_spec(spec: str) -> None:
+    """Fail fast, before any sandbox or model load: the spec's shape, and a llamacpp model's file."""
+    provider, sep, name = spec.partition(":")
+    if not sep or not name or not provider:
+        raise ModelError(f"LLM spec '{spec}' must look like provider:model (e.g. {DEFAULT_LLM})")
+    if provider == "llamacpp":
+        from agent.models import resolve_model
+
+        resolve_model(name, progress=True)
+
+
 def make_chat_model(spec: str, settings: LLMSettings | None = None) -> BaseChatModel:
     """Build the chat model named by `spec` (see the module docstring)."""
     s = settings or LLMSettings()
-    provider, sep, name = spec.partition(":")
-    if not sep or not name:
-        raise ModelError(f"LLM spec '{spec}' must look like provider:model (e.g. {DEFAULT_LLM})")
+    validate_spec(spec)
+    provider, _, name = spec.partition(":")
     if provider == "llamacpp":
         return _llamacpp(name, s)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent.errors import NasloopError, RunError
 from agent.graph import build_graph, recursion_limit_for
-from agent.llm import DEFAULT_LLM, LLMSettings, make_clients
+from agent.llm import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
 from agent.nodes import Deps
 from agent.run_store import RunStore
 from agent.state import DEFAULT_K
@@ -81,9 +81,12 @@ def run_search(args: argparse.Namespace) -> int:
     from agent.cli import build_evaluator
 
     args, store = _resolve_args(args)
-    evaluator = build_evaluator(args)  # data set and sandbox errors surface before any run dir exists
+    specs = (args.improver_llm or args.llm, args.generator_llm or args.llm)
+    for spec in set(specs):
+        validate_spec(spec)  # bad model specs fail before the sandbox or any run dir exists
+    evaluator = build_evaluator(args)  # so do data set and sandbox errors
     settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
-    improver, generator = make_clients(args.improver_llm or args.llm, args.generator_llm or args.llm, settings)
+    improver, generator = make_clients(*specs, settings)
     if store is None:
         saved = {k: getattr(args, k) for k in RUN_OPTIONS if hasattr(args, k)}
         store = RunStore.create(args.runs_dir, evaluator.data.name.replace("folder:", "folder-"),

@@ -1,0 +1,50 @@
+"""Scripted stand-ins for unit tests of logic only (routing, memory, parsing, resume bookkeeping).
+Integration tests never use these: they run the real sandbox and the real GGUF model."""
+from __future__ import annotations
+
+import itertools
+import re
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+import prompts
+from agent.llm import ChatClient
+from tools.outcome import Outcome
+
+SEED = prompts.seed_source("digits")
+
+
+def scripted(*responses: str, spec: str = "scripted") -> ChatClient:
+    """A ChatClient over langchain's FakeListChatModel: replies cycle through `responses`."""
+    return ChatClient(FakeListChatModel(responses=list(responses)), spec)
+
+
+def code_reply(code: str = SEED, tag: str = "") -> str:
+    return f"Here you go:\n```python\n# {tag}\n{code}```\n"
+
+
+class ScriptedEvaluator:
+    """In-process stand-in: the candidate's first-line tag `# acc=0.42` or `# fail=shape_error` decides."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def evaluate(self, source: str) -> Outcome:
+        self.calls += 1
+        m = re.search(r"# acc=([\d.]+)", source)
+        if m:
+            return Outcome("ok", accuracy=float(m.group(1)), params=1000, flops=2000, seconds=0.0)
+        m = re.search(r"# fail=(\w+)", source)
+        if m:
+            return Outcome(m.group(1), f"{m.group(1)} diagnosis", seconds=0.0)  # type: ignore[arg-type]
+        return Outcome("ok", accuracy=0.5, params=1000, seconds=0.0)
+
+
+def task(iterations: int = 3, **kw) -> dict:
+    return {"dataset": "digits", "description": "digits: 10 classes, input tensors of shape (B, 1, 32, 32)",
+            "num_classes": 10, "in_channels": 1, "image_size": 32, "iterations": iterations,
+            "max_params": 2_000_000, "target_accuracy": None, **kw}
+
+
+def accuracies() -> itertools.count:
+    return itertools.count()

@@ -1,0 +1,156 @@
+"""The loop's routing, memory and bookkeeping with a scripted chat model and an in-process evaluator."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent import Deps, build_graph, recursion_limit_for
+from agent.graph import route_next, route_start
+from agent.run_store import RunStore
+from tests.fakes import SEED, ScriptedEvaluator, code_reply, scripted, task
+
+GOOD_IMPROVER = '{"problem": "too shallow", "suggestion": "add a block"}'
+
+
+def config(iterations: int, thread: str = "t") -> dict:
+    return {"configurable": {"thread_id": thread}, "recursion_limit": recursion_limit_for(iterations)}
+
+
+def run(deps: Deps, iterations: int = 3, saver=None, **task_kw) -> dict:
+    graph = build_graph(deps, checkpointer=saver)
+    return graph.invoke({"task": task(iterations, **task_kw)}, config(iterations))
+
+
+def test_routing():
+    assert route_start({}) == "seed" and route_start({"iteration": 4}) == "improve"
+    assert route_next({"task": task(3), "iteration": 3}) == "improve"
+    assert route_next({"task": task(3), "iteration": 4}) == "__end__"
+    assert route_next({"task": task(9, target_accuracy=0.8), "iteration": 2, "best": {"accuracy": 0.81}}) == "__end__"
+
+
+def test_a_run_records_seed_triples_and_best(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    replies = [code_reply(tag="acc=0.6"), code_reply(tag="fail=shape_error"), code_reply(tag="acc=0.7")]
+    ev = ScriptedEvaluator()
+    out = run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ev, store), iterations=3)
+    assert out["iteration"] == 4 and ev.calls == 4  # the seed + 3 candidates
+    assert [t["outcome"] for t in out["window"]] == ["ok", "ok", "shape_error", "ok"]
+    assert out["window"][0]["suggestion"] == "seed architecture"
+    assert out["window"][2]["diagnosis"] == "shape_error diagnosis"
+    assert out["best"]["iteration"] == 3 and out["best"]["accuracy"] == 0.7
+    assert out["counts"] == {"ok": 3, "shape_error": 1, "evaluated": 4}
+    results = store.results()
+    assert [r["iteration"] for r in results] == [0, 1, 2, 3]
+    assert results[1]["problem"] == "too shallow" and results[1]["suggestion"] == "add a block"
+    assert sorted((r["iteration"], r["node"]) for r in store.trace()) == [
+        (i, n) for i in (1, 2, 3) for n in ("generate", "improve")]
+    assert (store.path / "candidates" / "0003.py").read_text().startswith("# acc=0.7")
+    assert (store.path / "best.py").read_text().startswith("# acc=0.7")
+
+
+def test_unreadable_improver_reply_becomes_a_failure_triple():
+    out = run(Deps(scripted("no idea, sorry"), scripted(code_reply(tag="acc=0.6")), ScriptedEvaluator()), 1)
+    triple = out["window"][-1]
+    assert triple["problem"].startswith("(improver failure)") and triple["outcome"] == "ok"
+
+
+def test_reply_without_code_is_invalid_code_and_costs_no_evaluation():
+    ev = ScriptedEvaluator()
+    out = run(Deps(scripted(GOOD_IMPROVER), scripted("I would add a layer."), ev), 2)
+    assert [t["outcome"] for t in out["window"]] == ["ok", "invalid_code", "invalid_code"]
+    assert "no ```python code block" in out["window"][-1]["diagnosis"]
+    assert ev.calls == 1  # only the seed
+
+
+def test_target_accuracy_stops_early():
+    out = run(Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.95")), ScriptedEvaluator()), 50,
+              target_accuracy=0.9)
+    assert out["iteration"] == 2
+
+
+def test_improver_sees_window_and_last_outcome(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    replies = [code_reply(tag="fail=shape_error"), code_reply(tag="acc=0.6")]
+    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store), 2)
+    prompt = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "improve")
+    assert "outcome shape_error" in prompt and "shape_error diagnosis" in prompt
+    assert "(B, 1, 32, 32)" in prompt and '"suggestion": "seed architecture"' in prompt
+    gen = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "generate")
+    assert "add a block" in gen and "class Net(nn.Module)" in gen
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingEvaluator(ScriptedEvaluator):
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def evaluate(self, source):
+        if self.calls == self.at:
+            self.calls += 1
+            raise Crash("killed")
+        return super().evaluate(source)
+
+
+def test_resume_reuses_recorded_llm_replies_and_continues(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
+    gen = scripted(code_reply(tag="acc=0.6"))
+    deps = Deps(scripted(GOOD_IMPROVER), gen, CrashingEvaluator(at=2), store)
+    graph = build_graph(deps, checkpointer=SqliteSaver(conn))
+    with pytest.raises(Crash):
+        graph.invoke({"task": task(4)}, config(4))
+    assert [r["iteration"] for r in store.results()] == [0, 1]
+    conn.close()
+
+    # A new process: new store object, new graph, same files.
+    store2 = RunStore.open(store.path)
+    conn2 = sqlite3.connect(str(store2.checkpoint_path), check_same_thread=False)
+    improver2 = scripted("SHOULD NOT BE ASKED FOR ITERATION 2")
+    graph2 = build_graph(Deps(improver2, scripted(code_reply(tag="acc=0.7")), ScriptedEvaluator(), store2),
+                         checkpointer=SqliteSaver(conn2))
+    snap = graph2.get_state(config(4))
+    assert snap.next == ("evaluate",) and snap.values["iteration"] == 2
+    out = graph2.invoke(None, config(4))
+    conn2.close()
+    assert out["iteration"] == 5
+    assert [r["iteration"] for r in store2.results()] == [0, 1, 2, 3, 4]
+    keys = [(r["iteration"], r["node"]) for r in store2.trace()]
+    assert len(keys) == len(set(keys)) == 8
+    # iteration 2's code came from the first process (recorded), 3 and 4 from the second
+    assert "acc=0.6" in (store2.path / "candidates" / "0002.py").read_text()
+    assert "acc=0.7" in (store2.path / "candidates" / "0004.py").read_text()
+
+
+def test_partial_last_line_is_dropped(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    store.once("results", 0, "evaluate", lambda: {"outcome": "ok"})
+    with open(store.path / "results.jsonl", "a") as f:
+        f.write('{"iteration": 1, "node": "evaluate", "outc')
+    again = RunStore.open(store.path)
+    assert [r["iteration"] for r in again.results()] == [0]
+    again.once("results", 1, "evaluate", lambda: {"outcome": "timeout"})
+    assert [r["outcome"] for r in RunStore.open(store.path).results()] == ["ok", "timeout"]
+
+
+def test_2000_iterations_without_recursion_error_and_bounded_checkpoints(tmp_path):
+    conn = sqlite3.connect(str(tmp_path / "cp.sqlite"), check_same_thread=False)
+    saver = SqliteSaver(conn)
+    ev = ScriptedEvaluator()
+    graph = build_graph(Deps(scripted(GOOD_IMPROVER), scripted(code_reply(SEED)), ev), checkpointer=saver)
+    sizes = {}
+    for n in (20, 2000):
+        cfg = config(n, thread=f"t{n}")
+        out = graph.invoke({"task": task(n)}, cfg)
+        assert out["iteration"] == n + 1 and len(out["window"]) == 5
+        blobs = conn.execute("select sum(length(checkpoint)) , count(*) from checkpoints where thread_id=?",
+                             (f"t{n}",)).fetchone()
+        writes = conn.execute("select sum(length(value)) from writes where thread_id=?", (f"t{n}",)).fetchone()
+        sizes[n] = ((blobs[0] or 0) + (writes[0] or 0)) / blobs[1]
+    assert ev.calls == 21 + 2001
+    assert sizes[2000] < 1.3 * sizes[20], sizes  # bytes per checkpoint do not grow with the run

@@ -1,0 +1,45 @@
+"""Replies small models really give: single quotes, fences, chatter, no code."""
+import pytest
+
+from agent.parsing import extract_code, parse_improver
+
+
+@pytest.mark.parametrize("text", [
+    '{"problem": "too shallow", "suggestion": "add a conv block"}',
+    "Sure!\n```json\n{\"problem\": \"too shallow\", \"suggestion\": \"add a conv block\"}\n```",
+    "{'problem': 'too shallow', 'suggestion': 'add a conv block'}",
+    "{'Problem': 'too shallow', 'Suggestion': ['add a conv block']}",
+    "problem: too shallow\nsuggestion: add a conv block",
+])
+def test_improver_variants(text):
+    parsed, err = parse_improver(text)
+    assert err == ""
+    assert parsed == {"problem": "too shallow", "suggestion": "add a conv block"}
+
+
+@pytest.mark.parametrize("text", ["", "I think the network is fine.", '{"problem": "x"}'])
+def test_improver_unreadable(text):
+    parsed, err = parse_improver(text)
+    assert parsed is None and "Improver" in err
+
+
+def test_code_block_with_net_is_chosen():
+    text = ("Explanation\n```python\nprint('usage')\n```\nand\n```python\nimport torch.nn as nn\n"
+            "class Net(nn.Module):\n    pass\n```")
+    code, err = extract_code(text)
+    assert err == "" and code.startswith("import torch.nn as nn\nclass Net")
+
+
+def test_unterminated_fence_still_yields_code():
+    code, _ = extract_code("```python\nclass Net(nn.Module):\n    pass\n")
+    assert code is not None and "class Net" in code
+
+
+@pytest.mark.parametrize("text,why", [
+    ("", "empty"),
+    ("```python\nclass Model: pass\n```", "does not define class Net"),
+    ("I cannot help with that.", "no ```python code block"),
+])
+def test_no_code(text, why):
+    code, err = extract_code(text)
+    assert code is None and why in err
