@@ -1,0 +1,92 @@
+"""Bad input: one line on stderr, a non-zero exit, and no run directory created or clobbered."""
+from __future__ import annotations
+
+import pytest
+
+from agent.cli import main
+
+
+@pytest.fixture
+def fake_gguf(tmp_path):
+    """A file that passes the magic check (the CLI must fail on the data set before loading it)."""
+    p = tmp_path / "tiny.gguf"
+    p.write_bytes(b"GGUF" + b"\0" * 60)
+    return p
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(main(list(argv)))
+    err = capsys.readouterr().err.strip()
+    return exc.value.code, err
+
+
+def assert_one_line(code: int, err: str, needle: str) -> None:
+    assert code != 0
+    assert len(err.splitlines()) == 1, err
+    assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["search", "--iterations", "0"], "must be at least 1 (got 0)"),
+    (["search", "--k", "x"], "'x' is not a whole number"),
+    (["evaluate", "x.py", "--memory", "lots"], "cannot read memory size 'lots'"),
+    (["evaluate", "x.py", "--sandbox", "vm"], "invalid choice: 'vm'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_argument_errors(capsys, argv, needle):
+    assert_one_line(*run_cli(capsys, *argv), needle)
+
+
+def test_unknown_dataset(capsys, tmp_path, fake_gguf):
+    code, err = run_cli(capsys, "search", "--dataset", "mnist", "--llm", f"llamacpp:{fake_gguf}",
+                        "--runs-dir", str(tmp_path / "runs"), "--sandbox", "process")
+    assert_one_line(code, err, "unknown dataset 'mnist'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_model_alias(capsys, tmp_path):
+    code, err = run_cli(capsys, "search", "--llm", "llamacpp:qwen9-coder", "--runs-dir", str(tmp_path / "r"))
+    assert_one_line(code, err, "neither a bundled alias (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b) nor a GGUF file")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unreadable_gguf(capsys, tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"<html>not a model</html>")
+    code, err = run_cli(capsys, "search", "--llm", f"llamacpp:{bad}", "--runs-dir", str(tmp_path / "r"))
+    assert_one_line(code, err, "is not a GGUF model file")
+
+
+def test_spec_without_provider(capsys, tmp_path):
+    assert_one_line(*run_cli(capsys, "search", "--llm", "gpt4", "--runs-dir", str(tmp_path)),
+                    "must look like provider:model")
+
+
+def test_resume_of_something_that_is_not_a_run(capsys, tmp_path):
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "notarun" / "keep.txt").write_text("mine")
+    code, err = run_cli(capsys, "search", "--resume", str(tmp_path / "notarun"))
+    assert_one_line(code, err, "is not a nasloop run (no run.json)")
+    assert (tmp_path / "notarun" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "notarun").iterdir()) == ["keep.txt"]
+
+
+def test_missing_candidate_file(capsys):
+    assert_one_line(*run_cli(capsys, "evaluate", "/nonexistent/net.py"), "candidate file '/nonexistent/net.py' not found")
+
+
+def test_no_docker_engine(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    net = tmp_path / "net.py"
+    net.write_text("class Net: pass\n")
+    code, err = run_cli(capsys, "evaluate", str(net), "--train-subset", "50")
+    assert_one_line(code, err, "Docker engine not reachable")
+    assert "--sandbox process" in err
+
+
+def test_help_is_there(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "--iterations" in out and "--resume" in out and "--llm" in out
