@@ -1,0 +1,61 @@
+"""Real training in the real sandbox on real images: accuracy must be well above chance."""
+from __future__ import annotations
+
+import pytest
+
+import prompts
+from sandbox import Limits, make_sandbox
+from tools.datasets import prepare
+from tools.evaluator import Evaluator, TrainSettings
+
+pytestmark = pytest.mark.integration
+
+
+def test_seed_net_learns_digits(docker_engine):
+    data = prepare("digits")
+    ev = Evaluator(data, make_sandbox("docker", limits=Limits(timeout_s=300)), TrainSettings(min_steps=60))
+    out = ev.evaluate(prompts.seed_source("digits"))
+    assert out.kind == "ok", out.summary()
+    assert out.accuracy > 0.6, out.summary()  # chance is 0.1
+    assert out.epochs == pytest.approx(60 / 5) and out.steps == 60
+
+
+def test_seed_net_learns_cifar10_jpegs(docker_engine, cifar_folder):
+    data = prepare(f"folder:{cifar_folder}", train_subset=5000, test_subset=1000)
+    assert data.num_classes == 10 and data.in_channels == 3 and data.image_size == 32
+    ev = Evaluator(data, make_sandbox("docker", limits=Limits(timeout_s=400)), TrainSettings(min_steps=80))
+    out = ev.evaluate(prompts.seed_source(data.name))
+    assert out.kind == "ok", out.summary()
+    assert out.accuracy > 0.3, out.summary()  # chance is 0.1
+    assert out.steps == 80 and out.flops > 1e6
+
+
+def test_process_sandbox_trains_too(digits):
+    ev = Evaluator(digits, make_sandbox("process", limits=Limits(timeout_s=300)), TrainSettings(min_steps=40))
+    out = ev.evaluate(prompts.seed_source("digits"))
+    assert out.kind == "ok" and out.accuracy > 0.3, out.summary()
+
+
+def test_process_sandbox_times_out_and_classifies(digits):
+    from tests.conftest import candidate
+
+    ev = Evaluator(digits, make_sandbox("process", limits=Limits(timeout_s=10)), TrainSettings(min_steps=8))
+    assert ev.evaluate(candidate("infinite_forward")).kind == "timeout"
+    assert ev.evaluate(candidate("shape_mismatch")).kind == "shape_error"
+    assert ev.evaluate(candidate("fake_result"), static_check=False).kind == "runtime_error"
+
+
+def test_cli_evaluate_prints_one_result(docker_engine, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import CANDIDATES
+
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "evaluate", str(CANDIDATES / "ok_tiny.py"),
+                           "--dataset", "digits", "--train-subset", "256", "--min-steps", "10", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    res = json.loads(proc.stdout)
+    assert res["outcome"] == "ok" and res["steps"] == 10 and res["params"] > 0
