@@ -73,6 +73,7 @@ search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATI
 
 bench: setup sandbox-image  ## print the benchmarks (ratios against a baseline run in the same process)
 	$(PY) bench/evaluator.py
+	$(PY) bench/agent_loop.py
 
 clean:  ## remove the virtual environment (caches in NASLOOP_CACHE stay)
 	rm -rf $(VENV) *.egg-info

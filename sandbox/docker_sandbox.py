@@ -124,7 +124,7 @@ class DockerSandbox:
                 device_requests=gpu_requests(lim.gpus),
                 volumes=volumes,
                 log_config=LogConfig(type="json-file", config={"max-size": "4m", "max-file": "2"}),
-                labels={CONTAINER_LABEL: "1"},
+                labels={CONTAINER_LABEL: str(os.getpid())},  # the owner, to tell leaks from live runs
                 stdin_open=True,
                 detach=True,
             )
@@ -175,6 +175,21 @@ class DockerSandbox:
 
 
 def leftover_containers(client: docker.DockerClient | None = None) -> list:
-    """Containers this sandbox started that still exist (should always be empty)."""
+    """Sandbox containers that outlived their owner process, or belong to this one (should be none)."""
     client = client or docker_client()
-    return client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+    left = []
+    for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+        owner = (c.labels or {}).get(CONTAINER_LABEL, "")
+        if not owner.isdigit() or int(owner) == os.getpid() or not _alive(int(owner)):
+            left.append(c)
+    return left
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

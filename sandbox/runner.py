@@ -5,7 +5,7 @@ only the standard library, numpy and torch. It owns the whole training recipe; t
 supplies `class Net(nn.Module)`.
 
 Result channel (why the candidate cannot forge it):
-  * before the candidate is imported, the harness reads a secret nonce from stdin, keeps a private
+  * before the candidate is imported, the harness (main -> secure_channel) reads a secret nonce from stdin, keeps a private
     duplicate of the original stdout and then points file descriptor 1 at stderr, so everything the
     candidate prints lands in the log stream, never in the result stream;
   * the functions used to write the result (`os.write`, `json.dumps`) are bound before the import;
@@ -26,38 +26,50 @@ import traceback
 # --- the result channel: bound before any untrusted code exists --------------------------------
 _write = os.write
 _dumps = json.dumps
-_RESULT_FD = os.dup(1)
-os.dup2(2, 1)  # the candidate's prints (and ours) go to stderr from here on
-try:
-    _NONCE = sys.stdin.buffer.readline().decode("ascii", "replace").strip()
-except Exception:  # no stdin (run by hand): results are unsigned and the caller will reject them
-    _NONCE = ""
-try:
-    os.close(0)
-except OSError:
-    pass
+_CHANNEL = {"fd": 1, "nonce": ""}
+
+
+def secure_channel() -> None:
+    """Keep a private duplicate of stdout for the result, send fd 1 to stderr, read the nonce, close stdin.
+
+    Called first thing in main(), before the candidate exists; importing this module does nothing of it
+    (so tests can import the helpers)."""
+    _CHANNEL["fd"] = os.dup(1)
+    os.dup2(2, 1)  # the candidate's prints (and ours) go to stderr from here on
+    try:
+        _CHANNEL["nonce"] = sys.stdin.buffer.readline().decode("ascii", "replace").strip()
+    except Exception:  # no stdin (run by hand): results are unsigned and the caller will reject them
+        _CHANNEL["nonce"] = ""
+    try:
+        os.close(0)
+    except OSError:
+        pass
+
 
 RESULT_PREFIX = "NASLOOP_RESULT "
 TAIL = 1500  # characters of traceback kept in the result
 
 
-def _emit(result: dict) -> None:
+def _emit(result: dict, fd: int, nonce: str) -> None:
     """Write the signed result line to the private stdout duplicate (once)."""
-    result["nonce"] = _NONCE
+    result["nonce"] = nonce
     data = (RESULT_PREFIX + _dumps(result, default=str) + "\n").encode()
     while data:
-        n = _write(_RESULT_FD, data)
+        n = _write(fd, data)
         data = data[n:]
 
 
 def _error(phase: str, exc: BaseException) -> dict:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "candidate.py"]
+    where = f"candidate.py:{frames[-1].lineno} in {frames[-1].name}: {(frames[-1].line or '').strip()}" if frames else ""
     return {
         "status": "error",
         "phase": phase,
         "exc_type": type(exc).__name__,
         "message": str(exc)[:TAIL],
         "traceback": tb[-TAIL:],
+        "where": where[:200],
     }
 
 
@@ -154,6 +166,108 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+# --- pre-flight on the meta device: shapes, interface and size before any real allocation ------------
+class ShapeTrace:
+    """Forward hooks recording each leaf module's output shape, and which module was running at a failure."""
+
+    def __init__(self, model: nn.Module):
+        self.names = {m: (n or "net") for n, m in model.named_modules()}
+        self.done: list[str] = []
+        self.stack: list[tuple[nn.Module, str]] = []
+        self.handles = []
+        for m in self.names:
+            self.handles.append(m.register_forward_pre_hook(self._pre))
+            self.handles.append(m.register_forward_hook(self._post))
+
+    @staticmethod
+    def _shape(x) -> str:
+        if isinstance(x, torch.Tensor):
+            return "x".join(str(d) for d in x.shape[1:]) or "scalar"
+        if isinstance(x, (tuple, list)) and x:
+            return ShapeTrace._shape(x[0])
+        return type(x).__name__
+
+    def _pre(self, mod, args) -> None:
+        self.stack.append((mod, self._shape(args)))
+
+    def _post(self, mod, args, out) -> None:
+        if self.stack:
+            self.stack.pop()
+        if not any(True for _ in mod.children()):
+            self.done.append(f"{self.names.get(mod, '?')} {type(mod).__name__}→{self._shape(out)}")
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def text(self, limit: int = 160) -> str:
+        """'conv1 Conv2d→32x32x32 | pool MaxPool2d→32x16x16 | ✗ fc Linear(in_features=8192, ...) got 2048'."""
+        parts = list(self.done)
+        if self.stack:
+            mod, shape_in = self.stack[-1]
+            leaf = not any(True for _ in mod.children())
+            desc = repr(mod).splitlines()[0][:70] if leaf else type(mod).__name__
+            parts.append(f"✗ {self.names.get(mod, '?')} {desc} got {shape_in}")
+        out = " | ".join(parts)
+        while len(out) > limit and len(parts) > 1:
+            parts.pop(0)
+            out = "… | " + " | ".join(parts)
+        return out[-limit:]
+
+
+def over_budget(params: int, max_params: int) -> dict | None:
+    if max_params and params > max_params:
+        return {"status": "error", "phase": "interface", "exc_type": "BudgetError",
+                "message": f"Net has {params:,} parameters; the budget is {max_params:,}. Use fewer or "
+                           f"narrower layers"}
+    return None
+
+
+def wrong_output(out, num_classes: int, in_channels: int, size: int) -> dict | None:
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes):
+        return None
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    return {"status": "error", "phase": "interface", "exc_type": "InterfaceError",
+            "message": f"Net returned {got} for input (2, {in_channels}, {size}, {size}); expected (2, {num_classes})"}
+
+
+def _meta_specific(exc: BaseException) -> bool:
+    """Errors that only the meta device causes (data-dependent ops, .item(), mixed devices)."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return isinstance(exc, NotImplementedError) or "meta" in text or "device" in text
+
+
+def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params: int) -> tuple[dict | None, dict]:
+    """Build and run the net on the meta device (no memory): (failure or None, facts to report)."""
+    t0 = time.perf_counter()
+    try:
+        with torch.device("meta"):
+            model = net_cls(num_classes=num_classes, in_channels=in_channels)
+    except BaseException as exc:
+        if _meta_specific(exc) and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return None, {"preflight": "inconclusive"}
+        return _error("build", exc), {"preflight": "failed"}
+    params = sum(p.numel() for p in model.parameters())
+    info = {"params": int(params), "preflight": "failed"}
+    budget = over_budget(params, max_params)
+    if budget:
+        return budget, {**info, "preflight_seconds": time.perf_counter() - t0}
+    trace = ShapeTrace(model)
+    try:
+        with torch.device("meta"):
+            out = model(torch.empty(2, in_channels, size, size, device="meta"))
+    except BaseException as exc:
+        if _meta_specific(exc) and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return None, {"params": int(params), "preflight": "inconclusive"}
+        return {**_error("forward", exc), "shape_trace": trace.text()}, info
+    finally:
+        trace.remove()
+    wrong = wrong_output(out, num_classes, in_channels, size)
+    if wrong:
+        return {**wrong, "shape_trace": trace.text()}, info
+    return None, {"params": int(params), "preflight": "passed", "preflight_seconds": time.perf_counter() - t0}
+
+
 # --- the candidate -----------------------------------------------------------------------------
 def load_candidate(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
@@ -197,18 +311,24 @@ def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
     if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
         return {**base, "status": "error", "phase": "interface", "exc_type": "InterfaceError",
                 "message": "the module defines no class Net(nn.Module)"}
+    if cfg.get("preflight", True):
+        failure, info = preflight(net_cls, num_classes, in_channels, size, int(cfg.get("max_params") or 0))
+        base.update(info)
+        if failure is not None or cfg.get("mode") == "preflight":
+            return {**base, **(failure or {"status": "ok"})}
+
     try:
+        torch.manual_seed(seed)
         model = net_cls(num_classes=num_classes, in_channels=in_channels)
     except BaseException as exc:
         return {**base, **_error("build", exc)}
     params = sum(p.numel() for p in model.parameters())
     base["params"] = int(params)
-    max_params = int(cfg.get("max_params") or 0)
-    if max_params and params > max_params:
-        return {**base, "status": "error", "phase": "interface", "exc_type": "BudgetError",
-                "message": f"Net has {params:,} parameters; the budget is {max_params:,}. Use fewer or "
-                           f"narrower layers"}
+    budget = over_budget(params, int(cfg.get("max_params") or 0))
+    if budget:
+        return {**base, **budget}
 
+    trace = ShapeTrace(model)
     try:
         model.to(device)
         if channels_last:
@@ -217,12 +337,12 @@ def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
         model.train()
         out = model(probe)
     except BaseException as exc:
-        return {**base, **_error("forward", exc)}
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        return {**base, "status": "error", "phase": "interface", "exc_type": "InterfaceError",
-                "message": f"Net returned {got} for input (2, {in_channels}, {size}, {size}); "
-                           f"expected (2, {num_classes})"}
+        return {**base, **_error("forward", exc), "shape_trace": trace.text()}
+    finally:
+        trace.remove()
+    wrong = wrong_output(out, num_classes, in_channels, size)
+    if wrong:
+        return {**base, **wrong, "shape_trace": trace.text()}
     model.eval()
     base["flops"] = count_flops(model, probe[:1])
 
@@ -312,6 +432,8 @@ def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    secure_channel()
+    fd, nonce = _CHANNEL.pop("fd"), _CHANNEL.pop("nonce")  # only main's frame holds them now
     if len(argv) != 4:
         print("usage: runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR (nonce on stdin)", file=sys.stderr)
         return 2
@@ -321,7 +443,7 @@ def main(argv: list[str]) -> int:
         result = run(cfg, argv[2], argv[3])
     except BaseException as exc:  # anything that escaped the phase handlers
         result = _error("harness", exc)
-    _emit(result)
+    _emit(result, fd, nonce)
     return 0
 
 

@@ -27,7 +27,8 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32
     max_params: int = 2_000_000  # bigger nets are rejected (interface_error) before any training
-    mode: str = "train"
+    mode: str = "train"  # train | preflight (meta-device shapes and size only, no training)
+    preflight: bool = True  # run the meta-device pre-flight before allocating anything
 
 
 class Evaluator:

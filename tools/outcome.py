@@ -21,7 +21,7 @@ DIAGNOSIS_CHARS = 300
 
 # Messages PyTorch raises when tensor shapes do not fit together.
 _SHAPE_PATTERNS = re.compile(
-    r"shapes cannot be multiplied|size mismatch|Calculated (padded )?(input|output) size|"
+    r"shapes cannot be multiplied|must have same reduction dim|size mismatch|Calculated (padded )?(input|output) size|"
     r"Expected input batch_size|must match the size|Sizes of tensors must match|"
     r"is invalid for input of size|Expected \d+D .*input|Expected \d+-dimensional input|"
     r"expected input\[.*\] to have \d+ channels|to have \d+ channels, but got|"
@@ -138,6 +138,8 @@ def classify(raw: RawResult, limits: Limits) -> Outcome:
 
     common = {k: res.get(k) for k in ("params", "flops", "device", "precision", "seed", "steps")}
     status = res.get("status")
+    if status == "ok" and res.get("accuracy") is None and res.get("preflight") == "passed":
+        return Outcome("ok", "passed pre-flight (not trained)", seconds=seconds, **common)
     if status == "ok":
         acc = res.get("accuracy")
         if acc is None or not math.isfinite(acc):
@@ -154,9 +156,11 @@ def classify(raw: RawResult, limits: Limits) -> Outcome:
 
 def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     phase, exc, msg = res.get("phase", ""), res.get("exc_type", "Error"), res.get("message", "")
-    where = candidate_location(res.get("traceback", ""))
+    where = res.get("where") or candidate_location(res.get("traceback", ""))
     first = msg.strip().splitlines()[0] if msg.strip() else ""
     text = f"{exc}: {first}" + (f" ({where})" if where else "")
+    if res.get("shape_trace"):  # where the shapes went wrong, module by module (bounded)
+        text = clip(text, 130) + " | trace: " + res["shape_trace"]
     if phase in ("data", "harness"):
         return Outcome("sandbox_error", clip(f"harness fault in {phase}: {text}"), seconds=seconds, **common)
     if _GPU_OOM.search(msg) or exc == "OutOfMemoryError":

@@ -40,7 +40,9 @@ CASES = [
     ("missing_net", False, "interface_error", r"defines no class Net"),
     ("banned_import", True, "invalid_code", r"import of 'os' is not allowed"),
     ("wrong_output_shape", True, "interface_error", r"returned \(2, 5\).*expected \(2, 10\)"),
-    ("shape_mismatch", True, "shape_error", r"mat1 and mat2 shapes cannot be multiplied.*candidate\.py:17 in forward"),
+    # found by the meta-device pre-flight: PyTorch's meta message, the line, and the module trace
+    ("shape_mismatch", True, "shape_error",
+     r"(shapes cannot be multiplied|same reduction dim).*candidate\.py:17 in forward.*trace: .*✗ fc Linear"),
     ("runtime_error", True, "runtime_error", r"IndexError.*candidate\.py:11 in forward"),
     ("nan_forward", True, "diverged", r"nan"),
     ("sys_exit", False, "runtime_error", r"SystemExit"),
@@ -129,3 +131,34 @@ def test_unreachable_engine_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(SandboxUnavailable, match="Docker engine not reachable"):
         make_sandbox("docker")
+
+
+# --- pre-flight on the meta device -----------------------------------------------------------------
+def test_spatial_collapse_names_the_layer(evaluator):
+    out = run(evaluator, "spatial_collapse")
+    assert out.kind == "shape_error", out.summary()
+    assert "pools.4 MaxPool2d→16x1x1" in out.diagnosis and "✗ pools.5 MaxPool2d" in out.diagnosis
+    assert len(out.diagnosis) <= 300
+
+
+def test_huge_net_is_rejected_without_allocation(evaluator):
+    # 268M float32 parameters need ~1 GiB on top of torch itself: a real allocation would be host_oom here.
+    out = run(evaluator, "huge_net", limits=Limits(memory_bytes=1200 * 1024**2, timeout_s=60))
+    assert out.kind == "interface_error", out.summary()
+    assert "parameters; the budget is 2,000,000" in out.diagnosis
+    assert out.params > 268_000_000
+
+
+def test_meta_inconclusive_falls_back_to_the_real_run(evaluator):
+    out = run(evaluator, "data_dependent")
+    assert out.kind == "ok", out.summary()
+
+
+def test_preflight_mode_and_ablation(docker_engine, digits):
+    sb = make_sandbox("docker", limits=LIMITS)
+    only = Evaluator(digits, sb, TrainSettings(mode="preflight"))
+    out = only.evaluate(candidate("ok_tiny"))
+    assert out.kind == "ok" and out.accuracy is None and "pre-flight" in out.diagnosis and out.params == 362
+    plain = Evaluator(digits, sb, TrainSettings(min_steps=8, batch_size=64, preflight=False))
+    out = plain.evaluate(candidate("shape_mismatch"))
+    assert out.kind == "shape_error" and "mat1 and mat2 shapes cannot be multiplied" in out.diagnosis

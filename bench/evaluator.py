@@ -1,0 +1,139 @@
+"""Evaluator benchmarks, printed as ratios against baselines measured in the same process run.
+
+P1  overhead per evaluation beyond the net's own work (sandbox start, interpreter + torch import, data
+    load, result), on a trivial net and tiny data: Docker sandbox vs process sandbox vs the work itself.
+P2  harness images/s vs the loop most users write (torchvision ImageFolder + RandomCrop/Flip/ToTensor
+    + DataLoader(num_workers=2)) on the same net, data and batch size.
+
+    python bench/evaluator.py [--images DIR] [--steps 40] [--repeats 3]
+
+DIR is an ImageFolder tree with train/ and test/ (default: the CIFAR-10 JPEGs next to the project,
+extracted into the cache). Nothing here is asserted: machines are noisy, ratios are what to compare.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import prompts  # noqa: E402
+from sandbox import Limits, make_sandbox  # noqa: E402
+from tools.datasets import cache_root, prepare  # noqa: E402
+from tools.evaluator import Evaluator, TrainSettings  # noqa: E402
+
+TRIVIAL = (ROOT / "tests" / "candidates" / "ok_tiny.py").read_text()
+
+
+def cifar_images() -> Path | None:
+    tar = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar"
+    dest = cache_root() / "cifar10-jpeg"
+    if not (dest / "cifar10-jpeg" / "train").is_dir():
+        if not tar.is_file():
+            return None
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tar) as t:
+            t.extractall(dest, filter="data")
+    return dest / "cifar10-jpeg"
+
+
+def p1_overhead(repeats: int) -> None:
+    data = prepare("digits", train_subset=64, test_subset=64)
+    settings = TrainSettings(min_steps=1, batch_size=64)
+    rows = {}
+    for kind in ("process", "docker"):
+        try:
+            ev = Evaluator(data, make_sandbox(kind, limits=Limits(timeout_s=120)), settings)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            print(f"P1 {kind}: unavailable ({exc})")
+            continue
+        ev.evaluate(TRIVIAL)  # warm the page cache
+        walls, works = [], []
+        for _ in range(repeats):
+            out = ev.evaluate(TRIVIAL)
+            assert out.ok, out.summary()
+            walls.append(out.seconds)
+            works.append(out.train_seconds or 0.0)
+        rows[kind] = (statistics.median(walls), statistics.median(works))
+    print("P1  evaluation overhead on a trivial net (median of %d)" % repeats)
+    for kind, (wall, work) in rows.items():
+        print(f"    {kind:<8} wall {wall:6.2f} s   net's own work {work:5.2f} s   overhead {wall - work:5.2f} s")
+    if "docker" in rows and "process" in rows:
+        d, p = rows["docker"], rows["process"]
+        print(f"    ratio docker overhead / process overhead: {(d[0] - d[1]) / max(p[0] - p[1], 1e-9):.2f}x "
+              f"(target: docker overhead <= 0.5 s)")
+
+
+def naive_loop_images_per_s(images: Path, steps: int, batch: int, warmup: int = 3) -> float:
+    """The loop most users write: ImageFolder + transforms + DataLoader(num_workers=2), fp32."""
+    import torch
+    import torch.nn as nn
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    ns: dict = {}
+    exec(compile(prompts.seed_source("cifar10"), "seed.py", "exec"), ns)  # noqa: S102 - our own seed
+    model = ns["Net"](num_classes=10, in_channels=3)
+    tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(), transforms.Normalize((0.49, 0.48, 0.45), (0.25, 0.24, 0.26))])
+    loader = DataLoader(datasets.ImageFolder(str(images / "train"), transform=tf), batch_size=batch,
+                        shuffle=True, num_workers=2, drop_last=True, persistent_workers=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    model.train()
+    it = iter(loader)
+    t0 = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        x, y = next(it)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def p2_throughput(images: Path, steps: int, batch: int) -> None:
+    data = prepare(f"folder:{images}", train_subset=steps * batch, test_subset=512)
+    results = {}
+    for precision in ("fp32", "auto"):
+        ev = Evaluator(data, make_sandbox("process", limits=Limits(timeout_s=600)),
+                       TrainSettings(min_steps=steps, batch_size=batch, precision=precision))
+        out = ev.evaluate(prompts.seed_source(data.name))
+        assert out.ok, out.summary()
+        results[f"harness {out.precision}"] = out.images_per_s
+    results["naive DataLoader loop"] = naive_loop_images_per_s(images, steps, batch)
+    base = results["naive DataLoader loop"]
+    print(f"P2  training images/s, seed net, batch {batch}, {steps} steps, {data.name}")
+    for name, ips in results.items():
+        print(f"    {name:<24} {ips:8.0f} img/s   {ips / base:5.2f}x the DataLoader loop")
+    print("    (target: harness >= 3x)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="evaluator benchmarks (P1 overhead, P2 throughput)")
+    ap.add_argument("--images", type=Path, help="ImageFolder tree with train/ and test/ (default: CIFAR-10 JPEGs)")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", choices=["p1", "p2"])
+    args = ap.parse_args()
+    if args.only in (None, "p1"):
+        p1_overhead(args.repeats)
+    if args.only in (None, "p2"):
+        images = args.images or cifar_images()
+        if images is None:
+            print("P2  skipped: no --images DIR and no CIFAR-10 JPEG archive next to the project")
+        else:
+            p2_throughput(images, args.steps, args.batch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
