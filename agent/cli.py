@@ -61,6 +61,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
     g.add_argument("--max-params", type=positive_int, default=d.max_params,
                    help="parameter budget: bigger nets are rejected before training")
+    g.add_argument("--no-preflight", action="store_true",
+                   help="skip the meta-device pre-flight (shapes and size checked before any allocation)")
 
 
 def add_sandbox_args(p: argparse.ArgumentParser) -> None:
@@ -88,7 +90,7 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
         sandbox = make_sandbox("process", limits=limits)
     settings = TrainSettings(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
                              lr=args.lr, seed=args.seed, device=args.device, precision=args.precision,
-                             max_params=args.max_params)
+                             max_params=args.max_params, preflight=not args.no_preflight)
     return Evaluator(data, sandbox, settings)
 
 

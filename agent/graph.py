@@ -3,11 +3,13 @@
     START ─► seed (iteration 0: the baseline) ─┐
       │                                          ▼
       └──(resuming)──► improve ─► generate ─► evaluate ─► (budget left and target not reached?) ─► improve
+                                                 ▲      ├─► repair  (failed static check / pre-flight,
+                                                 └──────┘            attempts left)
                                                         └─► END
 
 `build_graph(...)` compiles WITHOUT a checkpointer, so a parent graph's checkpointer is inherited
 (and `langgraph dev` accepts it); the CLI compiles with SqliteSaver for resume. One iteration is three
-supersteps: callers set `recursion_limit` with `recursion_limit_for(iterations)`.
+supersteps, plus two per repair: callers set `recursion_limit` with `recursion_limit_for(iterations)`.
 """
 from __future__ import annotations
 
@@ -34,9 +36,16 @@ def route_next(state: dict) -> str:
     return END if state.get("iteration", 0) > task["iterations"] else "improve"
 
 
-def recursion_limit_for(iterations: int) -> int:
-    """The recursion limit one invocation needs to run `iterations` iterations."""
-    return STEPS_PER_ITERATION * (iterations + 1) + 10
+def route_after_evaluate(state: dict) -> str:
+    """A candidate waiting for repair goes back to the Generator; otherwise the loop goes on or ends."""
+    if (state.get("candidate") or {}).get("failed"):
+        return "repair"
+    return route_next(state)
+
+
+def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
+    """The recursion limit one invocation needs to run `iterations` iterations with up to `repairs` each."""
+    return (STEPS_PER_ITERATION + 2 * repairs) * (iterations + 1) + 10
 
 
 def build_graph(deps: Deps, *, k: int = DEFAULT_K, checkpointer=None):
@@ -49,5 +58,6 @@ def build_graph(deps: Deps, *, k: int = DEFAULT_K, checkpointer=None):
     g.add_conditional_edges("seed", route_next, ["improve", END])
     g.add_edge("improve", "generate")
     g.add_edge("generate", "evaluate")
-    g.add_conditional_edges("evaluate", route_next, ["improve", END])
+    g.add_conditional_edges("evaluate", route_after_evaluate, ["improve", "repair", END])
+    g.add_edge("repair", "evaluate")
     return g.compile(checkpointer=checkpointer, name="nasloop")

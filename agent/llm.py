@@ -101,11 +101,14 @@ class ChatClient:
     def __init__(self, model: BaseChatModel, spec: str, attempts: int = 3):
         self.model, self.spec, self.attempts = model, spec, attempts
 
-    def ask(self, system: str, user: str) -> Reply:
+    def ask(self, system: str, user: str, temperature: float | None = None) -> Reply:
+        """One completion; `temperature` overrides the model's for this call only."""
+        kwargs = {} if temperature is None else {"temperature": temperature}
+
         @retry(stop=stop_after_attempt(self.attempts), wait=wait_exponential(min=1, max=20),
                retry=retry_if_exception(_transient), reraise=True)
         def call():
-            return self.model.invoke([SystemMessage(system), HumanMessage(user)])
+            return self.model.invoke([SystemMessage(system), HumanMessage(user)], **kwargs)
 
         t0 = time.perf_counter()
         try:

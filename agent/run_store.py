@@ -50,9 +50,10 @@ class RunStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._memo: dict[tuple[str, int, str], dict] = {}
+        self._codes: dict[str, dict] = {}  # code_key -> first result with that code (repeat detection)
         for kind in ("trace", "results"):
             for rec in _read_jsonl(self.path / f"{kind}.jsonl"):
-                self._memo[(kind, rec.get("iteration", -1), rec.get("node", ""))] = rec
+                self._remember(kind, rec)
 
     # -- creation ---------------------------------------------------------------------------------
     @classmethod
@@ -109,8 +110,17 @@ class RunStore:
             return self._memo[key]
         rec = {"iteration": iteration, "node": node, **make(), "time": time.time()}
         self._append(f"{kind}.jsonl", rec)
-        self._memo[key] = rec
+        self._remember(kind, rec)
         return rec
+
+    def _remember(self, kind: str, rec: dict) -> None:
+        self._memo[(kind, rec.get("iteration", -1), rec.get("node", ""))] = rec
+        if kind == "results" and rec.get("code_key"):
+            self._codes.setdefault(rec["code_key"], rec)
+
+    def first_with_code(self, key: str) -> dict | None:
+        """The first result whose candidate had this code key."""
+        return self._codes.get(key)
 
     def get(self, kind: str, iteration: int, node: str) -> dict | None:
         """The record for (iteration, node) in `kind`.jsonl, if there is one."""

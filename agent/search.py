@@ -14,7 +14,7 @@ from pathlib import Path
 from agent.errors import NasloopError, RunError
 from agent.graph import build_graph, recursion_limit_for
 from agent.llm import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
-from agent.nodes import Deps
+from agent.nodes import Deps, LoopOptions
 from agent.run_store import RunStore
 from agent.state import DEFAULT_K
 from tools.evaluator import Evaluator
@@ -26,7 +26,7 @@ RUN_OPTIONS = (
     "dataset", "data_root", "train_subset", "test_subset", "image_size", "epochs", "min_steps", "batch_size",
     "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
     "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "temperature", "max_tokens",
-    "iterations", "no_download",
+    "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight",
 )
 
 
@@ -47,6 +47,12 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-tokens", type=positive_int, default=1536, help="longest LLM reply")
     g.add_argument("--k", type=positive_int, default=DEFAULT_K, help="memory window: last K triples")
     g.add_argument("--target-accuracy", type=float, help="stop early once the best net reaches this")
+    g.add_argument("--repairs", type=int, default=1, metavar="R",
+                   help="repair attempts for a candidate failing the static check or pre-flight (0: none)")
+    g.add_argument("--no-escape", action="store_true",
+                   help="no failure-loop escape and no repeat detection (the published loop's behaviour)")
+    g.add_argument("--streak", type=positive_int, default=2,
+                   help="equivalent failures in a row that trigger a failure-loop escape")
     g.add_argument("--runs-dir", default="runs", help="where new runs are created (default runs/)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (e.g. after kill -9)")
 
@@ -94,13 +100,15 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
 
-    deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store)
+    options = LoopOptions(repairs=max(0, args.repairs), escape=not args.no_escape, streak=args.streak,
+                          temperature=args.temperature)
+    deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store, options=options)
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
     try:
         graph = build_graph(deps, k=args.k, checkpointer=SqliteSaver(conn))
-        config = {"configurable": {"thread_id": THREAD}, "recursion_limit": recursion_limit_for(args.iterations)}
+        config = {"configurable": {"thread_id": THREAD}, "recursion_limit": recursion_limit_for(args.iterations, options.repairs)}
         snapshot = graph.get_state(config)
         state = dict(snapshot.values or {})
         inp = None if snapshot.next else {"task": make_task(evaluator, args)}
@@ -190,6 +198,10 @@ class Progress:
             info = f"best {best} | last {out['kind']}"
             line = (f"iter {it}/{self.total}  {out['kind']:<15} acc {acc}  best {best}  "
                     f"params {human(out.get('params') or 0)}  llm {llm:.1f}s  eval {out.get('seconds') or 0:.1f}s")
+            if last.get("repairs"):
+                line += f"  (after {last['repairs']} repair{'s' if last['repairs'] > 1 else ''})"
+            if last.get("escape"):
+                line += f"  [escape: {last['escape']}]"
             if out.get("diagnosis"):
                 line += f"  | {out['diagnosis'][:120]}"
             self.console.print(line, markup=False, highlight=False)

@@ -20,23 +20,25 @@ def scripted(*responses: str, spec: str = "scripted") -> ChatClient:
 
 
 def code_reply(code: str = SEED, tag: str = "") -> str:
-    return f"Here you go:\n```python\n# {tag}\n{code}```\n"
+    """A Generator reply; `tag` (e.g. acc=0.6 or fail=shape_error) becomes code, so tagged replies differ."""
+    return f"Here you go:\n```python\nTAG = \"{tag}\"\n{code}```\n"
 
 
 class ScriptedEvaluator:
-    """In-process stand-in: the candidate's first-line tag `# acc=0.42` or `# fail=shape_error` decides."""
+    """In-process stand-in: the candidate's tag `acc=0.42` or `fail=shape_error` decides the outcome."""
 
     def __init__(self):
         self.calls = 0
 
     def evaluate(self, source: str) -> Outcome:
         self.calls += 1
-        m = re.search(r"# acc=([\d.]+)", source)
+        m = re.search(r"acc=([\d.]+)", source)
         if m:
             return Outcome("ok", accuracy=float(m.group(1)), params=1000, flops=2000, seconds=0.0)
-        m = re.search(r"# fail=(\w+)", source)
-        if m:
-            return Outcome(m.group(1), f"{m.group(1)} diagnosis", seconds=0.0)  # type: ignore[arg-type]
+        m = re.search(r"(p?)fail=(\w+)", source)
+        if m:  # pfail=...: a failure found by the pre-flight (repairable), fail=...: during training
+            stage = "preflight" if m.group(1) else None
+            return Outcome(m.group(2), f"{m.group(2)} diagnosis", seconds=0.0, stage=stage)  # type: ignore[arg-type]
         return Outcome("ok", accuracy=0.5, params=1000, seconds=0.0)
 
 

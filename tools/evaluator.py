@@ -57,7 +57,7 @@ class Evaluator:
         if static_check:
             violation = check_source(source)
             if violation is not None:
-                return Outcome(violation.kind, violation.reason, seconds=0.0)  # type: ignore[arg-type]
+                return Outcome(violation.kind, violation.reason, seconds=0.0, stage="static")  # type: ignore[arg-type]
         raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.path))
         return classify(raw, self.limits)
 

@@ -56,6 +56,7 @@ class Outcome:
     precision: str | None = None
     seed: int | None = None
     scores: dict[str, float] = field(default_factory=dict)  # zero-cost proxy scores, when asked for
+    stage: str | None = None  # where it failed: static (AST policy) | preflight (meta device) | None
 
     @property
     def ok(self) -> bool:
@@ -135,7 +136,13 @@ def classify(raw: RawResult, limits: Limits) -> Outcome:
     res = raw.result
     if res is None:
         return _without_result(raw, limits, seconds)
+    out = _from_result(res, seconds)
+    if out.kind != "ok" and res.get("preflight") == "failed":
+        out.stage = "preflight"
+    return out
 
+
+def _from_result(res: dict, seconds: float) -> Outcome:
     common = {k: res.get(k) for k in ("params", "flops", "device", "precision", "seed", "steps")}
     status = res.get("status")
     if status == "ok" and res.get("accuracy") is None and res.get("preflight") == "passed":

@@ -1,0 +1,102 @@
+"""Learning from failures: repeats, repairs and failure-loop escapes, with scripted models."""
+from __future__ import annotations
+
+import pytest
+
+from agent import Deps, build_graph, recursion_limit_for
+from agent.escape import choose_escape, code_key, failure_streak, signature
+from agent.nodes import LoopOptions
+from agent.run_store import RunStore
+from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
+
+GOOD = '{"problem": "p", "suggestion": "widen conv2"}'
+
+
+def run(tmp_path, generator, iterations, options=LoopOptions(), improver=None):
+    store = RunStore.create(tmp_path, "unit", {})
+    ev = ScriptedEvaluator()
+    graph = build_graph(Deps(improver or scripted(GOOD), generator, ev, store, options))
+    cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(iterations)}
+    out = graph.invoke({"task": task(iterations)}, cfg)
+    return out, store, ev
+
+
+def tr(kind, diag=""):
+    return {"outcome": kind, "diagnosis": diag}
+
+
+def test_signature_blanks_numbers_and_lines():
+    a = tr("shape_error", "mat1 and mat2 shapes cannot be multiplied (2x2048 and 8192x10) (candidate.py:17 in forward: x)")
+    b = tr("shape_error", "mat1 and mat2 shapes cannot be multiplied (2x4096 and 8192x10) (candidate.py:21 in forward: y)")
+    assert signature(a) == signature(b)
+    assert signature(a) != signature(tr("runtime_error", a["diagnosis"]))
+
+
+def test_streak_and_escalation():
+    same = [tr("ok"), tr("shape_error", "x 1"), tr("shape_error", "x 2"), tr("shape_error", "x 3"), tr("shape_error", "x 4")]
+    assert failure_streak(same[:2]) == 1 and failure_streak(same) == 4
+    assert choose_escape(same[:2]) is None
+    assert choose_escape(same[:3]).name == "told" and choose_escape(same[:3]).temperature is None
+    hotter = choose_escape(same[:4], base_temperature=0.7)
+    assert hotter.name == "hotter" and hotter.temperature == pytest.approx(0.9)
+    assert choose_escape(same).name == "restart" and choose_escape(same).temperature <= 1.1
+    assert choose_escape(same + [tr("ok")]) is None
+    assert choose_escape(same, threshold=5) is None
+
+
+def test_code_key_ignores_comments_and_blank_lines():
+    assert code_key("x = 1\n\n# note\ny = 2  # why\n") == code_key("x = 1\ny = 2\n")
+    assert code_key("x = 1\n") != code_key("x = 2\n")
+
+
+def test_verbatim_repeat_costs_no_container(tmp_path):
+    out, store, ev = run(tmp_path, scripted(code_reply(tag="acc=0.6")), 2)
+    assert ev.calls == 2  # the seed and iteration 1; iteration 2 repeats iteration 1
+    last = store.results()[-1]
+    assert last["outcome"] == "invalid_code"
+    assert "identical to the code of iteration 1 (which got ok 0.6000)" in last["diagnosis"]
+
+
+def test_preflight_failure_is_repaired_in_one_attempt(tmp_path):
+    gen = scripted(code_reply(tag="pfail=shape_error"), code_reply(tag="acc=0.7"))
+    out, store, ev = run(tmp_path, gen, 1)
+    res = store.results()[-1]
+    assert res["outcome"] == "ok" and res["accuracy"] == 0.7
+    assert res["repairs"] == [{"attempt": 0, "outcome": "shape_error", "diagnosis": "shape_error diagnosis"}]
+    rep = next(t for t in store.trace() if t["node"] == "repair1")
+    assert "shape_error diagnosis" in rep["prompt"] and 'TAG = "pfail=shape_error"' in rep["prompt"]
+    assert {t["node"] for t in store.trace() if t["iteration"] == 1} == {"improve", "generate", "check0", "repair1", "check1"}
+    assert out["window"][-1]["outcome"] == "ok" and out["best"]["iteration"] == 1
+
+
+def test_no_repairs_when_disabled_or_when_training_failed(tmp_path):
+    out, store, _ = run(tmp_path / "a", scripted(code_reply(tag="pfail=shape_error")), 1, LoopOptions(repairs=0))
+    assert store.results()[-1]["outcome"] == "shape_error" and store.results()[-1]["repairs"] == []
+    out, store, _ = run(tmp_path / "b", scripted(code_reply(tag="fail=diverged"), code_reply(tag="acc=0.5")), 1)
+    assert store.results()[-1]["outcome"] == "diverged"  # a training failure is not a pre-flight failure
+
+
+def test_escape_triggers_after_two_equivalent_failures(tmp_path):
+    gen = scripted(*[code_reply(tag=f"fail=shape_error n{i}") for i in range(10)])
+    out, store, _ = run(tmp_path, gen, 5)
+    res = {r["iteration"]: r for r in store.results()}
+    assert [res[i].get("escape") for i in (1, 2)] == [None, None]
+    assert res[3]["escape"]["name"] == "told"
+    assert res[4]["escape"]["name"] == "hotter" and res[5]["escape"]["name"] == "restart"
+    imp3 = next(t for t in store.trace() if t["iteration"] == 3 and t["node"] == "improve")
+    assert "WARNING: the last 2 candidates all failed the same way (shape_error" in imp3["prompt"]
+    gen3 = next(t for t in store.trace() if t["iteration"] == 3 and t["node"] == "generate")
+    assert "MINIMAL edit" in gen3["prompt"]
+    gen4 = next(t for t in store.trace() if t["iteration"] == 4 and t["node"] == "generate")
+    assert gen4["temperature"] == pytest.approx(0.9)
+    imp5 = next(t for t in store.trace() if t["iteration"] == 5 and t["node"] == "improve")
+    assert imp5["escape"]["name"] == "restart" and imp5["prompt"] == ""  # no Improver call
+    assert res[5]["suggestion"].startswith("Restart from the best network")
+
+
+def test_plain_loop_has_none_of_it(tmp_path):
+    gen = scripted(*[code_reply(tag=f"fail=shape_error n{i}") for i in range(10)])
+    out, store, _ = run(tmp_path, gen, 4, LoopOptions.plain())
+    assert all(r.get("escape") is None for r in store.results())
+    out, store, ev = run(tmp_path / "p", scripted(code_reply(tag="acc=0.6")), 2, LoopOptions.plain())
+    assert ev.calls == 3  # repeats are evaluated again, as in the published loop
