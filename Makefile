@@ -27,7 +27,7 @@ RUNS_DIR ?= runs
 RESUME ?=
 SEARCH_ARGS ?=
 
-.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model test test-unit test-integration search bench clean
+.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model test test-unit search bench bench-search clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -74,6 +74,9 @@ search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATI
 bench: setup sandbox-image  ## print the benchmarks (ratios against a baseline run in the same process)
 	$(PY) bench/evaluator.py
 	$(PY) bench/agent_loop.py
+
+bench-search: setup sandbox-image  ## search quality, nasloop vs the plain loop (long: real LLM searches)
+	$(PY) bench/search_quality.py
 
 clean:  ## remove the virtual environment (caches in NASLOOP_CACHE stay)
 	rm -rf $(VENV) *.egg-info

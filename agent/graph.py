@@ -13,6 +13,8 @@ supersteps, plus two per repair: callers set `recursion_limit` with `recursion_l
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from langgraph.graph import END, START, StateGraph
 
 from agent.nodes import Deps, make_nodes
@@ -48,8 +50,9 @@ def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
     return (STEPS_PER_ITERATION + 2 * repairs) * (iterations + 1) + 10
 
 
-def build_graph(deps: Deps, *, k: int = DEFAULT_K, checkpointer=None):
-    """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store."""
+def build_graph(deps: Deps | Callable[[dict], Deps], *, k: int = DEFAULT_K, checkpointer=None):
+    """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store —
+    or is a function of the task that returns them (see agent/studio.py)."""
     nodes = make_nodes(deps)
     g = StateGraph(make_state(k), input_schema=InputState, output_schema=OutputState)
     for name, fn in nodes.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import prompts
 from agent.escape import RESTART_SUGGESTION, choose_escape, code_key
@@ -72,6 +72,14 @@ class Deps:
     def remember_code(self, key: str, rec: dict) -> None:
         if self.store is None:
             self._codes.setdefault(key, rec)
+
+
+def complete_task(task: dict, evaluator: Any) -> dict:
+    """A task from a parent may name just the data set and budget: add what the prompts need to know."""
+    if "description" in task:
+        return task
+    facts = evaluator.task_facts() if hasattr(evaluator, "task_facts") else {}
+    return {"iterations": 1, "target_accuracy": None, **facts, **task}
 
 
 # --- prompt pieces ----------------------------------------------------------------------------------
@@ -171,26 +179,36 @@ def _record(deps: Deps, state: dict, iteration: int, code: str | None, proposal:
 
 
 # --- nodes -----------------------------------------------------------------------------------------
-def make_nodes(deps: Deps) -> dict:
-    """The node functions bound to `deps`."""
-    opts = deps.options
+def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
+    """The node functions bound to `deps`, or to `deps(task)` when it is a factory (embedding: the
+    parent's task names the data set and the LLM)."""
+
+    def setup(state: dict) -> tuple[Deps, dict]:
+        d = deps(state["task"]) if callable(deps) else deps
+        return d, complete_task(state["task"], d.evaluator)
 
     def seed(state: dict) -> dict:
         """Iteration 0: evaluate the data set's seed architecture, so the run has a baseline."""
-        code = prompts.seed_source(state["task"]["dataset"])
+        deps, task = setup(state)
+        code = prompts.seed_source(task["dataset"])
         outcome = _evaluate_once(deps, 0, code)
-        return _record(deps, state, 0, code, {"problem": "baseline", "suggestion": "seed architecture"},
-                       outcome, {})
+        baseline = {"problem": "baseline: the seed architecture, unchanged", "suggestion": "(none: starting point)"}
+        return {**_record(deps, state, 0, code, baseline, outcome, {}), "task": task}
 
     def improve(state: dict) -> dict:
         """Prompt Improver: diagnose the latest result, suggest one change (JSON). Escapes failure loops."""
+        deps, task = setup(state)
+        changed = {"task": task} if task is not state["task"] else {}
+        state = {**state, "task": task}
+        opts = deps.options
         it = state.get("iteration", 1)
         esc = choose_escape(state.get("window") or [], opts.streak, opts.temperature) if opts.escape else None
         if esc is not None and esc.name == "restart":
             proposal = {"problem": f"stuck: {esc.streak} x {esc.outcome} in a row", "suggestion": RESTART_SUGGESTION}
             rec = deps.once("trace", it, "improve", lambda: {"escape": esc.to_dict(), "prompt": "",
                                                               "response": json.dumps(proposal), "seconds": 0.0})
-            return {"proposal": {**proposal, "llm_seconds": 0.0, "escape": {**esc.to_dict(), "temperature": esc.temperature}}}
+            escape = {**esc.to_dict(), "temperature": esc.temperature}
+            return {"proposal": {**proposal, "llm_seconds": 0.0, "escape": escape}, **changed}
         prompt = improver_prompt(state, esc.improver_note() if esc else "")
         temperature = esc.temperature if esc else None
         rec = deps.once("trace", it, "improve",
@@ -199,10 +217,11 @@ def make_nodes(deps: Deps) -> dict:
         if parsed is None:
             parsed = {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION}
         escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
-        return {"proposal": {**parsed, "llm_seconds": rec["seconds"], "escape": escape}}
+        return {"proposal": {**parsed, "llm_seconds": rec["seconds"], "escape": escape}, **changed}
 
     def generate(state: dict) -> dict:
         """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
+        deps, _ = setup(state)
         it = state.get("iteration", 1)
         esc = (state.get("proposal") or {}).get("escape")
         note = ("Make a MINIMAL edit of the current best network: keep everything else exactly as it is. "
@@ -218,6 +237,8 @@ def make_nodes(deps: Deps) -> dict:
 
     def evaluate(state: dict) -> dict:
         """Evaluator: repeat check, static check + sandboxed training; then repair, or record the triple."""
+        deps, _ = setup(state)
+        opts = deps.options
         it = state.get("iteration", 1)
         cand = state.get("candidate") or {}
         proposal = state.get("proposal") or {}
@@ -236,6 +257,7 @@ def make_nodes(deps: Deps) -> dict:
 
     def repair(state: dict) -> dict:
         """Show the Generator its own failing code, the failing line and the shape trace; get a fix."""
+        deps, _ = setup(state)
         it = state.get("iteration", 1)
         cand = state["candidate"]
         failed = cand["failed"]

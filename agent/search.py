@@ -74,13 +74,7 @@ def _resolve_args(args: argparse.Namespace) -> tuple[argparse.Namespace, RunStor
 
 
 def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
-    d, s = ev.data, ev.settings
-    return {
-        "dataset": d.name, "description": d.describe(), "num_classes": d.num_classes,
-        "in_channels": d.in_channels, "image_size": d.image_size, "iterations": args.iterations,
-        "target_accuracy": args.target_accuracy, "max_params": args.max_params,
-        "steps_text": f"{s.epochs} epoch(s) or at least {s.min_steps} steps of batch {s.batch_size}",
-    }
+    return {**ev.task_facts(), "iterations": args.iterations, "target_accuracy": args.target_accuracy}
 
 
 def run_search(args: argparse.Namespace) -> int:

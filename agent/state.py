@@ -10,7 +10,9 @@
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, TypedDict
+from typing import Annotated, Any, Callable
+
+from typing_extensions import TypedDict  # pydantic (JSON schemas for Studio) needs this one on 3.11
 
 DEFAULT_K = 5
 

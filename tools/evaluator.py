@@ -52,6 +52,15 @@ class Evaluator:
             "threads": max(1, int(self.limits.cpus)),
         }
 
+    def task_facts(self) -> dict:
+        """What the prompts must know about the task: exact input shape, classes, budget."""
+        d, s = self.data, self.settings
+        return {
+            "dataset": d.name, "description": d.describe(), "num_classes": d.num_classes,
+            "in_channels": d.in_channels, "image_size": d.image_size, "max_params": s.max_params,
+            "steps_text": f"{s.epochs} epoch(s) or at least {s.min_steps} steps of batch {s.batch_size}",
+        }
+
     def evaluate(self, source: str, *, static_check: bool = True) -> Outcome:
         """Evaluate one candidate. `static_check=False` exists only to test the sandbox layer itself."""
         if static_check:

@@ -37,7 +37,7 @@ def test_a_run_records_seed_triples_and_best(tmp_path):
     out = run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ev, store), iterations=3)
     assert out["iteration"] == 4 and ev.calls == 4  # the seed + 3 candidates
     assert [t["outcome"] for t in out["window"]] == ["ok", "ok", "shape_error", "ok"]
-    assert out["window"][0]["suggestion"] == "seed architecture"
+    assert out["window"][0]["suggestion"] == "(none: starting point)"
     assert out["window"][2]["diagnosis"] == "shape_error diagnosis"
     assert out["best"]["iteration"] == 3 and out["best"]["accuracy"] == 0.7
     assert out["counts"] == {"ok": 3, "shape_error": 1, "evaluated": 4}
@@ -76,7 +76,7 @@ def test_improver_sees_window_and_last_outcome(tmp_path):
     run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store), 2)
     prompt = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "improve")
     assert "outcome shape_error" in prompt and "shape_error diagnosis" in prompt
-    assert "(B, 1, 32, 32)" in prompt and '"suggestion": "seed architecture"' in prompt
+    assert "(B, 1, 32, 32)" in prompt and '"suggestion": "(none: starting point)"' in prompt
     gen = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "generate")
     assert "add a block" in gen and "class Net(nn.Module)" in gen
 

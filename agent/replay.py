@@ -1,0 +1,211 @@
+"""`nasloop replay RUN_DIR`: step through a recorded run node by node, read-only.
+
+Everything comes from the run directory (trace.jsonl, results.jsonl, candidates/); no LLM is called and
+no container is started. The memory window and best-so-far after each step are derived from the
+results in order, exactly as the graph's reducer built them. Interactive keys:
+
+    n / Enter  next step          p  previous step        j N  jump to iteration N
+    f KIND     only iterations whose outcome is KIND (f alone: all)               q  quit
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from agent.errors import RunError
+from agent.run_store import RunStore
+from agent.state import DEFAULT_K, window_add
+
+TRACE_VERSION = 1
+NODE_ORDER = {"improve": 0, "generate": 1}  # then check0, repair1, check1, ..., evaluate
+
+
+@dataclass
+class Step:
+    """One node step of a run, with what the run looked like after it."""
+
+    iteration: int
+    node: str
+    prompt: str = ""
+    response: str = ""
+    outcome: dict | None = None
+    code: str | None = None
+    diff: str = ""
+    window: list = field(default_factory=list)
+    best: dict | None = None
+    seconds: float | None = None
+    note: str = ""
+
+
+def _order(rec: dict) -> tuple:
+    node = rec.get("node", "")
+    if node in NODE_ORDER:
+        return (rec.get("iteration", 0), NODE_ORDER[node], 0)
+    if node.startswith("check"):
+        return (rec.get("iteration", 0), 2, 2 * int(node[5:] or 0))
+    if node.startswith("repair"):
+        return (rec.get("iteration", 0), 2, 2 * int(node[6:] or 0) - 1)
+    return (rec.get("iteration", 0), 9, 0)  # evaluate: the iteration's final record
+
+
+def load_steps(run: str) -> list[Step]:
+    """All steps of a run, in the order they happened. Raises RunError with one line if unreadable."""
+    store = RunStore.open(run)
+    cfg = store.config
+    version = cfg.get("version", 1)
+    if version > TRACE_VERSION:
+        raise RunError(f"{run} was written by a newer nasloop (trace format {version}; this one reads "
+                       f"{TRACE_VERSION})")
+    k = int((cfg.get("args") or {}).get("k") or DEFAULT_K)
+    records = [dict(r, _kind="trace") for r in store.trace()] + [dict(r, _kind="result") for r in store.results()]
+    if not records:
+        raise RunError(f"{run} has no recorded steps yet")
+    for r in records:
+        if "iteration" not in r or "node" not in r:
+            raise RunError(f"{run}: unreadable trace record (no iteration/node): {str(r)[:80]}")
+    records.sort(key=_order)
+    steps: list[Step] = []
+    window: list = []
+    best: dict | None = None
+    candidates = store.path / "candidates"
+
+    def code_of(i: int) -> str | None:
+        p = candidates / f"{i:04d}.py"
+        return p.read_text() if p.is_file() else None
+
+    for r in records:
+        it, node = r["iteration"], r["node"]
+        if r["_kind"] == "result":
+            code = code_of(it)
+            base = (best or {}).get("code") or ""
+            diff = "".join(difflib.unified_diff(base.splitlines(True), (code or "").splitlines(True),
+                                                "best so far", f"iteration {it}")) if code and base else ""
+            triple = {"iteration": it, "problem": r.get("problem", ""), "suggestion": r.get("suggestion", ""),
+                      "outcome": r.get("outcome")}
+            if r.get("outcome") == "ok":
+                triple["accuracy"] = round(r.get("accuracy") or 0.0, 4)
+            else:
+                triple["diagnosis"] = r.get("diagnosis", "")
+            window = window_add(window, [triple], k)
+            if r.get("outcome") == "ok" and (r.get("accuracy") or 0) > ((best or {}).get("accuracy") or -1):
+                best = {"iteration": it, "accuracy": r.get("accuracy"), "params": r.get("params"), "code": code}
+            note = ", ".join(x for x in (f"{len(r['repairs'])} repair(s)" if r.get("repairs") else "",
+                                         f"escape: {r['escape']['name']}" if r.get("escape") else "") if x)
+            steps.append(Step(it, "evaluate", outcome={k2: r.get(k2) for k2 in ("outcome", "diagnosis", "accuracy",
+                                                                              "params", "flops", "seconds")},
+                              code=code, diff=diff, window=list(window), best=best and dict(best), note=note,
+                              seconds=r.get("seconds")))
+        elif node.startswith("check"):
+            out = r.get("outcome") or {}
+            steps.append(Step(it, node, outcome={"outcome": out.get("kind"), "diagnosis": out.get("diagnosis"),
+                                                 "accuracy": out.get("accuracy")},
+                              window=list(window), best=best and dict(best), seconds=out.get("seconds")))
+        else:
+            note = f"escape: {r['escape']['name']}" if r.get("escape") else ""
+            steps.append(Step(it, node, prompt=r.get("prompt", ""), response=r.get("response", ""),
+                              window=list(window), best=best and dict(best), seconds=r.get("seconds"), note=note))
+    return steps
+
+
+def fold(text: str, limit: int) -> str:
+    """Keep the head and tail of long text."""
+    if limit <= 0 or len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n  … [{len(text) - limit} characters folded] …\n{text[-half:]}"
+
+
+def render(step: Step, index: int, total: int, fold_at: int = 1500) -> str:
+    """A step as plain text (the interactive view prints the same)."""
+    head = f"── step {index + 1}/{total} · iteration {step.iteration} · {step.node}"
+    if step.seconds:
+        head += f" · {step.seconds:.1f} s"
+    if step.note:
+        head += f" · {step.note}"
+    lines = [head]
+    if step.prompt:
+        lines += ["prompt:", fold(step.prompt, fold_at)]
+    if step.response:
+        lines += ["response:", fold(step.response, fold_at)]
+    if step.outcome:
+        o = step.outcome
+        acc = f"  accuracy {o['accuracy']:.4f}" if o.get("accuracy") is not None else ""
+        lines.append(f"outcome: {o.get('outcome')}{acc}" + (f"  diagnosis: {o['diagnosis']}" if o.get("diagnosis") else ""))
+    if step.node == "evaluate":
+        if step.diff:
+            lines += ["code vs best so far:", fold(step.diff, fold_at)]
+        elif step.code:
+            lines += ["code:", fold(step.code, fold_at)]
+        lines.append("memory window after this step:")
+        lines += [f"  {json.dumps(t)}" for t in step.window]
+    b = step.best
+    lines.append(f"best so far: {b['accuracy']:.4f} (iteration {b['iteration']})" if b else "best so far: none")
+    return "\n".join(lines)
+
+
+def select(steps: list[Step], kind: str | None) -> list[int]:
+    """Indices of the steps whose iteration ended with outcome `kind` (all when None)."""
+    if not kind:
+        return list(range(len(steps)))
+    keep = {s.iteration for s in steps if s.node == "evaluate" and (s.outcome or {}).get("outcome") == kind}
+    return [i for i, s in enumerate(steps) if s.iteration in keep]
+
+
+def interactive(steps: list[Step], read: Callable[[], str] = input, write: Callable[[str], None] = print,
+                fold_at: int = 1500) -> None:
+    """The key loop; `read`/`write` are injectable so it can be driven by a test or a pipe."""
+    view, pos = select(steps, None), 0
+    write(render(steps[view[pos]], view[pos], len(steps), fold_at))
+    while True:
+        try:
+            cmd = read().strip()
+        except EOFError:
+            return
+        if cmd in ("q", "quit"):
+            return
+        if cmd in ("", "n"):
+            pos = min(pos + 1, len(view) - 1)
+        elif cmd == "p":
+            pos = max(pos - 1, 0)
+        elif cmd.startswith("j"):
+            try:
+                target = int(cmd[1:].strip())
+            except ValueError:
+                write("usage: j ITERATION")
+                continue
+            hits = [j for j, i in enumerate(view) if steps[i].iteration == target]
+            if not hits:
+                write(f"no iteration {target} in this view")
+                continue
+            pos = hits[0]
+        elif cmd.startswith("f"):
+            kind = cmd[1:].strip() or None
+            new = select(steps, kind)
+            if not new:
+                write(f"no iteration ended with outcome '{kind}'")
+                continue
+            view, pos = new, 0
+        else:
+            write("keys: n(ext) p(revious) j N(jump) f KIND(filter) q(uit)")
+            continue
+        write(render(steps[view[pos]], view[pos], len(steps), fold_at))
+
+
+def replay(run: str, plain: bool = False, outcome: str | None = None, fold_at: int = 1500,
+           out: Callable[[str], None] = print) -> int:
+    steps = load_steps(run)
+    if plain:
+        for i in select(steps, outcome):
+            out(render(steps[i], i, len(steps), fold_at))
+        return 0
+    if not sys.stdin.isatty():
+        raise RunError("replay needs a terminal for its keys; use --plain to print every step")
+    interactive(steps, fold_at=fold_at)
+    return 0
+
+
+def iter_outcomes(steps: Iterable[Step]) -> list[str]:
+    return [s.outcome["outcome"] for s in steps if s.node == "evaluate" and s.outcome]

@@ -1,0 +1,193 @@
+"""`nasloop report RUN_DIR`: a self-contained report.html plus PNGs, from the run's files only.
+
+Plots: accuracy per iteration with the best-so-far line; outcome classes over time; accuracy vs
+parameters and vs FLOPs with the Pareto front marked; LLM vs training time per iteration. A top-10 table
+shows each net's code. The PNGs are written next to the HTML and embedded in it (data URIs), so the page
+can be mailed or archived on its own.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from agent.run_store import RunStore  # noqa: E402
+from tools.outcome import KINDS, human  # noqa: E402
+
+COLORS = {"ok": "#2a9d55", "syntax_error": "#9b59b6", "invalid_code": "#8e44ad", "interface_error": "#e67e22",
+          "shape_error": "#e74c3c", "runtime_error": "#c0392b", "host_oom": "#34495e", "gpu_oom": "#2c3e50",
+          "timeout": "#f1c40f", "diverged": "#16a085", "sandbox_error": "#7f8c8d"}
+
+
+def pareto(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """Points (cost, accuracy, iteration) not beaten by a cheaper-or-equal point with higher accuracy."""
+    front, best = [], -1.0
+    for cost, acc, it in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((cost, acc, it))
+            best = acc
+    return front
+
+
+def _fig_accuracy(results: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ok = [(r["iteration"], r["accuracy"]) for r in results if r.get("outcome") == "ok" and r.get("accuracy") is not None]
+    bad = [r["iteration"] for r in results if r.get("outcome") != "ok"]
+    if ok:
+        ax.scatter(*zip(*ok), s=18, color=COLORS["ok"], label="trained candidate", zorder=3)
+    best, line = -1.0, []
+    for r in results:
+        if r.get("outcome") == "ok" and (r.get("accuracy") or 0) > best:
+            best = r["accuracy"]
+        line.append((r["iteration"], best if best >= 0 else float("nan")))
+    if line:
+        ax.step(*zip(*line), where="post", color="#1d3557", label="best so far")
+    if bad:
+        ax.scatter(bad, [0.0] * len(bad), marker="x", s=14, color="#c0392b", label="failed (no accuracy)")
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.03, 1.0)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fig_outcomes(results: list[dict], path: Path) -> None:
+    kinds = [k for k in KINDS if any(r.get("outcome") == k for r in results)] or ["ok"]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(kinds) + 1.2))
+    for y, kind in enumerate(kinds):
+        its = [r["iteration"] for r in results if r.get("outcome") == kind]
+        ax.scatter(its, [y] * len(its), s=22, marker="|" if len(results) > 200 else "s", color=COLORS.get(kind, "k"))
+    ax.set_yticks(range(len(kinds)), [f"{k} ({sum(r.get('outcome') == k for r in results)})" for k in kinds])
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fig_pareto(results: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "flops", "FLOPs per image")):
+        pts = [(r[key], r["accuracy"], r["iteration"]) for r in results
+               if r.get("outcome") == "ok" and r.get(key) and r.get("accuracy") is not None]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=16, color="#a8b5c4", label="candidates")
+            front = pareto(pts)
+            ax.plot([p[0] for p in front], [p[1] for p in front], "o-", color="#e63946", ms=5, label="Pareto front")
+            for c, a, it in front:
+                ax.annotate(str(it), (c, a), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.legend(fontsize=8, loc="lower right")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fig_time(results: list[dict], path: Path) -> dict[str, float]:
+    its = [r["iteration"] for r in results]
+    imp = [((r.get("llm") or {}).get("improver_seconds") or 0.0) for r in results]
+    gen = [((r.get("llm") or {}).get("generator_seconds") or 0.0) for r in results]
+    ev = [r.get("seconds") or 0.0 for r in results]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.bar(its, imp, color="#457b9d", label="Improver LLM")
+    ax.bar(its, gen, bottom=imp, color="#a8dadc", label="Generator LLM")
+    ax.bar(its, ev, bottom=[a + b for a, b in zip(imp, gen)], color="#e9c46a", label="evaluation (sandbox)")
+    totals = {"improver": sum(imp), "generator": sum(gen), "evaluation": sum(ev)}
+    whole = sum(totals.values()) or 1.0
+    ax.set_title("  ".join(f"{k}: {v / whole:.0%}" for k, v in totals.items()), fontsize=9)
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("seconds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return totals
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nasloop report · {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 960px; color: #1d3557; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; }}
+img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 8px; overflow-x: auto; font-size: 12px; }}
+.k {{ color: #666; }}
+</style></head>
+<body>
+<h1>nasloop run {title}</h1>
+<p class="k">{summary}</p>
+<h2>Accuracy per iteration</h2><img alt="accuracy per iteration" src="data:image/png;base64,{img_accuracy}">
+<h2>Outcome classes over time</h2><img alt="outcomes over time" src="data:image/png;base64,{img_outcomes}">
+<h2>Accuracy vs size (Pareto front)</h2><img alt="accuracy vs params and FLOPs" src="data:image/png;base64,{img_pareto}">
+<h2>Where the time went</h2><img alt="LLM vs training time" src="data:image/png;base64,{img_time}">
+<h2>Top {top_n} nets</h2>
+<table><tr><th>#</th><th>iteration</th><th>accuracy</th><th>params</th><th>FLOPs</th><th>code</th></tr>
+{rows}
+</table>
+<script>
+window.addEventListener("load", function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
+  document.body.setAttribute("data-images", ok + "/" + imgs.length);
+}});
+</script>
+</body></html>
+"""
+
+
+def write_report(run: str | Path, top_n: int = 10) -> Path:
+    """Write runs/<id>/report.html and its PNGs; returns the HTML path."""
+    store = RunStore.open(run)
+    results = sorted(store.results(), key=lambda r: r["iteration"])
+    out = store.path
+    figs = {"accuracy": _fig_accuracy, "outcomes": _fig_outcomes, "pareto": _fig_pareto, "time": _fig_time}
+    images, totals = {}, {}
+    for name, fn in figs.items():
+        png = out / f"report-{name}.png"
+        got = fn(results, png)
+        if name == "time":
+            totals = got
+        images[f"img_{name}"] = base64.b64encode(png.read_bytes()).decode()
+    ranked = sorted((r for r in results if r.get("outcome") == "ok" and r.get("accuracy") is not None),
+                    key=lambda r: -r["accuracy"])[:top_n]
+    rows = []
+    for i, r in enumerate(ranked, 1):
+        code_path = out / "candidates" / f"{r['iteration']:04d}.py"
+        code = code_path.read_text() if code_path.is_file() else "(code not recorded)"
+        rows.append(
+            f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{r['accuracy']:.4f}</td>"
+            f"<td>{human(r.get('params') or 0)}</td><td>{human(r.get('flops') or 0)}</td>"
+            f"<td><a href=\"candidates/{r['iteration']:04d}.py\">{r['iteration']:04d}.py</a>"
+            f"<details><summary>show</summary><pre>{html.escape(code)}</pre></details></td></tr>")
+    n = len(results)
+    valid = sum(r.get("outcome") == "ok" for r in results)
+    best = ranked[0] if ranked else None
+    seed = next((r for r in results if r["iteration"] == 0), {})
+    summary = (f"{n} iterations, {valid} trained ({valid / max(n, 1):.0%}); seed accuracy "
+               f"{seed.get('accuracy', float('nan')):.4f}; best {best['accuracy']:.4f} at iteration {best['iteration']}"
+               if best else f"{n} iterations, no candidate trained")
+    summary += "; time: " + ", ".join(f"{k} {v:.0f} s" for k, v in totals.items())
+    cfg = store.config.get("args", {})
+    summary += f"; data set {cfg.get('dataset', '?')}, LLM {cfg.get('llm', '?')}"
+    page = PAGE.format(title=html.escape(out.name), summary=html.escape(summary), rows="\n".join(rows),
+                       top_n=len(ranked), **images)
+    target = out / "report.html"
+    target.write_text(page, encoding="utf-8")
+    (out / "report.json").write_text(json.dumps({"summary": summary, "top": [r["iteration"] for r in ranked]}))
+    return target

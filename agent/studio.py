@@ -1,0 +1,53 @@
+"""The graph that `langgraph dev` / LangGraph Studio loads (named in langgraph.json), and the factory
+that lets a parent graph name the data set and the LLM in its task.
+
+Loading is instant: the data set, the sandbox and the LLMs are created on first use, from the task
+(`dataset`, `llm`, `train_subset`, `min_steps`, `sandbox`) with environment fallbacks
+(NASLOOP_DATASET, NASLOOP_LLM, NASLOOP_SANDBOX). The graph has no checkpointer of its own.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+from agent.graph import build_graph
+from agent.llm import DEFAULT_LLM, make_clients
+from agent.nodes import Deps, LoopOptions
+
+
+@functools.lru_cache(maxsize=8)
+def _deps(dataset: str, llm: str, sandbox: str, train_subset: int | None, min_steps: int) -> Deps:
+    from sandbox import make_sandbox
+    from tools.datasets import prepare
+    from tools.evaluator import Evaluator, TrainSettings
+
+    evaluator = Evaluator(prepare(dataset, train_subset=train_subset), make_sandbox(sandbox),
+                          TrainSettings(min_steps=min_steps))
+    client = _Lazy(lambda: make_clients(llm, llm)[0])  # one model for both roles
+    return Deps(improver=client, generator=client, evaluator=evaluator, options=LoopOptions())
+
+
+class _Lazy:
+    """Creates the wrapped object on first attribute access (a GGUF loads in seconds, not at import)."""
+
+    def __init__(self, factory):
+        self._factory, self._obj = factory, None
+
+    def __getattr__(self, name: str):
+        if self._obj is None:
+            self._obj = self._factory()
+        return getattr(self._obj, name)
+
+
+def deps_for_task(task: dict) -> Deps:
+    """Collaborators for a task such as {"dataset": "digits", "iterations": 5, "llm": "..."}."""
+    return _deps(
+        task.get("dataset") or os.environ.get("NASLOOP_DATASET", "digits"),
+        task.get("llm") or os.environ.get("NASLOOP_LLM", DEFAULT_LLM),
+        task.get("sandbox") or os.environ.get("NASLOOP_SANDBOX", "docker"),
+        task.get("train_subset"),
+        int(task.get("min_steps") or 200),
+    )
+
+
+graph = build_graph(deps_for_task)
