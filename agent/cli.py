@@ -120,6 +120,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return replay(args.run, plain=args.plain, outcome=args.outcome, fold_at=args.fold)
 
 
+def cmd_fork(args: argparse.Namespace) -> int:
+    from agent.fork import prepare_fork
+    from agent.search import run_search
+
+    overrides = {"llm": args.llm, "improver_llm": args.improver_llm, "generator_llm": args.generator_llm,
+                 "iterations": args.iterations}
+    new = prepare_fork(args.run, args.at, args.runs_dir, overrides)
+    print(f"nasloop: forked {args.run} at iteration {args.at} into {new.path}", file=sys.stderr)
+    ns = make_parser().parse_args(["search", "--resume", str(new.path)])
+    return run_search(ns)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from agent.report import write_report
 
@@ -173,6 +185,17 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--outcome", help="only iterations that ended with this outcome class")
     rp.add_argument("--fold", type=int, default=1500, help="fold prompts/responses longer than this")
     rp.set_defaults(func=cmd_replay)
+
+    fk = sub.add_parser("fork", help="start a NEW run from a run's checkpointed state at an iteration")
+    fk.add_argument("run", help="the source run directory (left untouched)")
+    fk.add_argument("--at", type=positive_int, required=True, metavar="ITERATION",
+                    help="the iteration the new run starts with")
+    fk.add_argument("--llm", help="a different model for both roles from here on")
+    fk.add_argument("--improver-llm")
+    fk.add_argument("--generator-llm")
+    fk.add_argument("--iterations", type=positive_int, help="iterations to run after the fork point")
+    fk.add_argument("--runs-dir", default="runs")
+    fk.set_defaults(func=cmd_fork)
 
     rep = sub.add_parser("report", help="write RUN/report.html with plots (accuracy, outcomes, Pareto, time)")
     rep.add_argument("run", help="a run directory")

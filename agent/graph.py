@@ -24,8 +24,8 @@ STEPS_PER_ITERATION = 3
 
 
 def route_start(state: dict) -> str:
-    """A fresh run evaluates the seed first; a run that already has history goes on improving."""
-    return "improve" if state.get("iteration", 0) > 0 else "seed"
+    """A fresh run evaluates the seed first; a run with history goes on while budget is left."""
+    return route_next(state) if state.get("iteration", 0) > 0 else "seed"
 
 
 def route_next(state: dict) -> str:
@@ -57,7 +57,7 @@ def build_graph(deps: Deps | Callable[[dict], Deps], *, k: int = DEFAULT_K, chec
     g = StateGraph(make_state(k), input_schema=InputState, output_schema=OutputState)
     for name, fn in nodes.items():
         g.add_node(name, fn)
-    g.add_conditional_edges(START, route_start, ["seed", "improve"])
+    g.add_conditional_edges(START, route_start, ["seed", "improve", END])
     g.add_conditional_edges("seed", route_next, ["improve", END])
     g.add_edge("improve", "generate")
     g.add_edge("generate", "evaluate")

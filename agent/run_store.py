@@ -113,6 +113,12 @@ class RunStore:
         self._remember(kind, rec)
         return rec
 
+    def copy_record(self, kind: str, rec: dict) -> None:
+        """Append a record taken from another run (fork) unless this run already has one for its step."""
+        if (kind, rec.get("iteration", -1), rec.get("node", "")) not in self._memo:
+            self._append(f"{kind}.jsonl", rec)
+            self._remember(kind, rec)
+
     def _remember(self, kind: str, rec: dict) -> None:
         self._memo[(kind, rec.get("iteration", -1), rec.get("node", ""))] = rec
         if kind == "results" and rec.get("code_key"):

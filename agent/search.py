@@ -122,8 +122,12 @@ def run_search(args: argparse.Namespace) -> int:
     store.save_summary(summary)
     best = summary.get("best") or {}
     acc = f"{best['accuracy']:.4f} (iteration {best['iteration']})" if best else "none (no candidate trained)"
+    from agent.report import write_report
+
+    report = write_report(store.path)
     print(f"nasloop: run directory: {store.path}")
     print(f"nasloop: best accuracy: {acc}; valid candidates: {summary['valid']}/{summary['evaluated']}")
+    print(f"nasloop: report: {report}")
     return 0
 
 

@@ -24,7 +24,8 @@ def run(deps: Deps, iterations: int = 3, saver=None, **task_kw) -> dict:
 
 
 def test_routing():
-    assert route_start({}) == "seed" and route_start({"iteration": 4}) == "improve"
+    assert route_start({}) == "seed" and route_start({"task": task(5), "iteration": 4}) == "improve"
+    assert route_start({"task": task(3), "iteration": 4}) == "__end__"  # a finished run stays finished
     assert route_next({"task": task(3), "iteration": 3}) == "improve"
     assert route_next({"task": task(3), "iteration": 4}) == "__end__"
     assert route_next({"task": task(9, target_accuracy=0.8), "iteration": 2, "best": {"accuracy": 0.81}}) == "__end__"
@@ -156,3 +157,46 @@ def test_2000_iterations_without_recursion_error_and_bounded_checkpoints(tmp_pat
         writes = conn.execute("select sum(length(value)) from writes where thread_id=?", (f"t{n}",)).fetchone()
         sizes[n] = ((blobs[0] or 0) + (writes[0] or 0)) / blobs[1]
     assert sizes[2000] < 1.3 * sizes[20], sizes  # bytes per checkpoint do not grow with the run
+
+
+def test_fork_starts_a_new_run_from_the_checkpoint_at_an_iteration(tmp_path):
+    from agent.fork import prepare_fork
+    from agent.replay import load_steps
+
+    store = RunStore.create(tmp_path / "runs", "unit", {"args": {"iterations": 4, "k": 5, "llm": "scripted"}})
+    conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
+    replies = [code_reply(tag=f"acc=0.{i}") for i in range(5, 10)]
+    build_graph(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store),
+                checkpointer=SqliteSaver(conn)).invoke({"task": task(4)}, config(4, thread="search"))
+    conn.close()
+    before = sorted(p.name for p in store.path.rglob("*"))
+
+    fork = prepare_fork(store.path, 3, tmp_path / "runs", {"llm": "other", "iterations": 2})
+    assert sorted(p.name for p in store.path.rglob("*")) == before  # the source is untouched
+    assert fork.config["forked_from"]["at"] == 3 and fork.config["args"]["llm"] == "other"
+    assert [r["iteration"] for r in fork.results()] == [0, 1, 2]
+    conn = sqlite3.connect(str(fork.checkpoint_path), check_same_thread=False)
+    graph = build_graph(Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.99")), ScriptedEvaluator(), fork),
+                        checkpointer=SqliteSaver(conn))
+    snap = graph.get_state(config(4, thread="search"))
+    assert snap.next == ("improve",) and snap.values["iteration"] == 3
+    # the fork's window equals the source's window after iteration 2
+    source_window = [s.window for s in load_steps(str(store.path)) if s.node == "evaluate" and s.iteration == 2][0]
+    assert snap.values["window"] == source_window
+    out = graph.invoke(None, config(4, thread="search"))
+    conn.close()
+    assert out["iteration"] == 5 and [r["iteration"] for r in fork.results()] == [0, 1, 2, 3, 4]
+    assert out["best"]["accuracy"] == 0.99
+
+
+def test_fork_at_an_iteration_that_does_not_exist(tmp_path):
+    from agent.errors import RunError
+    from agent.fork import prepare_fork
+
+    store = RunStore.create(tmp_path, "unit", {"args": {}})
+    conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
+    build_graph(Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.5")), ScriptedEvaluator(), store),
+                checkpointer=SqliteSaver(conn)).invoke({"task": task(1)}, config(1, thread="search"))
+    conn.close()
+    with pytest.raises(RunError, match=r"no checkpoint before iteration 7 .* fork at 1..2"):
+        prepare_fork(store.path, 7, tmp_path, {})

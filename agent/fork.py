@@ -1,0 +1,93 @@
+"""`nasloop fork RUN_DIR --at ITERATION`: a NEW run that starts from the source's checkpointed state at
+that iteration ("what if a different model had taken over here?"). The source is never written to.
+
+The state comes from the source's LangGraph checkpoint history: the snapshot taken after iteration
+ITERATION-1 was recorded and before iteration ITERATION's Improver ran. The new run gets that state as
+its first checkpoint (as if written by the evaluate node) and copies of the records before ITERATION,
+so its files, replay and report are complete; then it continues like `search --resume`.
+"""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent.errors import RunError
+from agent.graph import build_graph
+from agent.nodes import Deps
+from agent.run_store import RunStore
+
+THREAD = "search"
+
+
+def _graph(checkpointer) -> object:
+    """A graph used only to read or write checkpoints: its nodes never run here."""
+    return build_graph(Deps(improver=None, generator=None, evaluator=None), checkpointer=checkpointer)  # type: ignore[arg-type]
+
+
+def state_at(run: RunStore, iteration: int) -> dict:
+    """The source's checkpointed state just before `iteration` began."""
+    if not run.checkpoint_path.is_file():
+        raise RunError(f"{run.path} has no checkpoints to fork from")
+    with tempfile.TemporaryDirectory() as tmp:  # read a copy: SQLite would add -wal/-shm files to the source
+        copy = Path(tmp) / "checkpoints.sqlite"
+        shutil.copy2(run.checkpoint_path, copy)
+        wal = run.checkpoint_path.with_name(run.checkpoint_path.name + "-wal")
+        if wal.is_file():  # transactions not yet folded into the main file (e.g. after kill -9)
+            shutil.copy2(wal, copy.with_name(copy.name + "-wal"))
+        conn = sqlite3.connect(str(copy), check_same_thread=False)
+        try:
+            graph = _graph(SqliteSaver(conn))
+            for snap in graph.get_state_history({"configurable": {"thread_id": THREAD}}):
+                values = snap.values or {}
+                if values.get("iteration") == iteration and (not snap.next or snap.next[0] == "improve"):
+                    return dict(values)
+        finally:
+            conn.close()
+    done = [r["iteration"] for r in run.results()]
+    last = max(done) if done else -1
+    raise RunError(f"no checkpoint before iteration {iteration} in {run.path} (it has iterations 0..{last}; "
+                   f"fork at 1..{last + 1})")
+
+
+def prepare_fork(source: str | Path, at: int, runs_dir: str | Path, overrides: dict) -> RunStore:
+    """Create the new run directory and its first checkpoint; return its store."""
+    src = RunStore.open(source)
+    if at < 1:
+        raise RunError("--at must be at least 1 (iteration 0 is the seed)")
+    values = state_at(src, at)
+    cfg = src.config
+    args = {**cfg.get("args", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    args["iterations"] = max(int(args.get("iterations") or 0), at)
+    if overrides.get("iterations"):
+        args["iterations"] = at - 1 + int(overrides["iterations"])  # N more iterations after the fork point
+    dst = RunStore.create(runs_dir, f"{src.path.name}-fork{at}",
+                          {"args": args, "started": time.time(), "forked_from": {"run": str(src.path), "at": at}})
+    for kind, records in (("trace", src.trace()), ("results", src.results())):
+        for rec in records:
+            if rec["iteration"] < at:
+                dst.copy_record(kind, rec)
+    for i in range(at):
+        cand = src.path / "candidates" / f"{i:04d}.py"
+        if cand.is_file():
+            shutil.copy2(cand, dst.path / "candidates" / cand.name)
+    best = values.get("best") or {}
+    if best.get("code"):
+        dst.save_best(best["code"])
+    values["task"] = {**values.get("task", {}), "iterations": args["iterations"]}
+    conn = sqlite3.connect(str(dst.checkpoint_path), check_same_thread=False)
+    try:
+        graph = _graph(SqliteSaver(conn))
+        graph.update_state({"configurable": {"thread_id": THREAD}}, _writable(values), as_node="evaluate")
+    finally:
+        conn.close()
+    return dst
+
+
+def _writable(values: dict) -> dict:
+    """Channel values as an update: the window is written through its reducer, so give it whole."""
+    return {k: v for k, v in values.items() if v is not None}
