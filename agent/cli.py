@@ -132,6 +132,12 @@ def cmd_fork(args: argparse.Namespace) -> int:
     return run_search(ns)
 
 
+def cmd_train_best(args: argparse.Namespace) -> int:
+    from agent.train_best import train_best
+
+    return train_best(args)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from agent.report import write_report
 
@@ -196,6 +202,13 @@ def make_parser() -> argparse.ArgumentParser:
     fk.add_argument("--iterations", type=positive_int, help="iterations to run after the fork point")
     fk.add_argument("--runs-dir", default="runs")
     fk.set_defaults(func=cmd_fork)
+
+    tb = sub.add_parser("train-best", help="retrain a run's best net for more epochs; export code and weights")
+    tb.add_argument("run", help="a run directory")
+    tb.add_argument("--epochs", type=positive_int, default=10)
+    tb.add_argument("--full-data", action="store_true", help="use the whole data set, not the search's subsets")
+    tb.add_argument("--timeout", type=float, help="seconds (default: the run's per-evaluation limit)")
+    tb.set_defaults(func=cmd_train_best)
 
     rep = sub.add_parser("report", help="write RUN/report.html with plots (accuracy, outcomes, Pareto, time)")
     rep.add_argument("run", help="a run directory")

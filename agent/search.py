@@ -89,7 +89,10 @@ def run_search(args: argparse.Namespace) -> int:
     improver, generator = make_clients(*specs, settings)
     if store is None:
         saved = {k: getattr(args, k) for k in RUN_OPTIONS if hasattr(args, k)}
-        store = RunStore.create(args.runs_dir, evaluator.data.name.replace("folder:", "folder-"),
+        label = evaluator.data.name
+        if label.startswith("folder:"):
+            label = "folder-" + Path(label[7:]).name
+        store = RunStore.create(args.runs_dir, label,
                                 {"args": saved, "started": time.time()})
     else:
         store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
@@ -183,7 +186,7 @@ class Progress:
 
     def update(self, update: dict) -> None:
         for node, delta in update.items():
-            if node not in ("seed", "evaluate") or not delta:
+            if node not in ("seed", "evaluate") or not delta or "last" not in delta:  # a repair is pending
                 continue
             last = delta["last"]
             out = last["outcome"]

@@ -36,6 +36,7 @@ class Job:
     config: dict
     data_dir: Path
     nonce: str = field(default_factory=lambda: secrets.token_hex(16))
+    output_dir: Path | None = None  # where the harness may write (trained weights); None: nowhere
 
 
 @dataclass

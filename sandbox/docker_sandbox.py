@@ -92,12 +92,18 @@ class DockerSandbox:
         raw = RawResult()
         try:
             os.chmod(workdir, 0o755)
-            (workdir / "candidate.py").write_text(job.source, encoding="utf-8")
-            (workdir / "config.json").write_text(json.dumps(job.config), encoding="utf-8")
-            for f in workdir.iterdir():
-                os.chmod(f, 0o644)
+            config = dict(job.config)
             volumes = {str(workdir): {"bind": "/job", "mode": "ro"},
                        str(Path(job.data_dir).resolve()): {"bind": "/data", "mode": "ro"}}
+            if job.output_dir is not None:  # the only writable mount, and only when asked for
+                Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+                os.chmod(job.output_dir, 0o777)
+                volumes[str(Path(job.output_dir).resolve())] = {"bind": "/out", "mode": "rw"}
+                config["output_dir"] = "/out"
+            (workdir / "candidate.py").write_text(job.source, encoding="utf-8")
+            (workdir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+            for f in workdir.iterdir():
+                os.chmod(f, 0o644)
             if self.host_mounts:
                 volumes.update(host_mounts())
                 volumes[str(RUNNER_PATH)] = {"bind": IMAGE_RUNNER, "mode": "ro"}

@@ -58,7 +58,11 @@ class ProcessSandbox:
         t0 = time.perf_counter()
         try:
             (workdir / "candidate.py").write_text(job.source, encoding="utf-8")
-            (workdir / "config.json").write_text(json.dumps(job.config), encoding="utf-8")
+            config = dict(job.config)
+            if job.output_dir is not None:
+                Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+                config["output_dir"] = str(Path(job.output_dir).resolve())
+            (workdir / "config.json").write_text(json.dumps(config), encoding="utf-8")
             threads = str(max(1, int(lim.cpus)))
             env = {"HOME": str(workdir), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": threads,
                    "MKL_NUM_THREADS": threads, "PYTHONDONTWRITEBYTECODE": "1"}

@@ -413,7 +413,15 @@ def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
                 correct += int((logits.argmax(1) == y).sum())
     except BaseException as exc:
         return {**base, **_error("eval", exc), "steps": step}
+    saved = None
+    if cfg.get("output_dir"):  # train-best: export the trained weights
+        try:
+            saved = os.path.join(cfg["output_dir"], "weights.pt")
+            torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, saved)
+        except Exception as exc:  # noqa: BLE001 - report, do not lose the accuracy
+            saved = f"not saved: {exc}"
     return {
+        "weights": saved,
         **base,
         "status": "ok",
         "accuracy": correct / max(1, len(test)),

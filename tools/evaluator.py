@@ -8,6 +8,7 @@ it), so the interface does not change when a candidate is scored instead of trai
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from sandbox import Job, Limits, Sandbox, make_sandbox
 from tools.datasets import PreparedData
@@ -61,13 +62,15 @@ class Evaluator:
             "steps_text": f"{s.epochs} epoch(s) or at least {s.min_steps} steps of batch {s.batch_size}",
         }
 
-    def evaluate(self, source: str, *, static_check: bool = True) -> Outcome:
-        """Evaluate one candidate. `static_check=False` exists only to test the sandbox layer itself."""
+    def evaluate(self, source: str, *, static_check: bool = True, output_dir: Path | None = None) -> Outcome:
+        """Evaluate one candidate. `output_dir` receives the trained weights (weights.pt) when given.
+        `static_check=False` exists only to test the sandbox layer itself."""
         if static_check:
             violation = check_source(source)
             if violation is not None:
                 return Outcome(violation.kind, violation.reason, seconds=0.0, stage="static")  # type: ignore[arg-type]
-        raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.path))
+        raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.path,
+                                   output_dir=output_dir))
         return classify(raw, self.limits)
 
     def as_tool(self):

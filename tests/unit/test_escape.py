@@ -100,3 +100,16 @@ def test_plain_loop_has_none_of_it(tmp_path):
     assert all(r.get("escape") is None for r in store.results())
     out, store, ev = run(tmp_path / "p", scripted(code_reply(tag="acc=0.6")), 2, LoopOptions.plain())
     assert ev.calls == 3  # repeats are evaluated again, as in the published loop
+
+
+def test_progress_display_copes_with_repair_steps(capsys):
+    from agent.search import Progress
+
+    with Progress(3, {}) as progress:
+        progress.update({"evaluate": {"candidate": {"failed": {"kind": "shape_error"}}}})  # repair pending
+        progress.update({"evaluate": {"last": {"iteration": 1, "outcome": {"kind": "ok", "accuracy": 0.5,
+                                                                           "params": 1000, "seconds": 2.0},
+                                               "llm": {"improver_seconds": 1.0}, "repairs": 1},
+                                      "best": {"accuracy": 0.5}}})
+    err = capsys.readouterr().err
+    assert "iter 1/3  ok" in err and "best 0.500" in err and "(after 1 repair)" in err
