@@ -141,7 +141,10 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 8px; overflow-x:
 {rows}
 </table>
 <script>
+var nasloopErrors = 0;
+window.addEventListener("error", function () {{ nasloopErrors += 1; }}, true);
 window.addEventListener("load", function () {{
+  document.body.setAttribute("data-errors", String(nasloopErrors));
   var imgs = Array.prototype.slice.call(document.images);
   var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
   document.body.setAttribute("data-images", ok + "/" + imgs.length);

@@ -1,0 +1,95 @@
+"""Replay, report and train-best on a recorded fixture run (produced by a real short search with the
+0.5B model on digits, checked in small), and the report in a real headless browser."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from agent.replay import interactive, load_steps, render, replay
+from agent.report import pareto, write_report
+from tests.conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "fixtures" / "run-digits"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    dst = tmp_path / FIXTURE.name
+    shutil.copytree(FIXTURE, dst)
+    return dst
+
+
+def test_replay_steps_follow_the_run(run_dir):
+    steps = load_steps(str(run_dir))
+    evals = [s for s in steps if s.node == "evaluate"]
+    assert [s.iteration for s in evals] == list(range(len(evals))) and len(evals) >= 3
+    assert steps[0].node in ("check0", "evaluate") and steps[0].iteration == 0
+    first_llm = next(s for s in steps if s.node == "improve")
+    assert first_llm.iteration == 1 and "Task: image classification on digits" in first_llm.prompt
+    assert all(len(s.window) <= 5 for s in steps)
+    assert evals[-1].window[-1]["iteration"] == evals[-1].iteration
+    best = max((s.outcome.get("accuracy") or 0) for s in evals)
+    assert evals[-1].best["accuracy"] == pytest.approx(best)
+
+
+def test_replay_plain_and_filter(run_dir):
+    lines: list[str] = []
+    replay(str(run_dir), plain=True, out=lines.append)
+    text = "\n".join(lines)
+    assert "iteration 0 · evaluate" in text and "memory window after this step:" in text
+    kinds = {s.outcome["outcome"] for s in load_steps(str(run_dir)) if s.node == "evaluate"}
+    for kind in kinds:
+        lines.clear()
+        replay(str(run_dir), plain=True, outcome=kind, out=lines.append)
+        shown = re.findall(r"outcome: (\w+)", "\n".join(b for b in lines if "· evaluate" in b.splitlines()[0]))
+        assert shown and set(shown) == {kind}
+
+
+def test_replay_keys(run_dir):
+    steps = load_steps(str(run_dir))
+    keys = iter(["n", "n", "p", "j 2", "x", "f ok", "q"])
+    shown: list[str] = []
+    interactive(steps, read=lambda: next(keys), write=shown.append)
+    heads = [s.splitlines()[0] for s in shown]
+    assert heads[0].startswith("── step 1/") and heads[1].startswith("── step 2/") and heads[3].startswith("── step 2/")
+    assert "iteration 2" in heads[4] and shown[5].startswith("keys:")
+
+
+def test_replay_of_an_unreadable_run(tmp_path):
+    from agent.errors import RunError
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text('{"version": 99}')
+    (tmp_path / "r" / "results.jsonl").write_text('{"iteration": 0, "node": "evaluate"}\n')
+    with pytest.raises(RunError, match="newer nasloop"):
+        load_steps(str(tmp_path / "r"))
+
+
+def test_pareto_front():
+    pts = [(100, 0.5, 1), (200, 0.6, 2), (150, 0.4, 3), (300, 0.55, 4), (50, 0.3, 5)]
+    assert pareto(pts) == [(50, 0.3, 5), (100, 0.5, 1), (200, 0.6, 2)]
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    html = write_report(run_dir)
+    assert {p.name for p in run_dir.glob("report-*.png")} == {
+        "report-accuracy.png", "report-outcomes.png", "report-pareto.png", "report-time.png"}
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--enable-logging=stderr",
+         "--dump-dom", html.as_uri()],
+        capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'data-images="4/4"' in proc.stdout, proc.stdout[:500]
+    assert 'data-errors="0"' in proc.stdout
+    console_errors = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln and "rror" in ln]
+    assert not console_errors, console_errors
