@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 import prompts
 from agent.escape import RESTART_SUGGESTION, choose_escape, code_key
 from agent.llm import ChatClient
-from agent.parsing import extract_code, parse_improver
+from agent.parsing import autofix, extract_code, parse_improver
 from agent.run_store import RunStore
 from tools.outcome import Outcome, human
 
@@ -222,6 +222,7 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
     def generate(state: dict) -> dict:
         """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
         deps, _ = setup(state)
+        opts = deps.options
         it = state.get("iteration", 1)
         esc = (state.get("proposal") or {}).get("escape")
         note = ("Make a MINIMAL edit of the current best network: keep everything else exactly as it is. "
@@ -232,8 +233,9 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         rec = deps.once("trace", it, "generate",
                         lambda: _ask(deps.generator, "generator_system", prompt, temperature))
         code, err = extract_code(rec["response"])
+        code, fix = autofix(code) if code and opts.escape else (code, "")
         return {"candidate": {"code": code, "error": err, "llm_seconds": rec["seconds"], "attempt": 0,
-                              "repairs": []}}
+                              "repairs": [], **({"autofix": fix} if fix else {})}}
 
     def evaluate(state: dict) -> dict:
         """Evaluator: repeat check, static check + sandboxed training; then repair, or record the triple."""
@@ -252,7 +254,8 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         if outcome.stage in ("static", "preflight") and attempt < opts.repairs:
             return {"candidate": {**cand, "failed": outcome.to_dict()}}
         llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
-        extra = {"llm": llm, "repairs": cand.get("repairs", []), "escape": proposal.get("escape")}
+        extra = {"llm": llm, "repairs": cand.get("repairs", []), "escape": proposal.get("escape"),
+                 **({"autofix": cand["autofix"]} if cand.get("autofix") else {})}
         return _record(deps, state, it, code, proposal, outcome, extra)
 
     def repair(state: dict) -> dict:
@@ -266,10 +269,12 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         rec = deps.once("trace", it, f"repair{attempt}",
                         lambda: _ask(deps.generator, "generator_system", prompt, None))
         code, err = extract_code(rec["response"])
+        code, fix = autofix(code) if code and deps.options.escape else (code, "")
         history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
                                               "diagnosis": failed.get("diagnosis", "")}]
         return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history,
-                              "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"]}}
+                              "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
+                              **({"autofix": fix} if fix else {})}}
 
     return {"seed": seed, "improve": improve, "generate": generate, "evaluate": evaluate, "repair": repair}
 

@@ -73,3 +73,36 @@ def extract_code(text: str) -> tuple[str | None, str]:
     if blocks:
         return None, "the Generator's code block does not define class Net"
     return None, "the Generator's reply contains no ```python code block with class Net"
+
+
+def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
+    """Deterministic repair of the syntax slip small models make most: surplus closing brackets.
+
+    Removes the last `)`/`]`/`}` on a line Python reports as "unmatched", until the module parses or
+    nothing more can be done. Returns (code, what was changed) — the change is recorded, never hidden."""
+    import ast
+
+    fixed = 0
+    lines = code.splitlines(keepends=True)
+    for _ in range(max_fixes):
+        try:
+            ast.parse("".join(lines))
+            break
+        except SyntaxError as exc:
+            m = re.match(r"unmatched '([)\]}])'", exc.msg or "")
+            if not m or not exc.lineno or exc.lineno > len(lines):
+                break
+            i = exc.lineno - 1
+            j = lines[i].rfind(m.group(1))
+            if j < 0:
+                break
+            lines[i] = lines[i][:j] + lines[i][j + 1:]
+            fixed += 1
+    if not fixed:
+        return code, ""
+    out = "".join(lines)
+    try:
+        ast.parse(out)
+    except SyntaxError:
+        return code, ""  # only keep a fix that yields a module that parses
+    return out, f"removed {fixed} unmatched closing bracket(s)"

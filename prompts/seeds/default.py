@@ -18,8 +18,12 @@ class Net(nn.Module):
         self.fc = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))
+        # One operation per line: small models copy this style without bracket slips.
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.pool(x)
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.pool(x)
         x = F.relu(self.bn3(self.conv3(x)))
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        x = F.adaptive_avg_pool2d(x, 1)
+        x = torch.flatten(x, 1)
         return self.fc(x)

@@ -43,3 +43,13 @@ def test_unterminated_fence_still_yields_code():
 def test_no_code(text, why):
     code, err = extract_code(text)
     assert code is None and why in err
+
+
+def test_autofix_removes_surplus_closing_brackets():
+    from agent.parsing import autofix
+
+    bad = "def f(x):\n    y = g(h(x))))\n    return [y]]\n"
+    code, note = autofix(bad)
+    assert code == "def f(x):\n    y = g(h(x))\n    return [y]\n" and note == "removed 3 unmatched closing bracket(s)"
+    assert autofix("x = (1,\n") == ("x = (1,\n", "")  # not a surplus bracket: left to the LLM
+    assert autofix("x = 1\n") == ("x = 1\n", "")
