@@ -146,6 +146,9 @@ class _Guarded:
             raise SandboxFault(f"sandbox failure (not the candidate's fault): {out.diagnosis}")
         return out
 
+    def __getattr__(self, name: str):  # data, settings, task_facts ... of the wrapped evaluator
+        return getattr(self.inner, name)
+
 
 def summarize(store: RunStore, state: dict) -> dict:
     results = store.results()
