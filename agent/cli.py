@@ -100,7 +100,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"candidate file '{path}' not found")
     source = path.read_text(encoding="utf-8", errors="replace")
-    outcome = build_evaluator(args).evaluate(source)
+    names: tuple[str, ...] = ()
+    if args.proxy:
+        from sandbox.zero_cost import PROXIES
+
+        names = tuple(n.strip() for n in args.proxy.split(",") if n.strip())
+        unknown = [n for n in names if n not in PROXIES]
+        if unknown or not names:
+            raise UsageError(f"unknown proxy {', '.join(unknown) or '(none)'}: choose from {', '.join(PROXIES)}")
+    evaluator = build_evaluator(args)
+    if names:
+        from dataclasses import replace
+
+        evaluator.settings = replace(evaluator.settings, mode="proxy", proxies=names)
+    outcome = evaluator.evaluate(source)
     if args.json:
         print(json.dumps({"outcome": outcome.kind, **outcome.to_dict()}))
     else:
@@ -171,6 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="train one candidate file in the sandbox and print its outcome")
     ev.add_argument("candidate", help="a Python file defining class Net(nn.Module)")
     ev.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    ev.add_argument("--proxy", metavar="NAMES", help="score with zero-cost proxies instead of training: a comma "
+                    "list of naswot, synflow, snip, grad_norm, zen, zico, params, flops")
     add_data_args(ev)
     add_train_args(ev)
     add_sandbox_args(ev)

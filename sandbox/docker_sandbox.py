@@ -34,6 +34,7 @@ MODE_LABEL = "nasloop.mode"
 HOST_MOUNTS = "host-mounts"
 CONTAINER_LABEL = "nasloop.sandbox"
 IMAGE_RUNNER = "/nasloop/runner.py"  # where the self-contained image keeps the harness
+HARNESS_FILES = ("runner.py", "zero_cost.py")
 ENGINE_HINT = ("Docker engine not reachable: start it (e.g. 'sudo systemctl start docker' or 'make docker-engine') "
                "or pass --sandbox process")
 
@@ -106,7 +107,8 @@ class DockerSandbox:
                 os.chmod(f, 0o644)
             if self.host_mounts:
                 volumes.update(host_mounts())
-                volumes[str(RUNNER_PATH)] = {"bind": IMAGE_RUNNER, "mode": "ro"}
+                for f in HARNESS_FILES:  # the harness and the modules it imports, read-only
+                    volumes[str(RUNNER_PATH.with_name(f))] = {"bind": f"/nasloop/{f}", "mode": "ro"}
                 python = sys.executable
             else:
                 python = "python"

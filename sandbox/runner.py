@@ -278,6 +278,32 @@ def load_candidate(path: str) -> dict:
     return namespace
 
 
+def proxy_scores(cfg: dict, net_cls, data_dir: str, device: torch.device, seed: int) -> dict:
+    """Zero-cost proxies (sandbox/zero_cost.py, next to this file) on one seeded minibatch of real data."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import zero_cost
+
+    names = [n for n in cfg.get("proxies") or [] if n in zero_cost.FUNCS]
+    in_channels = int(cfg["in_channels"])
+    mean, std = cfg.get("mean", [0.5] * in_channels), cfg.get("std", [0.25] * in_channels)
+    try:
+        train = DeviceData(data_dir, "train", device, mean, std, channels_last=False)
+    except Exception as exc:
+        return _error("data", exc)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    idx = torch.randperm(len(train), device=device, generator=gen)[: int(cfg.get("proxy_batch", 64))]
+    x, y = train.batch(idx)
+    t0 = time.perf_counter()
+    try:
+        scores = zero_cost.score(lambda: net_cls(num_classes=int(cfg["num_classes"]), in_channels=in_channels).to(device),
+                                 names, x, y, seed)
+    except BaseException as exc:
+        return _error("proxy", exc)
+    return {"status": "ok", "scores": {k: (v if math.isfinite(v) else str(v)) for k, v in scores.items()},
+            "proxy_seconds": time.perf_counter() - t0}
+
+
 def lr_at(step: int, total: int, peak: float, warmup: float = 0.2) -> float:
     """One-cycle: linear warm-up to `peak`, then linear decay to zero."""
     w = max(1, int(total * warmup))
@@ -327,6 +353,9 @@ def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
     budget = over_budget(params, int(cfg.get("max_params") or 0))
     if budget:
         return {**base, **budget}
+
+    if cfg.get("mode") == "proxy":
+        return {**base, **proxy_scores(cfg, net_cls, data_dir, device, seed)}
 
     trace = ShapeTrace(model)
     try:

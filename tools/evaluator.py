@@ -28,7 +28,8 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32
     max_params: int = 2_000_000  # bigger nets are rejected (interface_error) before any training
-    mode: str = "train"  # train | preflight (meta-device shapes and size only, no training)
+    mode: str = "train"  # train | preflight (meta-device shapes and size only) | proxy (zero-cost scores)
+    proxies: tuple[str, ...] = ()  # with mode="proxy": naswot, synflow, snip, grad_norm, zen, zico, params, flops
     preflight: bool = True  # run the meta-device pre-flight before allocating anything
 
 

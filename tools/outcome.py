@@ -81,6 +81,7 @@ class Outcome:
             parts.append(f"flops: {human(self.flops)}")
         if self.seconds is not None:
             parts.append(f"seconds: {self.seconds:.1f}")
+        parts += [f"{name}: {value:.4g}" for name, value in self.scores.items()]
         if self.diagnosis and not self.ok:
             parts.append(f"diagnosis: {self.diagnosis}")
         return "  ".join(parts)
@@ -145,6 +146,9 @@ def classify(raw: RawResult, limits: Limits) -> Outcome:
 def _from_result(res: dict, seconds: float) -> Outcome:
     common = {k: res.get(k) for k in ("params", "flops", "device", "precision", "seed", "steps")}
     status = res.get("status")
+    if status == "ok" and "scores" in res:
+        scores = {k: float(v) for k, v in res["scores"].items()}
+        return Outcome("ok", "scored by zero-cost proxies (not trained)", scores=scores, seconds=seconds, **common)
     if status == "ok" and res.get("accuracy") is None and res.get("preflight") == "passed":
         return Outcome("ok", "passed pre-flight (not trained)", seconds=seconds, **common)
     if status == "ok":
@@ -182,7 +186,7 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     if phase == "interface" or (phase == "build" and exc == "TypeError" and "argument" in msg):
         hint = "" if phase == "interface" else " — Net.__init__ must accept (num_classes=10, in_channels=3)"
         return Outcome("interface_error", clip(text + hint), seconds=seconds, **common)
-    if phase in ("forward", "train", "eval") and _SHAPE_PATTERNS.search(msg):
+    if phase in ("forward", "train", "eval", "proxy") and _SHAPE_PATTERNS.search(msg):
         return Outcome("shape_error", clip(text), seconds=seconds, **common)
     return Outcome("runtime_error", clip(f"{text} [during {phase}]"), seconds=seconds, **common)
 

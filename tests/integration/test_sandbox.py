@@ -162,3 +162,17 @@ def test_preflight_mode_and_ablation(docker_engine, digits):
     plain = Evaluator(digits, sb, TrainSettings(min_steps=8, batch_size=64, preflight=False))
     out = plain.evaluate(candidate("shape_mismatch"))
     assert out.kind == "shape_error" and "mat1 and mat2 shapes cannot be multiplied" in out.diagnosis
+
+
+# --- zero-cost proxies run in the sandbox too ------------------------------------------------------
+def test_proxy_scores_in_the_sandbox(docker_engine, digits):
+    names = ("naswot", "synflow", "snip", "grad_norm", "zen", "zico", "params", "flops")
+    ev = Evaluator(digits, make_sandbox("docker", limits=LIMITS), TrainSettings(mode="proxy", proxies=names))
+    out = ev.evaluate(candidate("ok_tiny"))
+    assert out.kind == "ok" and out.accuracy is None and set(out.scores) == set(names), out.summary()
+    assert out.scores["params"] == 362
+    again = ev.evaluate(candidate("ok_tiny"))
+    assert again.scores == out.scores  # deterministic under the seed
+    bad = ev.evaluate(candidate("fork_bomb"), static_check=False)
+    assert bad.kind in ("runtime_error", "timeout", "host_oom")  # the same taxonomy as training
+    assert ev.evaluate(candidate("shape_mismatch")).kind == "shape_error"

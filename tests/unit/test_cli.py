@@ -90,3 +90,10 @@ def test_help_is_there(capsys):
         main(["search", "--help"])
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "--iterations" in out and "--resume" in out and "--llm" in out
+
+
+def test_unknown_proxy_name(capsys, tmp_path):
+    net = tmp_path / "net.py"
+    net.write_text("class Net: pass\n")
+    assert_one_line(*run_cli(capsys, "evaluate", str(net), "--proxy", "naswot,magic"),
+                    "unknown proxy magic: choose from naswot, synflow")
