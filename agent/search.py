@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.errors import NasloopError, RunError
+from agent.errors import NasloopError
 from agent.graph import build_graph, recursion_limit_for
 from agent.llm import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
 from agent.nodes import Deps, LoopOptions

@@ -2,7 +2,6 @@
 they skip (with the reason) only where a prerequisite is truly absent on the machine."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -99,7 +99,7 @@ def _subset(n: int, k: int | None, seed: int, salt: int) -> np.ndarray:
 
 
 def _write_cache(out: Path, name: str, splits: dict, classes: list[str], size: int, seed: int, flip: bool) -> None:
-    (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
+    xtr, xte = splits["train"][0], splits["test"][0]
     if len(xtr) == 0 or len(xte) == 0:
         raise DatasetError(f"dataset '{name}' has an empty train or test split")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from agent.replay import interactive, load_steps, render, replay
+from agent.replay import interactive, load_steps, replay
 from agent.report import pareto, write_report
 from tests.conftest import ROOT
 

@@ -1,7 +1,6 @@
 """Zero-cost proxies on tiny hand-made nets where the answer is known."""
 import math
 
-import pytest
 import torch
 import torch.nn as nn
 
