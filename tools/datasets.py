@@ -204,6 +204,12 @@ def _decode(samples: list, k: int | None, seed: int, salt: int, size: int) -> tu
     chosen = [samples[i] for i in idx]
 
     def load(item) -> np.ndarray:
+        try:
+            return _load(item)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DatasetError(f"cannot decode image '{item[0]}': {_first_line(exc)}") from exc
+
+    def _load(item) -> np.ndarray:
         with Image.open(item[0]) as im:
             im = im.convert("RGB")
             w, h = im.size

@@ -108,3 +108,12 @@ def test_cache_files_are_world_readable():
     d = prepare("digits", train_subset=10)
     assert all(p.stat().st_mode & 0o004 for p in d.path.iterdir())
     assert datasets.cache_root() in d.path.parents
+
+
+def test_corrupt_image_is_a_one_line_error(tmp_path):
+    for split in ("train", "val"):
+        write_images(tmp_path / "ds" / split / "a", 2)
+    (tmp_path / "ds" / "train" / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DatasetError, match=r"cannot decode image '.*broken\.jpg'") as exc:
+        prepare(f"folder:{tmp_path / 'ds'}")
+    assert "\n" not in str(exc.value)
