@@ -21,7 +21,7 @@ SANDBOX_IMAGE ?= nasloop-sandbox:local
 
 # Search settings (see `nasloop search --help`).
 DATASET ?= digits
-ITERATIONS ?= 8
+ITERATIONS ?= 6
 LLM ?= llamacpp:qwen2.5-coder-1.5b
 RUNS_DIR ?= runs
 RESUME ?=
@@ -67,7 +67,7 @@ test: setup sandbox-image  ## unit + integration tests (real Docker, real model,
 test-unit: setup  ## fast tests: no Docker, no model
 	$(PY) -m pytest -q -ra tests/unit
 
-search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATIONS=8 LLM=... [RESUME=runs/<id>]
+search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATIONS=6 LLM=... [RESUME=runs/<id>]
 	$(NASLOOP) search --dataset '$(DATASET)' --iterations $(ITERATIONS) --llm '$(LLM)' \
 	  --runs-dir '$(RUNS_DIR)' $(if $(RESUME),--resume '$(RESUME)') $(SEARCH_ARGS)
 

@@ -39,7 +39,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("search")
     g.add_argument("--iterations", type=positive_int, default=None,
-                   help="candidates to generate after the seed (default 8; on --resume: raise to extend)")
+                   help="candidates to generate after the seed (default 6; on --resume: raise to extend)")
     g.add_argument("--llm", default=DEFAULT_LLM, help=f"model for both roles (default {DEFAULT_LLM})")
     g.add_argument("--improver-llm", help="model for the Prompt Improver (default: --llm)")
     g.add_argument("--generator-llm", help="model for the Code Generator (default: --llm)")
@@ -60,7 +60,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 def _resolve_args(args: argparse.Namespace) -> tuple[argparse.Namespace, RunStore | None]:
     """On --resume, the run's own options win (except a larger --iterations)."""
     if not args.resume:
-        args.iterations = args.iterations or 8
+        args.iterations = args.iterations or 6
         return args, None
     store = RunStore.open(args.resume)
     saved = store.config.get("args", {})
