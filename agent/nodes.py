@@ -137,7 +137,8 @@ def generator_prompt(state: dict, note: str = "") -> str:
 
 def repair_prompt(state: dict, code: str | None, failed: dict) -> str:
     return prompts.render("repair", **_task_fields(state["task"]), code=(code or "(no code)").strip(),
-                          outcome=failed.get("kind", ""), diagnosis=failed.get("diagnosis", ""))
+                          outcome=failed.get("kind", ""), diagnosis=failed.get("diagnosis", ""),
+                          suggestion=(state.get("proposal") or {}).get("suggestion", FALLBACK_SUGGESTION))
 
 
 # --- recording an evaluated candidate --------------------------------------------------------------
@@ -286,7 +287,7 @@ def _repeat_outcome(deps: Deps, iteration: int, code: str) -> Outcome | None:
         return None
     got = prev.get("outcome", "?") + (f" {prev['accuracy']:.4f}" if prev.get("accuracy") is not None else "")
     return Outcome("invalid_code", f"identical to the code of iteration {prev['iteration']} (which got {got}); "
-                                   f"apply the suggested change instead of repeating it", seconds=0.0)
+                                   f"apply the suggested change instead of repeating it", seconds=0.0, stage="static")
 
 
 def _evaluate_once(deps: Deps, iteration: int, code: str, attempt: int = 0) -> Outcome:

@@ -16,6 +16,7 @@ Usage:  python -I runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR      (nonce on std
 from __future__ import annotations
 
 import json
+import linecache
 import math
 import os
 import resource
@@ -273,6 +274,8 @@ def load_candidate(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         source = f.read()
     namespace: dict = {"__name__": "candidate", "__file__": "candidate.py"}
+    # Tracebacks show the failing source line whatever the working directory is.
+    linecache.cache["candidate.py"] = (len(source), None, source.splitlines(True), "candidate.py")
     code = compile(source, "candidate.py", "exec")
     exec(code, namespace)  # noqa: S102 - this is the sandboxed part
     return namespace

@@ -55,6 +55,9 @@ def test_verbatim_repeat_costs_no_container(tmp_path):
     last = store.results()[-1]
     assert last["outcome"] == "invalid_code"
     assert "identical to the code of iteration 1 (which got ok 0.6000)" in last["diagnosis"]
+    # a repeat goes back to the Generator once (no container), reminded of the change it was asked for
+    rep = next(t for t in store.trace() if t["iteration"] == 2 and t["node"] == "repair1")
+    assert "The change you were asked to make: widen conv2" in rep["prompt"] and len(last["repairs"]) == 1
 
 
 def test_preflight_failure_is_repaired_in_one_attempt(tmp_path):
