@@ -83,6 +83,7 @@ class DockerSandbox:
             raise SandboxUnavailable(f"cannot inspect sandbox image '{image}': {exc}") from exc
         self.image = image
         self.host_mounts = (img.labels or {}).get(MODE_LABEL) == HOST_MOUNTS
+        remove_orphans(self.client)
 
     # -- one evaluation -------------------------------------------------------------------------
     def run(self, job: Job) -> RawResult:
@@ -191,6 +192,20 @@ def leftover_containers(client: docker.DockerClient | None = None) -> list:
         if not owner.isdigit() or int(owner) == os.getpid() or not _alive(int(owner)):
             left.append(c)
     return left
+
+
+def remove_orphans(client: docker.DockerClient) -> int:
+    """Remove sandbox containers whose owner process died (e.g. a search killed with kill -9)."""
+    removed = 0
+    for c in leftover_containers(client):
+        owner = (c.labels or {}).get(CONTAINER_LABEL, "")
+        if owner.isdigit() and int(owner) != os.getpid():
+            try:
+                c.remove(force=True)
+                removed += 1
+            except (DockerException, requests.RequestException):
+                pass
+    return removed
 
 
 def _alive(pid: int) -> bool:

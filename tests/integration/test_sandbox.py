@@ -176,3 +176,20 @@ def test_proxy_scores_in_the_sandbox(docker_engine, digits):
     bad = ev.evaluate(candidate("fork_bomb"), static_check=False)
     assert bad.kind in ("runtime_error", "timeout", "host_oom")  # the same taxonomy as training
     assert ev.evaluate(candidate("shape_mismatch")).kind == "shape_error"
+
+
+def test_orphans_of_a_killed_owner_are_removed(docker_engine):
+    from sandbox.docker_sandbox import CONTAINER_LABEL, DEFAULT_IMAGE, leftover_containers, remove_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs: the owner of an orphan
+    c = docker_engine.containers.create(DEFAULT_IMAGE, command=["/nonexistent"], labels={CONTAINER_LABEL: str(dead.pid)})
+    try:
+        assert c.id in {x.id for x in leftover_containers(docker_engine)}
+        assert remove_orphans(docker_engine) >= 1
+        assert c.id not in {x.id for x in docker_engine.containers.list(all=True)}
+    finally:
+        try:
+            c.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone, as it should be
+            pass
