@@ -82,9 +82,12 @@ def main() -> int:
               f"{r['repaired']:>8} {r['escapes']:>7}  {r['outcomes']}")
     if len(rows) == 2:
         a, b = rows
-        print(f"ratios nasloop/plain: valid rate {a['valid_rate'] / max(b['valid_rate'], 1e-9):.2f}x, "
-              f"best accuracy {a['best_acc'] / max(b['best_acc'], 1e-9):.2f}x, "
-              f"seconds per iteration {a['s_per_iter'] / max(b['s_per_iter'], 1e-9):.2f}x")
+
+        def ratio(key: str) -> str:
+            return f"{a[key] / b[key]:.2f}x" if b[key] else f"n/a (plain: {b[key]:.3g})"
+
+        print(f"ratios nasloop/plain: valid rate {ratio('valid_rate')}, best accuracy {ratio('best_acc')}, "
+              f"seconds per iteration {ratio('s_per_iter')}")
     return 0
 
 

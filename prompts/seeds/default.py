@@ -18,12 +18,18 @@ class Net(nn.Module):
         self.fc = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One operation per line: small models copy this style without bracket slips.
-        x = F.relu(self.bn1(self.conv1(x)))
+        # One operation per line, no nested calls: small models copy this style without bracket slips.
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = F.relu(x)
         x = self.pool(x)
-        x = F.relu(self.bn2(self.conv2(x)))
+        x = self.conv2(x)
+        x = self.bn2(x)
+        x = F.relu(x)
         x = self.pool(x)
-        x = F.relu(self.bn3(self.conv3(x)))
+        x = self.conv3(x)
+        x = self.bn3(x)
+        x = F.relu(x)
         x = F.adaptive_avg_pool2d(x, 1)
         x = torch.flatten(x, 1)
         return self.fc(x)
