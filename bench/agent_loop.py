@@ -30,13 +30,14 @@ from tests.fakes import ScriptedEvaluator, code_reply, scripted, task  # noqa: E
 IMPROVER = '{"problem": "accuracy is limited by width", "suggestion": "widen the second block to 96 channels"}'
 
 
-def deps(store: RunStore | None) -> Deps:
-    return Deps(scripted(IMPROVER), scripted(code_reply(tag="fail=shape_error"), code_reply(tag="acc=0.61")),
-                ScriptedEvaluator(), store)
+def deps(store: RunStore | None, n: int = 200) -> Deps:
+    """Distinct candidates (no repeats), every third one failing: the window holds both kinds."""
+    replies = [code_reply(tag=f"fail=shape_error {i}" if i % 3 == 0 else f"acc=0.{50 + i % 40}") for i in range(n)]
+    return Deps(scripted(IMPROVER), scripted(*replies), ScriptedEvaluator(), store)
 
 
 def prompt_sizes(store: RunStore, iteration: int) -> dict[str, int]:
-    return {t["node"]: len(t["prompt"]) // 4 for t in store.trace() if t["iteration"] == iteration}
+    return {t["node"]: len(t["prompt"]) // 4 for t in store.trace() if t["iteration"] == iteration and "prompt" in t}
 
 
 def main() -> int:
