@@ -47,9 +47,13 @@ def test_two_iteration_search(docker_engine, model_ready, tmp_path):
     assert [r["iteration"] for r in results] == [0, 1, 2]
     assert results[0]["outcome"] == "ok" and results[0]["accuracy"] > 0.2  # the seed trains for real
     trace = RunStore.open(run).trace()
-    assert sorted((t["iteration"], t["node"]) for t in trace) == [
+    keys = [(t["iteration"], t["node"]) for t in trace]
+    assert len(keys) == len(set(keys))  # every step recorded once
+    assert sorted(k for k in keys if k[1] in ("improve", "generate")) == [
         (1, "generate"), (1, "improve"), (2, "generate"), (2, "improve")]
-    assert all(t["response"].strip() and t["seconds"] > 0 for t in trace)
+    llm_steps = [t for t in trace if t["node"] in ("improve", "generate") or t["node"].startswith("repair")]
+    assert all(t["response"].strip() and t["seconds"] > 0 for t in llm_steps)
+    assert {(t["iteration"], t["node"]) for t in trace if t["node"] == "check0"} >= {(0, "check0")}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["evaluated"] == 3 and summary["best"]["accuracy"] >= results[0]["accuracy"]
     assert (run / "best.py").is_file() and (run / "checkpoints.sqlite").is_file()
@@ -84,7 +88,9 @@ def test_resume_after_sigkill(docker_engine, model_ready, tmp_path):
     after = RunStore.open(run)
     assert [r["iteration"] for r in after.results()] == [0, 1, 2, 3]  # nothing lost, nothing twice
     keys = [(t["iteration"], t["node"]) for t in after.trace()]
-    assert len(keys) == len(set(keys)) == 6
+    assert len(keys) == len(set(keys))  # nothing twice
+    assert sorted(k for k in keys if k[1] in ("improve", "generate")) == [
+        (i, n) for i in (1, 2, 3) for n in ("generate", "improve")]
     assert next(t for t in after.trace() if t["iteration"] == 2 and t["node"] == "improve") == improve2
     summary = json.loads((run / "summary.json").read_text())
     best_acc = max((r.get("accuracy") or 0) for r in after.results())
