@@ -43,8 +43,13 @@ class Escape:
                 f"DIFFERENT and simpler that avoids this failure.")
 
     def generator_note(self) -> str:
-        return ("Make a MINIMAL edit of the current best network: keep everything else exactly as it is. "
-                f"The last {self.streak} attempts failed with {self.outcome}; make sure this one does not.")
+        return generator_note(self.to_dict())
+
+
+def generator_note(escape: dict) -> str:
+    """What the Generator is told during an escape (`escape` as recorded in the proposal)."""
+    return ("Make a MINIMAL edit of the current best network: keep everything else exactly as it is. "
+            f"The last {escape['streak']} attempts failed with {escape['outcome']}; make sure this one does not.")
 
 
 def signature(triple: dict) -> tuple[str, str]:

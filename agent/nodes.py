@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import prompts
-from agent.escape import RESTART_SUGGESTION, choose_escape, code_key
+from agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from agent.llm import ChatClient
 from agent.parsing import autofix, extract_code, parse_improver
 from agent.run_store import RunStore
@@ -226,9 +226,7 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         opts = deps.options
         it = state.get("iteration", 1)
         esc = (state.get("proposal") or {}).get("escape")
-        note = ("Make a MINIMAL edit of the current best network: keep everything else exactly as it is. "
-                f"The last {esc['streak']} attempts failed with {esc['outcome']}; make sure this one does not."
-                if esc else "")
+        note = generator_note(esc) if esc else ""
         prompt = generator_prompt(state, note)
         temperature = esc.get("temperature") if esc else None
         rec = deps.once("trace", it, "generate",
