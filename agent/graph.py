@@ -7,12 +7,20 @@
                                                  └──────┘            attempts left)
                                                         └─► END
 
+strategy="evolution" puts one node in front of improve: `select` picks the parent from the population
+(tournament); improve then writes a reflection on the last mutations and the mutation to make, and
+evaluate adds the child to the population and removes the worst member:
+
+    seed ─► select ─► improve ─► generate ─► evaluate ─► select ... (repair as above)
+
 `build_graph(...)` compiles WITHOUT a checkpointer, so a parent graph's checkpointer is inherited
 (and `langgraph dev` accepts it); the CLI compiles with SqliteSaver for resume. One iteration is three
-supersteps, plus two per repair: callers set `recursion_limit` with `recursion_limit_for(iterations)`.
+supersteps (four with select), plus two per repair: callers set `recursion_limit` with
+`recursion_limit_for(iterations)`.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 from langgraph.graph import END, START, StateGraph
@@ -20,29 +28,29 @@ from langgraph.graph import END, START, StateGraph
 from agent.nodes import Deps, make_nodes
 from agent.state import DEFAULT_K, InputState, OutputState, make_state
 
-STEPS_PER_ITERATION = 3
+STEPS_PER_ITERATION = 4  # select (evolution), improve, generate, evaluate
 
 
-def route_start(state: dict) -> str:
+def route_start(state: dict, first: str = "improve") -> str:
     """A fresh run evaluates the seed first; a run with history goes on while budget is left."""
-    return route_next(state) if state.get("iteration", 0) > 0 else "seed"
+    return route_next(state, first) if state.get("iteration", 0) > 0 else "seed"
 
 
-def route_next(state: dict) -> str:
-    """Loop until the iteration budget is spent or the target accuracy is reached."""
+def route_next(state: dict, first: str = "improve") -> str:
+    """Loop (back to `first`) until the iteration budget is spent or the target accuracy is reached."""
     task = state["task"]
     best = state.get("best") or {}
     target = task.get("target_accuracy")
     if target is not None and (best.get("accuracy") or 0.0) >= target:
         return END
-    return END if state.get("iteration", 0) > task["iterations"] else "improve"
+    return END if state.get("iteration", 0) > task["iterations"] else first
 
 
-def route_after_evaluate(state: dict) -> str:
+def route_after_evaluate(state: dict, first: str = "improve") -> str:
     """A candidate waiting for repair goes back to the Generator; otherwise the loop goes on or ends."""
     if (state.get("candidate") or {}).get("failed"):
         return "repair"
-    return route_next(state)
+    return route_next(state, first)
 
 
 def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
@@ -50,17 +58,25 @@ def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
     return (STEPS_PER_ITERATION + 2 * repairs) * (iterations + 1) + 10
 
 
-def build_graph(deps: Deps | Callable[[dict], Deps], *, k: int = DEFAULT_K, checkpointer=None):
+def build_graph(deps: Deps | Callable[[dict], Deps], *, k: int = DEFAULT_K, checkpointer=None,
+                strategy: str | None = None):
     """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store —
-    or is a function of the task that returns them (see agent/studio.py)."""
+    or is a function of the task that returns them (see agent/studio.py). `strategy` ("loop" or
+    "evolution") defaults to `deps.options.strategy`."""
+    if strategy is None:
+        strategy = deps.options.strategy if isinstance(deps, Deps) else "loop"
     nodes = make_nodes(deps)
+    first = "select" if strategy == "evolution" else "improve"
     g = StateGraph(make_state(k), input_schema=InputState, output_schema=OutputState)
     for name, fn in nodes.items():
-        g.add_node(name, fn)
-    g.add_conditional_edges(START, route_start, ["seed", "improve", END])
-    g.add_conditional_edges("seed", route_next, ["improve", END])
+        if name != "select" or strategy == "evolution":
+            g.add_node(name, fn)
+    g.add_conditional_edges(START, partial(route_start, first=first), ["seed", first, END])
+    g.add_conditional_edges("seed", partial(route_next, first=first), [first, END])
+    if strategy == "evolution":
+        g.add_edge("select", "improve")
     g.add_edge("improve", "generate")
     g.add_edge("generate", "evaluate")
-    g.add_conditional_edges("evaluate", route_after_evaluate, ["improve", "repair", END])
+    g.add_conditional_edges("evaluate", partial(route_after_evaluate, first=first), [first, "repair", END])
     g.add_edge("repair", "evaluate")
     return g.compile(checkpointer=checkpointer, name="nasloop")

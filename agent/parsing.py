@@ -1,6 +1,6 @@
 """Reading LLM replies that small models get slightly wrong.
 
-Improver: a JSON object {problem, suggestion} — also accepted with single quotes (Python literal),
+Improver: a JSON object {problem, suggestion} (a reflection's {lesson, suggestion} reads the same) — also accepted with single quotes (Python literal),
 inside a code fence, or as `problem: ... / suggestion: ...` lines. Generator: one python code block
 defining `class Net`. Anything unreadable returns an error string instead of raising, so the loop can
 record it as an outcome.
@@ -53,7 +53,7 @@ def _pick(data: dict) -> dict | None:
         sugg = " ".join(str(s) for s in sugg)
     if not sugg or not str(sugg).strip():
         return None
-    prob = norm.get("problem") or norm.get("diagnosis") or ""
+    prob = norm.get("problem") or norm.get("lesson") or norm.get("diagnosis") or ""
     if isinstance(prob, list):
         prob = " ".join(str(p) for p in prob)
     return {"problem": str(prob).strip(), "suggestion": str(sugg).strip()}

@@ -144,6 +144,11 @@ class RunStore:
             self._write_atomic(path.relative_to(self.path), code)
         return path
 
+    def candidate_code(self, iteration: int) -> str | None:
+        """The code recorded for an iteration (evolution reads its parents from here)."""
+        path = self.path / "candidates" / f"{iteration:04d}.py"
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
     def save_best(self, code: str) -> None:
         self._write_atomic("best.py", code)
 

@@ -7,6 +7,8 @@
 - `proposal`: the Improver's {problem, suggestion} on its way to the Generator.
 - `candidate`:the Generator's code (or why there is none) on its way to the Evaluator.
 - `iteration`, `counts`: counters (next iteration number; outcomes by class).
+- `population`, `parent` (evolution strategy only): the members as small references (iteration,
+  fitness, params: their code is in the run store), and the member being mutated now, with its code.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ class Triple(TypedDict, total=False):
     outcome: str  # an outcome class
     diagnosis: str
     accuracy: float
+    score: float  # the proxy score, when candidates are scored instead of (or before) being trained
+    parent: int  # evolution: the iteration of the member that was mutated
+    delta: float  # evolution: the child's fitness minus its parent's
 
 
 def window_add(left: list[Triple] | None, right: list[Triple] | Triple | None, k: int = DEFAULT_K) -> list[Triple]:
@@ -67,6 +72,7 @@ class OutputState(TypedDict, total=False):
     window: list[Triple]
     counts: dict[str, int]
     iteration: int
+    population: list[dict]  # evolution only
 
 
 def make_state(k: int = DEFAULT_K) -> type:
@@ -82,6 +88,8 @@ def make_state(k: int = DEFAULT_K) -> type:
             "candidate": dict | None,
             "iteration": int,
             "counts": Annotated[dict[str, int], count_add],
+            "population": list[dict],
+            "parent": dict | None,
         },
         total=False,
     )

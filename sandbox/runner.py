@@ -297,14 +297,13 @@ def proxy_scores(cfg: dict, net_cls, data_dir: str, device: torch.device, seed: 
     gen.manual_seed(seed)
     idx = torch.randperm(len(train), device=device, generator=gen)[: int(cfg.get("proxy_batch", 64))]
     x, y = train.batch(idx)
-    t0 = time.perf_counter()
     try:
-        scores = zero_cost.score(lambda: net_cls(num_classes=int(cfg["num_classes"]), in_channels=in_channels).to(device),
-                                 names, x, y, seed)
+        scores, seconds = zero_cost.score_timed(
+            lambda: net_cls(num_classes=int(cfg["num_classes"]), in_channels=in_channels).to(device), names, x, y, seed)
     except BaseException as exc:
         return _error("proxy", exc)
     return {"status": "ok", "scores": {k: (v if math.isfinite(v) else str(v)) for k, v in scores.items()},
-            "proxy_seconds": time.perf_counter() - t0}
+            "proxy_seconds": seconds}
 
 
 def lr_at(step: int, total: int, peak: float, warmup: float = 0.2) -> float:

@@ -14,6 +14,7 @@ Every proxy takes a freshly initialised model and returns a float; higher means 
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import torch
@@ -156,8 +157,16 @@ FUNCS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
 def score(make_model: Callable[[], nn.Module], names: list[str], x: torch.Tensor, y: torch.Tensor,
           seed: int = 0) -> dict[str, float]:
     """Each proxy on a freshly initialised model (same seed), so one proxy cannot disturb another."""
-    out = {}
+    return score_timed(make_model, names, x, y, seed)[0]
+
+
+def score_timed(make_model: Callable[[], nn.Module], names: list[str], x: torch.Tensor, y: torch.Tensor,
+                seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+    """`score` plus the seconds each proxy took (model construction included: it is part of the cost)."""
+    out, seconds = {}, {}
     for name in names:
+        t0 = time.perf_counter()
         torch.manual_seed(seed)
         out[name] = FUNCS[name](make_model(), x, y)
-    return out
+        seconds[name] = round(time.perf_counter() - t0, 4)
+    return out, seconds

@@ -28,7 +28,8 @@ class ScriptedEvaluator:
     """In-process stand-in: the candidate's tag `acc=0.42` or `fail=shape_error` decides the outcome."""
 
     def __init__(self):
-        self.calls = 0
+        self.calls = 0  # trainings
+        self.scored = 0  # proxy scorings
 
     def evaluate(self, source: str) -> Outcome:
         self.calls += 1
@@ -40,6 +41,17 @@ class ScriptedEvaluator:
             stage = "preflight" if m.group(1) else None
             return Outcome(m.group(2), f"{m.group(2)} diagnosis", seconds=0.0, stage=stage)  # type: ignore[arg-type]
         return Outcome("ok", accuracy=0.5, params=1000, seconds=0.0)
+
+    def score(self, source: str, proxies: tuple[str, ...]) -> Outcome:
+        """Proxy scoring: tag `score=12` sets the score (default 10 x the acc= tag); failures as above."""
+        self.scored += 1
+        m = re.search(r"score=([-\d.]+)", source)
+        trained = self.evaluate(source)
+        self.calls -= 1
+        if not trained.ok and not m:
+            return trained
+        value = float(m.group(1)) if m else 10 * (trained.accuracy or 0.0)
+        return Outcome("ok", "scored", scores={name: value for name in proxies}, params=1000, seconds=0.0)
 
 
 def task(iterations: int = 3, **kw) -> dict:

@@ -2,12 +2,12 @@
 
 `Evaluator.evaluate(source)` is what both `nasloop evaluate` and the agent's evaluate node call;
 `as_tool()` wraps the same call as a LangChain tool for agents that pick tools themselves.
-The `mode` field of the settings is where zero-cost proxies will plug in (the harness config carries
-it), so the interface does not change when a candidate is scored instead of trained.
+`score(source, proxies)` runs the zero-cost proxies instead of training (the harness's proxy mode), in
+the same sandbox and with the same outcome taxonomy: the code is just as untrusted when it is only scored.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sandbox import Job, Limits, Sandbox, make_sandbox
@@ -31,6 +31,7 @@ class TrainSettings:
     mode: str = "train"  # train | preflight (meta-device shapes and size only) | proxy (zero-cost scores)
     proxies: tuple[str, ...] = ()  # with mode="proxy": naswot, synflow, snip, grad_norm, zen, zico, params, flops
     preflight: bool = True  # run the meta-device pre-flight before allocating anything
+    proxy_batch: int = 64  # minibatch the zero-cost proxies see
 
 
 class Evaluator:
@@ -73,6 +74,12 @@ class Evaluator:
         raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.path,
                                    output_dir=output_dir))
         return classify(raw, self.limits)
+
+    def score(self, source: str, proxies: tuple[str, ...]) -> Outcome:
+        """Score one candidate with zero-cost proxies in the same sandbox (no training): outcome `ok`
+        with `scores`, or the same failure classes as training (pre-flight runs first)."""
+        scorer = Evaluator(self.data, self.sandbox, replace(self.settings, mode="proxy", proxies=tuple(proxies)))
+        return scorer.evaluate(source)
 
     def as_tool(self):
         """The same evaluation as a LangChain StructuredTool returning the outcome as a dict."""

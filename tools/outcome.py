@@ -56,6 +56,7 @@ class Outcome:
     precision: str | None = None
     seed: int | None = None
     scores: dict[str, float] = field(default_factory=dict)  # zero-cost proxy scores, when asked for
+    proxy_seconds: dict[str, float] = field(default_factory=dict)  # seconds each proxy took in the sandbox
     stage: str | None = None  # where it failed: static (AST policy) | preflight (meta device) | None
 
     @property
@@ -148,7 +149,8 @@ def _from_result(res: dict, seconds: float) -> Outcome:
     status = res.get("status")
     if status == "ok" and "scores" in res:
         scores = {k: float(v) for k, v in res["scores"].items()}
-        return Outcome("ok", "scored by zero-cost proxies (not trained)", scores=scores, seconds=seconds, **common)
+        return Outcome("ok", "scored by zero-cost proxies (not trained)", scores=scores, seconds=seconds,
+                       proxy_seconds=dict(res.get("proxy_seconds") or {}), **common)
     if status == "ok" and res.get("accuracy") is None and res.get("preflight") == "passed":
         return Outcome("ok", "passed pre-flight (not trained)", seconds=seconds, **common)
     if status == "ok":

@@ -1,0 +1,103 @@
+"""The evolution strategy and the fidelity ladder, with a scripted chat model and an in-process evaluator."""
+from __future__ import annotations
+
+import pytest
+
+from agent import Deps, build_graph, recursion_limit_for
+from agent.nodes import LoopOptions
+from agent.run_store import RunStore
+from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
+
+REFLECTION = '{"lesson": "wider stems raised the score", "suggestion": "widen the first convolution"}'
+
+
+def run(deps: Deps, iterations: int) -> dict:
+    graph = build_graph(deps)
+    config = {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(iterations)}
+    return graph.invoke({"task": task(iterations)}, config)
+
+
+def test_evolution_keeps_the_fittest_and_reflects_on_mutations(tmp_path):
+    store = RunStore.create(tmp_path, "evo", {})
+    children = ["score=8", "fail=shape_error", "score=20", "score=1"]
+    ev = ScriptedEvaluator()
+    opts = LoopOptions(strategy="evolution", fidelity="proxy", population=2, repairs=0)
+    out = run(Deps(scripted(REFLECTION), scripted(*[code_reply(tag=t) for t in children]), ev, store, opts), 4)
+    # the seed (score 5) is pushed out by the score-20 child; the failure never joins; the score-1 child leaves
+    assert sorted(m["fitness"] for m in out["population"]) == [8.0, 20.0]
+    assert out["best"]["iteration"] == 3 and out["best"]["fitness"] == 20.0
+    assert ev.calls == 1 and ev.scored == 5  # only the seed is trained; every candidate is scored
+    results = store.results()
+    assert results[0]["accuracy"] == 0.5 and results[0]["fitness"] == 5.0  # the seed: trained and scored
+    assert [r["outcome"] for r in results] == ["ok", "ok", "shape_error", "ok", "ok"]
+    assert all("parent" in r for r in results[1:]) and results[1]["parent"] == 0
+    assert results[1]["problem"] == "wider stems raised the score"  # the lesson is the memory's "problem"
+    assert out["window"][1]["delta"] == 3.0 and out["window"][1]["score"] == 8.0
+    prompt = next(r["prompt"] for r in store.trace() if r["iteration"] == 4 and r["node"] == "improve")
+    assert "Population, best first" in prompt and "naswot 20" in prompt and '"delta"' in prompt
+    gen = next(r["prompt"] for r in store.trace() if r["iteration"] == 4 and r["node"] == "generate")
+    assert "Parent network (iteration" in gen and "naswot" in gen
+    assert (store.path / "best.py").read_text().startswith('TAG = "score=20"')
+
+
+def test_evolution_population_is_in_the_state_as_references():
+    opts = LoopOptions(strategy="evolution", fidelity="proxy", population=3, repairs=0)
+    config = {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(2)}
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    graph = build_graph(Deps(scripted(REFLECTION), scripted(*[code_reply(tag=f"score={i}") for i in (7, 9)]),
+                             ScriptedEvaluator(), options=opts), checkpointer=InMemorySaver())
+    graph.invoke({"task": task(2)}, config)
+    members = graph.get_state(config).values["population"]
+    assert [m["fitness"] for m in members] == [5.0, 7.0, 9.0]
+    assert all(set(m) == {"iteration", "fitness", "params"} for m in members)  # no code in the state
+
+
+def test_selection_is_reproducible():
+    opts = LoopOptions(strategy="evolution", fidelity="proxy", population=4, repairs=0, seed=3)
+    picks = []
+    for _ in range(2):
+        deps = Deps(scripted(REFLECTION), scripted(*[code_reply(tag=f"score={i}") for i in (4, 9, 2, 6)]),
+                          ScriptedEvaluator(), options=opts)
+        out_parents = []
+        graph = build_graph(deps)
+        config = {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(4)}
+        for update in graph.stream({"task": task(4)}, config, stream_mode="updates"):
+            if "select" in update:
+                out_parents.append(update["select"]["parent"]["iteration"])
+        picks.append(out_parents)
+    assert picks[0] == picks[1] and len(picks[0]) == 4
+
+
+def test_ladder_trains_only_the_best_scored_variant(tmp_path):
+    store = RunStore.create(tmp_path, "ladder", {})
+    variants = ["score=1 acc=0.3", "score=9 acc=0.6", "fail=shape_error"]
+    ev = ScriptedEvaluator()
+    opts = LoopOptions(fidelity="ladder", ladder_width=3)
+    out = run(Deps(scripted('{"problem": "p", "suggestion": "s"}'), scripted(*[code_reply(tag=t) for t in variants]),
+                   ev, store, opts), 1)
+    assert ev.calls == 2 and ev.scored == 4  # seed + the chosen variant trained; seed + 3 variants scored
+    rec = store.results()[1]
+    assert rec["accuracy"] == 0.6 and rec["scores"]["naswot"] == 9.0 and rec["fitness"] == 0.6
+    assert rec["ladder"]["chosen"] == 1
+    assert [v["outcome"] for v in rec["ladder"]["variants"]] == ["ok", "ok", "shape_error"]
+    assert [v.get("score") for v in rec["ladder"]["variants"]] == [1.0, 9.0, None]
+    assert out["best"]["iteration"] == 1
+    nodes = {r["node"] for r in store.trace() if r["iteration"] == 1}
+    assert {"generate", "generate.1", "generate.2", "score0.0", "score0.1", "score0.2", "check0"} <= nodes
+
+
+def test_ladder_with_no_valid_variant_goes_to_repair():
+    ev = ScriptedEvaluator()
+    opts = LoopOptions(fidelity="ladder", ladder_width=2, repairs=1)
+    gen = scripted(code_reply(tag="pfail=shape_error"), code_reply(tag="pfail=interface_error"),
+                   code_reply(tag="score=3 acc=0.4"))
+    out = run(Deps(scripted('{"problem": "p", "suggestion": "s"}'), gen, ev, options=opts), 1)
+    assert out["window"][-1]["outcome"] == "ok" and out["window"][-1]["accuracy"] == 0.4
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError):
+        LoopOptions(strategy="annealing")
+    with pytest.raises(ValueError):
+        LoopOptions(fidelity="half")
