@@ -27,7 +27,7 @@ RUNS_DIR ?= runs
 RESUME ?=
 SEARCH_ARGS ?=
 
-.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model test test-unit search bench bench-search clean
+.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model test test-unit search bench bench-proxies bench-search clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -67,13 +67,18 @@ test: setup sandbox-image  ## unit + integration tests (real Docker, real model,
 test-unit: setup  ## fast tests: no Docker, no model
 	$(PY) -m pytest -q -ra tests/unit
 
-search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATIONS=6 LLM=... [RESUME=runs/<id>]
+search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATIONS=6 LLM=... [STRATEGY=evolution PROXY=naswot FIDELITY=ladder] [RESUME=runs/<id>]
 	$(NASLOOP) search --dataset '$(DATASET)' --iterations $(ITERATIONS) --llm '$(LLM)' \
-	  --runs-dir '$(RUNS_DIR)' $(if $(RESUME),--resume '$(RESUME)') $(SEARCH_ARGS)
+	  --runs-dir '$(RUNS_DIR)' $(if $(RESUME),--resume '$(RESUME)') \
+	  $(if $(STRATEGY),--strategy '$(STRATEGY)') $(if $(PROXY),--proxy '$(PROXY)') \
+	  $(if $(FIDELITY),--fidelity '$(FIDELITY)') $(SEARCH_ARGS)
 
 bench: setup sandbox-image  ## print the benchmarks (ratios against a baseline run in the same process)
 	$(PY) bench/evaluator.py
 	$(PY) bench/agent_loop.py
+
+bench-proxies: setup sandbox-image  ## P3: Spearman rho of each zero-cost proxy over 32 trained fixture nets
+	$(PY) bench/proxies.py
 
 bench-search: setup sandbox-image  ## search quality, nasloop vs the plain loop (long: real LLM searches)
 	$(PY) bench/search_quality.py

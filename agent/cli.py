@@ -102,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     source = path.read_text(encoding="utf-8", errors="replace")
     names: tuple[str, ...] = ()
     if args.proxy:
-        from sandbox.zero_cost import PROXIES
+        from sandbox.base import PROXY_NAMES as PROXIES
 
         names = tuple(n.strip() for n in args.proxy.split(",") if n.strip())
         unknown = [n for n in names if n not in PROXIES]

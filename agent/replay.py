@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -41,14 +42,17 @@ class Step:
 
 
 def _order(rec: dict) -> tuple:
-    node = rec.get("node", "")
-    if node in NODE_ORDER:
-        return (rec.get("iteration", 0), NODE_ORDER[node], 0)
-    if node.startswith("check"):
-        return (rec.get("iteration", 0), 2, 2 * int(node[5:] or 0))
-    if node.startswith("repair"):
-        return (rec.get("iteration", 0), 2, 2 * int(node[6:] or 0) - 1)
-    return (rec.get("iteration", 0), 9, 0)  # evaluate: the iteration's final record
+    node, it = rec.get("node", ""), rec.get("iteration", 0)
+    base, _, sub = node.partition(".")  # generate.1, score0.2: ladder variants
+    if base in NODE_ORDER:
+        return (it, NODE_ORDER[base], int(sub or 0))
+    if base.startswith(("check", "score")):  # scoring before training within one attempt
+        return (it, 2, 2 * int(base[5:] or 0), 0 if base.startswith("score") else 1, int(sub or 0))
+    if base.startswith("repair"):
+        return (it, 2, 2 * int(base[6:] or 0) - 1)
+    if node == "final":  # a proxy-only search trains its best-scored net at the end
+        return (it, 10, 0)
+    return (it, 9, 0)  # evaluate: the iteration's final record
 
 
 def load_steps(run: str) -> list[Step]:
@@ -80,34 +84,43 @@ def load_steps(run: str) -> list[Step]:
         it, node = r["iteration"], r["node"]
         if r["_kind"] == "result":
             code = code_of(it)
-            base = (best or {}).get("code") or ""
+            parent = r.get("parent")  # evolution: the child is a mutation of its parent, not of the best
+            base = (code_of(parent) if parent is not None else (best or {}).get("code")) or ""
+            label = f"parent (iteration {parent})" if parent is not None else "best so far"
             diff = "".join(difflib.unified_diff(base.splitlines(True), (code or "").splitlines(True),
-                                                "best so far", f"iteration {it}")) if code and base else ""
+                                                label, f"iteration {it}")) if code and base else ""
             triple = {"iteration": it, "problem": r.get("problem", ""), "suggestion": r.get("suggestion", ""),
                       "outcome": r.get("outcome")}
             if r.get("outcome") == "ok":
-                triple["accuracy"] = round(r.get("accuracy") or 0.0, 4)
+                if r.get("accuracy") is not None:
+                    triple["accuracy"] = round(r["accuracy"], 4)
+                triple.update({"score": round(v, 4) for v in (r.get("scores") or {}).values()})
             else:
                 triple["diagnosis"] = r.get("diagnosis", "")
             window = window_add(window, [triple], k)
-            if r.get("outcome") == "ok" and (r.get("accuracy") or 0) > ((best or {}).get("accuracy") or -1):
-                best = {"iteration": it, "accuracy": r.get("accuracy"), "params": r.get("params"), "code": code}
+            fit = r.get("fitness", r.get("accuracy"))
+            if r.get("outcome") == "ok" and fit is not None and fit > (best or {}).get("fitness", -math.inf):
+                best = {"iteration": it, "accuracy": r.get("accuracy"), "params": r.get("params"), "code": code,
+                        "fitness": fit}
             note = ", ".join(x for x in (f"{len(r['repairs'])} repair(s)" if r.get("repairs") else "",
                                          f"escape: {r['escape']['name']}" if r.get("escape") else "") if x)
             steps.append(Step(it, "evaluate", outcome={k2: r.get(k2) for k2 in ("outcome", "diagnosis", "accuracy",
                                                                               "params", "flops", "seconds")},
                               code=code, diff=diff, window=list(window), best=best and dict(best), note=note,
                               seconds=r.get("seconds")))
-        elif node.startswith("check"):
+        elif node.startswith(("check", "score", "final")):
             out = r.get("outcome") or {}
             steps.append(Step(it, node, outcome={"outcome": out.get("kind"), "diagnosis": out.get("diagnosis"),
-                                                 "accuracy": out.get("accuracy")},
+                                                 "accuracy": out.get("accuracy"), **(out.get("scores") or {})},
                               window=list(window), best=best and dict(best), seconds=out.get("seconds")))
         else:
             note = f"escape: {r['escape']['name']}" if r.get("escape") else ""
             steps.append(Step(it, node, prompt=r.get("prompt", ""), response=r.get("response", ""),
                               window=list(window), best=best and dict(best), seconds=r.get("seconds"), note=note))
     return steps
+
+
+_OUTCOME_KEYS = ("outcome", "diagnosis", "accuracy", "params", "flops", "seconds")
 
 
 def fold(text: str, limit: int) -> str:
@@ -133,16 +146,22 @@ def render(step: Step, index: int, total: int, fold_at: int = 1500) -> str:
     if step.outcome:
         o = step.outcome
         acc = f"  accuracy {o['accuracy']:.4f}" if o.get("accuracy") is not None else ""
+        acc += "".join(f"  {k} {v:.4g}" for k, v in o.items() if k not in _OUTCOME_KEYS and isinstance(v, float))
         lines.append(f"outcome: {o.get('outcome')}{acc}" + (f"  diagnosis: {o['diagnosis']}" if o.get("diagnosis") else ""))
     if step.node == "evaluate":
         if step.diff:
-            lines += ["code vs best so far:", fold(step.diff, fold_at)]
+            lines += [f"code vs {step.diff.splitlines()[0][4:].strip()}:", fold(step.diff, fold_at)]
         elif step.code:
             lines += ["code:", fold(step.code, fold_at)]
         lines.append("memory window after this step:")
         lines += [f"  {json.dumps(t)}" for t in step.window]
     b = step.best
-    lines.append(f"best so far: {b['accuracy']:.4f} (iteration {b['iteration']})" if b else "best so far: none")
+    if not b:
+        lines.append("best so far: none")
+    elif b.get("accuracy") is not None and b.get("fitness") == b.get("accuracy"):
+        lines.append(f"best so far: {b['accuracy']:.4f} (iteration {b['iteration']})")
+    else:  # ranked by a proxy score
+        lines.append(f"best so far: score {b['fitness']:.4g} (iteration {b['iteration']})")
     return "\n".join(lines)
 
 

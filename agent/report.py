@@ -1,6 +1,7 @@
 """`nasloop report RUN_DIR`: a self-contained report.html plus PNGs, from the run's files only.
 
-Plots: accuracy per iteration with the best-so-far line; outcome classes over time; accuracy vs
+Plots: accuracy (or, for a proxy-only search, the proxy score) per iteration with the best-so-far line;
+the proxy score vs the trained accuracy for runs that scored candidates (with Spearman rho); outcome classes over time; accuracy vs
 parameters and vs FLOPs with the Pareto front marked; LLM vs training time per iteration. A top-10 table
 shows each net's code. The PNGs are written next to the HTML and embedded in it (data URIs), so the page
 can be mailed or archived on its own.
@@ -36,26 +37,66 @@ def pareto(points: list[tuple[float, float, int]]) -> list[tuple[float, float, i
     return front
 
 
-def _fig_accuracy(results: list[dict], path: Path) -> None:
+def _fitness(r: dict) -> float | None:
+    """What the run ranked by (results from before strategies existed: the accuracy)."""
+    if r.get("outcome") != "ok":
+        return None
+    value = r.get("fitness", r.get("accuracy"))
+    return None if value is None or value != value or value in (float("inf"), float("-inf")) else float(value)
+
+
+def _fig_accuracy(results: list[dict], path: Path, metric: str = "accuracy") -> None:
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    ok = [(r["iteration"], r["accuracy"]) for r in results if r.get("outcome") == "ok" and r.get("accuracy") is not None]
+    ok = [(r["iteration"], _fitness(r)) for r in results if _fitness(r) is not None]
     bad = [r["iteration"] for r in results if r.get("outcome") != "ok"]
     if ok:
-        ax.scatter(*zip(*ok), s=18, color=COLORS["ok"], label="trained candidate", zorder=3)
-    best, line = -1.0, []
+        ax.scatter(*zip(*ok), s=18, color=COLORS["ok"], label="valid candidate", zorder=3)
+    best, line = None, []
     for r in results:
-        if r.get("outcome") == "ok" and (r.get("accuracy") or 0) > best:
-            best = r["accuracy"]
-        line.append((r["iteration"], best if best >= 0 else float("nan")))
+        f = _fitness(r)
+        if f is not None and (best is None or f > best):
+            best = f
+        line.append((r["iteration"], best if best is not None else float("nan")))
     if line:
         ax.step(*zip(*line), where="post", color="#1d3557", label="best so far")
+    floor = 0.0 if metric == "accuracy" or not ok else min(v for _, v in ok)
     if bad:
-        ax.scatter(bad, [0.0] * len(bad), marker="x", s=14, color="#c0392b", label="failed (no accuracy)")
+        ax.scatter(bad, [floor] * len(bad), marker="x", s=14, color="#c0392b", label=f"failed (no {metric})")
     ax.set_xlabel("iteration")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.03, 1.0)
+    ax.set_ylabel(metric)
+    if metric == "accuracy":
+        ax.set_ylim(-0.03, 1.0)
     ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def proxy_pairs(results: list[dict], proxy: str, final: dict | None = None) -> list[tuple[float, float, int]]:
+    """(proxy score, trained accuracy, iteration) for every net that has both numbers."""
+    pairs = [(float(r["scores"][proxy]), float(r["accuracy"]), r["iteration"]) for r in results
+             if r.get("outcome") == "ok" and r.get("accuracy") is not None and proxy in (r.get("scores") or {})]
+    if final and final.get("accuracy") is not None and final.get("score") is not None:
+        pairs.append((float(final["score"]), float(final["accuracy"]), final["iteration"]))
+    return [p for p in pairs if abs(p[0]) != float("inf")]
+
+
+def _fig_proxy(pairs: list[tuple[float, float, int]], proxy: str, path: Path) -> None:
+    """How well the proxy ranked the nets that were also trained (ladder steps, the seed, the final net)."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=22, color=COLORS["ok"], zorder=3)
+    for score, acc, it in pairs:
+        ax.annotate(str(it), (score, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    title = f"{len(pairs)} nets with both numbers"
+    if len(pairs) >= 3:
+        from scipy.stats import spearmanr
+
+        title += f"; Spearman rho = {spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic:.2f}"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(f"{proxy} score (before training)")
+    ax.set_ylabel("accuracy after training")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -132,12 +173,13 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 8px; overflow-x:
 <body>
 <h1>nasloop run {title}</h1>
 <p class="k">{summary}</p>
-<h2>Accuracy per iteration</h2><img alt="accuracy per iteration" src="data:image/png;base64,{img_accuracy}">
+<h2>{metric_title} per iteration</h2><img alt="{metric} per iteration" src="data:image/png;base64,{img_accuracy}">
+{proxy_section}
 <h2>Outcome classes over time</h2><img alt="outcomes over time" src="data:image/png;base64,{img_outcomes}">
 <h2>Accuracy vs size (Pareto front)</h2><img alt="accuracy vs params and FLOPs" src="data:image/png;base64,{img_pareto}">
 <h2>Where the time went</h2><img alt="LLM vs training time" src="data:image/png;base64,{img_time}">
 <h2>Top {top_n} nets</h2>
-<table><tr><th>#</th><th>iteration</th><th>accuracy</th><th>params</th><th>FLOPs</th><th>code</th></tr>
+<table><tr><th>#</th><th>iteration</th><th>{metric}</th><th>accuracy</th><th>params</th><th>FLOPs</th><th>code</th></tr>
 {rows}
 </table>
 <script>
@@ -159,7 +201,11 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
     store = RunStore.open(run)
     results = sorted(store.results(), key=lambda r: r["iteration"])
     out = store.path
-    figs = {"accuracy": _fig_accuracy, "outcomes": _fig_outcomes, "pareto": _fig_pareto, "time": _fig_time}
+    cfg = store.config.get("args", {})
+    metric = cfg.get("proxy", "naswot") if cfg.get("fidelity") == "proxy" else "accuracy"
+    final = (store.summary() or {}).get("best") if cfg.get("fidelity") == "proxy" else None
+    figs = {"accuracy": lambda res, png: _fig_accuracy(res, png, metric), "outcomes": _fig_outcomes,
+            "pareto": _fig_pareto, "time": _fig_time}
     images, totals = {}, {}
     for name, fn in figs.items():
         png = out / f"report-{name}.png"
@@ -167,14 +213,25 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
         if name == "time":
             totals = got
         images[f"img_{name}"] = base64.b64encode(png.read_bytes()).decode()
-    ranked = sorted((r for r in results if r.get("outcome") == "ok" and r.get("accuracy") is not None),
-                    key=lambda r: -r["accuracy"])[:top_n]
+    proxy_section = ""
+    pairs = proxy_pairs(results, cfg.get("proxy", "naswot"), final)
+    if cfg.get("fidelity") in ("proxy", "ladder") and pairs:
+        png = out / "report-proxy.png"
+        _fig_proxy(pairs, cfg.get("proxy", "naswot"), png)
+        proxy_section = (f'<h2>{html.escape(cfg.get("proxy", "naswot"))} score vs trained accuracy</h2>'
+                         f'<img alt="proxy vs accuracy" src="data:image/png;base64,'
+                         f'{base64.b64encode(png.read_bytes()).decode()}">')
+    ranked = sorted((r for r in results if _fitness(r) is not None), key=lambda r: -_fitness(r))[:top_n]
     rows = []
     for i, r in enumerate(ranked, 1):
         code_path = out / "candidates" / f"{r['iteration']:04d}.py"
         code = code_path.read_text() if code_path.is_file() else "(code not recorded)"
+        acc = r.get("accuracy")
+        if acc is None and final and final.get("iteration") == r["iteration"]:
+            acc = final.get("accuracy")
         rows.append(
-            f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{r['accuracy']:.4f}</td>"
+            f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{_fitness(r):.4g}</td>"
+            f"<td>{'-' if acc is None else f'{acc:.4f}'}</td>"
             f"<td>{human(r.get('params') or 0)}</td><td>{human(r.get('flops') or 0)}</td>"
             f"<td><a href=\"candidates/{r['iteration']:04d}.py\">{r['iteration']:04d}.py</a>"
             f"<details><summary>show</summary><pre>{html.escape(code)}</pre></details></td></tr>")
@@ -182,14 +239,16 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
     valid = sum(r.get("outcome") == "ok" for r in results)
     best = ranked[0] if ranked else None
     seed = next((r for r in results if r["iteration"] == 0), {})
-    summary = (f"{n} iterations, {valid} trained ({valid / max(n, 1):.0%}); seed accuracy "
-               f"{seed.get('accuracy', float('nan')):.4f}; best {best['accuracy']:.4f} at iteration {best['iteration']}"
-               if best else f"{n} iterations, no candidate trained")
+    summary = (f"{n} iterations, {valid} valid ({valid / max(n, 1):.0%}); seed accuracy "
+               f"{seed.get('accuracy', float('nan')):.4f}; best {metric} {_fitness(best):.4g} at iteration "
+               f"{best['iteration']}" if best else f"{n} iterations, no valid candidate")
+    if final and final.get("accuracy") is not None:
+        summary += f" (trained after the search: accuracy {final['accuracy']:.4f})"
     summary += "; time: " + ", ".join(f"{k} {v:.0f} s" for k, v in totals.items())
-    cfg = store.config.get("args", {})
     summary += f"; data set {cfg.get('dataset', '?')}, LLM {cfg.get('llm', '?')}"
     page = PAGE.format(title=html.escape(out.name), summary=html.escape(summary), rows="\n".join(rows),
-                       top_n=len(ranked), **images)
+                       top_n=len(ranked), metric=html.escape(metric), metric_title=html.escape(metric.capitalize()),
+                       proxy_section=proxy_section, **images)
     target = out / "report.html"
     target.write_text(page, encoding="utf-8")
     (out / "report.json").write_text(json.dumps({"summary": summary, "top": [r["iteration"] for r in ranked]}))

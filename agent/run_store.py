@@ -152,6 +152,11 @@ class RunStore:
     def save_best(self, code: str) -> None:
         self._write_atomic("best.py", code)
 
+    def summary(self) -> dict | None:
+        """summary.json, written when a search ends (None while it runs or after a kill)."""
+        path = self.path / "summary.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
     def save_summary(self, summary: dict) -> None:
         self._write_atomic("summary.json", json.dumps(summary, indent=1, default=str))
 

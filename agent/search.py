@@ -18,6 +18,7 @@ from agent.nodes import Deps, LoopOptions
 from agent.run_store import RunStore
 from agent.state import DEFAULT_K
 from tools.evaluator import Evaluator
+from sandbox.base import PROXY_NAMES
 from tools.outcome import human
 
 THREAD = "search"
@@ -27,6 +28,7 @@ RUN_OPTIONS = (
     "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
     "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "temperature", "max_tokens",
     "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight",
+    "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width",
 )
 
 
@@ -53,6 +55,15 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="no failure-loop escape and no repeat detection (the published loop's behaviour)")
     g.add_argument("--streak", type=positive_int, default=2,
                    help="equivalent failures in a row that trigger a failure-loop escape")
+    g.add_argument("--strategy", choices=["loop", "evolution"], default="loop",
+                   help="loop: improve the best net (default); evolution: mutate a population (RZ-NAS style)")
+    g.add_argument("--fidelity", choices=["train", "proxy", "ladder"],
+                   help="train: train every candidate; proxy: score with --proxy only; ladder: score "
+                        "--ladder-width variants, train the best (default: train, proxy for evolution)")
+    g.add_argument("--proxy", default="naswot", choices=PROXY_NAMES, help="zero-cost proxy for proxy/ladder")
+    g.add_argument("--population", type=positive_int, default=8, help="evolution: population size")
+    g.add_argument("--tournament", type=positive_int, default=3, help="evolution: members per parent tournament")
+    g.add_argument("--ladder-width", type=positive_int, default=3, help="ladder: variants generated per step")
     g.add_argument("--runs-dir", default="runs", help="where new runs are created (default runs/)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (e.g. after kill -9)")
 
@@ -61,6 +72,7 @@ def _resolve_args(args: argparse.Namespace) -> tuple[argparse.Namespace, RunStor
     """On --resume, the run's own options win (except a larger --iterations)."""
     if not args.resume:
         args.iterations = args.iterations or 6
+        args.fidelity = args.fidelity or ("proxy" if args.strategy == "evolution" else "train")
         return args, None
     store = RunStore.open(args.resume)
     saved = store.config.get("args", {})
@@ -70,6 +82,7 @@ def _resolve_args(args: argparse.Namespace) -> tuple[argparse.Namespace, RunStor
             setattr(args, key, saved[key])
     if asked:
         args.iterations = max(asked, saved.get("iterations", 0))
+    args.fidelity = args.fidelity or "train"  # runs from before strategies existed
     return args, store
 
 
@@ -98,7 +111,9 @@ def run_search(args: argparse.Namespace) -> int:
         store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
 
     options = LoopOptions(repairs=max(0, args.repairs), escape=not args.no_escape, streak=args.streak,
-                          temperature=args.temperature)
+                          temperature=args.temperature, strategy=args.strategy, fidelity=args.fidelity,
+                          proxy=args.proxy, population=args.population, tournament=args.tournament,
+                          ladder_width=args.ladder_width, seed=args.seed)
     deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store, options=options)
     from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -122,16 +137,37 @@ def run_search(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     summary = summarize(store, final)
-    store.save_summary(summary)
     best = summary.get("best") or {}
-    acc = f"{best['accuracy']:.4f} (iteration {best['iteration']})" if best else "none (no candidate trained)"
+    if best and best.get("accuracy") is None and options.fidelity == "proxy":
+        summary["best"] = best = {**best, **train_best_scored(store, evaluator, best)}
+    store.save_summary(summary)
+    if not best:
+        line = "best: none (no candidate was valid)"
+    elif options.fidelity == "proxy":
+        acc = f"{best['accuracy']:.4f}" if best.get("accuracy") is not None else "n/a (training failed)"
+        line = f"best {options.proxy}: {best['fitness']:.4g} (iteration {best['iteration']}), trained: accuracy {acc}"
+    else:
+        line = f"best accuracy: {best['accuracy']:.4f} (iteration {best['iteration']})"
     from agent.report import write_report
 
     report = write_report(store.path)
     print(f"nasloop: run directory: {store.path}")
-    print(f"nasloop: best accuracy: {acc}; valid candidates: {summary['valid']}/{summary['evaluated']}")
+    print(f"nasloop: {line}; valid candidates: {summary['valid']}/{summary['evaluated']}")
     print(f"nasloop: report: {report}")
     return 0
+
+
+def train_best_scored(store: RunStore, evaluator: Evaluator, best: dict) -> dict:
+    """A proxy-only search ends by training its best-scored net once, so the user gets an accuracy
+    (recorded once, as trace node `final` of that iteration)."""
+    code = store.candidate_code(best["iteration"])
+    if code is None:
+        return {}
+    rec = store.once("trace", best["iteration"], "final", lambda: {"outcome": evaluator.evaluate(code).to_dict()})
+    out = rec["outcome"]
+    print(f"nasloop: trained the best-scored net (iteration {best['iteration']}): "
+          f"{out.get('kind')} {out.get('accuracy', '')}", file=sys.stderr)
+    return {"accuracy": out.get("accuracy"), "trained": out.get("kind")}
 
 
 class _Guarded:
@@ -173,7 +209,8 @@ class Progress:
         from rich.progress import Progress as RichProgress
 
         self.console = Console(stderr=True, soft_wrap=True)
-        self.best = (state.get("best") or {}).get("accuracy")
+        best = state.get("best") or {}
+        self.best = best.get("fitness", best.get("accuracy"))
         self.bar = RichProgress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 TextColumn("{task.fields[info]}"), console=self.console,
                                 disable=not self.console.is_terminal)
@@ -194,10 +231,12 @@ class Progress:
             last = delta["last"]
             out = last["outcome"]
             if "best" in delta:
-                self.best = delta["best"]["accuracy"]
+                self.best = delta["best"].get("fitness", delta["best"]["accuracy"])
             it = last["iteration"]
             acc = f"{out['accuracy']:.3f}" if out.get("accuracy") is not None else "-"
-            best = f"{self.best:.3f}" if self.best is not None else "-"
+            if out.get("scores"):
+                acc += "  " + " ".join(f"{k} {v:.4g}" for k, v in out["scores"].items())
+            best = "-" if self.best is None else f"{self.best:.3f}" if abs(self.best) <= 1 else f"{self.best:.4g}"
             llm = sum(v or 0 for v in (last.get("llm") or {}).values())
             info = f"best {best} | last {out['kind']}"
             line = (f"iter {it}/{self.total}  {out['kind']:<15} acc {acc}  best {best}  "

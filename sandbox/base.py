@@ -9,6 +9,9 @@ from typing import Protocol
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 RESULT_PREFIX = "NASLOOP_RESULT "
+# The zero-cost proxies the harness knows (sandbox/zero_cost.py, which cannot import this package inside
+# the sandbox, has the same tuple; a unit test keeps them equal). Here so the CLI need not import torch.
+PROXY_NAMES = ("naswot", "synflow", "snip", "grad_norm", "zen", "zico", "params", "flops")
 
 
 class SandboxUnavailable(RuntimeError):

@@ -71,7 +71,59 @@ def check_source(source: str) -> Violation | None:
 
     if not any(isinstance(n, ast.ClassDef) and n.name == "Net" and _is_module_subclass(n) for n in tree.body):
         return Violation("invalid_code", "no top-level 'class Net(nn.Module)' in the code")
+    for node in tree.body:
+        missing = _undefined_attributes(node) if isinstance(node, ast.ClassDef) else None
+        if missing:
+            return Violation("invalid_code", missing)
     return None
+
+
+# What nn.Module itself provides to `self.` (methods and the `training` flag).
+MODULE_ATTRS = frozenset({
+    "training", "add_module", "apply", "bfloat16", "buffers", "children", "cpu", "cuda", "double", "eval",
+    "extra_repr", "float", "forward", "get_buffer", "get_parameter", "get_submodule", "half", "load_state_dict",
+    "modules", "named_buffers", "named_children", "named_modules", "named_parameters", "parameters",
+    "register_buffer", "register_module", "register_parameter", "register_forward_hook",
+    "register_forward_pre_hook", "requires_grad_", "state_dict", "to", "train", "type", "zero_grad",
+})
+_REGISTER = ("add_module", "register_module", "register_buffer", "register_parameter")
+
+
+def _undefined_attributes(cls: ast.ClassDef) -> str | None:
+    """The commonest slip of small models: `self.pool` used in forward but never assigned. Checked only
+    for classes deriving directly from nn.Module (a local base class may define the attribute)."""
+    if not cls.bases or not all(_attr_name(b) == "Module" for b in cls.bases):
+        return None
+    assigned = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assigned |= {t.id for n in cls.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    uses: dict[str, ast.Attribute] = {}
+    runs = {id(n) for f in cls.body if isinstance(f, ast.FunctionDef) and f.name in ("__init__", "forward")
+            for n in ast.walk(f)}  # uses in other methods may never run: only these two always do
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Attribute) and _is_self(node.value):
+            if isinstance(node.ctx, (ast.Store, ast.Del)):
+                assigned.add(node.attr)
+            elif id(node) in runs:
+                uses.setdefault(node.attr, node)
+        elif isinstance(node, ast.Call) and _attr_name(node.func) in _REGISTER and node.args:
+            name = node.args[0]
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+                return None  # attributes named at run time: cannot tell
+            assigned.add(name.value)
+    missing = sorted((n for n in uses if n not in assigned and n not in MODULE_ATTRS), key=lambda n: uses[n].lineno)
+    if not missing:
+        return None
+    first = uses[missing[0]]
+    names = ", ".join(f"self.{n}" for n in missing)
+    defined = ", ".join(sorted(a for a in assigned if not a.startswith("_") and a != "forward")) or "nothing"
+    return (f"{cls.name} uses {names} but never assigns {'it' if len(missing) == 1 else 'them'} "
+            f"(first use: candidate.py:{first.lineno}); {cls.name} defines: {defined}. Define each layer in "
+            f"__init__ or stop using it")
+
+
+def _attr_name(node: ast.AST) -> str:
+    return node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
 
 
 def _check_node(node: ast.AST, modules: set[str]) -> str | None:

@@ -33,6 +33,9 @@ def assert_one_line(code: int, err: str, needle: str) -> None:
     (["evaluate", "x.py", "--memory", "lots"], "cannot read memory size 'lots'"),
     (["evaluate", "x.py", "--sandbox", "vm"], "invalid choice: 'vm'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["search", "--strategy", "annealing"], "invalid choice: 'annealing'"),
+    (["search", "--proxy", "vibes"], "invalid choice: 'vibes'"),
+    (["search", "--fidelity", "half"], "invalid choice: 'half'"),
 ])
 def test_argument_errors(capsys, argv, needle):
     assert_one_line(*run_cli(capsys, *argv), needle)

@@ -101,3 +101,16 @@ def test_options_are_checked():
         LoopOptions(strategy="annealing")
     with pytest.raises(ValueError):
         LoopOptions(fidelity="half")
+
+
+def test_a_proxy_search_trains_its_best_scored_net_once_at_the_end(tmp_path, capsys):
+    from agent.search import train_best_scored
+
+    store = RunStore.create(tmp_path, "evo", {})
+    store.save_candidate(3, code_reply(tag="score=20 acc=0.7").split("```python\n")[1].split("```")[0])
+    ev = ScriptedEvaluator()
+    best = {"iteration": 3, "fitness": 20.0, "accuracy": None}
+    assert train_best_scored(store, ev, best) == {"accuracy": 0.7, "trained": "ok"}
+    assert train_best_scored(RunStore.open(store.path), ev, best)["accuracy"] == 0.7
+    assert ev.calls == 1  # recorded once: a second call (a resumed search) reuses it
+    assert [(t["iteration"], t["node"]) for t in store.trace()] == [(3, "final")]

@@ -67,3 +67,45 @@ def test_escapes_are_rejected(code, reason):
 
 def test_main_guard_is_allowed():
     assert check_source(src() + "\nif __name__ == '__main__':\n    print(Net())\n") is None
+
+
+DROPPED_LAYER = '''
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = self.pool(x)
+        x = self.conv2(x)
+        return self.fc(x.flatten(1))
+'''
+
+
+def test_layers_used_but_never_defined_are_named_with_what_is_defined():
+    v = check_source(DROPPED_LAYER)
+    assert v is not None and v.kind == "invalid_code"
+    assert "Net uses self.pool, self.conv2 but never assigns them" in v.reason
+    assert "candidate.py:13" in v.reason and "defines: conv1, fc" in v.reason
+
+
+@pytest.mark.parametrize("fix", [
+    "        self.pool = nn.AdaptiveAvgPool2d(1)\n        self.conv2 = nn.Identity()\n",
+    "        self.add_module('pool', nn.AdaptiveAvgPool2d(1))\n        self.register_module('conv2', nn.Identity())\n",
+])
+def test_defined_layers_pass(fix):
+    src = DROPPED_LAYER.replace("        self.fc = nn.Linear", fix + "        self.fc = nn.Linear")
+    assert check_source(src) is None
+
+
+def test_module_methods_and_local_base_classes_are_not_flagged():
+    src = DROPPED_LAYER.replace("x = self.pool(x)", "x = x if self.training else x").replace(
+        "x = self.conv2(x)", "x = self.helper(x)") + "\n    def helper(self, x):\n        return x\n"
+    assert check_source(src) is None
+    derived = DROPPED_LAYER.replace("class Net(nn.Module)", "class Base(nn.Module):\n    pass\n\n\nclass Net(Base)")
+    assert check_source(derived) is None  # Base might define them: left to the pre-flight

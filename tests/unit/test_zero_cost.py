@@ -72,3 +72,9 @@ def test_determinism_under_a_seed():
     a = zc.score(lambda: mlp(), names, X, Y, seed=3)
     b = zc.score(lambda: mlp(), names, X, Y, seed=3)
     assert a == b and set(a) == set(zc.PROXIES)
+
+
+def test_the_cli_knows_the_same_proxies_as_the_harness():
+    from sandbox.base import PROXY_NAMES
+
+    assert PROXY_NAMES == zc.PROXIES == tuple(zc.FUNCS)
