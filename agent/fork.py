@@ -24,9 +24,10 @@ from agent.run_store import RunStore
 THREAD = "search"
 
 
-def _graph(checkpointer) -> object:
+def _graph(checkpointer, strategy: str = "loop") -> object:
     """A graph used only to read or write checkpoints: its nodes never run here."""
-    return build_graph(Deps(improver=None, generator=None, evaluator=None), checkpointer=checkpointer)  # type: ignore[arg-type]
+    return build_graph(Deps(improver=None, generator=None, evaluator=None), checkpointer=checkpointer,  # type: ignore[arg-type]
+                       strategy=strategy)
 
 
 def state_at(run: RunStore, iteration: int) -> dict:
@@ -41,10 +42,10 @@ def state_at(run: RunStore, iteration: int) -> dict:
             shutil.copy2(wal, copy.with_name(copy.name + "-wal"))
         conn = sqlite3.connect(str(copy), check_same_thread=False)
         try:
-            graph = _graph(SqliteSaver(conn))
+            graph = _graph(SqliteSaver(conn), _strategy(run.config))
             for snap in graph.get_state_history({"configurable": {"thread_id": THREAD}}):
                 values = snap.values or {}
-                if values.get("iteration") == iteration and (not snap.next or snap.next[0] == "improve"):
+                if values.get("iteration") == iteration and (not snap.next or snap.next[0] in ("improve", "select")):
                     return dict(values)
         finally:
             conn.close()
@@ -81,11 +82,15 @@ def prepare_fork(source: str | Path, at: int, runs_dir: str | Path, overrides: d
     values["task"] = {**values.get("task", {}), "iterations": args["iterations"]}
     conn = sqlite3.connect(str(dst.checkpoint_path), check_same_thread=False)
     try:
-        graph = _graph(SqliteSaver(conn))
+        graph = _graph(SqliteSaver(conn), _strategy({"args": args}))
         graph.update_state({"configurable": {"thread_id": THREAD}}, _writable(values), as_node="evaluate")
     finally:
         conn.close()
     return dst
+
+
+def _strategy(config: dict) -> str:
+    return (config.get("args") or {}).get("strategy") or "loop"
 
 
 def _writable(values: dict) -> dict:

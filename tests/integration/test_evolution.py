@@ -1,4 +1,4 @@
-"""A short real evolution run: the bundled 0.5B GGUF, NASWOT scored in the Docker sandbox, real digits."""
+"""Real evolution and ladder runs: the bundled 0.5B GGUF, NASWOT scored in the Docker sandbox, real digits."""
 from __future__ import annotations
 
 import json
@@ -44,3 +44,25 @@ def test_short_evolution_run(docker_engine, model_ready, tmp_path):  # noqa: F81
     assert "best naswot:" in out and "trained: accuracy" in out
     page = (run / "report.html").read_text()
     assert "Naswot per iteration" in page and "naswot score vs trained accuracy" in page
+
+
+def test_one_ladder_step(docker_engine, model_ready, tmp_path):  # noqa: F811 - fixture
+    proc = nasloop("search", *SMALL, "--fidelity", "ladder", "--ladder-width", "2", "--iterations", "1",
+                   "--runs-dir", str(tmp_path))
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-2000:]
+    run = only_run(tmp_path)
+    store = RunStore.open(run)
+    results = store.results()
+    seed, step = results
+    assert seed["accuracy"] > 0.2 and "naswot" in seed["scores"]  # the baseline has both numbers
+    nodes = {(t["iteration"], t["node"]) for t in store.trace()}
+    assert {(1, "generate"), (1, "generate.1")} <= nodes  # two variants of one change
+    scored = {n for i, n in nodes if i == 1 and n.startswith("score")}
+    trained = {n for i, n in nodes if i == 1 and n.startswith("check")}
+    assert len(trained) <= 1 + len(step.get("repairs", []))  # at most one training per attempt
+    if step["outcome"] == "ok":
+        assert scored and step["accuracy"] is not None and "naswot" in step["scores"]
+        assert step["ladder"]["chosen"] is not None and step["fitness"] == step["accuracy"]
+    page = (run / "report.html").read_text()
+    assert "naswot score vs trained accuracy" in page  # at least the seed has both numbers

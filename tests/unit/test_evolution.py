@@ -114,3 +114,54 @@ def test_a_proxy_search_trains_its_best_scored_net_once_at_the_end(tmp_path, cap
     assert train_best_scored(RunStore.open(store.path), ev, best)["accuracy"] == 0.7
     assert ev.calls == 1  # recorded once: a second call (a resumed search) reuses it
     assert [(t["iteration"], t["node"]) for t in store.trace()] == [(3, "final")]
+
+
+class CrashOnce(ScriptedEvaluator):
+    """Dies on its n-th scoring, once (a killed search)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def score(self, source, proxies):
+        if self.scored + 1 == self.at:
+            self.at = -1
+            raise RuntimeError("killed")
+        return super().score(source, proxies)
+
+
+def test_evolution_resumes_and_forks_from_checkpoints(tmp_path):
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from agent.fork import prepare_fork
+
+    opts = LoopOptions(strategy="evolution", fidelity="proxy", population=2, repairs=0, seed=1)
+    tags = [f"score={s}" for s in (7, 3, 9, 4, 8, 6)]
+
+    def graph_for(store, ev, replies=tags):
+        conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
+        return build_graph(Deps(scripted(REFLECTION), scripted(*[code_reply(tag=t) for t in replies]), ev, store,
+                                opts), checkpointer=SqliteSaver(conn))
+
+    config = {"configurable": {"thread_id": "search"}, "recursion_limit": recursion_limit_for(4)}
+    whole = RunStore.create(tmp_path / "a", "evo", {"args": {"strategy": "evolution", "iterations": 4}})
+    expected = graph_for(whole, ScriptedEvaluator()).invoke({"task": task(4)}, config)
+
+    killed = RunStore.create(tmp_path / "b", "evo", {"args": {"strategy": "evolution", "iterations": 4}})
+    ev = CrashOnce(at=4)
+    with pytest.raises(RuntimeError):
+        graph_for(killed, ev).invoke({"task": task(4)}, config)
+    # iterations 1-3 were generated before the kill (reused from the run store); 4 is generated now
+    resumed = graph_for(RunStore.open(killed.path), ev, tags[3:]).invoke(None, config)
+    assert resumed["population"] == expected["population"] and resumed["best"] == expected["best"]
+    assert [m["iteration"] for m in expected["population"]] == [1, 3]
+    assert [r["parent"] for r in killed.results()[1:]] == [r["parent"] for r in whole.results()[1:]]
+
+    fork = prepare_fork(whole.path, 3, tmp_path / "c", {"iterations": 2})
+    graph = graph_for(fork, ScriptedEvaluator())
+    snap = graph.get_state(config)
+    assert snap.next == ("select",) and len(snap.values["population"]) == 2
+    out = graph.invoke(None, config)
+    assert out["iteration"] == 5 and all("parent" in r for r in fork.results()[1:])
