@@ -21,11 +21,22 @@ from typing import Any, Callable, Protocol
 import prompts
 from agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from agent.llm import ChatClient
-from agent.parsing import autofix, extract_code, parse_improver
+from agent.parsing import autofix, extract_code, parse_improver, restore_definitions
 from agent.run_store import RunStore
 from tools.outcome import Outcome, human
 
 FALLBACK_SUGGESTION = "Make one small, safe change to the best network that should raise its accuracy."
+# When the Improver's reply is unreadable or copies a placeholder, the Generator gets one of these concrete,
+# shape-safe changes instead of a vague one (a small model applies a concrete change far more reliably).
+FALLBACK_CHANGES = (
+    "Increase the number of output channels of the last convolution by 50% (and of its BatchNorm and the "
+    "input features of the final nn.Linear), keeping every other layer as it is.",
+    "Add one convolution with padding 1, its own BatchNorm2d and a ReLU right after the last convolution, "
+    "with the same number of input and output channels.",
+    "Replace the first convolution's kernel size 3 with 5 and its padding 1 with 2.",
+    "Add nn.Dropout(0.2) right before the final nn.Linear, defined in __init__.",
+)
+REPAIR_TEMPERATURE = 0.2  # a repair is a precise edit of given code: sample close to greedy
 
 
 class EvaluatorLike(Protocol):
@@ -177,13 +188,34 @@ def improver_prompt(state: dict, note: str = "") -> str:
         details = f"diagnosis: {out.get('diagnosis', '')}"
     if last.get("code") and last.get("iteration") != (state.get("best") or {}).get("iteration"):
         details += f"\nIts code:\n```python\n{last['code'].strip()}\n```"
-    window = [{k: v for k, v in t.items() if k != "iteration"} for t in state.get("window") or []]
+    window = _shown_window(state)
     text = prompts.render(
         "improver", **_task_fields(task), **_best_fields(state),
         last_iteration=last.get("iteration", "-"), last_outcome=out.get("kind", "none"), last_details=details,
         window=json.dumps(window, indent=1) if window else "(empty)",
     )
     return f"{text}\n\n{note}" if note else text
+
+
+def _shown_window(state: dict) -> list[dict]:
+    """The memory as the Improver reads it. The seed's baseline entry is left out: it says nothing the
+    best network does not, and small models copy its placeholder suggestion verbatim."""
+    return [{k: v for k, v in t.items() if k != "iteration"} for t in state.get("window") or []
+            if t.get("iteration") != 0]
+
+
+def usable_proposal(parsed: dict | None, err: str, iteration: int) -> dict:
+    """The Improver's proposal, or a concrete fallback when it is unreadable or a copied placeholder such
+    as "(none: starting point)"."""
+    sugg = (parsed or {}).get("suggestion", "").strip()
+    if parsed is None:
+        why = f"(improver failure) {err}"
+    elif sugg.startswith("(") or not sugg:
+        why = f"(improver failure) placeholder suggestion {sugg!r}"
+    else:
+        return parsed
+    return {"problem": f"{why} {(parsed or {}).get('problem', '')}"[:300].strip(),
+            "suggestion": FALLBACK_CHANGES[iteration % len(FALLBACK_CHANGES)]}
 
 
 def reflect_prompt(state: dict, note: str = "") -> str:
@@ -201,7 +233,7 @@ def reflect_prompt(state: dict, note: str = "") -> str:
     members = sorted(state.get("population") or [], key=lambda m: -(m.get("fitness") or -math.inf))
     population = "\n".join(f"- iteration {m['iteration']}: {name} {_num(m.get('fitness'))}, "
                            f"{human(m.get('params') or 0)} parameters" for m in members[:8])
-    window = [{k: v for k, v in t.items() if k != "iteration"} for t in state.get("window") or []]
+    window = _shown_window(state)
     text = prompts.render(
         "reflect", **_task_fields(task), **_best_fields(state), fitness_name=name,
         last_iteration=last.get("iteration", "-"), last_details=details, population=population or "(empty)",
@@ -345,8 +377,8 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         rec = deps.once("trace", it, "improve",
                         lambda: _ask(deps.improver, "improver_system", prompt, temperature))
         parsed, err = parse_improver(rec["response"])
-        if parsed is None:
-            parsed = {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION}
+        parsed = usable_proposal(parsed, err, it) if opts.escape else (
+            parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION})
         escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
         return {"proposal": {**parsed, "llm_seconds": rec["seconds"], "escape": escape}, **changed}
 
@@ -366,7 +398,7 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
             rec = deps.once("trace", it, "generate" if j == 0 else f"generate.{j}",
                             lambda: _ask(deps.generator, "generator_system", prompt, t))
             code, err = extract_code(rec["response"])
-            code, fix = autofix(code) if code and opts.escape else (code, "")
+            code, fix = _fix(code, state) if opts.escape else (code, "")
             codes.append(code)
             errors.append(err)
             fixes.append(fix)
@@ -407,9 +439,9 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         attempt = cand.get("attempt", 0) + 1
         prompt = repair_prompt(state, cand.get("code"), failed)
         rec = deps.once("trace", it, f"repair{attempt}",
-                        lambda: _ask(deps.generator, "generator_system", prompt, None))
+                        lambda: _ask(deps.generator, "generator_system", prompt, REPAIR_TEMPERATURE))
         code, err = extract_code(rec["response"])
-        code, fix = autofix(code) if code and deps.options.escape else (code, "")
+        code, fix = _fix(code, state) if deps.options.escape else (code, "")
         history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
                                               "diagnosis": failed.get("diagnosis", "")}]
         return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history,
@@ -418,6 +450,15 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
 
     return {"seed": seed, "select": select, "improve": improve, "generate": generate, "evaluate": evaluate,
             "repair": repair}
+
+
+def _fix(code: str | None, state: dict) -> tuple[str | None, str]:
+    """The deterministic fixes of small models' commonest slips (agent/parsing.py), recorded as one note."""
+    if not code:
+        return code, ""
+    code, brackets = autofix(code)
+    code, restored = restore_definitions(code, _best_fields(state)["best_code"])
+    return code, "; ".join(n for n in (brackets, restored) if n)
 
 
 def _repeat_outcome(deps: Deps, iteration: int, code: str) -> Outcome | None:

@@ -1,5 +1,7 @@
 """Reading LLM replies that small models get slightly wrong.
 
+Generator fixes (recorded, never hidden): surplus closing brackets; layer definitions dropped in a rewrite.
+
 Improver: a JSON object {problem, suggestion} (a reflection's {lesson, suggestion} reads the same) — also accepted with single quotes (Python literal),
 inside a code fence, or as `problem: ... / suggestion: ...` lines. Generator: one python code block
 defining `class Net`. Anything unreadable returns an error string instead of raising, so the loop can
@@ -106,3 +108,59 @@ def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
     except SyntaxError:
         return code, ""  # only keep a fix that yields a module that parses
     return out, f"removed {fixed} unmatched closing bracket(s)"
+
+
+def restore_definitions(code: str, base: str) -> tuple[str, str]:
+    """Deterministic repair of the other slip small models make most: a rewrite that drops layer
+    definitions (`self.conv3 = ...`) but keeps their uses in forward. A dropped definition that the base
+    network (the one the Generator was asked to change) has on one line is put back at the end of the
+    candidate's __init__; a shape that no longer fits is then the pre-flight's to report.
+    Returns (code, what was restored) — recorded like every fix."""
+    import ast
+
+    from tools.static_check import undefined_attributes
+
+    try:
+        tree, base_tree = ast.parse(code), ast.parse(base)
+    except SyntaxError:
+        return code, ""
+    base_defs = {cls.name: _init_assignments(cls, base) for cls in base_tree.body if isinstance(cls, ast.ClassDef)}
+    lines = code.splitlines(keepends=True)
+    inserts: list[tuple[int, list[str]]] = []
+    restored: list[str] = []
+    for cls in tree.body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        missing = undefined_attributes(cls)[0]
+        init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+        found = [(name, base_defs.get(cls.name, {}).get(name)) for name in missing]
+        found = [(name, text) for name, text in found if text]
+        if init is None or not init.body or not found:
+            continue
+        indent = " " * init.body[0].col_offset
+        inserts.append((init.body[-1].end_lineno or 0, [f"{indent}{text}\n" for _, text in found]))
+        restored += [f"{cls.name}.{name}" for name, _ in found]
+    if not restored:
+        return code, ""
+    for after, new in sorted(inserts, reverse=True):
+        lines[after:after] = new
+    out = "".join(lines)
+    try:
+        ast.parse(out)
+    except SyntaxError:
+        return code, ""
+    return out, f"restored dropped definition(s) from the base network: {', '.join(restored)}"
+
+
+def _init_assignments(cls, source: str) -> dict[str, str]:
+    """`self.X = ...` statements on one line in the class's __init__, by X."""
+    import ast
+
+    init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+    out: dict[str, str] = {}
+    for stmt in (init.body if init else []):
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Attribute)
+                and isinstance(stmt.targets[0].value, ast.Name) and stmt.targets[0].value.id == "self"
+                and stmt.lineno == stmt.end_lineno):
+            out.setdefault(stmt.targets[0].attr, ast.get_source_segment(source, stmt) or "")
+    return out

@@ -69,7 +69,7 @@ def main() -> int:
     args = ap.parse_args()
     args.images = args.images or cifar_images()
     rows = []
-    for label, extra in (("nasloop", []), ("plain", PLAIN)):
+    for label, extra in (("plain", PLAIN), ("nasloop", [])):  # the baseline first
         if args.only in (None, label):
             rows.append(run(label, extra, args, args.runs_dir))
     print(f"\nsearch quality: {args.llm}, {args.iterations} iterations, seed {args.seed}, "
@@ -81,7 +81,7 @@ def main() -> int:
               f"{r['best_acc']:>9.3f} {str(r['first_valid']):>9} {r['s_per_iter']:>7.0f} {r['llm_share']:>9.0%} "
               f"{r['repaired']:>8} {r['escapes']:>7}  {r['outcomes']}")
     if len(rows) == 2:
-        a, b = rows
+        b, a = rows
 
         def ratio(key: str) -> str:
             return f"{a[key] / b[key]:.2f}x" if b[key] else f"n/a (plain: {b[key]:.3g})"

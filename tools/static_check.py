@@ -89,11 +89,11 @@ MODULE_ATTRS = frozenset({
 _REGISTER = ("add_module", "register_module", "register_buffer", "register_parameter")
 
 
-def _undefined_attributes(cls: ast.ClassDef) -> str | None:
-    """The commonest slip of small models: `self.pool` used in forward but never assigned. Checked only
-    for classes deriving directly from nn.Module (a local base class may define the attribute)."""
+def undefined_attributes(cls: ast.ClassDef) -> tuple[list[str], set[str], dict[str, int]]:
+    """(attributes used in __init__/forward but never assigned, attributes assigned, first-use lines).
+    Empty when it cannot be known: a base other than nn.Module, or layers registered under computed names."""
     if not cls.bases or not all(_attr_name(b) == "Module" for b in cls.bases):
-        return None
+        return [], set(), {}
     assigned = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     assigned |= {t.id for n in cls.body if isinstance(n, (ast.Assign, ast.AnnAssign))
                  for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
@@ -109,16 +109,21 @@ def _undefined_attributes(cls: ast.ClassDef) -> str | None:
         elif isinstance(node, ast.Call) and _attr_name(node.func) in _REGISTER and node.args:
             name = node.args[0]
             if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
-                return None  # attributes named at run time: cannot tell
+                return [], set(), {}  # attributes named at run time: cannot tell
             assigned.add(name.value)
     missing = sorted((n for n in uses if n not in assigned and n not in MODULE_ATTRS), key=lambda n: uses[n].lineno)
+    return missing, assigned, {n: uses[n].lineno for n in missing}
+
+
+def _undefined_attributes(cls: ast.ClassDef) -> str | None:
+    """The commonest slip of small models: `self.pool` used in forward but never assigned."""
+    missing, assigned, lines = undefined_attributes(cls)
     if not missing:
         return None
-    first = uses[missing[0]]
     names = ", ".join(f"self.{n}" for n in missing)
     defined = ", ".join(sorted(a for a in assigned if not a.startswith("_") and a != "forward")) or "nothing"
     return (f"{cls.name} uses {names} but never assigns {'it' if len(missing) == 1 else 'them'} "
-            f"(first use: candidate.py:{first.lineno}); {cls.name} defines: {defined}. Define each layer in "
+            f"(first use: candidate.py:{lines[missing[0]]}); {cls.name} defines: {defined}. Define each layer in "
             f"__init__ or stop using it")
 
 

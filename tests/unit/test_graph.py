@@ -8,6 +8,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent import Deps, build_graph, recursion_limit_for
 from agent.graph import route_next, route_start
+from agent.nodes import FALLBACK_CHANGES
 from agent.run_store import RunStore
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, scripted, task
 
@@ -77,9 +78,21 @@ def test_improver_sees_window_and_last_outcome(tmp_path):
     run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store), 2)
     prompt = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "improve")
     assert "outcome shape_error" in prompt and "shape_error diagnosis" in prompt
-    assert "(B, 1, 32, 32)" in prompt and '"suggestion": "(none: starting point)"' in prompt
+    assert "(B, 1, 32, 32)" in prompt and '"outcome": "shape_error"' in prompt
+    # the seed's baseline entry is not shown: small models copied its placeholder suggestion
+    assert "(none: starting point)" not in prompt
     gen = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "generate")
     assert "add a block" in gen and "class Net(nn.Module)" in gen
+
+
+def test_a_placeholder_suggestion_is_replaced_by_a_concrete_change(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    copied = '{"problem": "fine", "suggestion": "(none: starting point)"}'
+    run(Deps(scripted(copied), scripted(code_reply(tag="acc=0.6")), ScriptedEvaluator(), store), 1)
+    rec = store.results()[-1]
+    assert rec["problem"].startswith("(improver failure) placeholder") and rec["suggestion"] in FALLBACK_CHANGES
+    gen = next(t["prompt"] for t in store.trace() if t["node"] == "generate")
+    assert rec["suggestion"] in gen
 
 
 class Crash(Exception):

@@ -1,7 +1,7 @@
 """Replies small models really give: single quotes, fences, chatter, no code."""
 import pytest
 
-from agent.parsing import extract_code, parse_improver
+from agent.parsing import extract_code, parse_improver, restore_definitions
 
 
 @pytest.mark.parametrize("text", [
@@ -53,3 +53,25 @@ def test_autofix_removes_surplus_closing_brackets():
     assert code == "def f(x):\n    y = g(h(x))\n    return [y]\n" and note == "removed 3 unmatched closing bracket(s)"
     assert autofix("x = (1,\n") == ("x = (1,\n", "")  # not a surplus bracket: left to the LLM
     assert autofix("x = 1\n") == ("x = 1\n", "")
+
+
+def test_dropped_definitions_are_restored_from_the_base_network():
+    import prompts
+    from tools.static_check import check_source
+
+    base = prompts.seed_source("cifar10")
+    dropped = base.replace("        self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)\n", "").replace(
+        "        self.bn3 = nn.BatchNorm2d(128)\n", "")
+    assert "never assigns them" in check_source(dropped).reason
+    fixed, note = restore_definitions(dropped, base)
+    assert note == "restored dropped definition(s) from the base network: Net.conv3, Net.bn3"
+    assert check_source(fixed) is None and "self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)" in fixed
+
+
+def test_nothing_is_restored_when_the_base_does_not_define_it():
+    import prompts
+
+    base = prompts.seed_source("cifar10")
+    code = base.replace("x = self.pool(x)\n        x = self.conv2(x)", "x = self.extra(x)\n        x = self.conv2(x)")
+    assert restore_definitions(code, base) == (code, "")
+    assert restore_definitions(base, base) == (base, "")
