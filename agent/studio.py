@@ -2,8 +2,9 @@
 that lets a parent graph name the data set and the LLM in its task.
 
 Loading is instant: the data set, the sandbox and the LLMs are created on first use, from the task
-(`dataset`, `llm`, `train_subset`, `min_steps`, `sandbox`) with environment fallbacks
-(NASLOOP_DATASET, NASLOOP_LLM, NASLOOP_SANDBOX). The graph has no checkpointer of its own.
+(`dataset`, `llm`, `train_subset`, `min_steps`, `sandbox`, and `fidelity`/`proxy`) with environment
+fallbacks (NASLOOP_DATASET, NASLOOP_LLM, NASLOOP_SANDBOX). The graphs have no checkpointer of their own:
+`graph` is the default loop, `evolution_graph` the evolution strategy.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from agent.nodes import Deps, LoopOptions
 
 
 @functools.lru_cache(maxsize=8)
-def _deps(dataset: str, llm: str, sandbox: str, train_subset: int | None, min_steps: int) -> Deps:
+def _deps(dataset: str, llm: str, sandbox: str, train_subset: int | None, min_steps: int,
+          options: LoopOptions) -> Deps:
     from sandbox import make_sandbox
     from tools.datasets import prepare
     from tools.evaluator import Evaluator, TrainSettings
@@ -24,7 +26,7 @@ def _deps(dataset: str, llm: str, sandbox: str, train_subset: int | None, min_st
     evaluator = Evaluator(prepare(dataset, train_subset=train_subset), make_sandbox(sandbox),
                           TrainSettings(min_steps=min_steps))
     client = _Lazy(lambda: make_clients(llm, llm)[0])  # one model for both roles
-    return Deps(improver=client, generator=client, evaluator=evaluator, options=LoopOptions())
+    return Deps(improver=client, generator=client, evaluator=evaluator, options=options)
 
 
 class _Lazy:
@@ -47,7 +49,14 @@ def deps_for_task(task: dict) -> Deps:
         task.get("sandbox") or os.environ.get("NASLOOP_SANDBOX", "docker"),
         task.get("train_subset"),
         int(task.get("min_steps") or 200),
+        LoopOptions(strategy=task.get("strategy", "loop"), proxy=task.get("proxy", "naswot"),
+                    fidelity=task.get("fidelity") or ("proxy" if task.get("strategy") == "evolution" else "train")),
     )
 
 
+def evolution_deps_for_task(task: dict) -> Deps:
+    return deps_for_task({**task, "strategy": "evolution"})
+
+
 graph = build_graph(deps_for_task)
+evolution_graph = build_graph(evolution_deps_for_task, strategy="evolution")

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.integration
 TINY = (ROOT / "tests" / "candidates" / "ok_tiny.py").read_text()
 
 
-def load_langgraph_json_graph():
+def load_langgraph_json_graph(key: str = "nasloop"):
     cfg = json.loads((ROOT / "langgraph.json").read_text())
-    path, name = cfg["graphs"]["nasloop"].split(":")
+    path, name = cfg["graphs"][key].split(":")
     spec = importlib.util.spec_from_file_location("nasloop_studio", ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -33,13 +33,18 @@ def test_langgraph_json_graph_compiles_without_checkpointer_and_streams(docker_e
     graph = load_langgraph_json_graph()
     assert graph.checkpointer is None
     assert set(graph.get_input_jsonschema()["properties"]) == {"task"}
-    assert set(graph.get_output_jsonschema()["properties"]) == {"best", "window", "counts", "iteration"}
+    assert set(graph.get_output_jsonschema()["properties"]) == {"best", "window", "counts", "iteration", "population"}
     # Budget 0: only the seed is evaluated (in the real sandbox); the LLM is never loaded.
     updates = list(graph.stream({"task": {"dataset": "digits", "iterations": 0, "train_subset": 256,
                                           "min_steps": 10}}, stream_mode="updates"))
     assert [list(u) for u in updates] == [["seed"]]
     seed = updates[0]["seed"]
     assert seed["last"]["outcome"]["kind"] == "ok" and seed["task"]["description"].startswith("digits")
+
+
+def test_langgraph_json_names_the_evolution_graph_too():
+    graph = load_langgraph_json_graph("nasloop-evolution")
+    assert graph.checkpointer is None and {"select", "improve", "generate", "evaluate"} <= set(graph.nodes)
 
 
 def test_parent_app_runs_the_search_as_a_subgraph(docker_engine, digits, tmp_path):
