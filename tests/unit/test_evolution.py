@@ -165,3 +165,21 @@ def test_evolution_resumes_and_forks_from_checkpoints(tmp_path):
     assert snap.next == ("select",) and len(snap.values["population"]) == 2
     out = graph.invoke(None, config)
     assert out["iteration"] == 5 and all("parent" in r for r in fork.results()[1:])
+
+
+def test_replay_and_report_of_an_evolution_run(tmp_path):
+    from agent.replay import load_steps, render
+    from agent.report import write_report
+
+    store = RunStore.create(tmp_path, "evo", {"args": {"strategy": "evolution", "fidelity": "proxy",
+                                                       "proxy": "naswot", "k": 5}})
+    opts = LoopOptions(strategy="evolution", fidelity="proxy", population=2, repairs=0)
+    run(Deps(scripted(REFLECTION), scripted(*[code_reply(tag=t) for t in ("score=8", "score=20")]),
+             ScriptedEvaluator(), store, opts), 2)
+    steps = load_steps(str(store.path))
+    assert [s.node for s in steps if s.iteration == 1] == ["improve", "generate", "score0.0", "evaluate"]
+    child = next(s for s in steps if s.iteration == 2 and s.node == "evaluate")
+    text = render(child, 0, len(steps))
+    assert "code vs parent (iteration" in text and "best so far: score 20 (iteration 2)" in text
+    page = write_report(store.path).read_text()
+    assert "Naswot per iteration" in page and "<th>naswot</th>" in page
