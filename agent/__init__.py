@@ -3,7 +3,7 @@
     from agent import build_graph, Deps
 """
 from agent.graph import build_graph, recursion_limit_for
-from agent.nodes import Deps
+from agent.deps import Deps
 from agent.state import InputState, OutputState, State
 
 __all__ = ["build_graph", "recursion_limit_for", "Deps", "InputState", "OutputState", "State"]

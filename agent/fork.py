@@ -18,7 +18,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.errors import RunError
 from agent.graph import build_graph
-from agent.nodes import Deps
+from agent.deps import Deps
 from agent.run_store import RunStore
 
 THREAD = "search"

@@ -25,7 +25,8 @@ from typing import Callable
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.nodes import Deps, make_nodes
+from agent.deps import Deps
+from agent.nodes import make_nodes
 from agent.state import DEFAULT_K, InputState, OutputState, make_state
 
 STEPS_PER_ITERATION = 4  # select (evolution), improve, generate, evaluate

@@ -14,7 +14,7 @@ from pathlib import Path
 from agent.errors import NasloopError
 from agent.graph import build_graph, recursion_limit_for
 from agent.llm import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
-from agent.nodes import Deps, LoopOptions
+from agent.deps import Deps, LoopOptions
 from agent.run_store import RunStore
 from agent.state import DEFAULT_K
 from tools.evaluator import Evaluator

@@ -13,7 +13,7 @@ import os
 
 from agent.graph import build_graph
 from agent.llm import DEFAULT_LLM, make_clients
-from agent.nodes import Deps, LoopOptions
+from agent.deps import Deps, LoopOptions
 
 
 @functools.lru_cache(maxsize=8)

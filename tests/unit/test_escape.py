@@ -5,7 +5,7 @@ import pytest
 
 from agent import Deps, build_graph, recursion_limit_for
 from agent.escape import choose_escape, code_key, failure_streak, signature
-from agent.nodes import LoopOptions
+from agent.deps import LoopOptions
 from agent.run_store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from agent import Deps, build_graph, recursion_limit_for
-from agent.nodes import LoopOptions
+from agent.deps import LoopOptions
 from agent.run_store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
 

@@ -8,7 +8,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent import Deps, build_graph, recursion_limit_for
 from agent.graph import route_next, route_start
-from agent.nodes import FALLBACK_CHANGES
+from agent.prompting import FALLBACK_CHANGES
 from agent.run_store import RunStore
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, scripted, task
 

@@ -1,0 +1,136 @@
+"""The prompts the loop sends, filled from the graph state: the Improver's (or, in evolution, the
+reflection's), the Generator's and the repair's. The templates themselves are text files in prompts/.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import prompts
+from tools.outcome import human
+
+FALLBACK_SUGGESTION = "Make one small, safe change to the best network that should raise its accuracy."
+# When the Improver's reply is unreadable or copies a placeholder, the Generator gets one of these concrete,
+# shape-safe changes instead of a vague one (a small model applies a concrete change far more reliably).
+FALLBACK_CHANGES = (
+    "Increase the number of output channels of the last convolution by 50% (and of its BatchNorm and the "
+    "input features of the final nn.Linear), keeping every other layer as it is.",
+    "Add one convolution with padding 1, its own BatchNorm2d and a ReLU right after the last convolution, "
+    "with the same number of input and output channels.",
+    "Replace the first convolution's kernel size 3 with 5 and its padding 1 with 2.",
+    "Add nn.Dropout(0.2) right before the final nn.Linear, defined in __init__.",
+)
+
+
+def input_shape(task: dict) -> str:
+    s = task["image_size"]
+    return f"(B, {task['in_channels']}, {s}, {s})"
+
+
+def max_downsamples(size: int) -> int:
+    return max(0, int(math.log2(max(1, size))) - 1)
+
+
+def best_fields(state: dict) -> dict:
+    best = state.get("best") or {}
+    acc = f"{best['accuracy']:.4f}" if best.get("accuracy") is not None else "n/a"
+    parent = state.get("parent")
+    label = f"Current best network (accuracy {acc})"
+    if parent:  # evolution: the Generator mutates the parent, not the best
+        best = parent
+        label = f"Parent network (iteration {parent['iteration']}, {parent.get('fitness_name', 'fitness')} " \
+                f"{_num(parent.get('fitness'))})"
+    return {
+        "best_code": (best.get("code") or prompts.seed_source(state["task"]["dataset"])).strip(),
+        "best_accuracy": acc, "base_label": label,
+        "best_iteration": best.get("iteration", "-"),
+        "best_params": human(best["params"]) if best.get("params") else "n/a",
+    }
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _task_fields(task: dict) -> dict:
+    return {
+        "task": task["description"], "input_shape": input_shape(task), "num_classes": task["num_classes"],
+        "in_channels": task["in_channels"], "image_size": task["image_size"],
+        "max_params": human(task["max_params"]), "max_downsamples": max_downsamples(task["image_size"]),
+        "steps_text": task.get("steps_text", "one epoch"),
+    }
+
+
+def improver_prompt(state: dict, note: str = "") -> str:
+    task, last = state["task"], state.get("last") or {}
+    out = last.get("outcome") or {}
+    if out.get("kind") == "ok":
+        details = f"accuracy {out.get('accuracy', 0):.4f}, {human(out.get('params') or 0)} parameters"
+    else:
+        details = f"diagnosis: {out.get('diagnosis', '')}"
+    if last.get("code") and last.get("iteration") != (state.get("best") or {}).get("iteration"):
+        details += f"\nIts code:\n```python\n{last['code'].strip()}\n```"
+    window = shown_window(state)
+    text = prompts.render(
+        "improver", **_task_fields(task), **best_fields(state),
+        last_iteration=last.get("iteration", "-"), last_outcome=out.get("kind", "none"), last_details=details,
+        window=json.dumps(window, indent=1) if window else "(empty)",
+    )
+    return f"{text}\n\n{note}" if note else text
+
+
+def shown_window(state: dict) -> list[dict]:
+    """The memory as the Improver reads it. The seed's baseline entry is left out: it says nothing the
+    best network does not, and small models copy its placeholder suggestion verbatim."""
+    return [{k: v for k, v in t.items() if k != "iteration"} for t in state.get("window") or []
+            if t.get("iteration") != 0]
+
+
+def usable_proposal(parsed: dict | None, err: str, iteration: int) -> dict:
+    """The Improver's proposal, or a concrete fallback when it is unreadable or a copied placeholder such
+    as "(none: starting point)"."""
+    sugg = (parsed or {}).get("suggestion", "").strip()
+    if parsed is None:
+        why = f"(improver failure) {err}"
+    elif sugg.startswith("(") or not sugg:
+        why = f"(improver failure) placeholder suggestion {sugg!r}"
+    else:
+        return parsed
+    return {"problem": f"{why} {(parsed or {}).get('problem', '')}"[:300].strip(),
+            "suggestion": FALLBACK_CHANGES[iteration % len(FALLBACK_CHANGES)]}
+
+
+def reflect_prompt(state: dict, note: str = "") -> str:
+    """Evolution: the Improver's role is reflection — what did the last mutations teach, and which
+    mutation of the selected parent should come next."""
+    task, last, parent = state["task"], state.get("last") or {}, state.get("parent") or {}
+    name = parent.get("fitness_name", "fitness")
+    out = last.get("outcome") or {}
+    if out.get("kind") == "ok":
+        details = f"{name} {_num(last.get('fitness'))}"
+        if last.get("parent") is not None:
+            details += f" (its parent, iteration {last['parent']}: {_num(last.get('parent_fitness'))})"
+    else:
+        details = f"failed: {out.get('kind')}: {out.get('diagnosis', '')}"
+    members = sorted(state.get("population") or [], key=lambda m: -(m.get("fitness") or -math.inf))
+    population = "\n".join(f"- iteration {m['iteration']}: {name} {_num(m.get('fitness'))}, "
+                           f"{human(m.get('params') or 0)} parameters" for m in members[:8])
+    window = shown_window(state)
+    text = prompts.render(
+        "reflect", **_task_fields(task), **best_fields(state), fitness_name=name,
+        last_iteration=last.get("iteration", "-"), last_details=details, population=population or "(empty)",
+        window=json.dumps(window, indent=1) if window else "(empty)",
+    )
+    return f"{text}\n\n{note}" if note else text
+
+
+def generator_prompt(state: dict, note: str = "") -> str:
+    text = prompts.render("generator", **_task_fields(state["task"]), **best_fields(state),
+                          suggestion=(state.get("proposal") or {}).get("suggestion", FALLBACK_SUGGESTION))
+    return f"{text}\n\n{note}" if note else text
+
+
+def repair_prompt(state: dict, code: str | None, failed: dict) -> str:
+    return prompts.render("repair", **_task_fields(state["task"]), code=(code or "(no code)").strip(),
+                          outcome=failed.get("kind", ""), diagnosis=failed.get("diagnosis", ""),
+                          suggestion=(state.get("proposal") or {}).get("suggestion", FALLBACK_SUGGESTION))
