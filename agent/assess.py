@@ -1,6 +1,7 @@
 """Evaluating a candidate at the run's fidelity: train it, score it with a zero-cost proxy, or (ladder)
 score several variants and train only the best one. Each sandbox run is recorded once in the trace
-(`check<attempt>`, `score<attempt>.<variant>`), and verbatim repeats of earlier code cost no container.
+(`check<attempt>`, `score<attempt>.<variant>`), verbatim repeats of earlier code cost no container, and a
+channel mismatch the pre-flight locates is fixed in place and pre-flighted again (`check<attempt>+<round>`).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Callable
 
 from agent.deps import Deps, LoopOptions
 from agent.escape import code_key
+from agent.parsing import fix_shapes
 from tools.outcome import Outcome
 
 
@@ -23,37 +25,62 @@ def repeat_outcome(deps: Deps, iteration: int, code: str) -> Outcome | None:
 
 
 def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train: bool = False
-            ) -> tuple[Outcome, str, dict]:
-    """Evaluate at the run's fidelity: (outcome, the code it belongs to, ladder record).
+           ) -> tuple[Outcome, str, dict]:
+    """Evaluate at the run's fidelity: (outcome, the code it belongs to, what to add to the record).
 
     train: one epoch. proxy: the zero-cost score only (`train=True`, for the seed, also trains it).
     ladder: score every variant, train only the best-scoring valid one. A verbatim repeat of an earlier
-    candidate costs no container (with escapes on)."""
+    candidate costs no container, and channel mismatches the pre-flight locates are fixed in place
+    (with escapes on)."""
     opts = deps.options
     if opts.fidelity == "train":
-        return _check(deps, iteration, codes[0], attempt, lambda c: evaluate_once(deps, iteration, c, attempt)), \
-            codes[0], {}
-    scored, seen = [], {}
+        outcome, code, fixes = _check(deps, iteration, codes[0], lambda c, r: evaluate_once(deps, iteration, c, attempt, r))
+        return outcome, code, _fixes(fixes)
+    scored, fixed, notes, seen = [], [], [], {}
     for j, code in enumerate(codes):
         key = code_key(code)
         if key not in seen:
-            seen[key] = _check(deps, iteration, code, attempt, lambda c: _score_once(deps, iteration, c, attempt, j))
-        scored.append(seen[key])
+            seen[key] = _check(deps, iteration, code, lambda c, r: _score_once(deps, iteration, c, attempt, j, r))
+        outcome, code, fixes = seen[key]
+        scored.append(outcome)
+        fixed.append(code)
+        notes.append(fixes)
     valid = [j for j, o in enumerate(scored) if o.ok]
     if not valid:  # report a repairable failure first
         j = next((j for j, o in enumerate(scored) if o.stage in ("static", "preflight")), 0)
-        return scored[j], codes[j], _ladder(opts, scored, None)
+        return scored[j], fixed[j], {**_ladder(opts, scored, None), **_fixes(notes[j])}
     j = max(valid, key=lambda j: (_finite(scored[j].scores.get(opts.proxy)), -j))
     if opts.fidelity == "proxy" and not train:
-        return scored[j], codes[j], {}
-    trained = evaluate_once(deps, iteration, codes[j], attempt)
+        return scored[j], fixed[j], _fixes(notes[j])
+    trained = evaluate_once(deps, iteration, fixed[j], attempt)
     trained.scores = {**scored[j].scores, **trained.scores}
     trained.proxy_seconds = scored[j].proxy_seconds
-    return trained, codes[j], _ladder(opts, scored, j)
+    return trained, fixed[j], {**_ladder(opts, scored, j), **_fixes(notes[j])}
 
 
-def _check(deps: Deps, iteration: int, code: str, attempt: int, run: Callable[[str], Outcome]) -> Outcome:
-    return (repeat_outcome(deps, iteration, code) if deps.options.escape else None) or run(code)
+MAX_SHAPE_FIXES = 4  # pre-flight reruns per candidate (each fixes one layer and costs one short sandbox run)
+
+
+def _check(deps: Deps, iteration: int, code: str, run: Callable[[str, int], Outcome]
+           ) -> tuple[Outcome, str, list[str]]:
+    """Repeat check, then `run(code, round)`; while the pre-flight names a layer whose size argument does
+    not match its input, fix that number and run again. Returns (outcome, final code, fixes made)."""
+    if deps.options.escape:
+        rep = repeat_outcome(deps, iteration, code)
+        if rep is not None:
+            return rep, code, []
+    outcome, fixes = run(code, 0), []
+    while deps.options.escape and outcome.stage == "preflight" and len(fixes) < MAX_SHAPE_FIXES:
+        code, note = fix_shapes(code, outcome.diagnosis)
+        if not note:
+            break
+        fixes.append(note)
+        outcome = run(code, len(fixes))
+    return outcome, code, fixes
+
+
+def _fixes(notes: list[str]) -> dict:
+    return {"shape_fixes": notes} if notes else {}
 
 
 def _finite(value: float | None) -> float:
@@ -70,16 +97,17 @@ def _ladder(opts: LoopOptions, scored: list[Outcome], chosen: int | None) -> dic
         for o in scored]}}
 
 
-def _score_once(deps: Deps, iteration: int, code: str, attempt: int, variant: int) -> Outcome:
-    """Each proxy scoring is recorded once (trace node `score<attempt>.<variant>`)."""
+def _score_once(deps: Deps, iteration: int, code: str, attempt: int, variant: int, fix_round: int = 0) -> Outcome:
+    """Each proxy scoring is recorded once (trace node `score<attempt>.<variant>[+<fix round>]`)."""
     proxy = deps.options.proxy
-    rec = deps.once("trace", iteration, f"score{attempt}.{variant}",
+    rec = deps.once("trace", iteration, f"score{attempt}.{variant}" + (f"+{fix_round}" if fix_round else ""),
                     lambda: {"outcome": deps.evaluator.score(code, (proxy,)).to_dict()})
     return Outcome.from_dict(rec["outcome"])
 
 
-def evaluate_once(deps: Deps, iteration: int, code: str, attempt: int = 0) -> Outcome:
-    """Each evaluation attempt is recorded once (trace node `check<attempt>`): a redo after a crash reuses it."""
-    rec = deps.once("trace", iteration, f"check{attempt}",
+def evaluate_once(deps: Deps, iteration: int, code: str, attempt: int = 0, fix_round: int = 0) -> Outcome:
+    """Each evaluation is recorded once (trace node `check<attempt>[+<fix round>]`): a redo after a crash
+    reuses it."""
+    rec = deps.once("trace", iteration, f"check{attempt}" + (f"+{fix_round}" if fix_round else ""),
                     lambda: {"outcome": deps.evaluator.evaluate(code).to_dict()})
     return Outcome.from_dict(rec["outcome"])

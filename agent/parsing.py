@@ -164,3 +164,55 @@ def _init_assignments(cls, source: str) -> dict[str, str]:
                 and stmt.lineno == stmt.end_lineno):
             out.setdefault(stmt.targets[0].attr, ast.get_source_segment(source, stmt) or "")
     return out
+
+
+_FAILED_LAYER = re.compile(r"✗ ([A-Za-z_]\w*) (Conv2d|BatchNorm2d|Linear)\(.*\bgot ([\dx]+)")
+_SIZE_ARG = {"Conv2d": ("in_channels", 0), "BatchNorm2d": ("num_features", 0), "Linear": ("in_features", 0)}
+
+
+def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
+    """Deterministic repair of a channel mismatch the pre-flight located: when the shape trace says layer
+    `self.X` (a Conv2d, BatchNorm2d or Linear) got an input of C channels (or, for Linear, C features),
+    and its size argument is a number in the code, that number becomes C. One layer per call; the
+    candidate is then pre-flighted again. Returns (code, what was changed)."""
+    import ast
+
+    m = _FAILED_LAYER.search(diagnosis or "")
+    if not m:
+        return code, ""
+    name, kind, got = m.group(1), m.group(2), [int(d) for d in m.group(3).split("x") if d]
+    want = got[0] if kind != "Linear" else _product(got)
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code, ""
+    keyword, pos = _SIZE_ARG[kind]
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
+            continue
+        target, call = node.targets[0], node.value
+        if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                and target.value.id == "self" and target.attr == name
+                and getattr(call.func, "attr", getattr(call.func, "id", "")) == kind):
+            continue
+        arg = next((k.value for k in call.keywords if k.arg == keyword), None)
+        if arg is None and len(call.args) > pos:
+            arg = call.args[pos]
+        if not (isinstance(arg, ast.Constant) and isinstance(arg.value, int)) or arg.value == want:
+            return code, ""
+        if arg.lineno != arg.end_lineno:
+            return code, ""
+        lines = code.splitlines(keepends=True)
+        line = lines[arg.lineno - 1]
+        b = len(line.encode()[:arg.col_offset].decode())  # ast offsets are in bytes
+        e = len(line.encode()[:arg.end_col_offset].decode())
+        lines[arg.lineno - 1] = line[:b] + str(want) + line[e:]
+        return "".join(lines), f"self.{name} = nn.{kind}(...): {keyword} {arg.value} -> {want} (the input it gets)"
+    return code, ""
+
+
+def _product(values: list[int]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out

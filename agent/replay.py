@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -41,13 +42,18 @@ class Step:
     note: str = ""
 
 
+_SANDBOX_NODE = re.compile(r"^(check|score)(\d+)(?:\.(\d+))?(?:\+(\d+))?$")  # check1, score0.2, check0+1
+
+
 def _order(rec: dict) -> tuple:
     node, it = rec.get("node", ""), rec.get("iteration", 0)
-    base, _, sub = node.partition(".")  # generate.1, score0.2: ladder variants
+    base, _, sub = node.partition(".")  # generate.1: a ladder variant
     if base in NODE_ORDER:
         return (it, NODE_ORDER[base], int(sub or 0))
-    if base.startswith(("check", "score")):  # scoring before training within one attempt
-        return (it, 2, 2 * int(base[5:] or 0), 0 if base.startswith("score") else 1, int(sub or 0))
+    m = _SANDBOX_NODE.match(node)
+    if m:  # by attempt; within one: scoring (by variant) before training; shape-fix reruns after their run
+        kind, attempt, variant, fix = m.group(1), int(m.group(2)), int(m.group(3) or 0), int(m.group(4) or 0)
+        return (it, 2, 2 * attempt, 0 if kind == "score" else 1, variant, fix)
     if base.startswith("repair"):
         return (it, 2, 2 * int(base[6:] or 0) - 1)
     if node == "final":  # a proxy-only search trains its best-scored net at the end

@@ -25,7 +25,7 @@ _SHAPE_PATTERNS = re.compile(
     r"Expected input batch_size|must match the size|Sizes of tensors must match|"
     r"is invalid for input of size|Expected \d+D .*input|Expected \d+-dimensional input|"
     r"expected input\[.*\] to have \d+ channels|to have \d+ channels, but got|"
-    r"Kernel size can't be greater|output size is too small|non-singleton dimension|"
+    r"Invalid channel dimensions|running_mean should contain \d+ elements|Kernel size can't be greater|output size is too small|non-singleton dimension|"
     r"The size of tensor a|doesn't match the broadcast shape|Padding size should be less|"
     r"input and weight|Given groups|expected .* shape|dimension out of range|"
     r"size of dimension|Input size .* must be|Expected size|not enough values to unpack|"

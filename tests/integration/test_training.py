@@ -59,3 +59,19 @@ def test_cli_evaluate_prints_one_result(docker_engine, tmp_path):
 
     res = json.loads(proc.stdout)
     assert res["outcome"] == "ok" and res["steps"] == 10 and res["params"] > 0
+
+
+def test_a_channel_mismatch_is_fixed_in_place_then_trained(docker_engine, digits):
+    from agent.assess import assess
+    from agent.deps import Deps, LoopOptions
+
+    ev = Evaluator(digits, make_sandbox("docker", limits=Limits(timeout_s=300)), TrainSettings(min_steps=60))
+    wider = prompts.seed_source("digits").replace("nn.Conv2d(32, 64, 3", "nn.Conv2d(32, 96, 3")
+    deps = Deps(improver=None, generator=None, evaluator=ev, options=LoopOptions())  # type: ignore[arg-type]
+    outcome, code, extra = assess(deps, 1, [wider], 0)
+    assert outcome.kind == "ok" and outcome.accuracy > 0.3, outcome.summary()
+    assert [n.split(":")[0] for n in extra["shape_fixes"]] == ["self.bn2 = nn.BatchNorm2d(...)",
+                                                               "self.conv3 = nn.Conv2d(...)"]
+    assert "nn.BatchNorm2d(96)" in code and "nn.Conv2d(96, 128, 3" in code
+    plain = Deps(improver=None, generator=None, evaluator=ev, options=LoopOptions.plain())  # type: ignore[arg-type]
+    assert assess(plain, 1, [wider], 0)[0].stage == "preflight"  # the ablation leaves it failed

@@ -1,7 +1,7 @@
 """Replies small models really give: single quotes, fences, chatter, no code."""
 import pytest
 
-from agent.parsing import extract_code, parse_improver, restore_definitions
+from agent.parsing import extract_code, fix_shapes, parse_improver, restore_definitions
 
 
 @pytest.mark.parametrize("text", [
@@ -75,3 +75,41 @@ def test_nothing_is_restored_when_the_base_does_not_define_it():
     code = base.replace("x = self.pool(x)\n        x = self.conv2(x)", "x = self.extra(x)\n        x = self.conv2(x)")
     assert restore_definitions(code, base) == (code, "")
     assert restore_definitions(base, base) == (base, "")
+
+
+def preflight_diagnosis(code: str) -> str | None:
+    """The diagnosis the sandbox's pre-flight gives `code` (run here on the meta device), or None."""
+    from sandbox import runner
+    from tools.outcome import _from_error
+
+    ns: dict = {}
+    exec(compile(code, "candidate.py", "exec"), ns)  # noqa: S102 - our own test input
+    failure, _ = runner.preflight(ns["Net"], 10, 3, 32, 2_000_000)
+    return None if failure is None else _from_error(failure, 0.0, {}).diagnosis
+
+
+@pytest.mark.parametrize("change,fixes", [
+    (("self.conv2 = nn.Conv2d(32, 64, 3", "self.conv2 = nn.Conv2d(32, 96, 3"),
+     ["self.bn2 = nn.BatchNorm2d(...): num_features 64 -> 96", "self.conv3 = nn.Conv2d(...): in_channels 64 -> 96"]),
+    (("self.conv3 = nn.Conv2d(64, 128, 3", "self.conv3 = nn.Conv2d(64, 256, 3"),
+     ["self.bn3 = nn.BatchNorm2d(...): num_features 128 -> 256", "self.fc = nn.Linear(...): in_features 128 -> 256"]),
+])
+def test_channel_mismatches_located_by_the_preflight_are_fixed(change, fixes):
+    import prompts
+
+    code = prompts.seed_source("cifar10").replace(*change)
+    made = []
+    while (diag := preflight_diagnosis(code)) is not None:
+        code, note = fix_shapes(code, diag)
+        assert note, diag
+        made.append(note.split(" (")[0])
+    assert made == fixes
+
+
+def test_shape_fix_leaves_what_it_cannot_know_alone():
+    diag = "RuntimeError: x | trace: … | ✗ features.3 Conv2d(64, 128, kernel_size=(3, 3)) got 96x16x16"
+    code = "class Net:\n    def __init__(self):\n        self.conv = nn.Conv2d(c, 128, 3)\n"
+    assert fix_shapes(code, diag) == (code, "")  # a nested module name: not patched
+    diag2 = diag.replace("features.3", "conv")
+    assert fix_shapes(code, diag2) == (code, "")  # the size is a variable, not a number
+    assert fix_shapes(code.replace("(c,", "(64,"), diag2)[0].count("nn.Conv2d(96, 128, 3)") == 1
