@@ -14,13 +14,16 @@ from agent.parsing import fix_shapes
 from tools.outcome import Outcome
 
 
+REPEAT = "identical to the code of iteration"  # how a repeat's diagnosis begins (the repair node reads it)
+
+
 def repeat_outcome(deps: Deps, iteration: int, code: str) -> Outcome | None:
     """A verbatim repeat of an earlier candidate costs no container: tell the LLM instead."""
     prev = deps.earlier_code(code_key(code), iteration)
     if prev is None:
         return None
     got = prev.get("outcome", "?") + (f" {prev['accuracy']:.4f}" if prev.get("accuracy") is not None else "")
-    return Outcome("invalid_code", f"identical to the code of iteration {prev['iteration']} (which got {got}); "
+    return Outcome("invalid_code", f"{REPEAT} {prev['iteration']} (which got {got}); "
                                    f"apply the suggested change instead of repeating it", seconds=0.0, stage="static")
 
 

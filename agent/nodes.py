@@ -17,13 +17,13 @@ import random
 from typing import Any, Callable
 
 import prompts
-from agent.assess import assess
+from agent.assess import REPEAT, assess
 from agent.deps import Deps, complete_task
 from agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from agent.llm import ChatClient
 from agent.parsing import autofix, extract_code, parse_improver, restore_definitions
-from agent.prompting import (FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt, reflect_prompt,
-                             repair_prompt, usable_proposal)
+from agent.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
+                             reflect_prompt, repair_prompt, usable_proposal)
 from tools.outcome import Outcome
 
 REPAIR_TEMPERATURE = 0.2  # a repair is a precise edit of given code: sample close to greedy
@@ -212,13 +212,18 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         cand = state["candidate"]
         failed = cand["failed"]
         attempt = cand.get("attempt", 0) + 1
-        prompt = repair_prompt(state, cand.get("code"), failed)
+        # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
+        # sampled at the base temperature (near-greedy would reproduce the same code).
+        repeat = failed.get("diagnosis", "").startswith(REPEAT)
+        change = FALLBACK_CHANGES[(it + attempt) % len(FALLBACK_CHANGES)] if repeat else None
+        prompt = repair_prompt(state, cand.get("code"), failed, change)
         rec = deps.once("trace", it, f"repair{attempt}",
-                        lambda: _ask(deps.generator, "generator_system", prompt, REPAIR_TEMPERATURE))
+                        lambda: _ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE))
         code, err = extract_code(rec["response"])
         code, fix = _fix(code, state) if deps.options.escape else (code, "")
         history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
-                                              "diagnosis": failed.get("diagnosis", "")}]
+                                              "diagnosis": failed.get("diagnosis", ""),
+                                              **({"suggestion": change} if change else {})}]
         return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history,
                               "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
                               **({"autofix": fix} if fix else {})}}

@@ -130,7 +130,8 @@ def generator_prompt(state: dict, note: str = "") -> str:
     return f"{text}\n\n{note}" if note else text
 
 
-def repair_prompt(state: dict, code: str | None, failed: dict) -> str:
+def repair_prompt(state: dict, code: str | None, failed: dict, suggestion: str | None = None) -> str:
+    """`suggestion` replaces the Improver's (a repeat: the original change was too vague to be applied)."""
     return prompts.render("repair", **_task_fields(state["task"]), code=(code or "(no code)").strip(),
                           outcome=failed.get("kind", ""), diagnosis=failed.get("diagnosis", ""),
-                          suggestion=(state.get("proposal") or {}).get("suggestion", FALLBACK_SUGGESTION))
+                          suggestion=suggestion or (state.get("proposal") or {}).get("suggestion", FALLBACK_SUGGESTION))

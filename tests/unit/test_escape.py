@@ -6,6 +6,7 @@ import pytest
 from agent import Deps, build_graph, recursion_limit_for
 from agent.escape import choose_escape, code_key, failure_streak, signature
 from agent.deps import LoopOptions
+from agent.prompting import FALLBACK_CHANGES
 from agent.run_store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
 
@@ -55,9 +56,12 @@ def test_verbatim_repeat_costs_no_container(tmp_path):
     last = store.results()[-1]
     assert last["outcome"] == "invalid_code"
     assert "identical to the code of iteration 1 (which got ok 0.6000)" in last["diagnosis"]
-    # a repeat goes back to the Generator once (no container), reminded of the change it was asked for
+    # a repeat goes back to the Generator once (no container) with a concrete change instead of the vague
+    # one it could not apply, sampled at the base temperature (near-greedy would repeat itself again)
     rep = next(t for t in store.trace() if t["iteration"] == 2 and t["node"] == "repair1")
-    assert "The change you were asked to make: widen conv2" in rep["prompt"] and len(last["repairs"]) == 1
+    assert len(last["repairs"]) == 1 and last["repairs"][0]["suggestion"] in FALLBACK_CHANGES
+    assert f"The change you were asked to make: {last['repairs'][0]['suggestion']}" in rep["prompt"]
+    assert rep["temperature"] is None
 
 
 def test_preflight_failure_is_repaired_in_one_attempt(tmp_path):
@@ -68,6 +72,7 @@ def test_preflight_failure_is_repaired_in_one_attempt(tmp_path):
     assert res["repairs"] == [{"attempt": 0, "outcome": "shape_error", "diagnosis": "shape_error diagnosis"}]
     rep = next(t for t in store.trace() if t["node"] == "repair1")
     assert "shape_error diagnosis" in rep["prompt"] and 'TAG = "pfail=shape_error"' in rep["prompt"]
+    assert rep["temperature"] == 0.2  # a repair of given code samples near-greedy
     assert {t["node"] for t in store.trace() if t["iteration"] == 1} == {"improve", "generate", "check0", "repair1", "check1"}
     assert out["window"][-1]["outcome"] == "ok" and out["best"]["iteration"] == 1
 
