@@ -173,8 +173,10 @@ _SIZE_ARG = {"Conv2d": ("in_channels", 0), "BatchNorm2d": ("num_features", 0), "
 def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
     """Deterministic repair of a channel mismatch the pre-flight located: when the shape trace says layer
     `self.X` (a Conv2d, BatchNorm2d or Linear) got an input of C channels (or, for Linear, C features),
-    and its size argument is a number in the code, that number becomes C. One layer per call; the
-    candidate is then pre-flighted again. Returns (code, what was changed)."""
+    and its size argument in `__init__` is a number, arithmetic on numbers (`128 // 2`) or one of
+    `__init__`'s own parameters (`in_channels` misused for an inner layer), it becomes C. Only statements
+    directly in `__init__` are touched (never inside a loop or a branch). One layer per call; the candidate
+    is then pre-flighted again. Returns (code, what was changed)."""
     import ast
 
     m = _FAILED_LAYER.search(diagnosis or "")
@@ -187,28 +189,48 @@ def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
     except SyntaxError:
         return code, ""
     keyword, pos = _SIZE_ARG[kind]
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
-            continue
-        target, call = node.targets[0], node.value
-        if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
-                and target.value.id == "self" and target.attr == name
-                and getattr(call.func, "attr", getattr(call.func, "id", "")) == kind):
-            continue
-        arg = next((k.value for k in call.keywords if k.arg == keyword), None)
-        if arg is None and len(call.args) > pos:
-            arg = call.args[pos]
-        if not (isinstance(arg, ast.Constant) and isinstance(arg.value, int)) or arg.value == want:
-            return code, ""
-        if arg.lineno != arg.end_lineno:
-            return code, ""
-        lines = code.splitlines(keepends=True)
-        line = lines[arg.lineno - 1]
-        b = len(line.encode()[:arg.col_offset].decode())  # ast offsets are in bytes
-        e = len(line.encode()[:arg.end_col_offset].decode())
-        lines[arg.lineno - 1] = line[:b] + str(want) + line[e:]
-        return "".join(lines), f"self.{name} = nn.{kind}(...): {keyword} {arg.value} -> {want} (the input it gets)"
+    inits = [f for cls in tree.body if isinstance(cls, ast.ClassDef)
+             for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+    for init in inits:
+        params = {a.arg for a in init.args.args + init.args.kwonlyargs} - {"self"}
+        for node in init.body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
+                continue
+            target, call = node.targets[0], node.value
+            if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and target.value.id == "self" and target.attr == name
+                    and getattr(call.func, "attr", getattr(call.func, "id", "")) == kind):
+                continue
+            arg = next((k.value for k in call.keywords if k.arg == keyword), None)
+            if arg is None and len(call.args) > pos:
+                arg = call.args[pos]
+            fixable = arg is not None and (_constant_int(arg) is not None
+                                           or isinstance(arg, ast.Name) and arg.id in params)
+            if not fixable or _constant_int(arg) == want or arg.lineno != arg.end_lineno:
+                return code, ""
+            lines = code.splitlines(keepends=True)
+            line = lines[arg.lineno - 1]
+            b = len(line.encode()[:arg.col_offset].decode())  # ast offsets are in bytes
+            e = len(line.encode()[:arg.end_col_offset].decode())
+            lines[arg.lineno - 1] = line[:b] + str(want) + line[e:]
+            return "".join(lines), (f"self.{name} = nn.{kind}(...): {keyword} {line[b:e]} -> {want} "
+                                    f"(the input it gets)")
     return code, ""
+
+
+def _constant_int(node) -> int | None:
+    """The value of an integer literal or of arithmetic on literals (`128 // 2`), else None."""
+    import ast
+    import operator
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
+    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in ops:
+        left, right = _constant_int(node.left), _constant_int(node.right)
+        if left is not None and right is not None and not (isinstance(node.op, ast.FloorDiv) and right == 0):
+            return ops[type(node.op)](left, right)
+    return None
 
 
 def _product(values: list[int]) -> int:

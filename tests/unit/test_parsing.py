@@ -108,8 +108,18 @@ def test_channel_mismatches_located_by_the_preflight_are_fixed(change, fixes):
 
 def test_shape_fix_leaves_what_it_cannot_know_alone():
     diag = "RuntimeError: x | trace: … | ✗ features.3 Conv2d(64, 128, kernel_size=(3, 3)) got 96x16x16"
-    code = "class Net:\n    def __init__(self):\n        self.conv = nn.Conv2d(c, 128, 3)\n"
+    code = "class Net:\n    def __init__(self):\n        c = 64\n        self.conv = nn.Conv2d(c, 128, 3)\n"
     assert fix_shapes(code, diag) == (code, "")  # a nested module name: not patched
     diag2 = diag.replace("features.3", "conv")
-    assert fix_shapes(code, diag2) == (code, "")  # the size is a variable, not a number
+    assert fix_shapes(code, diag2) == (code, "")  # the size is a local variable
+    looped = "class Net:\n    def __init__(self):\n        for i in range(2):\n            self.conv = nn.Conv2d(64, 8, 3)\n"
+    assert fix_shapes(looped, diag2) == (looped, "")  # inside a loop: not touched
     assert fix_shapes(code.replace("(c,", "(64,"), diag2)[0].count("nn.Conv2d(96, 128, 3)") == 1
+
+
+@pytest.mark.parametrize("arg", ["128 // 4", "in_channels"])
+def test_shape_fix_handles_arithmetic_and_a_misused_parameter(arg):
+    diag = "RuntimeError: x | trace: … | ✗ conv3 Conv2d(3, 64, kernel_size=(3, 3), stride=(1, 1), bias= got 64x8x8"
+    code = f"class Net:\n    def __init__(self, in_channels=3):\n        self.conv3 = nn.Conv2d({arg}, 64, 3)\n"
+    fixed, note = fix_shapes(code, diag)
+    assert "self.conv3 = nn.Conv2d(64, 64, 3)" in fixed and note.startswith(f"self.conv3 = nn.Conv2d(...): in_channels {arg} -> 64")
