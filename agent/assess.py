@@ -74,9 +74,11 @@ def _check(deps: Deps, iteration: int, code: str, run: Callable[[str, int], Outc
             return rep, code, []
     outcome, fixes = run(code, 0), []
     while deps.options.escape and outcome.stage == "preflight" and len(fixes) < MAX_SHAPE_FIXES:
-        code, note = fix_shapes(code, outcome.diagnosis)
-        if not note:
-            break
+        fixed, note = fix_shapes(code, outcome.diagnosis)
+        layer = note.split(" = ")[0]
+        if not note or any(f.split(" = ")[0] == layer for f in fixes):
+            break  # nothing to fix, or the same layer again: it is used with two input sizes (a design error)
+        code = fixed
         fixes.append(note)
         outcome = run(code, len(fixes))
     return outcome, code, fixes

@@ -183,3 +183,32 @@ def test_replay_and_report_of_an_evolution_run(tmp_path):
     assert "code vs parent (iteration" in text and "best so far: score 20 (iteration 2)" in text
     page = write_report(store.path).read_text()
     assert "Naswot per iteration" in page and "<th>naswot</th>" in page
+
+
+class PreflightScript(ScriptedEvaluator):
+    """Pre-flight diagnoses in the harness's own format, one per call."""
+
+    def __init__(self, *diagnoses: str):
+        super().__init__()
+        self.diagnoses = list(diagnoses)
+
+    def evaluate(self, source):
+        self.calls += 1
+        if self.diagnoses:
+            from tools.outcome import Outcome
+
+            return Outcome("shape_error", self.diagnoses.pop(0), seconds=0.0, stage="preflight")
+        return super().evaluate(source)
+
+
+def test_a_layer_used_with_two_input_sizes_is_fixed_once_then_left_to_repair():
+    from agent.assess import assess
+
+    code = "class Net:\n    def __init__(self, in_channels=3):\n        self.conv1 = nn.Conv2d(in_channels, 128, 3)\n"
+    flip = ["x | trace: ✗ conv1 Conv2d(3, 128, kernel_size=(3, 3)) got 128x8x8",
+            "x | trace: ✗ conv1 Conv2d(128, 128, kernel_size=(3, 3)) got 3x32x32"]
+    ev = PreflightScript(*flip, *flip)
+    outcome, fixed, extra = assess(Deps(None, None, ev, options=LoopOptions()), 1, [code], 0)  # type: ignore[arg-type]
+    assert outcome.stage == "preflight" and ev.calls == 2  # one fix, one rerun, then stop: no oscillation
+    assert extra["shape_fixes"] == ["self.conv1 = nn.Conv2d(...): in_channels in_channels -> 128 (the input it gets)"]
+    assert "nn.Conv2d(128, 128, 3)" in fixed
