@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from agent.errors import RunError
-from agent.run_store import RunStore
+from agent.run_store import RunStore, record_fitness
 from agent.state import DEFAULT_K, window_add
 
 TRACE_VERSION = 1
@@ -104,8 +104,8 @@ def load_steps(run: str) -> list[Step]:
             else:
                 triple["diagnosis"] = r.get("diagnosis", "")
             window = window_add(window, [triple], k)
-            fit = r.get("fitness", r.get("accuracy"))
-            if r.get("outcome") == "ok" and fit is not None and fit > (best or {}).get("fitness", -math.inf):
+            fit = record_fitness(r)
+            if fit is not None and fit > (best or {}).get("fitness", -math.inf):
                 best = {"iteration": it, "accuracy": r.get("accuracy"), "params": r.get("params"), "code": code,
                         "fitness": fit}
             note = ", ".join(x for x in (f"{len(r['repairs'])} repair(s)" if r.get("repairs") else "",

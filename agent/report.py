@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from agent.run_store import RunStore  # noqa: E402
+from agent.run_store import RunStore, record_fitness  # noqa: E402
 from tools.outcome import KINDS, human  # noqa: E402
 
 COLORS = {"ok": "#2a9d55", "syntax_error": "#9b59b6", "invalid_code": "#8e44ad", "interface_error": "#e67e22",
@@ -37,23 +37,15 @@ def pareto(points: list[tuple[float, float, int]]) -> list[tuple[float, float, i
     return front
 
 
-def _fitness(r: dict) -> float | None:
-    """What the run ranked by (results from before strategies existed: the accuracy)."""
-    if r.get("outcome") != "ok":
-        return None
-    value = r.get("fitness", r.get("accuracy"))
-    return None if value is None or value != value or value in (float("inf"), float("-inf")) else float(value)
-
-
 def _fig_accuracy(results: list[dict], path: Path, metric: str = "accuracy") -> None:
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    ok = [(r["iteration"], _fitness(r)) for r in results if _fitness(r) is not None]
+    ok = [(r["iteration"], record_fitness(r)) for r in results if record_fitness(r) is not None]
     bad = [r["iteration"] for r in results if r.get("outcome") != "ok"]
     if ok:
         ax.scatter(*zip(*ok), s=18, color=COLORS["ok"], label="valid candidate", zorder=3)
     best, line = None, []
     for r in results:
-        f = _fitness(r)
+        f = record_fitness(r)
         if f is not None and (best is None or f > best):
             best = f
         line.append((r["iteration"], best if best is not None else float("nan")))
@@ -221,7 +213,7 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
         proxy_section = (f'<h2>{html.escape(cfg.get("proxy", "naswot"))} score vs trained accuracy</h2>'
                          f'<img alt="proxy vs accuracy" src="data:image/png;base64,'
                          f'{base64.b64encode(png.read_bytes()).decode()}">')
-    ranked = sorted((r for r in results if _fitness(r) is not None), key=lambda r: -_fitness(r))[:top_n]
+    ranked = sorted((r for r in results if record_fitness(r) is not None), key=lambda r: -record_fitness(r))[:top_n]
     rows = []
     for i, r in enumerate(ranked, 1):
         code_path = out / "candidates" / f"{r['iteration']:04d}.py"
@@ -230,7 +222,7 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
         if acc is None and final and final.get("iteration") == r["iteration"]:
             acc = final.get("accuracy")
         rows.append(
-            f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{_fitness(r):.4g}</td>"
+            f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{record_fitness(r):.4g}</td>"
             f"<td>{'-' if acc is None else f'{acc:.4f}'}</td>"
             f"<td>{human(r.get('params') or 0)}</td><td>{human(r.get('flops') or 0)}</td>"
             f"<td><a href=\"candidates/{r['iteration']:04d}.py\">{r['iteration']:04d}.py</a>"
@@ -240,7 +232,7 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
     best = ranked[0] if ranked else None
     seed = next((r for r in results if r["iteration"] == 0), {})
     summary = (f"{n} iterations, {valid} valid ({valid / max(n, 1):.0%}); seed accuracy "
-               f"{seed.get('accuracy', float('nan')):.4f}; best {metric} {_fitness(best):.4g} at iteration "
+               f"{seed.get('accuracy', float('nan')):.4f}; best {metric} {record_fitness(best):.4g} at iteration "
                f"{best['iteration']}" if best else f"{n} iterations, no valid candidate")
     if final and final.get("accuracy") is not None:
         summary += f" (trained after the search: accuracy {final['accuracy']:.4f})"
