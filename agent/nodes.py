@@ -21,7 +21,7 @@ from agent.assess import REPEAT, assess
 from agent.deps import Deps, complete_task
 from agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from agent.llm import ChatClient
-from agent.parsing import autofix, extract_code, parse_improver, restore_definitions
+from agent.parsing import autofix, extract_code, fix_layer_slips, parse_improver, restore_definitions
 from agent.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, usable_proposal)
 from tools.outcome import Outcome
@@ -152,7 +152,7 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         rec = deps.once("trace", it, "improve",
                         lambda: _ask(deps.improver, "improver_system", prompt, temperature))
         parsed, err = parse_improver(rec["response"])
-        parsed = usable_proposal(parsed, err, it) if opts.escape else (
+        parsed = usable_proposal(parsed, err, it, state.get("window")) if opts.escape else (
             parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION})
         escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
         return {"proposal": {**parsed, "llm_seconds": rec["seconds"], "escape": escape}, **changed}
@@ -238,7 +238,8 @@ def _fix(code: str | None, state: dict) -> tuple[str | None, str]:
         return code, ""
     code, brackets = autofix(code)
     code, restored = restore_definitions(code, best_fields(state)["best_code"])
-    return code, "; ".join(n for n in (brackets, restored) if n)
+    code, slips = fix_layer_slips(code)
+    return code, "; ".join(n for n in (brackets, restored, slips) if n)
 
 
 def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None) -> dict:

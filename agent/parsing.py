@@ -80,8 +80,8 @@ def extract_code(text: str) -> tuple[str | None, str]:
 def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
     """Deterministic repair of the syntax slip small models make most: surplus closing brackets.
 
-    Removes the last `)`/`]`/`}` on a line Python reports as "unmatched", until the module parses or
-    nothing more can be done. Returns (code, what was changed) — the change is recorded, never hidden."""
+    Removes surplus `)`/`]`/`}` on a line Python reports as "unmatched" (which ones: see `_drop_surplus`),
+    until the module parses or nothing more can be done. Returns (code, what was changed) — the change is recorded, never hidden."""
     import ast
 
     fixed = 0
@@ -95,11 +95,11 @@ def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
             if not m or not exc.lineno or exc.lineno > len(lines):
                 break
             i = exc.lineno - 1
-            j = lines[i].rfind(m.group(1))
-            if j < 0:
+            line = _drop_surplus(lines[i], m.group(1))
+            if line is None:
                 break
-            lines[i] = lines[i][:j] + lines[i][j + 1:]
-            fixed += 1
+            fixed += len(lines[i]) - len(line)
+            lines[i] = line
     if not fixed:
         return code, ""
     out = "".join(lines)
@@ -108,6 +108,37 @@ def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
     except SyntaxError:
         return code, ""  # only keep a fix that yields a module that parses
     return out, f"removed {fixed} unmatched closing bracket(s)"
+
+
+def _drop_surplus(line: str, bracket: str) -> str | None:
+    """`line` without its surplus `bracket`s (as many as it has more closing than opening ones, at least
+    one). Small models close a layer call too early (`nn.Linear(128 * (4)) * 4, 10)`): removing the last
+    bracket would leave a tuple or arithmetic on a layer, so when the line is a statement of its own,
+    the removal that makes its value one call with the most arguments wins; otherwise (or on a tie) the
+    latest brackets go."""
+    import ast
+    from itertools import combinations
+
+    opening = {")": "(", "]": "[", "}": "{"}[bracket]
+    spots = [j for j, ch in enumerate(line) if ch == bracket]
+    surplus = max(1, line.count(bracket) - line.count(opening))
+    if len(spots) < surplus or surplus > 3:
+        return None
+
+    def without(drop: tuple[int, ...]) -> str:
+        return "".join(ch for j, ch in enumerate(line) if j not in drop)
+
+    def rank(drop: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+        try:
+            stmt = ast.parse(without(drop).strip()).body
+        except SyntaxError:
+            return (-1, drop)
+        value = getattr(stmt[0], "value", None) if len(stmt) == 1 else None
+        if isinstance(value, ast.Call):
+            return (2 + len(value.args) + len(value.keywords), drop)
+        return (0 if isinstance(value, (ast.Tuple, ast.BinOp)) else 1, drop)
+
+    return without(max(combinations(spots, surplus), key=rank))
 
 
 def restore_definitions(code: str, base: str) -> tuple[str, str]:
@@ -166,6 +197,71 @@ def _init_assignments(cls, source: str) -> dict[str, str]:
     return out
 
 
+_STATELESS = re.compile(r"(Max|Avg|AdaptiveAvg|AdaptiveMax)Pool[123]d|ReLU6?|LeakyReLU|GELU|SiLU|Sigmoid|Tanh|"
+                        r"Hardswish|ELU|Mish|Flatten|Dropout[123]?d?|Identity|Softmax|Upsample")
+
+
+def fix_layer_slips(code: str) -> tuple[str, str]:
+    """Deterministic repair of a layer used where a tensor belongs, in `forward`: `x = nn.AdaptiveAvgPool2d(1)`
+    (a parameter-free layer built but never applied: becomes `nn.AdaptiveAvgPool2d(1)(x)`) and
+    `x = torch.flatten(self.pool, 1)` (a layer of the net passed as an argument: becomes `self.pool(x)`).
+    `x` is the name the statement assigns, and only when it already holds a tensor (forward's input or an
+    earlier assignment). Returns (code, what was changed)."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code, ""
+    edits: list[tuple[int, int, str]] = []  # (line, column in bytes, text to insert)
+    notes: list[str] = []
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        layers = set(_init_assignments(cls, code))
+        fwd = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
+        if fwd is None:
+            continue
+        tensors = {a.arg for a in fwd.args.args[1:]}
+        for stmt in fwd.body:
+            target = stmt.targets[0].id if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                                            and isinstance(stmt.targets[0], ast.Name)) else None
+            if target in tensors:
+                value = stmt.value
+                if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+                        and isinstance(value.func.value, ast.Name) and value.func.value.id == "nn"
+                        and _STATELESS.fullmatch(value.func.attr)):
+                    edits.append((value.end_lineno, value.end_col_offset, f"({target})"))
+                    notes.append(f"nn.{value.func.attr}(...) -> nn.{value.func.attr}(...)({target})")
+                for call in (n for n in ast.walk(value) if isinstance(n, ast.Call) and _tensor_function(n.func)):
+                    for arg in call.args:
+                        if (isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name)
+                                and arg.value.id == "self" and arg.attr in layers):
+                            edits.append((arg.end_lineno, arg.end_col_offset, f"({target})"))
+                            notes.append(f"self.{arg.attr} passed as a tensor -> self.{arg.attr}({target})")
+            if target:
+                tensors.add(target)
+    if not edits:
+        return code, ""
+    lines = code.splitlines(keepends=True)
+    for lineno, col, text in sorted(set(edits), reverse=True):
+        raw = lines[lineno - 1].encode()
+        lines[lineno - 1] = (raw[:col] + text.encode() + raw[col:]).decode()
+    out = "".join(lines)
+    try:
+        ast.parse(out)
+    except SyntaxError:
+        return code, ""
+    return out, "layer used as a tensor: " + ", ".join(dict.fromkeys(notes))
+
+
+def _tensor_function(func) -> bool:
+    """A call that takes tensors: `torch.*`, `F.*` or a layer of the net (`self.fc`), never `isinstance` & co."""
+    import ast
+
+    while isinstance(func, ast.Attribute):
+        func = func.value
+    return isinstance(func, ast.Name) and func.id in ("torch", "F", "self")
+
+
 _FAILED_LAYER = re.compile(r"✗ ([A-Za-z_]\w*) (Conv2d|BatchNorm2d|Linear)\(.*\bgot ([\dx]+)")
 _SIZE_ARG = {"Conv2d": ("in_channels", 0), "BatchNorm2d": ("num_features", 0), "Linear": ("in_features", 0)}
 
@@ -212,23 +308,63 @@ def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
             line = lines[arg.lineno - 1]
             b = len(line.encode()[:arg.col_offset].decode())  # ast offsets are in bytes
             e = len(line.encode()[:arg.end_col_offset].decode())
+            cls = next(c for c in tree.body if isinstance(c, ast.ClassDef) and init in c.body)
+            site = _second_use(cls, name, diagnosis, lines)
+            if site is not None and node.lineno == node.end_lineno:
+                # one layer applied to two input sizes: the failing use gets its own copy, sized for it
+                copy = _fresh_name(cls, name, code)
+                lines[site - 1] = lines[site - 1].replace(f"self.{name}(", f"self.{copy}(")
+                text = line[:b] + str(want) + line[e:]
+                t = text.index(f"self.{name}")
+                lines.insert(node.lineno, text[:t] + f"self.{copy}" + text[t + len(f"self.{name}"):])
+                return "".join(lines), (f"self.{name} = nn.{kind}(...) is used on two input sizes: the use on "
+                                        f"line {site} gets its own self.{copy} with {keyword} {want}")
             lines[arg.lineno - 1] = line[:b] + str(want) + line[e:]
             return "".join(lines), (f"self.{name} = nn.{kind}(...): {keyword} {line[b:e]} -> {want} "
                                     f"(the input it gets)")
     return code, ""
 
 
+_FAILED_LINE = re.compile(r"candidate\.py:(\d+) in forward:")
+
+
+def _second_use(cls, name: str, diagnosis: str, lines: list[str]) -> int | None:
+    """The forward line that failed, when it applies `self.<name>` once and forward applies it elsewhere too."""
+    import ast
+
+    m = _FAILED_LINE.search(diagnosis)
+    fwd = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
+    if not m or fwd is None:
+        return None
+    uses = [n.lineno for n in ast.walk(fwd) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == name and isinstance(n.func.value, ast.Name) and n.func.value.id == "self"]
+    line = int(m.group(1))
+    if len(uses) < 2 or uses.count(line) != 1 or line > len(lines) or lines[line - 1].count(f"self.{name}(") != 1:
+        return None
+    return line
+
+
+def _fresh_name(cls, name: str, code: str) -> str:
+    """`conv1_2` (or `_3`, ...): a layer name the class does not use yet."""
+    n = 2
+    while f"self.{name}_{n}" in code:
+        n += 1
+    return f"{name}_{n}"
+
+
 def _constant_int(node) -> int | None:
-    """The value of an integer literal or of arithmetic on literals (`128 // 2`), else None."""
+    """The value of an integer literal or of arithmetic on literals (`128 // 2 ** 3`), else None."""
     import ast
     import operator
 
-    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+           ast.Pow: operator.pow}
     if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in ops:
         left, right = _constant_int(node.left), _constant_int(node.right)
-        if left is not None and right is not None and not (isinstance(node.op, ast.FloorDiv) and right == 0):
+        if (left is not None and right is not None and not (isinstance(node.op, ast.FloorDiv) and right == 0)
+                and not (isinstance(node.op, ast.Pow) and not 0 <= right <= 16)):
             return ops[type(node.op)](left, right)
     return None
 

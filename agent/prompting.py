@@ -19,6 +19,9 @@ FALLBACK_CHANGES = (
     "with the same number of input and output channels.",
     "Replace the first convolution's kernel size 3 with 5 and its padding 1 with 2.",
     "Add nn.Dropout(0.2) right before the final nn.Linear, defined in __init__.",
+    "Replace every F.relu in forward with F.silu, changing nothing else.",
+    "Increase the number of output channels of the first convolution by 50% (and of its BatchNorm and the "
+    "input channels of the second convolution), keeping every other layer as it is.",
 )
 
 
@@ -86,18 +89,28 @@ def shown_window(state: dict) -> list[dict]:
             if t.get("iteration") != 0]
 
 
-def usable_proposal(parsed: dict | None, err: str, iteration: int) -> dict:
-    """The Improver's proposal, or a concrete fallback when it is unreadable or a copied placeholder such
-    as "(none: starting point)"."""
+def usable_proposal(parsed: dict | None, err: str, iteration: int, window: list[dict] | None = None) -> dict:
+    """The Improver's proposal, or a concrete fallback when it is unreadable, a copied placeholder such
+    as "(none: starting point)", or a suggestion the memory window shows was already tried (small models
+    copy their last suggestion word for word: the Generator then repeats its code, or its last slip)."""
     sugg = (parsed or {}).get("suggestion", "").strip()
+    tried = {_words(t.get("suggestion", "")): t.get("iteration") for t in window or [] if t.get("iteration") != 0}
     if parsed is None:
         why = f"(improver failure) {err}"
     elif sugg.startswith("(") or not sugg:
         why = f"(improver failure) placeholder suggestion {sugg!r}"
+    elif _words(sugg[:300]) in tried:  # the window keeps 300 characters of each suggestion
+        why = f"(improver repeat) suggestion of iteration {tried[_words(sugg[:300])]} again;"
     else:
         return parsed
+    fresh = [c for c in FALLBACK_CHANGES if _words(c) not in tried] or list(FALLBACK_CHANGES)
     return {"problem": f"{why} {(parsed or {}).get('problem', '')}"[:300].strip(),
-            "suggestion": FALLBACK_CHANGES[iteration % len(FALLBACK_CHANGES)]}
+            "suggestion": fresh[iteration % len(fresh)]}
+
+
+def _words(text: str) -> str:
+    """A suggestion compared word for word, ignoring case, spacing and punctuation."""
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
 
 
 def reflect_prompt(state: dict, note: str = "") -> str:

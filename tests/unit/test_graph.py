@@ -8,6 +8,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent import Deps, build_graph, recursion_limit_for
 from agent.graph import route_next, route_start
+from agent.deps import LoopOptions
 from agent.prompting import FALLBACK_CHANGES
 from agent.run_store import RunStore
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, scripted, task
@@ -75,14 +76,32 @@ def test_target_accuracy_stops_early():
 def test_improver_sees_window_and_last_outcome(tmp_path):
     store = RunStore.create(tmp_path, "unit", {})
     replies = [code_reply(tag="fail=shape_error"), code_reply(tag="acc=0.6")]
-    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store), 2)
+    second = '{"problem": "too narrow", "suggestion": "widen conv2 to 96 channels"}'
+    run(Deps(scripted(GOOD_IMPROVER, second), scripted(*replies), ScriptedEvaluator(), store), 2)
     prompt = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "improve")
     assert "outcome shape_error" in prompt and "shape_error diagnosis" in prompt
     assert "(B, 1, 32, 32)" in prompt and '"outcome": "shape_error"' in prompt
     # the seed's baseline entry is not shown: small models copied its placeholder suggestion
     assert "(none: starting point)" not in prompt
     gen = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "generate")
-    assert "add a block" in gen and "class Net(nn.Module)" in gen
+    assert "widen conv2 to 96 channels" in gen and "class Net(nn.Module)" in gen
+
+
+def test_a_suggestion_already_in_the_window_is_replaced_by_an_untried_change(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    replies = [code_reply(tag=f"acc=0.{i}") for i in range(5, 9)]
+    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store), 4)
+    recs = [r for r in store.results() if r["iteration"] > 0]
+    assert recs[0]["suggestion"] == "add a block"
+    for rec in recs[1:]:  # the Improver said "add a block" every time
+        assert rec["problem"].startswith("(improver repeat) suggestion of iteration 1 again")
+        assert rec["suggestion"] in FALLBACK_CHANGES
+    assert len({r["suggestion"] for r in recs}) == 4  # each replacement is one the window has not seen
+    gen = next(t["prompt"] for t in store.trace() if t["node"] == "generate" and t["iteration"] == 3)
+    assert recs[2]["suggestion"] in gen
+    plain = RunStore.create(tmp_path / "plain", "unit", {})
+    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), plain, LoopOptions(escape=False)), 2)
+    assert [r["suggestion"] for r in plain.results()[1:]] == ["add a block", "add a block"]  # ablation: as asked
 
 
 def test_a_placeholder_suggestion_is_replaced_by_a_concrete_change(tmp_path):

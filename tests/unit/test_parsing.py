@@ -123,3 +123,59 @@ def test_shape_fix_handles_arithmetic_and_a_misused_parameter(arg):
     code = f"class Net:\n    def __init__(self, in_channels=3):\n        self.conv3 = nn.Conv2d({arg}, 64, 3)\n"
     fixed, note = fix_shapes(code, diag)
     assert "self.conv3 = nn.Conv2d(64, 64, 3)" in fixed and note.startswith(f"self.conv3 = nn.Conv2d(...): in_channels {arg} -> 64")
+
+
+@pytest.mark.parametrize("slip,meant", [  # the 1.5B model's own lines: the layer call closed too early
+    ("self.fc = nn.Linear(128 * (32 // 2 ** 3)) * (32 // 2 ** 3), num_classes)",
+     "self.fc = nn.Linear(128 * (32 // 2 ** 3) * (32 // 2 ** 3), num_classes)"),
+    ("self.fc = nn.Linear(128 * (32 // 2 ** 3)) * (32 // 2 ** 3)), num_classes)",
+     "self.fc = nn.Linear(128 * (32 // 2 ** 3) * (32 // 2 ** 3), num_classes)"),
+    ("self.fc = nn.Linear(128 * (2**0)), num_classes)", "self.fc = nn.Linear(128 * (2**0), num_classes)"),
+    ("self.fc = nn.Linear(128, num_classes))", "self.fc = nn.Linear(128, num_classes)"),
+])
+def test_autofix_removes_the_bracket_that_closed_a_layer_call_too_early(slip, meant):
+    import prompts
+    from agent.parsing import autofix
+
+    base = prompts.seed_source("cifar10")
+    code, note = autofix(base.replace("self.fc = nn.Linear(128, num_classes)", slip))
+    assert meant in code and note.startswith("removed")
+
+
+def test_a_layer_used_as_a_tensor_is_applied_to_it():
+    import prompts
+    from agent.parsing import fix_layer_slips
+
+    base = prompts.seed_source("cifar10")
+    built = base.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.AdaptiveAvgPool2d((1, 1))")
+    passed = base.replace("x = F.adaptive_avg_pool2d(x, 1)\n        x = torch.flatten(x, 1)",
+                          "x = torch.flatten(self.pool, 1)")
+    assert preflight_diagnosis(built) is not None and preflight_diagnosis(passed) is not None
+    fixed, note = fix_layer_slips(built)
+    assert "x = nn.AdaptiveAvgPool2d((1, 1))(x)" in fixed and "AdaptiveAvgPool2d" in note
+    assert preflight_diagnosis(fixed) is None
+    fixed, note = fix_layer_slips(passed)
+    assert "x = torch.flatten(self.pool(x), 1)" in fixed and "self.pool" in note
+    fixed, _ = fix_shapes(fixed, preflight_diagnosis(fixed))  # pooled 128x4x4 = 2048 features now reach fc
+    assert "nn.Linear(2048, num_classes)" in fixed and preflight_diagnosis(fixed) is None
+    assert fix_layer_slips(base) == (base, "")
+    # a layer with weights built in forward would never be trained: left to the LLM
+    conv = base.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.Conv2d(128, 128, 1)")
+    assert fix_layer_slips(conv) == (conv, "")
+
+
+def test_a_layer_applied_to_two_input_sizes_gets_a_copy_for_the_second():
+    import prompts
+
+    base = prompts.seed_source("cifar10")  # conv1 (3 -> 32 channels) applied again after conv3 (128 channels)
+    code = base.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = self.conv1(x)\n        x = F.adaptive_avg_pool2d(x, 1)")
+    made = []
+    while (diag := preflight_diagnosis(code)) is not None:
+        code, note = fix_shapes(code, diag)
+        assert note, diag
+        made.append(note)
+    assert "self.conv1 = nn.Conv2d(in_channels, 32, 3" in code  # the first use is untouched
+    assert "self.conv1_2 = nn.Conv2d(128, 32, 3, padding=1, bias=False)" in code
+    assert code.count("self.conv1(x)") == 1 and code.count("self.conv1_2(x)") == 1
+    assert made[0].startswith("self.conv1 = nn.Conv2d(...) is used on two input sizes")
+    assert made[1].startswith("self.fc = nn.Linear(...): in_features 128 -> 32")
