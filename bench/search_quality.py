@@ -6,6 +6,11 @@ loop) — and prints valid-candidate rate, best vs seed accuracy, iterations to 
 seconds per iteration for both rows. Nothing is asserted.
 
     python bench/search_quality.py [--iterations 20] [--llm llamacpp:qwen2.5-coder-1.5b] [--images DIR]
+                                   [--only nasloop --plain-run RUN_DIR]
+
+Columns: `fixed` counts candidates changed by a deterministic fix (brackets, restored definitions, layer
+slips, channel sizes), `replaced` the Improver suggestions replaced by a concrete change (unreadable, a
+placeholder, or already tried).
 """
 from __future__ import annotations
 
@@ -34,7 +39,11 @@ def run(label: str, extra: list[str], args: argparse.Namespace, runs_dir: Path) 
     if proc.returncode != 0:
         print(proc.stderr[-3000:])
         raise SystemExit(f"{label} search failed")
-    run_dir = next(p for p in (runs_dir / label).iterdir() if p.is_dir())
+    return summarize(label, next(p for p in (runs_dir / label).iterdir() if p.is_dir()))
+
+
+def summarize(label: str, run_dir: Path) -> dict:
+    """One row of the table from a finished run directory."""
     results = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()]
     seed = next(r for r in results if r["iteration"] == 0)
     cands = [r for r in results if r["iteration"] > 0]
@@ -52,6 +61,9 @@ def run(label: str, extra: list[str], args: argparse.Namespace, runs_dir: Path) 
         "s_per_iter": (times[-1] - times[0]) / max(1, len(cands)),
         "llm_share": sum(llm_s) / max(1e-9, times[-1] - times[0]),
         "repaired": sum(1 for r in cands if r.get("repairs")), "escapes": sum(1 for r in cands if r.get("escape")),
+        "fixed": sum(1 for r in cands if r.get("autofix") or r.get("shape_fixes")),
+        "replaced": sum(1 for r in cands if str(r.get("problem", "")).startswith(("(improver repeat)",
+                                                                                   "(improver failure)"))),
         "outcomes": kinds,
     }
 
@@ -66,20 +78,25 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=43)
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "bench" / "out" / "search_quality")
     ap.add_argument("--only", choices=["nasloop", "plain"])
+    ap.add_argument("--plain-run", type=Path, help="a finished plain run directory to use as the baseline row "
+                    "instead of running it again (same seed, same machine: its LLM replies repeat exactly)")
     args = ap.parse_args()
     args.images = args.images or cifar_images()
     rows = []
     for label, extra in (("plain", PLAIN), ("nasloop", [])):  # the baseline first
-        if args.only in (None, label):
+        if label == "plain" and args.plain_run:
+            print(f"[plain] recorded run {args.plain_run}")
+            rows.append(summarize(label, args.plain_run))
+        elif args.only in (None, label):
             rows.append(run(label, extra, args, args.runs_dir))
     print(f"\nsearch quality: {args.llm}, {args.iterations} iterations, seed {args.seed}, "
           f"{args.train_subset} training images, >= {args.min_steps} steps per candidate")
     print(f"{'loop':<8} {'valid':>9} {'seed acc':>9} {'best acc':>9} {'1st valid':>9} {'s/iter':>7} "
-          f"{'LLM share':>9} {'repaired':>8} {'escapes':>7}  outcomes")
+          f"{'LLM share':>9} {'repaired':>8} {'escapes':>7} {'fixed':>5} {'replaced':>8}  outcomes")
     for r in rows:
         print(f"{r['label']:<8} {r['valid']:>3}/{r['candidates']:<3}{r['valid_rate']:>4.0%} {r['seed_acc']:>9.3f} "
               f"{r['best_acc']:>9.3f} {str(r['first_valid']):>9} {r['s_per_iter']:>7.0f} {r['llm_share']:>9.0%} "
-              f"{r['repaired']:>8} {r['escapes']:>7}  {r['outcomes']}")
+              f"{r['repaired']:>8} {r['escapes']:>7} {r['fixed']:>5} {r['replaced']:>8}  {r['outcomes']}")
     if len(rows) == 2:
         b, a = rows
 
