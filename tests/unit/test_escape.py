@@ -77,6 +77,17 @@ def test_preflight_failure_is_repaired_in_one_attempt(tmp_path):
     assert out["window"][-1]["outcome"] == "ok" and out["best"]["iteration"] == 1
 
 
+def test_a_degenerate_reply_is_not_shown_back_to_the_repair(tmp_path):
+    loop = "math.floor(math.sqrt(" * 40  # what the 1.5B model wrote until the token limit cut it off
+    broken = code_reply(tag="pfail=syntax_error").replace("TAG =", f"X = {loop}\nTAG =")
+    gen = scripted(broken, code_reply(tag="acc=0.7"))
+    out, store, _ = run(tmp_path, gen, 1)
+    rep = next(t for t in store.trace() if t["node"] == "repair1")
+    assert loop not in rep["prompt"] and "degenerated into one endlessly repeating line" in rep["prompt"]
+    assert "class Net(nn.Module)" in rep["prompt"]  # the network it was asked to change, instead
+    assert store.results()[-1]["outcome"] == "ok"
+
+
 def test_no_repairs_when_disabled_or_when_training_failed(tmp_path):
     out, store, _ = run(tmp_path / "a", scripted(code_reply(tag="pfail=shape_error")), 1, LoopOptions(repairs=0))
     assert store.results()[-1]["outcome"] == "shape_error" and store.results()[-1]["repairs"] == []
