@@ -21,7 +21,8 @@ from agent.assess import REPEAT, assess
 from agent.deps import Deps, complete_task
 from agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from agent.llm import ChatClient
-from agent.parsing import autofix, extract_code, fix_layer_slips, parse_improver, restore_definitions
+from agent.parsing import (adopt_net, autofix, extract_code, fix_layer_slips, parse_improver,
+                           restore_definitions)
 from agent.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, usable_proposal)
 from tools.outcome import Outcome
@@ -172,8 +173,7 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
             t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
             rec = deps.once("trace", it, "generate" if j == 0 else f"generate.{j}",
                             lambda: _ask(deps.generator, "generator_system", prompt, t))
-            code, err = extract_code(rec["response"])
-            code, fix = _fix(code, state) if opts.escape else (code, "")
+            code, err, fix = _code(rec["response"], state, opts.escape)
             codes.append(code)
             errors.append(err)
             fixes.append(fix)
@@ -219,8 +219,7 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         prompt = repair_prompt(state, cand.get("code"), failed, change)
         rec = deps.once("trace", it, f"repair{attempt}",
                         lambda: _ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE))
-        code, err = extract_code(rec["response"])
-        code, fix = _fix(code, state) if deps.options.escape else (code, "")
+        code, err, fix = _code(rec["response"], state, deps.options.escape)
         history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
                                               "diagnosis": failed.get("diagnosis", ""),
                                               **({"suggestion": change} if change else {})}]
@@ -232,14 +231,22 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
             "repair": repair}
 
 
-def _fix(code: str | None, state: dict) -> tuple[str | None, str]:
-    """The deterministic fixes of small models' commonest slips (agent/parsing.py), recorded as one note."""
+def _code(reply: str, state: dict, fixes: bool) -> tuple[str | None, str, str]:
+    """(code, why there is none, note) from a Generator reply. With `fixes` (escapes on), the deterministic
+    fixes of small models' commonest slips (agent/parsing.py) are applied and recorded as one note."""
+    code, err = extract_code(reply)
+    if not fixes:
+        return code, err, ""
+    renamed = ""
+    if code is None:
+        code, renamed = adopt_net(reply)
+        err = "" if code else err
     if not code:
-        return code, ""
+        return code, err, ""
     code, brackets = autofix(code)
     code, restored = restore_definitions(code, best_fields(state)["best_code"])
     code, slips = fix_layer_slips(code)
-    return code, "; ".join(n for n in (brackets, restored, slips) if n)
+    return code, err, "; ".join(n for n in (renamed, brackets, restored, slips) if n)
 
 
 def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None) -> dict:

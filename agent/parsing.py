@@ -77,6 +77,21 @@ def extract_code(text: str) -> tuple[str | None, str]:
     return None, "the Generator's reply contains no ```python code block with class Net"
 
 
+_MODULE_CLASS = re.compile(r"^class ([A-Za-z_]\w*)\((?:nn|torch\.nn)\.Module\):", re.MULTILINE)
+
+
+def adopt_net(text: str) -> tuple[str | None, str]:
+    """Deterministic repair of a renamed network: a reply whose code block defines exactly one
+    `nn.Module` subclass, under another name (`class ModifiedNet(nn.Module)`), gets it renamed to `Net`.
+    Returns (code, what was changed), or (None, "") when there is no such block."""
+    for lang, body in _FENCE.findall(text or ""):
+        names = _MODULE_CLASS.findall(body)
+        if lang.lower() in ("", "python", "py", "python3") and len(names) == 1 and names[0] != "Net" \
+                and not re.search(r"\bNet\b", body):
+            return re.sub(rf"\b{names[0]}\b", "Net", body).strip() + "\n", f"class {names[0]} renamed to Net"
+    return None, ""
+
+
 def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
     """Deterministic repair of the syntax slip small models make most: surplus closing brackets.
 
@@ -284,6 +299,8 @@ def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
         tree = ast.parse(code)
     except SyntaxError:
         return code, ""
+    if kind == "Linear" and len(got) == 3:
+        return _pool_before(code, tree, name, diagnosis, m.group(3))
     keyword, pos = _SIZE_ARG[kind]
     inits = [f for cls in tree.body if isinstance(cls, ast.ClassDef)
              for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
@@ -326,6 +343,34 @@ def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
 
 
 _FAILED_LINE = re.compile(r"candidate\.py:(\d+) in forward:")
+
+
+def _pool_before(code: str, tree, name: str, diagnosis: str, got: str) -> tuple[str, str]:
+    """A Linear applied to a feature map (`✗ fc Linear(...) got 128x16x16`): the line of forward that
+    applies it, when it is a statement of its own like `x = self.fc(x)` or `return self.fc(x)`, gets a
+    global average pool and flatten before it, as the Generator's instructions ask. The Linear's size is
+    then the next pre-flight's to fix."""
+    import ast
+
+    m = _FAILED_LINE.search(diagnosis)
+    if not m or not re.search(r"^import torch\b", code, re.MULTILINE):
+        return code, ""
+    line = int(m.group(1))
+    for cls in (c for c in tree.body if isinstance(c, ast.ClassDef)):
+        fwd = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
+        stmt = next((st for st in (fwd.body if fwd else []) if st.lineno == line == st.end_lineno), None)
+        call = next((n for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                     and n.func.attr == name and isinstance(n.func.value, ast.Name) and n.func.value.id == "self"
+                     and len(n.args) == 1 and isinstance(n.args[0], ast.Name)), None) if stmt else None
+        if call is None:
+            continue
+        v = call.args[0].id
+        lines = code.splitlines(keepends=True)
+        indent = lines[line - 1][:len(lines[line - 1]) - len(lines[line - 1].lstrip())]
+        lines.insert(line - 1, f"{indent}{v} = torch.flatten(torch.nn.functional.adaptive_avg_pool2d({v}, 1), 1)\n")
+        return "".join(lines), (f"inserted a global average pool and flatten before self.{name} on line {line} "
+                                f"(the Linear got a {got} feature map)")
+    return code, ""
 
 
 def _second_use(cls, name: str, diagnosis: str, lines: list[str]) -> int | None:

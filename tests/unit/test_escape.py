@@ -132,3 +132,15 @@ def test_progress_display_copes_with_repair_steps(capsys):
                                       "best": {"accuracy": 0.5}}})
     err = capsys.readouterr().err
     assert "iter 1/3  ok" in err and "best 0.500" in err and "(after 1 repair)" in err
+
+
+def test_a_renamed_network_is_trained_under_its_own_name_only_with_fixes_on(tmp_path):
+    from tests.fakes import SEED
+
+    renamed = code_reply(SEED.replace("class Net(", "class ModifiedNet("), tag="acc=0.6")
+    out, store, _ = run(tmp_path / "a", scripted(renamed), 1)
+    res = store.results()[-1]
+    assert res["outcome"] == "ok" and res["autofix"] == "class ModifiedNet renamed to Net"
+    out, store, _ = run(tmp_path / "b", scripted(renamed), 1, LoopOptions(repairs=0, escape=False))
+    res = store.results()[-1]
+    assert res["outcome"] == "invalid_code" and "does not define class Net" in res["diagnosis"]

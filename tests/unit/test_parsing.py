@@ -179,3 +179,30 @@ def test_a_layer_applied_to_two_input_sizes_gets_a_copy_for_the_second():
     assert code.count("self.conv1(x)") == 1 and code.count("self.conv1_2(x)") == 1
     assert made[0].startswith("self.conv1 = nn.Conv2d(...) is used on two input sizes")
     assert made[1].startswith("self.fc = nn.Linear(...): in_features 128 -> 32")
+
+
+def test_a_linear_applied_to_a_feature_map_gets_pooled_input():
+    import prompts
+
+    base = prompts.seed_source("cifar10")  # the 1.5B model dropped the pool and flatten before fc
+    code = base.replace("        x = F.adaptive_avg_pool2d(x, 1)\n        x = torch.flatten(x, 1)\n", "")
+    made = []
+    while (diag := preflight_diagnosis(code)) is not None:
+        code, note = fix_shapes(code, diag)
+        assert note, diag
+        made.append(note)
+    assert made == ["inserted a global average pool and flatten before self.fc on line 33 "
+                    "(the Linear got a 128x8x8 feature map)"]
+    assert "        x = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)\n        return self.fc(x)" in code
+
+
+def test_a_renamed_network_is_adopted():
+    from agent.parsing import adopt_net
+    import prompts
+
+    base = prompts.seed_source("cifar10")
+    reply = "```python\n" + base.replace("class Net(", "class ModifiedNet(") + "```"
+    assert extract_code(reply)[0] is None
+    assert adopt_net(reply) == (base, "class ModifiedNet renamed to Net")
+    two = "```python\nclass A(nn.Module):\n    pass\n\n\nclass B(nn.Module):\n    pass\n```"
+    assert adopt_net(two) == (None, "")  # which one is meant is not ours to guess
