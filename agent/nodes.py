@@ -21,8 +21,8 @@ from agent.assess import REPEAT, assess
 from agent.deps import Deps, complete_task
 from agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from agent.llm import ChatClient
-from agent.parsing import (adopt_net, autofix, extract_code, fix_layer_slips, parse_improver,
-                           restore_definitions)
+from agent.code_fixes import adopt_net, autofix, fix_layer_slips, restore_definitions
+from agent.parsing import extract_code, parse_improver
 from agent.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, usable_proposal)
 from tools.outcome import Outcome

@@ -1,7 +1,8 @@
 """Replies small models really give: single quotes, fences, chatter, no code."""
 import pytest
 
-from agent.parsing import extract_code, fix_shapes, parse_improver, restore_definitions
+from agent.code_fixes import fix_shapes, restore_definitions
+from agent.parsing import extract_code, parse_improver
 
 
 @pytest.mark.parametrize("text", [
@@ -46,7 +47,7 @@ def test_no_code(text, why):
 
 
 def test_autofix_removes_surplus_closing_brackets():
-    from agent.parsing import autofix
+    from agent.code_fixes import autofix
 
     bad = "def f(x):\n    y = g(h(x))))\n    return [y]]\n"
     code, note = autofix(bad)
@@ -135,7 +136,7 @@ def test_shape_fix_handles_arithmetic_and_a_misused_parameter(arg):
 ])
 def test_autofix_removes_the_bracket_that_closed_a_layer_call_too_early(slip, meant):
     import prompts
-    from agent.parsing import autofix
+    from agent.code_fixes import autofix
 
     base = prompts.seed_source("cifar10")
     code, note = autofix(base.replace("self.fc = nn.Linear(128, num_classes)", slip))
@@ -144,7 +145,7 @@ def test_autofix_removes_the_bracket_that_closed_a_layer_call_too_early(slip, me
 
 def test_a_layer_used_as_a_tensor_is_applied_to_it():
     import prompts
-    from agent.parsing import fix_layer_slips
+    from agent.code_fixes import fix_layer_slips
 
     base = prompts.seed_source("cifar10")
     built = base.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.AdaptiveAvgPool2d((1, 1))")
@@ -197,7 +198,7 @@ def test_a_linear_applied_to_a_feature_map_gets_pooled_input():
 
 
 def test_a_renamed_network_is_adopted():
-    from agent.parsing import adopt_net
+    from agent.code_fixes import adopt_net
     import prompts
 
     base = prompts.seed_source("cifar10")
