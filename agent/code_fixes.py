@@ -8,6 +8,7 @@ code is returned unchanged. Only the loop with escapes on applies them (the plai
 - `autofix`: surplus closing brackets (the one that closed a layer call too early).
 - `restore_definitions`: layer definitions a rewrite dropped while forward still uses them.
 - `fix_layer_slips`: a layer used where a tensor belongs in forward.
+- `fix_float_sizes`: a fractional layer size (`nn.Linear(8192 * 1.5, 10)`).
 - `fix_shapes`: the size argument of the Conv2d/BatchNorm2d/Linear the pre-flight's shape trace names;
   a copy for a layer's second use at another size; a pool and flatten before a Linear given a feature map.
 """
@@ -207,6 +208,59 @@ def fix_layer_slips(code: str) -> tuple[str, str]:
     except SyntaxError:
         return code, ""
     return out, "layer used as a tensor: " + ", ".join(dict.fromkeys(notes))
+
+
+_SIZE_ARGS = {"Conv1d": (2, ("in_channels", "out_channels")), "Conv2d": (2, ("in_channels", "out_channels")),
+              "Linear": (2, ("in_features", "out_features")), "BatchNorm1d": (1, ("num_features",)),
+              "BatchNorm2d": (1, ("num_features",))}
+
+
+def fix_float_sizes(code: str) -> tuple[str, str]:
+    """Deterministic repair of a fractional layer size (`nn.Linear(8192 * 1.5, 10)`: "widen by 50 %" taken
+    literally): a size argument of a Conv, Linear or BatchNorm that is arithmetic on numbers with a float
+    or a true division becomes its integer value; one on names (`in_channels * 1.5`) is wrapped in int()."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code, ""
+    edits: list[tuple[ast.AST, str]] = []
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                 and n.func.attr in _SIZE_ARGS):
+        count, names = _SIZE_ARGS[call.func.attr]
+        for arg in call.args[:count] + [k.value for k in call.keywords if k.arg in names]:
+            if arg.lineno != arg.end_lineno or not any(
+                    isinstance(n, ast.Constant) and isinstance(n.value, float) or isinstance(n, ast.Div)
+                    for n in ast.walk(arg)):
+                continue
+            value = _constant_number(arg)
+            edits.append((arg, str(int(value)) if value is not None else f"int({ast.unparse(arg)})"))
+    if not edits:
+        return code, ""
+    lines = code.splitlines(keepends=True)
+    notes = []
+    for arg, text in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
+        raw = lines[arg.lineno - 1].encode()
+        notes.append(f"{raw[arg.col_offset:arg.end_col_offset].decode()} -> {text}")
+        lines[arg.lineno - 1] = (raw[:arg.col_offset] + text.encode() + raw[arg.end_col_offset:]).decode()
+    return "".join(lines), "fractional layer size: " + ", ".join(reversed(notes))
+
+
+def _constant_number(node) -> float | None:
+    """The value of arithmetic on int and float literals, else None."""
+    import ast
+    import operator
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv}
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in ops:
+        left, right = _constant_number(node.left), _constant_number(node.right)
+        if left is not None and right is not None and not (isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0):
+            return ops[type(node.op)](left, right)
+    return None
 
 
 def _tensor_function(func) -> bool:

@@ -207,3 +207,20 @@ def test_a_renamed_network_is_adopted():
     assert adopt_net(reply) == (base, "class ModifiedNet renamed to Net")
     two = "```python\nclass A(nn.Module):\n    pass\n\n\nclass B(nn.Module):\n    pass\n```"
     assert adopt_net(two) == (None, "")  # which one is meant is not ours to guess
+
+
+def test_a_fractional_layer_size_becomes_an_integer():
+    import prompts
+    from agent.code_fixes import fix_float_sizes
+
+    base = prompts.seed_source("cifar10")  # "increase by 50 %", taken literally by the 1.5B model
+    code = base.replace("nn.Linear(128, num_classes)", "nn.Linear(128 * 1.5, num_classes)").replace(
+        "nn.Conv2d(64, 128, 3", "nn.Conv2d(64, in_channels * 128 / 3, 3")
+    assert "TypeError" in preflight_diagnosis(code)
+    fixed, note = fix_float_sizes(code)
+    assert "nn.Linear(192, num_classes)" in fixed and "nn.Conv2d(64, int(in_channels * 128 / 3), 3" in fixed
+    assert note == "fractional layer size: in_channels * 128 / 3 -> int(in_channels * 128 / 3), 128 * 1.5 -> 192"
+    while (diag := preflight_diagnosis(fixed)) is not None:  # the sizes now only need to agree
+        fixed, made = fix_shapes(fixed, diag)
+        assert made, diag
+    assert fix_float_sizes(base) == (base, "")
