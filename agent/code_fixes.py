@@ -9,6 +9,7 @@ code is returned unchanged. Only the loop with escapes on applies them (the plai
 - `restore_definitions`: layer definitions a rewrite dropped while forward still uses them.
 - `fix_layer_slips`: a layer used where a tensor belongs in forward.
 - `fix_float_sizes`: a fractional layer size (`nn.Linear(8192 * 1.5, 10)`).
+- `drop_example_usage`: module-level code that runs on import (`net = Net()`).
 - `fix_shapes`: the size argument of the Conv2d/BatchNorm2d/Linear the pre-flight's shape trace names;
   a copy for a layer's second use at another size; a pool and flatten before a Linear given a feature map.
 """
@@ -208,6 +209,37 @@ def fix_layer_slips(code: str) -> tuple[str, str]:
     except SyntaxError:
         return code, ""
     return out, "layer used as a tensor: " + ", ".join(dict.fromkeys(notes))
+
+
+def drop_example_usage(code: str) -> tuple[str, str]:
+    """Deterministic repair of module-level code the candidate runs when imported (`net = Net()`,
+    `fix_module(net)`, `print(...)`: an "example usage" small models append): top-level calls, and
+    assignments whose value calls a class or function the module defines, are removed. Definitions,
+    imports and constants stay."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code, ""
+    defined = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+
+    def runs(stmt: ast.stmt) -> bool:
+        if isinstance(stmt, ast.Expr):
+            return isinstance(stmt.value, ast.Call)
+        if isinstance(stmt, ast.Assign):
+            return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in defined
+                       for n in ast.walk(stmt.value))
+        return isinstance(stmt, ast.If) and "__name__" in ast.unparse(stmt.test)
+
+    drop = [stmt for stmt in tree.body if runs(stmt)]
+    if not drop:
+        return code, ""
+    lines = code.splitlines(keepends=True)
+    for stmt in reversed(drop):
+        del lines[stmt.lineno - 1:stmt.end_lineno]
+    gone = ", ".join(ast.unparse(stmt).splitlines()[0][:40] for stmt in drop)
+    return "".join(lines), f"removed code that runs on import: {gone}"
 
 
 _SIZE_ARGS = {"Conv1d": (2, ("in_channels", "out_channels")), "Conv2d": (2, ("in_channels", "out_channels")),

@@ -21,7 +21,8 @@ from agent.assess import REPEAT, assess
 from agent.deps import Deps, complete_task
 from agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from agent.llm import ChatClient
-from agent.code_fixes import adopt_net, autofix, fix_float_sizes, fix_layer_slips, restore_definitions
+from agent.code_fixes import (adopt_net, autofix, drop_example_usage, fix_float_sizes, fix_layer_slips,
+                              restore_definitions)
 from agent.parsing import extract_code, parse_improver
 from agent.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, usable_proposal)
@@ -247,7 +248,8 @@ def _code(reply: str, state: dict, fixes: bool) -> tuple[str | None, str, str]:
     code, restored = restore_definitions(code, best_fields(state)["best_code"])
     code, slips = fix_layer_slips(code)
     code, sizes = fix_float_sizes(code)
-    return code, err, "; ".join(n for n in (renamed, brackets, restored, slips, sizes) if n)
+    code, usage = drop_example_usage(code)
+    return code, err, "; ".join(n for n in (renamed, brackets, restored, slips, sizes, usage) if n)
 
 
 def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None) -> dict:

@@ -224,3 +224,18 @@ def test_a_fractional_layer_size_becomes_an_integer():
         fixed, made = fix_shapes(fixed, diag)
         assert made, diag
     assert fix_float_sizes(base) == (base, "")
+
+
+def test_example_usage_that_runs_on_import_is_removed():
+    import prompts
+    from agent.code_fixes import drop_example_usage
+
+    base = prompts.seed_source("cifar10")
+    usage = ("\n# Example usage:\ndef fix_module(module):\n    module.apply(fix_module)\n\n\nnet = Net()\n"
+             "fix_module(net)\nprint(net)\nif __name__ == \"__main__\":\n    print(Net()(torch.zeros(1, 3, 32, 32)))\n")
+    code, note = drop_example_usage(base + usage)
+    assert "net = Net()" not in code and "fix_module(net)" not in code and "__main__" not in code
+    assert "def fix_module(module):" in code and code.startswith(base)  # definitions stay
+    assert note.startswith("removed code that runs on import: net = Net(), fix_module(net), print(net)")
+    assert preflight_diagnosis(code) is None
+    assert drop_example_usage(base) == (base, "")
