@@ -216,10 +216,17 @@ class ShapeTrace:
         return out[-limit:]
 
 
-def over_budget(params: int, max_params: int) -> dict | None:
+def over_budget(params: int, max_params: int, model: nn.Module | None = None) -> dict | None:
+    """A BudgetError naming the largest layers, so a repair knows which ones to shrink."""
     if max_params and params > max_params:
+        largest = ""
+        if model is not None:
+            own = [(sum(p.numel() for p in m.parameters(recurse=False)), name, type(m).__name__)
+                   for name, m in model.named_modules() if name]
+            top = sorted((t for t in own if t[0]), reverse=True)[:3]
+            largest = "; largest layers: " + ", ".join(f"{name} {kind} {n:,}" for n, name, kind in top)
         return {"status": "error", "phase": "interface", "exc_type": "BudgetError",
-                "message": f"Net has {params:,} parameters; the budget is {max_params:,}. Use fewer or "
+                "message": f"Net has {params:,} parameters; the budget is {max_params:,}{largest}. Use fewer or "
                            f"narrower layers"}
     return None
 
@@ -250,7 +257,7 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
         return _error("build", exc), {"preflight": "failed"}
     params = sum(p.numel() for p in model.parameters())
     info = {"params": int(params), "preflight": "failed"}
-    budget = over_budget(params, max_params)
+    budget = over_budget(params, max_params, model)
     if budget:
         return budget, {**info, "preflight_seconds": time.perf_counter() - t0}
     trace = ShapeTrace(model)
@@ -352,7 +359,7 @@ def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
         return {**base, **_error("build", exc)}
     params = sum(p.numel() for p in model.parameters())
     base["params"] = int(params)
-    budget = over_budget(params, int(cfg.get("max_params") or 0))
+    budget = over_budget(params, int(cfg.get("max_params") or 0), model)
     if budget:
         return {**base, **budget}
 

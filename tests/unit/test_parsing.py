@@ -239,3 +239,12 @@ def test_example_usage_that_runs_on_import_is_removed():
     assert note.startswith("removed code that runs on import: net = Net(), fix_module(net), print(net)")
     assert preflight_diagnosis(code) is None
     assert drop_example_usage(base) == (base, "")
+
+
+def test_a_net_over_budget_is_told_which_layers_to_shrink():
+    from pathlib import Path
+
+    code = (Path(__file__).parents[1] / "candidates" / "huge_net.py").read_text()
+    diag = preflight_diagnosis(code)
+    assert diag.startswith("BudgetError: Net has 268,452,458 parameters; the budget is 2,000,000; largest layers: "
+                           "big Linear 268,451,840, conv Conv2d 448, fc Linear 170")
