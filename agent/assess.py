@@ -10,7 +10,7 @@ from typing import Callable
 
 from agent.deps import Deps, LoopOptions
 from agent.escape import code_key
-from agent.code_fixes import fix_shapes
+from agent.shape_fixes import fix_shapes
 from tools.outcome import Outcome
 
 

@@ -1,7 +1,8 @@
 """Replies small models really give: single quotes, fences, chatter, no code."""
 import pytest
 
-from agent.code_fixes import fix_shapes, restore_definitions
+from agent.code_fixes import restore_definitions
+from agent.shape_fixes import fix_shapes
 from agent.parsing import extract_code, parse_improver
 
 
@@ -89,6 +90,17 @@ def preflight_diagnosis(code: str) -> str | None:
     return None if failure is None else _from_error(failure, 0.0, {}).diagnosis
 
 
+def fix_until_clean(code: str) -> tuple[str, list[str]]:
+    """Shape-fix `code` the way the loop does, one pre-flight at a time, until it passes; every
+    pre-flight failure on the way must be one a fix handles."""
+    made = []
+    while (diag := preflight_diagnosis(code)) is not None:
+        code, note = fix_shapes(code, diag)
+        assert note, diag
+        made.append(note)
+    return code, made
+
+
 @pytest.mark.parametrize("change,fixes", [
     (("self.conv2 = nn.Conv2d(32, 64, 3", "self.conv2 = nn.Conv2d(32, 96, 3"),
      ["self.bn2 = nn.BatchNorm2d(...): num_features 64 -> 96", "self.conv3 = nn.Conv2d(...): in_channels 64 -> 96"]),
@@ -98,13 +110,8 @@ def preflight_diagnosis(code: str) -> str | None:
 def test_channel_mismatches_located_by_the_preflight_are_fixed(change, fixes):
     import prompts
 
-    code = prompts.seed_source("cifar10").replace(*change)
-    made = []
-    while (diag := preflight_diagnosis(code)) is not None:
-        code, note = fix_shapes(code, diag)
-        assert note, diag
-        made.append(note.split(" (")[0])
-    assert made == fixes
+    _, made = fix_until_clean(prompts.seed_source("cifar10").replace(*change))
+    assert [note.split(" (")[0] for note in made] == fixes
 
 
 def test_shape_fix_leaves_what_it_cannot_know_alone():
@@ -169,12 +176,8 @@ def test_a_layer_applied_to_two_input_sizes_gets_a_copy_for_the_second():
     import prompts
 
     base = prompts.seed_source("cifar10")  # conv1 (3 -> 32 channels) applied again after conv3 (128 channels)
-    code = base.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = self.conv1(x)\n        x = F.adaptive_avg_pool2d(x, 1)")
-    made = []
-    while (diag := preflight_diagnosis(code)) is not None:
-        code, note = fix_shapes(code, diag)
-        assert note, diag
-        made.append(note)
+    code, made = fix_until_clean(
+        base.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = self.conv1(x)\n        x = F.adaptive_avg_pool2d(x, 1)"))
     assert "self.conv1 = nn.Conv2d(in_channels, 32, 3" in code  # the first use is untouched
     assert "self.conv1_2 = nn.Conv2d(128, 32, 3, padding=1, bias=False)" in code
     assert code.count("self.conv1(x)") == 1 and code.count("self.conv1_2(x)") == 1
@@ -186,12 +189,8 @@ def test_a_linear_applied_to_a_feature_map_gets_pooled_input():
     import prompts
 
     base = prompts.seed_source("cifar10")  # the 1.5B model dropped the pool and flatten before fc
-    code = base.replace("        x = F.adaptive_avg_pool2d(x, 1)\n        x = torch.flatten(x, 1)\n", "")
-    made = []
-    while (diag := preflight_diagnosis(code)) is not None:
-        code, note = fix_shapes(code, diag)
-        assert note, diag
-        made.append(note)
+    code, made = fix_until_clean(
+        base.replace("        x = F.adaptive_avg_pool2d(x, 1)\n        x = torch.flatten(x, 1)\n", ""))
     assert made == ["inserted a global average pool and flatten before self.fc on line 33 "
                     "(the Linear got a 128x8x8 feature map)"]
     assert "        x = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)\n        return self.fc(x)" in code
@@ -220,9 +219,7 @@ def test_a_fractional_layer_size_becomes_an_integer():
     fixed, note = fix_float_sizes(code)
     assert "nn.Linear(192, num_classes)" in fixed and "nn.Conv2d(64, int(in_channels * 128 / 3), 3" in fixed
     assert note == "fractional layer size: in_channels * 128 / 3 -> int(in_channels * 128 / 3), 128 * 1.5 -> 192"
-    while (diag := preflight_diagnosis(fixed)) is not None:  # the sizes now only need to agree
-        fixed, made = fix_shapes(fixed, diag)
-        assert made, diag
+    fix_until_clean(fixed)  # the sizes now only need to agree
     assert fix_float_sizes(base) == (base, "")
 
 

@@ -1,0 +1,136 @@
+"""Deterministic fixes guided by the pre-flight's shape trace (agent/assess.py runs them in a loop, one
+layer per pre-flight): the size argument of the Conv2d/BatchNorm2d/Linear the trace names; a copy for a
+layer `forward` applies to two input sizes; a global pool and flatten before a Linear given a feature map.
+Like every fix in agent/code_fixes.py, each returns (code, note) and the note is recorded.
+"""
+from __future__ import annotations
+
+import re
+
+from agent.code_fixes import SIZE_ARGS, constant
+
+
+_FAILED_LAYER = re.compile(r"✗ ([A-Za-z_]\w*) (Conv2d|BatchNorm2d|Linear)\(.*\bgot ([\dx]+)")
+
+
+def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
+    """Deterministic repair of a channel mismatch the pre-flight located: when the shape trace says layer
+    `self.X` (a Conv2d, BatchNorm2d or Linear) got an input of C channels (or, for Linear, C features),
+    and its size argument in `__init__` is a number, arithmetic on numbers (`128 // 2`) or one of
+    `__init__`'s own parameters (`in_channels` misused for an inner layer), it becomes C. Only statements
+    directly in `__init__` are touched (never inside a loop or a branch). One layer per call; the candidate
+    is then pre-flighted again. Returns (code, what was changed)."""
+    import ast
+
+    m = _FAILED_LAYER.search(diagnosis or "")
+    if not m:
+        return code, ""
+    name, kind, got = m.group(1), m.group(2), [int(d) for d in m.group(3).split("x") if d]
+    want = got[0] if kind != "Linear" else _product(got)
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code, ""
+    if kind == "Linear" and len(got) == 3:
+        return _pool_before(code, tree, name, diagnosis, m.group(3))
+    keyword, pos = SIZE_ARGS[kind][1][0], 0
+    inits = [f for cls in tree.body if isinstance(cls, ast.ClassDef)
+             for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+    for init in inits:
+        params = {a.arg for a in init.args.args + init.args.kwonlyargs} - {"self"}
+        for node in init.body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
+                continue
+            target, call = node.targets[0], node.value
+            if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and target.value.id == "self" and target.attr == name
+                    and getattr(call.func, "attr", getattr(call.func, "id", "")) == kind):
+                continue
+            arg = next((k.value for k in call.keywords if k.arg == keyword), None)
+            if arg is None and len(call.args) > pos:
+                arg = call.args[pos]
+            fixable = arg is not None and (constant(arg) is not None
+                                           or isinstance(arg, ast.Name) and arg.id in params)
+            if not fixable or constant(arg) == want or arg.lineno != arg.end_lineno:
+                return code, ""
+            lines = code.splitlines(keepends=True)
+            line = lines[arg.lineno - 1]
+            b = len(line.encode()[:arg.col_offset].decode())  # ast offsets are in bytes
+            e = len(line.encode()[:arg.end_col_offset].decode())
+            cls = next(c for c in tree.body if isinstance(c, ast.ClassDef) and init in c.body)
+            site = _second_use(cls, name, diagnosis, lines)
+            if site is not None and node.lineno == node.end_lineno:
+                # one layer applied to two input sizes: the failing use gets its own copy, sized for it
+                copy = _fresh_name(cls, name, code)
+                lines[site - 1] = lines[site - 1].replace(f"self.{name}(", f"self.{copy}(")
+                text = line[:b] + str(want) + line[e:]
+                t = text.index(f"self.{name}")
+                lines.insert(node.lineno, text[:t] + f"self.{copy}" + text[t + len(f"self.{name}"):])
+                return "".join(lines), (f"self.{name} = nn.{kind}(...) is used on two input sizes: the use on "
+                                        f"line {site} gets its own self.{copy} with {keyword} {want}")
+            lines[arg.lineno - 1] = line[:b] + str(want) + line[e:]
+            return "".join(lines), (f"self.{name} = nn.{kind}(...): {keyword} {line[b:e]} -> {want} "
+                                    f"(the input it gets)")
+    return code, ""
+
+
+_FAILED_LINE = re.compile(r"candidate\.py:(\d+) in forward:")
+
+
+def _pool_before(code: str, tree, name: str, diagnosis: str, got: str) -> tuple[str, str]:
+    """A Linear applied to a feature map (`✗ fc Linear(...) got 128x16x16`): the line of forward that
+    applies it, when it is a statement of its own like `x = self.fc(x)` or `return self.fc(x)`, gets a
+    global average pool and flatten before it, as the Generator's instructions ask. The Linear's size is
+    then the next pre-flight's to fix."""
+    import ast
+
+    m = _FAILED_LINE.search(diagnosis)
+    if not m or not re.search(r"^import torch\b", code, re.MULTILINE):
+        return code, ""
+    line = int(m.group(1))
+    for cls in (c for c in tree.body if isinstance(c, ast.ClassDef)):
+        fwd = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
+        stmt = next((st for st in (fwd.body if fwd else []) if st.lineno == line == st.end_lineno), None)
+        call = next((n for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                     and n.func.attr == name and isinstance(n.func.value, ast.Name) and n.func.value.id == "self"
+                     and len(n.args) == 1 and isinstance(n.args[0], ast.Name)), None) if stmt else None
+        if call is None:
+            continue
+        v = call.args[0].id
+        lines = code.splitlines(keepends=True)
+        indent = lines[line - 1][:len(lines[line - 1]) - len(lines[line - 1].lstrip())]
+        lines.insert(line - 1, f"{indent}{v} = torch.flatten(torch.nn.functional.adaptive_avg_pool2d({v}, 1), 1)\n")
+        return "".join(lines), (f"inserted a global average pool and flatten before self.{name} on line {line} "
+                                f"(the Linear got a {got} feature map)")
+    return code, ""
+
+
+def _second_use(cls, name: str, diagnosis: str, lines: list[str]) -> int | None:
+    """The forward line that failed, when it applies `self.<name>` once and forward applies it elsewhere too."""
+    import ast
+
+    m = _FAILED_LINE.search(diagnosis)
+    fwd = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
+    if not m or fwd is None:
+        return None
+    uses = [n.lineno for n in ast.walk(fwd) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == name and isinstance(n.func.value, ast.Name) and n.func.value.id == "self"]
+    line = int(m.group(1))
+    if len(uses) < 2 or uses.count(line) != 1 or line > len(lines) or lines[line - 1].count(f"self.{name}(") != 1:
+        return None
+    return line
+
+
+def _fresh_name(cls, name: str, code: str) -> str:
+    """`conv1_2` (or `_3`, ...): a layer name the class does not use yet."""
+    n = 2
+    while f"self.{name}_{n}" in code:
+        n += 1
+    return f"{name}_{n}"
+
+
+def _product(values: list[int]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
