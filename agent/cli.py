@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -236,19 +237,40 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled like Ctrl-C, so every sandbox is stopped and the run can be resumed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame) -> None:
+    from sandbox.base import LIVE
+
+    LIVE.stop_all()  # at once: an evaluation may be running in another thread
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     from agent.errors import NasloopError
+    from sandbox.base import LIVE
 
     parser = make_parser()
     args = parser.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     try:
         return args.func(args)
     except (NasloopError, DatasetError, SandboxUnavailable, UsageError) as exc:
         print(f"nasloop: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        LIVE.stop_all()
         print("nasloop: interrupted", file=sys.stderr)
-        return 130
+        return 128 + exc.signum if isinstance(exc, Terminated) else 130
+    finally:
+        LIVE.stop_all()
 
 
 if __name__ == "__main__":

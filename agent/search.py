@@ -133,6 +133,10 @@ def run_search(args: argparse.Namespace) -> int:
                     progress.update(update)
             except NasloopError as exc:
                 raise type(exc)(f"{exc} — resume with: nasloop search --resume {store.path}") from exc
+            except KeyboardInterrupt:
+                print(f"\nnasloop: stopped; everything recorded is kept. Resume with: nasloop search --resume "
+                      f"{store.path}", file=sys.stderr)
+                raise
         final = dict(graph.get_state(config).values)
     finally:
         conn.close()

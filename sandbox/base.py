@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import json
-import secrets
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
-RESULT_PREFIX = "NASLOOP_RESULT "
 # The zero-cost proxies the harness knows (sandbox/zero_cost.py, which cannot import this package inside
 # the sandbox, has the same tuple; a unit test keeps them equal). Here so the CLI need not import torch.
 PROXY_NAMES = ("naswot", "synflow", "snip", "grad_norm", "zen", "zico", "params", "flops")
+SANDBOX_UID = 65534  # nobody: the user candidates run as (container and, when the host is root, process)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -27,33 +31,44 @@ class Limits:
     pids: int = 256
     timeout_s: float = 600.0
     gpus: str = "none"
-    log_bytes: int = 64 * 1024  # how much of stderr is kept for the diagnosis
+    log_bytes: int = 64 * 1024  # how much of the log is kept for the diagnosis
     tmpfs_bytes: int = 256 * 1024**2
+    preflight_s: float = 60.0  # import + build + meta-device forward must be over by then
+    runtime: str | None = None  # a Docker runtime such as 'runsc' (gVisor); None: the engine's default
 
 
 @dataclass(frozen=True)
 class Job:
-    """One candidate to run: its source, the harness config and the decoded data directory."""
+    """One candidate to run: its source, the harness config and the sandbox's view of the data set
+    (training images and labels, test images; never the test labels)."""
 
     source: str
     config: dict
     data_dir: Path
-    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
-    output_dir: Path | None = None  # where the harness may write (trained weights); None: nowhere
+    output_dir: Path | None = None  # where the host exports the trained weights (train-best); None: nowhere
 
 
 @dataclass
 class RawResult:
-    """Raw facts about one run; `tools.outcome` classifies them."""
+    """Raw facts about one run; `tools.outcome` classifies them.
+
+    Host-observed: exit_code, timed_out, preflight_timed_out, oom_killed (the engine's flag),
+    peak_memory_bytes (the container's cgroup), wall_seconds, infra_error, worker_died.
+    Produced inside the sandbox (reported): result, predictions, tensors (read by the host as data)."""
 
     exit_code: int | None = None
     timed_out: bool = False
+    preflight_timed_out: bool = False
     oom_killed: bool = False
-    result: dict | None = None  # the harness's result, only when its nonce matched
-    forged_lines: int = 0  # result-looking lines whose nonce did not match
+    result: dict | None = None  # the harness's result.json, bounded and sanitised
+    predictions: np.ndarray | None = None  # predicted test classes (int64), read from safetensors
+    tensors: int | None = None  # values in the trained state_dict (parameters + buffers), counted by the host
+    output_problem: str | None = None  # why an output file was refused (not a regular file, too large...)
     stderr_tail: str = ""
     wall_seconds: float = 0.0
+    peak_memory_bytes: int | None = None
     infra_error: str | None = None  # the sandbox failed (engine gone...), not the candidate
+    worker_died: bool = False  # a warm worker vanished under this candidate
 
 
 class Sandbox(Protocol):
@@ -64,25 +79,89 @@ class Sandbox(Protocol):
     def run(self, job: Job) -> RawResult: ...
 
 
-def parse_result(stdout: str, nonce: str) -> tuple[dict | None, int]:
-    """Return the last result line signed with `nonce`, and how many unsigned ones were seen."""
-    result, forged = None, 0
-    for line in stdout.splitlines():
-        if not line.startswith(RESULT_PREFIX):
-            continue
-        try:
-            data = json.loads(line[len(RESULT_PREFIX):])
-        except ValueError:
-            forged += 1
-            continue
-        if isinstance(data, dict) and data.get("nonce") == nonce and nonce:
-            data.pop("nonce")
-            result = data
+# --- the job directory: in/ written by the host, out/ the only place the candidate may write --------------
+class JobDir:
+    """A private host directory for one job. in/ (candidate.py, config.json) is host-owned and read-only to
+    the candidate; out/ belongs to the sandbox user. The host never writes into out/ and reads it back
+    only through `sandbox.outputs` (no symlink followed, regular files only, sizes bounded)."""
+
+    def __init__(self, job: Job, config: dict, root: Path | None = None):
+        self.path = Path(tempfile.mkdtemp(prefix="nasloop-job-", dir=root))
+        os.chmod(self.path, 0o755)
+        self.inp, self.out = self.path / "in", self.path / "out"
+        self.inp.mkdir(mode=0o755)
+        self.out.mkdir(mode=0o700)
+        os.chmod(self.inp, 0o755)
+        (self.inp / "candidate.py").write_text(job.source, encoding="utf-8")
+        (self.inp / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        for f in self.inp.iterdir():
+            os.chmod(f, 0o644)
+        give_to_sandbox_user(self.out)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def give_to_sandbox_user(path: Path) -> None:
+    """out/ must be writable by the sandbox user: chown when we are root, else open it to others for
+    writing only (0733: create files, not list them). Never 0777."""
+    if os.geteuid() == 0:
+        os.chown(path, SANDBOX_UID, SANDBOX_UID)
+        os.chmod(path, 0o700)
+    else:
+        os.chmod(path, 0o733)
+
+
+def printable(text: Any, keep_newlines: bool = True) -> str:
+    """Text from the sandbox made safe for a terminal, a JSON file and an HTML page: control characters
+    (ANSI escapes included), bidi overrides and lone surrogates become visible escapes."""
+    if not isinstance(text, str):
+        text = str(text)
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if keep_newlines and ch in "\n\t":
+            out.append(ch)
+        elif o < 0x20 or 0x7F <= o < 0xA0:
+            out.append(f"\\x{o:02x}")
+        elif 0xD800 <= o < 0xE000 or 0x202A <= o <= 0x202E or 0x2066 <= o <= 0x2069 or o in (0x200E, 0x200F):
+            out.append(f"\\u{o:04x}")
         else:
-            forged += 1
-    return result, forged
+            out.append(ch)
+    return "".join(out)
 
 
 def tail_text(data: bytes, limit: int) -> str:
-    """Decode the last `limit` bytes of a log."""
-    return data[-limit:].decode("utf-8", "replace")
+    """The last `limit` bytes of a log, decoded and made printable."""
+    return printable(data[-limit:].decode("utf-8", "replace"))
+
+
+@dataclass
+class LiveSet:
+    """What this process has running in sandboxes, so a signal handler can end all of it at once."""
+
+    cleanups: dict[int, Any] = field(default_factory=dict)
+
+    def add(self, fn) -> int:
+        key = id(fn)
+        self.cleanups[key] = fn
+        return key
+
+    def discard(self, key: int) -> None:
+        self.cleanups.pop(key, None)
+
+    def stop_all(self) -> int:
+        """Run every registered cleanup (kill containers and processes, remove job directories)."""
+        n = 0
+        for key in list(self.cleanups):
+            fn = self.cleanups.pop(key, None)
+            if fn is not None:
+                try:
+                    fn()
+                    n += 1
+                except Exception:  # noqa: BLE001 - best effort at shutdown; each cleanup is independent
+                    pass
+        return n
+
+
+LIVE = LiveSet()

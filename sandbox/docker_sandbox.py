@@ -1,9 +1,13 @@
 """Run the harness on one candidate in a locked-down Docker container (docker SDK).
 
 Every run gets: no network, a read-only root, a small tmpfs /tmp, a non-root user, no capabilities,
-no-new-privileges, a pids limit, memory == memory+swap, a CPU quota, read-only mounts of the job and the
-data, only the environment variables set here, GPUs only when asked, a wall-clock timeout that always
-kills, bounded logs, and removal of the container whatever happens (Ctrl-C included).
+no-new-privileges, a pids limit, memory == memory+swap, a CPU quota, a file-size limit, read-only mounts
+of the job and the data (training images and labels, test images — never the test labels), one writable
+out/ directory the host reads back as hostile bytes, only the environment variables set here, GPUs only
+when asked, and three clocks: the host's wall-clock limit, a short pre-flight deadline (import, build and
+meta-device forward must finish in `preflight_s`), and a kill-timer inside the container (`timeout -s
+KILL` as PID 1, which the candidate cannot signal) that holds even if the host process dies. The
+container is removed whatever happens, Ctrl-C and SIGTERM of nasloop included (see `LIVE`).
 
 Two kinds of image share this code path:
   * `host-mounts` (label nasloop.mode=host-mounts, built by `python -m sandbox.image`): an empty root file
@@ -13,30 +17,30 @@ Two kinds of image share this code path:
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.types import DeviceRequest, LogConfig
+from docker.types import DeviceRequest, LogConfig, Ulimit
 
-from sandbox.base import RUNNER_PATH, Job, Limits, RawResult, SandboxUnavailable, parse_result, tail_text
+from sandbox import outputs
+from sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text
+from sandbox.host import PeakSampler, owner_label, owner_state
 
 DEFAULT_IMAGE = "nasloop-sandbox:local"
 MODE_LABEL = "nasloop.mode"
 HOST_MOUNTS = "host-mounts"
-CONTAINER_LABEL = "nasloop.sandbox"
-IMAGE_RUNNER = "/nasloop/runner.py"  # where the self-contained image keeps the harness
-HARNESS_FILES = ("runner.py", "zero_cost.py")
+CONTAINER_LABEL = "nasloop.owner"  # boot id / pid namespace / pid / start time of the nasloop process
+IMAGE_DIR = "/nasloop"  # where the image (or the host mounts) keep the harness
+HARNESS_FILES = ("runner.py", "zero_cost.py", "worker.py")
 ENGINE_HINT = ("Docker engine not reachable: start it (e.g. 'sudo systemctl start docker' or 'make docker-engine') "
                "or pass --sandbox process")
+CHECK_IMPORTS = ("import importlib.util as u, sys; "
+                 "sys.exit(0 if all(u.find_spec(m) for m in ('torch', 'numpy', 'safetensors')) else 3)")
 
 
 def docker_client(timeout: float = 30.0) -> docker.DockerClient:
@@ -66,11 +70,13 @@ def host_mounts() -> dict[str, dict]:
     for p in paths:
         if os.path.exists(p):
             mounts[os.path.realpath(p) if p in (sys.base_prefix, sys.prefix) else p] = {"bind": p, "mode": "ro"}
+    for f in HARNESS_FILES:  # the harness and the modules it imports, read-only
+        mounts[str(RUNNER_PATH.with_name(f))] = {"bind": f"{IMAGE_DIR}/{f}", "mode": "ro"}
     return mounts
 
 
-class DockerSandbox:
-    """The default backend. `run` never raises for candidate faults; infra faults go to `infra_error`."""
+class DockerEngine:
+    """The engine, the image and the hardened container settings shared by cold and warm sandboxes."""
 
     def __init__(self, image: str = DEFAULT_IMAGE, limits: Limits | None = None):
         self.limits = limits or Limits()
@@ -83,136 +89,135 @@ class DockerSandbox:
             raise SandboxUnavailable(f"cannot inspect sandbox image '{image}': {exc}") from exc
         self.image = image
         self.host_mounts = (img.labels or {}).get(MODE_LABEL) == HOST_MOUNTS
+        self.python = sys.executable if self.host_mounts else "python"
         remove_orphans(self.client)
+        self.check_runtime()
 
-    # -- one evaluation -------------------------------------------------------------------------
+    def check_runtime(self) -> None:
+        """The sandbox's interpreter must have torch, numpy and safetensors: when it does not (nasloop run
+        by another interpreter, a broken image), that is the sandbox's fault, never a candidate's."""
+        try:
+            out = self.client.containers.run(self.image, [self.python, "-I", "-c", CHECK_IMPORTS], remove=True,
+                                             **self.container_settings(volumes={}, gpus="none"))
+            del out
+        except docker.errors.ContainerError as exc:
+            raise SandboxUnavailable(f"the sandbox interpreter {self.python} lacks torch, numpy or safetensors "
+                                     f"(exit {exc.exit_status}): run nasloop from the project's environment "
+                                     f"or rebuild the image") from exc
+        except (DockerException, requests.RequestException) as exc:
+            raise SandboxUnavailable(f"cannot start a sandbox container: {str(exc).splitlines()[0][:200]}") from exc
+
+    def container_settings(self, volumes: dict, gpus: str | None = None) -> dict:
+        lim = self.limits
+        threads = str(max(1, int(lim.cpus)))
+        settings = dict(
+            environment={"HOME": "/tmp", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                         "PYTHONDONTWRITEBYTECODE": "1"},
+            user=f"{SANDBOX_UID}:{SANDBOX_UID}", working_dir="/tmp", network_mode="none", read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={lim.tmpfs_bytes}",
+                   "/dev/shm": f"rw,nosuid,nodev,noexec,size={lim.tmpfs_bytes}"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=lim.pids,
+            mem_limit=lim.memory_bytes, memswap_limit=lim.memory_bytes, nano_cpus=int(lim.cpus * 1e9),
+            ulimits=[Ulimit(name="fsize", soft=outputs.WEIGHT_BYTES + 2**20, hard=outputs.WEIGHT_BYTES + 2**20),
+                     Ulimit(name="core", soft=0, hard=0)],
+            device_requests=gpu_requests(lim.gpus if gpus is None else gpus),
+            volumes={**(host_mounts() if self.host_mounts else {}), **volumes},
+            log_config=LogConfig(type="json-file", config={"max-size": "4m", "max-file": "2"}),
+            labels={CONTAINER_LABEL: owner_label()},
+        )
+        if lim.runtime:
+            settings["runtime"] = lim.runtime
+        return settings
+
+    def remove(self, container) -> None:
+        try:
+            container.remove(force=True)
+        except (DockerException, requests.RequestException):
+            pass
+
+
+class DockerSandbox(DockerEngine):
+    """The default backend: a fresh container per candidate. `run` never raises for candidate faults;
+    infrastructure faults go to `infra_error`."""
+
     def run(self, job: Job) -> RawResult:
         lim = self.limits
-        workdir = Path(tempfile.mkdtemp(prefix="nasloop-job-"))
-        container = None
         t0 = time.perf_counter()
         raw = RawResult()
+        config = {**job.config, "deadline_s": lim.timeout_s + 5}
+        jd = JobDir(job, config)
+        container, sampler, key = None, None, None
         try:
-            os.chmod(workdir, 0o755)
-            config = dict(job.config)
-            volumes = {str(workdir): {"bind": "/job", "mode": "ro"},
+            volumes = {str(jd.inp): {"bind": "/job", "mode": "ro"}, str(jd.out): {"bind": "/out", "mode": "rw"},
                        str(Path(job.data_dir).resolve()): {"bind": "/data", "mode": "ro"}}
-            if job.output_dir is not None:  # the only writable mount, and only when asked for
-                Path(job.output_dir).mkdir(parents=True, exist_ok=True)
-                os.chmod(job.output_dir, 0o777)
-                volumes[str(Path(job.output_dir).resolve())] = {"bind": "/out", "mode": "rw"}
-                config["output_dir"] = "/out"
-            (workdir / "candidate.py").write_text(job.source, encoding="utf-8")
-            (workdir / "config.json").write_text(json.dumps(config), encoding="utf-8")
-            for f in workdir.iterdir():
-                os.chmod(f, 0o644)
-            if self.host_mounts:
-                volumes.update(host_mounts())
-                for f in HARNESS_FILES:  # the harness and the modules it imports, read-only
-                    volumes[str(RUNNER_PATH.with_name(f))] = {"bind": f"/nasloop/{f}", "mode": "ro"}
-                python = sys.executable
-            else:
-                python = "python"
-            threads = max(1, int(lim.cpus))
-            container = self.client.containers.create(
-                self.image,
-                command=[python, "-I", IMAGE_RUNNER, "/job/config.json", "/job/candidate.py", "/data"],
-                environment={"HOME": "/tmp", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                             "PYTHONDONTWRITEBYTECODE": "1"},
-                user="65534:65534",
-                working_dir="/tmp",
-                network_mode="none",
-                read_only=True,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,size={lim.tmpfs_bytes}"},
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                pids_limit=lim.pids,
-                mem_limit=lim.memory_bytes,
-                memswap_limit=lim.memory_bytes,
-                nano_cpus=int(lim.cpus * 1e9),
-                device_requests=gpu_requests(lim.gpus),
-                volumes=volumes,
-                log_config=LogConfig(type="json-file", config={"max-size": "4m", "max-file": "2"}),
-                labels={CONTAINER_LABEL: str(os.getpid())},  # the owner, to tell leaks from live runs
-                stdin_open=True,
-                detach=True,
-            )
-            self._start_with_nonce(container, job.nonce)
-            try:
-                status = container.wait(timeout=lim.timeout_s)
-                raw.exit_code = int(status.get("StatusCode", -1))
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                raw.timed_out = True
-                try:
-                    container.kill()
-                except (APIError, NotFound):
-                    pass
-                container.wait(timeout=30)
+            command = ["/usr/bin/timeout", "-s", "KILL", f"{lim.timeout_s + 10:g}", self.python, "-I",
+                       f"{IMAGE_DIR}/runner.py", "/job/config.json", "/job/candidate.py", "/data", "/out"]
+            container = self.client.containers.create(self.image, command=command, detach=True,
+                                                      **self.container_settings(volumes))
+            key = LIVE.add(lambda c=container, d=jd: (self.remove(c), d.remove()))
+            container.start()
+            sampler = PeakSampler(container.id)
+            sampler.start()
+            self._wait(container, jd.out, raw)
             container.reload()
             state = container.attrs.get("State", {})
             raw.oom_killed = bool(state.get("OOMKilled"))
             if raw.exit_code is None:
                 raw.exit_code = state.get("ExitCode")
-            stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-            raw.result, raw.forged_lines = parse_result(stdout, job.nonce)
-            raw.stderr_tail = tail_text(container.logs(stdout=False, stderr=True, tail=400), lim.log_bytes)
+            raw.stderr_tail = tail_text(container.logs(stdout=True, stderr=True, tail=400), lim.log_bytes)
+            outputs.collect(jd.out, raw, job.output_dir)
         except (DockerException, requests.RequestException, OSError) as exc:
             raw.infra_error = f"docker: {str(exc).splitlines()[0][:240] if str(exc) else type(exc).__name__}"
         finally:
             raw.wall_seconds = time.perf_counter() - t0
+            if sampler is not None:
+                raw.peak_memory_bytes = sampler.stop()
             if container is not None:
-                try:
-                    container.remove(force=True)
-                except (DockerException, requests.RequestException):
-                    pass
-            shutil.rmtree(workdir, ignore_errors=True)
+                self.remove(container)
+            jd.remove()
+            if key is not None:
+                LIVE.discard(key)
         return raw
 
-    def _start_with_nonce(self, container, nonce: str) -> None:
-        """Attach stdin, start, send the nonce, close stdin: the nonce never touches disk or env."""
-        sock = container.attach_socket(params={"stdin": 1, "stream": 1})
-        raw_sock = getattr(sock, "_sock", sock)
-        try:
-            container.start()
-            raw_sock.sendall((nonce + "\n").encode())
-        finally:
+    def _wait(self, container, out_dir: Path, raw: RawResult) -> None:
+        """Wait under the short pre-flight deadline, then (once the harness says training started) under
+        the full limit; kill on either."""
+        lim = self.limits
+        first = min(lim.preflight_s, lim.timeout_s)
+        for phase, budget in enumerate((first, lim.timeout_s - first)):
             try:
-                raw_sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            sock.close()
+                status = container.wait(timeout=max(budget, 0.1))
+                raw.exit_code = int(status.get("StatusCode", -1))
+                return
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                in_preflight = phase == 0 and first < lim.timeout_s
+                if in_preflight and outputs.exists(out_dir, outputs.TRAINING_MARK):
+                    continue
+                raw.timed_out, raw.preflight_timed_out = True, in_preflight
+                break
+        try:
+            container.kill()
+        except (APIError, NotFound):
+            pass
+        container.wait(timeout=30)
 
 
 def leftover_containers(client: docker.DockerClient | None = None) -> list:
-    """Sandbox containers that outlived their owner process, or belong to this one (should be none)."""
+    """Sandbox containers whose owner process is gone, or that belong to this process (should be none
+    between evaluations). Containers of other live runs, other kernels or PID namespaces are not listed."""
     client = client or docker_client()
-    left = []
-    for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
-        owner = (c.labels or {}).get(CONTAINER_LABEL, "")
-        if not owner.isdigit() or int(owner) == os.getpid() or not _alive(int(owner)):
-            left.append(c)
-    return left
+    return [c for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+            if owner_state((c.labels or {}).get(CONTAINER_LABEL, "")) in ("self", "dead")]
 
 
 def remove_orphans(client: docker.DockerClient) -> int:
     """Remove sandbox containers whose owner process died (e.g. a search killed with kill -9)."""
     removed = 0
-    for c in leftover_containers(client):
-        owner = (c.labels or {}).get(CONTAINER_LABEL, "")
-        if owner.isdigit() and int(owner) != os.getpid():
+    for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+        if owner_state((c.labels or {}).get(CONTAINER_LABEL, "")) == "dead":
             try:
                 c.remove(force=True)
                 removed += 1
             except (DockerException, requests.RequestException):
                 pass
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

@@ -1,25 +1,34 @@
 """Fallback backend for machines without a Docker engine (`--sandbox process`): weaker, but not naked.
 
-The harness runs as a child process in a new session with a scrubbed environment, rlimits on memory
-(address space), file size and core dumps, a wall-clock timeout that kills the whole process group,
-and stdout/stderr read through pipes of which only bounded tails are kept. It has no network or
-file-system isolation: use it only when Docker is not available, and say so to the user.
+The harness runs as a child process in a new session with a scrubbed environment, under `timeout -s KILL`
+(a kill-timer that holds when nasloop dies: the parent-death signal reaches it), with rlimits on memory
+(address space), file size and core dumps; stdout/stderr are read through pipes of which only bounded
+tails are kept, and outputs are read back from out/ as hostile bytes, as with Docker.
+
+When nasloop runs as root and nobody (65534) can run the interpreter and read the data set (checked once
+per data set), the child runs as nobody: the test labels (mode 0600) and the parent's /proc entries are
+then out of its reach. Otherwise the child has the user's rights; nasloop then makes itself non-dumpable
+so the child cannot read /proc/<parent>/environ or memory, but it can read anything else the user can —
+the test labels included (a warning says so). There is no network or file-system
+isolation: use it only when Docker is not available (e.g. a GPU machine without Docker).
 """
 from __future__ import annotations
 
-import json
+import ctypes
 import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from sandbox.base import RUNNER_PATH, Job, Limits, RawResult, parse_result, tail_text
+from sandbox import outputs
+from sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, tail_text
+
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 
 
 class _TailReader(threading.Thread):
@@ -36,16 +45,49 @@ class _TailReader(threading.Thread):
                 del self.data[: len(self.data) - self.limit]
 
 
+def _prctl(option: int, value: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 class ProcessSandbox:
     """Runs the harness in a child process under rlimits; see the module docstring for what it lacks."""
 
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
+        _prctl(PR_SET_DUMPABLE, 0)  # a same-user child must not read our environment or memory
+        self.timeout_bin = shutil.which("timeout") or "/usr/bin/timeout"
+        self._droppable: dict[str, bool] = {}
+
+    def can_drop(self, data_dir: Path) -> bool:
+        """Whether the child can run as nobody here: we are root, and nobody can start the interpreter and
+        read the harness and the data set (a cache under root's home directory is not readable)."""
+        key = str(data_dir)
+        if key not in self._droppable:
+            ok = os.geteuid() == 0
+            if ok:
+                probe = ("import os, sys; sys.exit(0 if all(os.access(p, os.R_OK) for p in sys.argv[1:]) else 3)")
+                files = [str(RUNNER_PATH), str(Path(data_dir) / "train_x.npy")]
+                try:
+                    ok = subprocess.run([sys.executable, "-I", "-c", probe, *files], user=SANDBOX_UID,
+                                        group=SANDBOX_UID, extra_groups=[], cwd="/", timeout=30,
+                                        capture_output=True).returncode == 0
+                except (OSError, subprocess.SubprocessError):
+                    ok = False
+            if not ok:
+                print("nasloop: warning: the process sandbox runs candidates with your own rights: they can read "
+                      "what you can, the test labels included (use Docker for a judge you can trust)",
+                      file=sys.stderr)
+            self._droppable[key] = ok
+        return self._droppable[key]
 
     def _preexec(self) -> None:  # runs in the child, before exec
         lim = self.limits
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # `timeout` forwards it, then kills (-k) the group
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024**2, 64 * 1024**2))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (outputs.WEIGHT_BYTES + 2**20,) * 2)
         if lim.memory_bytes:
             # torch maps several GB of address space it never touches; leave headroom for that.
             cap = lim.memory_bytes + 8 * 1024**3
@@ -53,53 +95,63 @@ class ProcessSandbox:
 
     def run(self, job: Job) -> RawResult:
         lim = self.limits
-        workdir = Path(tempfile.mkdtemp(prefix="nasloop-job-"))
         raw = RawResult()
         t0 = time.perf_counter()
+        jd = JobDir(job, {**job.config, "deadline_s": lim.timeout_s + 5})
+        proc, key = None, None
         try:
-            (workdir / "candidate.py").write_text(job.source, encoding="utf-8")
-            config = dict(job.config)
-            if job.output_dir is not None:
-                Path(job.output_dir).mkdir(parents=True, exist_ok=True)
-                config["output_dir"] = str(Path(job.output_dir).resolve())
-            (workdir / "config.json").write_text(json.dumps(config), encoding="utf-8")
             threads = str(max(1, int(lim.cpus)))
-            env = {"HOME": str(workdir), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": threads,
+            env = {"HOME": str(jd.out), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": threads,
                    "MKL_NUM_THREADS": threads, "PYTHONDONTWRITEBYTECODE": "1"}
+            drop = self.can_drop(Path(job.data_dir))
+            ids = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if drop else {}
             proc = subprocess.Popen(
-                [sys.executable, "-I", str(RUNNER_PATH), str(workdir / "config.json"),
-                 str(workdir / "candidate.py"), str(Path(job.data_dir).resolve())],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=workdir, env=env, start_new_session=True, preexec_fn=self._preexec,
+                [self.timeout_bin, "-k", "2", "-s", "KILL", f"{lim.timeout_s + 10:g}", sys.executable, "-I",
+                 str(RUNNER_PATH), str(jd.inp / "config.json"), str(jd.inp / "candidate.py"),
+                 str(Path(job.data_dir).resolve()), str(jd.out)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                cwd=jd.out, env=env, start_new_session=True, preexec_fn=self._preexec, **ids,
             )
-            out = _TailReader(proc.stdout, 1024**2)
-            err = _TailReader(proc.stderr, lim.log_bytes)
-            out.start()
-            err.start()
-            try:
-                proc.stdin.write((job.nonce + "\n").encode())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                raw.exit_code = proc.wait(timeout=lim.timeout_s)
-            except subprocess.TimeoutExpired:
-                raw.timed_out = True
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the harness and anything it forked
-                except ProcessLookupError:
-                    pass
-                if raw.exit_code is None:
-                    raw.exit_code = proc.wait()
-            out.join(5)
-            err.join(5)
-            raw.result, raw.forged_lines = parse_result(bytes(out.data).decode("utf-8", "replace"), job.nonce)
-            raw.stderr_tail = tail_text(bytes(err.data), lim.log_bytes)
-            raw.oom_killed = raw.exit_code == -signal.SIGKILL and not raw.timed_out
+            key = LIVE.add(lambda p=proc, d=jd: (_killpg(p), d.remove()))
+            log = _TailReader(proc.stdout, lim.log_bytes)
+            log.start()
+            self._wait(proc, jd.out, raw)
+            log.join(5)
+            raw.stderr_tail = tail_text(bytes(log.data), lim.log_bytes)
+            outputs.collect(jd.out, raw, job.output_dir)
         except OSError as exc:
             raw.infra_error = f"process sandbox: {exc}"
         finally:
             raw.wall_seconds = time.perf_counter() - t0
-            shutil.rmtree(workdir, ignore_errors=True)
+            if proc is not None:
+                _killpg(proc)
+            jd.remove()
+            if key is not None:
+                LIVE.discard(key)
         return raw
+
+    def _wait(self, proc: subprocess.Popen, out_dir: Path, raw: RawResult) -> None:
+        """The short pre-flight deadline, then the full limit; the whole process group is killed after."""
+        lim = self.limits
+        first = min(lim.preflight_s, lim.timeout_s)
+        for phase, budget in enumerate((first, lim.timeout_s - first)):
+            try:
+                raw.exit_code = proc.wait(timeout=max(budget, 0.1))
+                break
+            except subprocess.TimeoutExpired:
+                in_preflight = phase == 0 and first < lim.timeout_s
+                if in_preflight and outputs.exists(out_dir, outputs.TRAINING_MARK):
+                    continue
+                raw.timed_out, raw.preflight_timed_out = True, in_preflight
+                break
+        _killpg(proc)
+        if raw.exit_code is None:
+            raw.exit_code = proc.wait()
+
+
+def _killpg(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the harness and anything it forked in its session
+    except (ProcessLookupError, PermissionError):
+        pass
+

@@ -1,17 +1,23 @@
-"""nasloop evaluation harness: trains one untrusted candidate `Net` and reports one JSON result.
+"""nasloop evaluation harness: trains one untrusted candidate `Net` and writes what it produced.
 
-This file runs INSIDE the sandbox (container or process sandbox) and imports nothing of the project:
-only the standard library, numpy and torch. It owns the whole training recipe; the candidate only
-supplies `class Net(nn.Module)`.
+This file runs INSIDE the sandbox (container, warm worker or process sandbox) and imports nothing of
+the project: only the standard library, numpy, torch and safetensors. It owns the whole training
+recipe (the RECIPE block below); the candidate only supplies `class Net(nn.Module)`.
 
-Result channel (why the candidate cannot forge it):
-  * before the candidate is imported, the harness (main -> secure_channel) reads a secret nonce from stdin, keeps a private
-    duplicate of the original stdout and then points file descriptor 1 at stderr, so everything the
-    candidate prints lands in the log stream, never in the result stream;
-  * the functions used to write the result (`os.write`, `json.dumps`) are bound before the import;
-  * the result line carries the nonce, which the caller checks.
+Trust: everything in this process can be patched by the candidate, so nothing written here decides
+the search on its own. The test LABELS never enter the sandbox: the harness writes the predicted class
+of every test image and the host computes the accuracy. The trained tensors are written as
+safetensors (no pickle) so the host can count parameters and buffers itself. Every other field of
+result.json (train loss, FLOPs, shape trace, the failing phase) is reported from inside and labelled
+so by the host.
 
-Usage:  python -I runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR      (nonce on stdin)
+Outputs, in OUT_DIR (the only writable place the host reads back):
+  result.json               {"status": "ok"|"error"|"diverged", "phase", "exc_type", ...}
+  predictions.safetensors   {"predictions": int64 (N_test,)}    (train mode)
+  weights.safetensors       the trained state_dict, float32         (train mode)
+  training                  an empty marker: the pre-flight is over, training starts
+
+Usage:  python -I runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR OUT_DIR
 """
 from __future__ import annotations
 
@@ -20,64 +26,76 @@ import linecache
 import math
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
 
-# --- the result channel: bound before any untrusted code exists --------------------------------
-_write = os.write
-_dumps = json.dumps
-_CHANNEL = {"fd": 1, "nonce": ""}
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# --- RECIPE: the fixed training recipe; config keys of the same name override these ---------------
+RECIPE = {
+    "epochs": 1, "min_steps": 0, "batch_size": 256, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+    "label_smoothing": 0.1, "grad_clip": 5.0, "warmup": 0.2, "flip": True, "eval_batch": 1024,
+}
+TEXT = 1500  # characters of any one text field (message, traceback) in the result
+RESULT, PREDICTIONS, WEIGHTS, TRAINING_MARK = "result.json", "predictions.safetensors", "weights.safetensors", "training"
 
 
-def secure_channel() -> None:
-    """Keep a private duplicate of stdout for the result, send fd 1 to stderr, read the nonce, close stdin.
-
-    Called first thing in main(), before the candidate exists; importing this module does nothing of it
-    (so tests can import the helpers)."""
-    _CHANNEL["fd"] = os.dup(1)
-    os.dup2(2, 1)  # the candidate's prints (and ours) go to stderr from here on
+# --- failures as data --------------------------------------------------------------------------
+def safe_str(obj: object, limit: int = TEXT) -> str:
+    """str(obj) that never raises (a candidate's exception may define a __str__ that does)."""
     try:
-        _CHANNEL["nonce"] = sys.stdin.buffer.readline().decode("ascii", "replace").strip()
-    except Exception:  # no stdin (run by hand): results are unsigned and the caller will reject them
-        _CHANNEL["nonce"] = ""
+        text = str(obj)
+    except BaseException:  # noqa: BLE001 - anything the candidate's __str__ throws
+        try:
+            text = object.__repr__(obj)
+        except BaseException:  # noqa: BLE001
+            text = "<unprintable>"
+    return text[:limit] if isinstance(text, str) else "<unprintable>"
+
+
+def type_name(exc: BaseException) -> str:
     try:
-        os.close(0)
-    except OSError:
-        pass
+        name = type.__dict__["__name__"].__get__(type(exc))
+        return name if isinstance(name, str) else "Exception"
+    except BaseException:  # noqa: BLE001
+        return "Exception"
 
 
-RESULT_PREFIX = "NASLOOP_RESULT "
-TAIL = 1500  # characters of traceback kept in the result
+def oom_kind(exc: BaseException, device: str) -> str | None:
+    """'gpu' or 'host' when the exception is the allocator's own out-of-memory type."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "gpu" if device == "cuda" else "host"
+    if isinstance(exc, MemoryError):
+        return "host"
+    return None
 
 
-def _emit(result: dict, fd: int, nonce: str) -> None:
-    """Write the signed result line to the private stdout duplicate (once)."""
-    result["nonce"] = nonce
-    data = (RESULT_PREFIX + _dumps(result, default=str) + "\n").encode()
-    while data:
-        n = _write(fd, data)
-        data = data[n:]
+def error(phase: str, exc: BaseException, device: str = "cpu") -> dict:
+    """A failure record: phase, exception type, message, the deepest candidate frame, traceback tail."""
+    try:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "candidate.py"]
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:  # noqa: BLE001 - formatting touches the candidate's objects
+        frames, tb = [], ""
+    where = None
+    if frames:
+        f = frames[-1]
+        where = {"line": f.lineno, "function": safe_str(f.name, 80), "code": safe_str((f.line or "").strip(), 200)}
+    rec = {"status": "error", "phase": phase, "exc_type": type_name(exc), "message": safe_str(exc),
+           "traceback": tb[-TEXT:], "where": where}
+    oom = oom_kind(exc, device)
+    if oom:
+        rec["oom"] = oom
+    return rec
 
 
-def _error(phase: str, exc: BaseException) -> dict:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "candidate.py"]
-    where = f"candidate.py:{frames[-1].lineno} in {frames[-1].name}: {(frames[-1].line or '').strip()}" if frames else ""
-    return {
-        "status": "error",
-        "phase": phase,
-        "exc_type": type(exc).__name__,
-        "message": str(exc)[:TAIL],
-        "traceback": tb[-TAIL:],
-        "where": where[:200],
-    }
-
-
-import numpy as np  # noqa: E402  (after the channel is secured, before the candidate)
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+def failure(phase: str, exc_type: str, message: str, **extra) -> dict:
+    return {"status": "error", "phase": phase, "exc_type": exc_type, "message": message, **extra}
 
 
 # --- device and precision -----------------------------------------------------------------------
@@ -109,21 +127,22 @@ def use_bf16(device: torch.device, precision: str) -> bool:
 
 # --- data: uint8 arrays resident on the device, augmentation on the device ----------------------
 class DeviceData:
-    """The whole split as uint8 NCHW on the device; batches are normalised floats."""
+    """A split as uint8 NCHW on the device; batches are normalised floats. The test split has no labels."""
 
     def __init__(self, data_dir: str, split: str, device: torch.device, mean, std, channels_last: bool):
-        x = np.load(os.path.join(data_dir, f"{split}_x.npy"))  # (N, H, W, C) uint8
-        y = np.load(os.path.join(data_dir, f"{split}_y.npy"))
+        x = np.load(os.path.join(data_dir, f"{split}_x.npy"), allow_pickle=False)  # (N, H, W, C) uint8
         self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
-        self.y = torch.from_numpy(y.astype(np.int64)).to(device)
+        y_path = os.path.join(data_dir, f"{split}_y.npy")
+        self.y = (torch.from_numpy(np.load(y_path, allow_pickle=False).astype(np.int64)).to(device)
+                  if split == "train" else None)
         self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
         self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
         self.channels_last = channels_last
 
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        return int(self.x.shape[0])
 
-    def batch(self, idx: torch.Tensor, pad: int = 0, flip: bool = False, gen=None):
+    def images(self, idx: torch.Tensor, pad: int = 0, flip: bool = False, gen=None) -> torch.Tensor:
         x = self.x[idx].float()
         if pad:
             x = random_crop(x, pad, gen)
@@ -133,7 +152,11 @@ class DeviceData:
         x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.y[idx]
+        return x
+
+    def batch(self, idx: torch.Tensor, pad: int = 0, flip: bool = False, gen=None):
+        assert self.y is not None, "only the training split has labels in the sandbox"
+        return self.images(idx, pad, flip, gen), self.y[idx]
 
 
 def random_crop(x: torch.Tensor, pad: int, gen=None) -> torch.Tensor:
@@ -148,100 +171,101 @@ def random_crop(x: torch.Tensor, pad: int, gen=None) -> torch.Tensor:
     return padded.gather(3, cols.expand(b, c, h, w))
 
 
-# --- measurements --------------------------------------------------------------------------------
-def count_flops(model: nn.Module, sample: torch.Tensor) -> int | None:
-    """Forward FLOPs of one image (torch.utils.flop_counter), or None if the counter fails."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(sample)
-        return int(counter.get_total_flops())
-    except Exception:
-        return None
-
-
 def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def tensor_count(model: nn.Module) -> int:
+    """Parameters AND buffers: a net cannot hide weights from the budget in register_buffer."""
+    return int(sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()))
+
+
 # --- pre-flight on the meta device: shapes, interface and size before any real allocation ------------
 class ShapeTrace:
-    """Forward hooks recording each leaf module's output shape, and which module was running at a failure."""
+    """Forward hooks recording each leaf module's output shape, and which module was running at a failure.
+
+    Modules are keyed by id(): a candidate module that defines __eq__ (and so loses __hash__) must not
+    break the harness."""
 
     def __init__(self, model: nn.Module):
-        self.names = {m: (n or "net") for n, m in model.named_modules()}
-        self.done: list[str] = []
-        self.stack: list[tuple[nn.Module, str]] = []
+        self.names = {id(m): (n or "net") for n, m in model.named_modules()}
+        self.done: list[dict] = []
+        self.stack: list[tuple[nn.Module, list]] = []
         self.handles = []
-        for m in self.names:
+        for _, m in model.named_modules():
             self.handles.append(m.register_forward_pre_hook(self._pre))
             self.handles.append(m.register_forward_hook(self._post))
 
     @staticmethod
-    def _shape(x) -> str:
+    def shape(x) -> list[int] | str:
         if isinstance(x, torch.Tensor):
-            return "x".join(str(d) for d in x.shape[1:]) or "scalar"
+            return [int(d) for d in x.shape[1:]]
         if isinstance(x, (tuple, list)) and x:
-            return ShapeTrace._shape(x[0])
+            return ShapeTrace.shape(x[0])
         return type(x).__name__
 
+    @staticmethod
+    def _leaf(mod: nn.Module) -> bool:
+        return not any(True for _ in mod.children())
+
     def _pre(self, mod, args) -> None:
-        self.stack.append((mod, self._shape(args)))
+        self.stack.append((mod, self.shape(args)))
 
     def _post(self, mod, args, out) -> None:
         if self.stack:
             self.stack.pop()
-        if not any(True for _ in mod.children()):
-            self.done.append(f"{self.names.get(mod, '?')} {type(mod).__name__}→{self._shape(out)}")
+        if self._leaf(mod) and len(self.done) < 200:
+            self.done.append({"name": self.names.get(id(mod), "?"), "type": type(mod).__name__,
+                              "out": self.shape(out)})
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
 
-    def text(self, limit: int = 160) -> str:
-        """'conv1 Conv2d→32x32x32 | pool MaxPool2d→32x16x16 | ✗ fc Linear(in_features=8192, ...) got 2048'."""
-        parts = list(self.done)
+    def record(self) -> dict:
+        """{"layers": [{name, type, out}], "failed": {name, type, repr, args, in} | None}."""
+        failed = None
         if self.stack:
             mod, shape_in = self.stack[-1]
-            leaf = not any(True for _ in mod.children())
-            desc = repr(mod).splitlines()[0][:70] if leaf else type(mod).__name__
-            parts.append(f"✗ {self.names.get(mod, '?')} {desc} got {shape_in}")
-        out = " | ".join(parts)
-        while len(out) > limit and len(parts) > 1:
-            parts.pop(0)
-            out = "… | " + " | ".join(parts)
-        return out[-limit:]
+            leaf = self._leaf(mod)
+            failed = {"name": self.names.get(id(mod), "?"), "type": type(mod).__name__, "leaf": leaf,
+                      "repr": safe_str(mod, 200).splitlines()[0][:120] if leaf else type(mod).__name__,
+                      "in": shape_in}
+        return {"layers": self.done[-60:], "failed": failed}
+
+
+def largest_layers(model: nn.Module) -> list[dict]:
+    own = [(sum(p.numel() for p in m.parameters(recurse=False)) + sum(b.numel() for b in m.buffers(recurse=False)),
+            name, type(m).__name__) for name, m in model.named_modules() if name]
+    return [{"name": name, "type": kind, "params": int(n)} for n, name, kind in sorted(
+        (t for t in own if t[0]), reverse=True)[:3]]
 
 
 def over_budget(params: int, max_params: int, model: nn.Module | None = None) -> dict | None:
     """A BudgetError naming the largest layers, so a repair knows which ones to shrink."""
-    if max_params and params > max_params:
-        largest = ""
-        if model is not None:
-            own = [(sum(p.numel() for p in m.parameters(recurse=False)), name, type(m).__name__)
-                   for name, m in model.named_modules() if name]
-            top = sorted((t for t in own if t[0]), reverse=True)[:3]
-            largest = "; largest layers: " + ", ".join(f"{name} {kind} {n:,}" for n, name, kind in top)
-        return {"status": "error", "phase": "interface", "exc_type": "BudgetError",
-                "message": f"Net has {params:,} parameters; the budget is {max_params:,}{largest}. Use fewer or "
-                           f"narrower layers"}
-    return None
+    if not max_params or params <= max_params:
+        return None
+    top = largest_layers(model) if model is not None else []
+    largest = ("; largest layers: " + ", ".join(f"{t['name']} {t['type']} {t['params']:,}" for t in top)) if top else ""
+    return failure("interface", "BudgetError", f"Net has {params:,} parameters; the budget is {max_params:,}"
+                   f"{largest}. Use fewer or narrower layers", largest=top)
 
 
 def wrong_output(out, num_classes: int, in_channels: int, size: int) -> dict | None:
     if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes):
         return None
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    return {"status": "error", "phase": "interface", "exc_type": "InterfaceError",
-            "message": f"Net returned {got} for input (2, {in_channels}, {size}, {size}); expected (2, {num_classes})"}
+    return failure("interface", "InterfaceError",
+                   f"Net returned {got} for input (2, {in_channels}, {size}, {size}); expected (2, {num_classes})")
 
 
 def _meta_specific(exc: BaseException) -> bool:
     """Errors that only the meta device causes (data-dependent ops, .item(), mixed devices)."""
-    text = f"{type(exc).__name__}: {exc}".lower()
+    if not isinstance(exc, Exception):
+        return False  # SystemExit, KeyboardInterrupt...: the candidate's, on any device
+    text = f"{type_name(exc)}: {safe_str(exc)}".lower()
     return isinstance(exc, NotImplementedError) or "meta" in text or "device" in text
 
 
@@ -251,29 +275,31 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     try:
         with torch.device("meta"):
             model = net_cls(num_classes=num_classes, in_channels=in_channels)
-    except BaseException as exc:
-        if _meta_specific(exc) and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        params = tensor_count(model)
+    except BaseException as exc:  # noqa: BLE001 - everything the candidate raises is its outcome
+        if _meta_specific(exc):
             return None, {"preflight": "inconclusive"}
-        return _error("build", exc), {"preflight": "failed"}
-    params = sum(p.numel() for p in model.parameters())
-    info = {"params": int(params), "preflight": "failed"}
+        return error("build", exc), {"preflight": "failed"}
+    info = {"params": params, "preflight": "failed"}
     budget = over_budget(params, max_params, model)
     if budget:
         return budget, {**info, "preflight_seconds": time.perf_counter() - t0}
-    trace = ShapeTrace(model)
+    trace = None
     try:
+        trace = ShapeTrace(model)
         with torch.device("meta"):
             out = model(torch.empty(2, in_channels, size, size, device="meta"))
-    except BaseException as exc:
-        if _meta_specific(exc) and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
-            return None, {"params": int(params), "preflight": "inconclusive"}
-        return {**_error("forward", exc), "shape_trace": trace.text()}, info
+    except BaseException as exc:  # noqa: BLE001
+        if _meta_specific(exc):
+            return None, {"params": params, "preflight": "inconclusive"}
+        return {**error("forward", exc), **({"trace": trace.record()} if trace else {})}, info
     finally:
-        trace.remove()
+        if trace is not None:
+            trace.remove()
     wrong = wrong_output(out, num_classes, in_channels, size)
     if wrong:
-        return {**wrong, "shape_trace": trace.text()}, info
-    return None, {"params": int(params), "preflight": "passed", "preflight_seconds": time.perf_counter() - t0}
+        return {**wrong, "trace": trace.record()}, info
+    return None, {"params": params, "preflight": "passed", "preflight_seconds": time.perf_counter() - t0}
 
 
 # --- the candidate -----------------------------------------------------------------------------
@@ -296,10 +322,7 @@ def proxy_scores(cfg: dict, net_cls, data_dir: str, device: torch.device, seed: 
     names = [n for n in cfg.get("proxies") or [] if n in zero_cost.FUNCS]
     in_channels = int(cfg["in_channels"])
     mean, std = cfg.get("mean", [0.5] * in_channels), cfg.get("std", [0.25] * in_channels)
-    try:
-        train = DeviceData(data_dir, "train", device, mean, std, channels_last=False)
-    except Exception as exc:
-        return _error("data", exc)
+    train = DeviceData(data_dir, "train", device, mean, std, channels_last=False)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     idx = torch.randperm(len(train), device=device, generator=gen)[: int(cfg.get("proxy_batch", 64))]
@@ -307,13 +330,13 @@ def proxy_scores(cfg: dict, net_cls, data_dir: str, device: torch.device, seed: 
     try:
         scores, seconds = zero_cost.score_timed(
             lambda: net_cls(num_classes=int(cfg["num_classes"]), in_channels=in_channels).to(device), names, x, y, seed)
-    except BaseException as exc:
-        return _error("proxy", exc)
+    except BaseException as exc:  # noqa: BLE001
+        return error("proxy", exc, device.type)
     return {"status": "ok", "scores": {k: (v if math.isfinite(v) else str(v)) for k, v in scores.items()},
             "proxy_seconds": seconds}
 
 
-def lr_at(step: int, total: int, peak: float, warmup: float = 0.2) -> float:
+def lr_at(step: int, total: int, peak: float, warmup: float = RECIPE["warmup"]) -> float:
     """One-cycle: linear warm-up to `peak`, then linear decay to zero."""
     w = max(1, int(total * warmup))
     if step < w:
@@ -321,176 +344,230 @@ def lr_at(step: int, total: int, peak: float, warmup: float = 0.2) -> float:
     return peak * max(0.0, (total - step) / max(1, total - w))
 
 
-def run(cfg: dict, candidate_path: str, data_dir: str) -> dict:
-    t_start = time.perf_counter()
-    seed = int(cfg.get("seed", 0))
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    threads = int(cfg.get("threads", 0))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    device = pick_device(cfg.get("device", "auto"))
-    bf16 = use_bf16(device, cfg.get("precision", "auto"))
-    channels_last = bf16 or device.type == "cuda"
-    num_classes = int(cfg["num_classes"])
-    in_channels = int(cfg["in_channels"])
-    size = int(cfg["image_size"])
+# --- the phases of one evaluation ------------------------------------------------------------------
+class Run:
+    """One evaluation, phase by phase; each phase returns a failure record or None."""
 
-    base = {"seed": seed, "device": device.type, "precision": "bf16" if bf16 else "fp32"}
+    def __init__(self, cfg: dict, candidate_path: str, data_dir: str, out_dir: str):
+        self.cfg = {**RECIPE, **cfg}
+        self.candidate_path, self.data_dir, self.out_dir = candidate_path, data_dir, out_dir
+        self.seed = int(cfg.get("seed", 0))
+        self.device = pick_device(cfg.get("device", "auto"))
+        self.bf16 = use_bf16(self.device, cfg.get("precision", "auto"))
+        self.channels_last = self.bf16 or self.device.type == "cuda"
+        self.num_classes, self.in_channels = int(cfg["num_classes"]), int(cfg["in_channels"])
+        self.size = int(cfg["image_size"])
+        self.facts: dict = {"seed": self.seed, "device": self.device.type, "precision": "bf16" if self.bf16 else "fp32"}
+        self.net_cls = None
+        self.model: nn.Module | None = None
 
-    try:
-        ns = load_candidate(candidate_path)
-    except BaseException as exc:  # SyntaxError, ImportError, SystemExit from the candidate ...
-        return {**base, **_error("import", exc)}
-    net_cls = ns.get("Net")
-    if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
-        return {**base, "status": "error", "phase": "interface", "exc_type": "InterfaceError",
-                "message": "the module defines no class Net(nn.Module)"}
-    if cfg.get("preflight", True):
-        failure, info = preflight(net_cls, num_classes, in_channels, size, int(cfg.get("max_params") or 0))
-        base.update(info)
-        if failure is not None or cfg.get("mode") == "preflight":
-            return {**base, **(failure or {"status": "ok"})}
+    def _err(self, phase: str, exc: BaseException) -> dict:
+        return error(phase, exc, self.device.type)
 
-    try:
-        torch.manual_seed(seed)
-        model = net_cls(num_classes=num_classes, in_channels=in_channels)
-    except BaseException as exc:
-        return {**base, **_error("build", exc)}
-    params = sum(p.numel() for p in model.parameters())
-    base["params"] = int(params)
-    budget = over_budget(params, int(cfg.get("max_params") or 0), model)
-    if budget:
-        return {**base, **budget}
-
-    if cfg.get("mode") == "proxy":
-        return {**base, **proxy_scores(cfg, net_cls, data_dir, device, seed)}
-
-    trace = ShapeTrace(model)
-    try:
-        model.to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        probe = torch.randn(2, in_channels, size, size, device=device)
-        model.train()
-        out = model(probe)
-    except BaseException as exc:
-        return {**base, **_error("forward", exc), "shape_trace": trace.text()}
-    finally:
-        trace.remove()
-    wrong = wrong_output(out, num_classes, in_channels, size)
-    if wrong:
-        return {**base, **wrong, "shape_trace": trace.text()}
-    model.eval()
-    base["flops"] = count_flops(model, probe[:1])
-
-    mean, std = cfg.get("mean", [0.5] * in_channels), cfg.get("std", [0.25] * in_channels)
-    try:
-        train = DeviceData(data_dir, "train", device, mean, std, channels_last)
-        test = DeviceData(data_dir, "test", device, mean, std, channels_last)
-    except Exception as exc:  # the harness's own fault, not the candidate's
-        return {**base, **_error("data", exc)}
-
-    batch = min(int(cfg.get("batch_size", 256)), len(train))
-    steps_per_epoch = max(1, len(train) // batch)
-    steps = max(int(cfg.get("epochs", 1)) * steps_per_epoch, int(cfg.get("min_steps", 0)))
-    peak_lr = float(cfg.get("lr", 0.05))
-    pad = int(cfg.get("crop_pad", size // 8))
-    flip = bool(cfg.get("flip", True))
-    opt = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=0.9, nesterov=True,
-                          weight_decay=float(cfg.get("weight_decay", 5e-4)))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.1)))
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
-
-    model.train()
-    t0 = time.perf_counter()
-    step, loss_val, recent = 0, float("nan"), []
-    try:
-        while step < steps:
-            order = torch.randperm(len(train), device=device, generator=gen)
-            for i in range(steps_per_epoch):
-                if step >= steps:
-                    break
-                idx = order[i * batch:(i + 1) * batch]
-                x, y = train.batch(idx, pad=pad, flip=flip, gen=gen)
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step, steps, peak_lr)
-                with autocast:
-                    loss = loss_fn(model(x).float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                opt.step()
-                step += 1
-                if step % 10 == 0 or step == steps:
-                    loss_val = float(loss.detach())
-                    recent.append(loss_val)
-                    if not math.isfinite(loss_val):
-                        return {**base, "status": "diverged", "phase": "train", "steps": step,
-                                "message": f"training loss became {loss_val} at step {step}/{steps}"}
-    except BaseException as exc:
-        return {**base, **_error("train", exc), "steps": step}
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    train_seconds = time.perf_counter() - t0
-
-    model.eval()
-    correct = 0
-    t1 = time.perf_counter()
-    try:
-        with torch.no_grad(), autocast:
-            for i in range(0, len(test), 1024):
-                idx = torch.arange(i, min(i + 1024, len(test)), device=device)
-                x, y = test.batch(idx)
-                logits = model(x).float()
-                if not torch.isfinite(logits).all():
-                    return {**base, "status": "diverged", "phase": "eval", "steps": step,
-                            "message": "the trained net outputs NaN/inf on the test set"}
-                correct += int((logits.argmax(1) == y).sum())
-    except BaseException as exc:
-        return {**base, **_error("eval", exc), "steps": step}
-    saved = None
-    if cfg.get("output_dir"):  # train-best: export the trained weights
+    def load(self) -> dict | None:
         try:
-            saved = os.path.join(cfg["output_dir"], "weights.pt")
-            torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, saved)
-        except Exception as exc:  # noqa: BLE001 - report, do not lose the accuracy
-            saved = f"not saved: {exc}"
-    return {
-        "weights": saved,
-        **base,
-        "status": "ok",
-        "accuracy": correct / max(1, len(test)),
-        "train_loss": float(np.mean(recent[-3:])) if recent else loss_val,
-        "steps": step,
-        "epochs": step / steps_per_epoch,
-        "batch_size": batch,
-        "train_images": len(train),
-        "test_images": len(test),
-        "train_seconds": train_seconds,
-        "eval_seconds": time.perf_counter() - t1,
-        "images_per_s": step * batch / max(train_seconds, 1e-9),
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "total_seconds": time.perf_counter() - t_start,
-    }
+            ns = load_candidate(self.candidate_path)
+        except BaseException as exc:  # noqa: BLE001 - SyntaxError, ImportError, SystemExit ...
+            return self._err("import", exc)
+        net_cls = ns.get("Net")
+        try:
+            ok = isinstance(net_cls, type) and issubclass(net_cls, nn.Module)
+        except BaseException:  # noqa: BLE001 - a metaclass may raise from __subclasscheck__
+            ok = False
+        if not ok:
+            return failure("interface", "InterfaceError", "the module defines no class Net(nn.Module)")
+        self.net_cls = net_cls
+        return None
+
+    def check(self) -> dict | None:
+        if not self.cfg.get("preflight", True):
+            return None
+        fail, info = preflight(self.net_cls, self.num_classes, self.in_channels, self.size,
+                               int(self.cfg.get("max_params") or 0))
+        self.facts.update(info)
+        return fail
+
+    def build(self) -> dict | None:
+        try:
+            torch.manual_seed(self.seed)
+            self.model = self.net_cls(num_classes=self.num_classes, in_channels=self.in_channels)
+            params = tensor_count(self.model)
+        except BaseException as exc:  # noqa: BLE001
+            return self._err("build", exc)
+        self.facts["params"] = params
+        return over_budget(params, int(self.cfg.get("max_params") or 0), self.model)
+
+    def probe(self) -> dict | None:
+        """One real forward of two random images: the interface on the real device."""
+        model, trace = self.model, None
+        try:
+            trace = ShapeTrace(model)
+            model.to(self.device)
+            if self.channels_last:
+                model.to(memory_format=torch.channels_last)
+            model.train()
+            out = model(torch.randn(2, self.in_channels, self.size, self.size, device=self.device))
+            wrong = wrong_output(out, self.num_classes, self.in_channels, self.size)
+        except BaseException as exc:  # noqa: BLE001
+            return {**self._err("forward", exc), **({"trace": trace.record()} if trace else {})}
+        finally:
+            if trace is not None:
+                trace.remove()
+        return {**wrong, "trace": trace.record()} if wrong else None
+
+    def train(self) -> dict | None:
+        cfg, model, dev = self.cfg, self.model, self.device
+        mean, std = cfg.get("mean", [0.5] * self.in_channels), cfg.get("std", [0.25] * self.in_channels)
+        train = DeviceData(self.data_dir, "train", dev, mean, std, self.channels_last)
+        self.test = DeviceData(self.data_dir, "test", dev, mean, std, self.channels_last)
+        batch = min(int(cfg["batch_size"]), len(train))
+        per_epoch = max(1, len(train) // batch)
+        steps = max(int(cfg["epochs"]) * per_epoch, int(cfg["min_steps"] or 0))
+        peak_lr, pad, flip = float(cfg["lr"]), int(cfg.get("crop_pad", self.size // 8)), bool(cfg["flip"])
+        opt = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=cfg["momentum"], nesterov=True,
+                              weight_decay=float(cfg["weight_decay"]))
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=float(cfg["label_smoothing"]))
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(self.seed)
+        self.autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.bf16)
+        self.facts.update(batch_size=batch, train_images=len(train), test_images=len(self.test))
+        model.train()
+        t0 = time.perf_counter()
+        step, recent = 0, []
+        try:
+            while step < steps:
+                order = torch.randperm(len(train), device=dev, generator=gen)
+                for i in range(min(per_epoch, steps - step)):
+                    x, y = train.batch(order[i * batch:(i + 1) * batch], pad=pad, flip=flip, gen=gen)
+                    for g in opt.param_groups:
+                        g["lr"] = lr_at(step, steps, peak_lr)
+                    with self.autocast:
+                        logits = self._counted_forward(x) if step == 0 else model(x)
+                        loss = loss_fn(logits.float(), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
+                    opt.step()
+                    step += 1
+                    if step % 10 == 0 or step == steps:
+                        recent.append(float(loss.detach()))
+                        if not math.isfinite(recent[-1]):
+                            return {"status": "diverged", "phase": "train", "steps": step,
+                                    "message": f"training loss became {recent[-1]} at step {step}/{steps}"}
+        except BaseException as exc:  # noqa: BLE001
+            return {**self._err("train", exc), "steps": step}
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        self.facts.update(steps=step, epochs=step / per_epoch, train_seconds=seconds,
+                          images_per_s=step * batch / max(seconds, 1e-9),
+                          train_loss=float(np.mean(recent[-3:])) if recent else None)
+        return None
+
+    def _counted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The first training step's forward, under the FLOP counter: the real batch, not a probe image
+        a candidate could recognise. Reported per image."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            out = self.model(x)
+        self.facts["flops"] = int(counter.get_total_flops()) // max(1, int(x.shape[0]))
+        return out
+
+    def predict(self) -> dict | None:
+        """The predicted class of every test image (the host, which holds the labels, scores them)."""
+        model, test = self.model, self.test
+        model.eval()
+        preds = []
+        t1 = time.perf_counter()
+        try:
+            with torch.no_grad(), self.autocast:
+                for i in range(0, len(test), int(self.cfg["eval_batch"])):
+                    idx = torch.arange(i, min(i + int(self.cfg["eval_batch"]), len(test)), device=self.device)
+                    logits = model(test.images(idx)).float()
+                    if not torch.isfinite(logits).all():
+                        return {"status": "diverged", "phase": "eval", "steps": self.facts.get("steps"),
+                                "message": "the trained net outputs NaN/inf on the test set"}
+                    preds.append(logits.argmax(1).to(torch.int64).cpu())
+        except BaseException as exc:  # noqa: BLE001
+            return self._err("eval", exc)
+        self.facts["eval_seconds"] = time.perf_counter() - t1
+        self.facts["peak_memory_bytes"] = peak_memory_bytes(self.device)
+        self.predictions = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
+        return None
+
+    def save(self) -> dict | None:
+        """Predictions and trained tensors as safetensors: data the host can read without executing it."""
+        from safetensors.torch import save_file
+
+        try:
+            tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in self.model.state_dict().items()
+                       if isinstance(v, torch.Tensor)}
+            save_file(tensors, os.path.join(self.out_dir, WEIGHTS))
+            save_file({"predictions": self.predictions.contiguous()}, os.path.join(self.out_dir, PREDICTIONS))
+        except BaseException as exc:  # noqa: BLE001
+            return self._err("save", exc)
+        return None
+
+
+def mark_training(out_dir: str) -> None:
+    """Tell the host the pre-flight is over, so its short pre-flight deadline gives way to the full one."""
+    with open(os.path.join(out_dir, TRAINING_MARK), "w"):
+        pass
+
+
+def run(cfg: dict, candidate_path: str, data_dir: str, out_dir: str) -> dict:
+    """Every phase in order; the first failure ends the run. Returns the result record."""
+    t_start = time.perf_counter()
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    np.random.seed(int(cfg.get("seed", 0)))
+    if int(cfg.get("threads", 0)) > 0:
+        torch.set_num_threads(int(cfg["threads"]))
+    r = Run(cfg, candidate_path, data_dir, out_dir)
+    fail = r.load() or r.check()
+    if fail is not None or cfg.get("mode") == "preflight":
+        return {**r.facts, **(fail or {"status": "ok"})}
+    fail = r.build()
+    if fail is None and cfg.get("mode") == "proxy":
+        return {**r.facts, **proxy_scores(r.cfg, r.net_cls, data_dir, r.device, r.seed)}
+    fail = fail or r.probe()
+    if fail is None:
+        mark_training(out_dir)
+        fail = r.train() or r.predict() or r.save()
+    if fail is not None:
+        return {**r.facts, **fail}
+    return {**r.facts, "status": "ok", "total_seconds": time.perf_counter() - t_start}
+
+
+def write_result(out_dir: str, result: dict) -> None:
+    """result.json, written whole (rename) so the host never reads half a record."""
+    try:
+        data = json.dumps(result, default=safe_str)
+    except BaseException as exc:  # noqa: BLE001 - a value the candidate smuggled in
+        data = json.dumps(failure("report", type_name(exc), safe_str(exc)))
+    tmp = os.path.join(out_dir, RESULT + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(data)
+    os.replace(tmp, os.path.join(out_dir, RESULT))
 
 
 def main(argv: list[str]) -> int:
-    secure_channel()
-    fd, nonce = _CHANNEL.pop("fd"), _CHANNEL.pop("nonce")  # only main's frame holds them now
-    if len(argv) != 4:
-        print("usage: runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR (nonce on stdin)", file=sys.stderr)
+    os.dup2(2, 1)  # everything printed (ours and the candidate's) is log, never a result
+    if len(argv) != 5:
+        print("usage: runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR OUT_DIR", file=sys.stderr)
         return 2
     with open(argv[1]) as f:
         cfg = json.load(f)
+    if cfg.get("deadline_s"):  # the kill-timer inside: default SIGALRM action ends the process
+        signal.setitimer(signal.ITIMER_REAL, float(cfg["deadline_s"]))
     try:
-        result = run(cfg, argv[2], argv[3])
-    except BaseException as exc:  # anything that escaped the phase handlers
-        result = _error("harness", exc)
-    _emit(result, fd, nonce)
-    return 0
+        result = run(cfg, argv[2], argv[3], argv[4])
+    except BaseException as exc:  # noqa: BLE001 - anything that escaped the phases is still the candidate's
+        result = error("harness", exc)
+    write_result(argv[4], result)
+    sys.stderr.flush()
+    os._exit(0)  # at once: a thread the candidate left behind must not turn a finished run into a timeout
 
 
 if __name__ == "__main__":

@@ -51,3 +51,9 @@ def cifar_folder(tmp_path_factory):
         with tarfile.open(tar) as t:
             t.extractall(dest, filter="data")
     return dest / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session")
+def digits_view(digits):
+    """What a sandbox sees of the small digits set (for running the harness in-process in unit tests)."""
+    return digits.sandbox_dir

@@ -4,9 +4,10 @@ Names: `digits` (scikit-learn's bundled 8x8 digits, offline, resized — the zer
 `cifar10`, `cifar100`, `imagenette` (torchvision's own classes: downloaded into the cache when online),
 and `folder:PATH` (ImageFolder layout: PATH/train/<class>/* and PATH/val/ or PATH/test/).
 
-A prepared data set is a directory with train_x.npy (N,H,W,C uint8), train_y.npy, test_x.npy,
-test_y.npy and meta.json; its name is a key of everything that changes its content, so the same
-request is decoded once and is deterministic given the seed.
+A prepared data set is a directory with meta.json, test_y.npy (the test labels: mode 0600, read only by
+the host, which scores predictions) and sandbox/ (train_x.npy (N,H,W,C uint8), train_y.npy, test_x.npy:
+all the sandbox mounts). Its name is a key of everything that changes its content, so the same request is
+decoded once and is deterministic given the seed.
 """
 from __future__ import annotations
 
@@ -50,6 +51,15 @@ class PreparedData:
     std: tuple[float, ...]
     classes: tuple[str, ...] = ()
 
+    @property
+    def sandbox_dir(self) -> Path:
+        """What a sandbox may see: training images and labels, test images. Never the test labels."""
+        return self.path / "sandbox"
+
+    def test_labels(self):
+        """The test labels, for the host to score a candidate's predictions."""
+        return np.load(self.path / "test_y.npy", allow_pickle=False)
+
     def describe(self) -> str:
         """One line for prompts: the exact input the net receives."""
         return (f"{self.name}: {self.num_classes} classes, input tensors of shape "
@@ -72,7 +82,7 @@ def prepare(name: str, *, data_root: str | Path | None = None, image_size: int |
             raise DatasetError(f"{flag} must be at least 1 (got {v})")
     root = Path(data_root) if data_root else cache_root() / "downloads" / kind
     source_id = str(Path(arg).resolve()) if kind == "folder" else str(root.resolve())
-    key_text = json.dumps([kind, source_id, size, train_subset, test_subset, seed, 2])
+    key_text = json.dumps([kind, source_id, size, train_subset, test_subset, seed, 3])
     key = f"{kind}-{size}px-{hashlib.sha256(key_text.encode()).hexdigest()[:12]}"
     out = cache_root() / "data" / key
     if not (out / "meta.json").exists():
@@ -105,9 +115,11 @@ def _write_cache(out: Path, name: str, splits: dict, classes: list[str], size: i
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
+        view = tmp / "sandbox"
+        view.mkdir()
         for split, (x, y) in splits.items():
-            np.save(tmp / f"{split}_x.npy", np.ascontiguousarray(x, dtype=np.uint8))
-            np.save(tmp / f"{split}_y.npy", np.asarray(y, dtype=np.int64))
+            np.save(view / f"{split}_x.npy", np.ascontiguousarray(x, dtype=np.uint8))
+            np.save((view if split == "train" else tmp) / f"{split}_y.npy", np.asarray(y, dtype=np.int64))
         xf = xtr.reshape(-1, xtr.shape[-1]).astype(np.float64) / 255.0
         meta = {
             "name": name, "num_classes": len(classes), "in_channels": int(xtr.shape[-1]), "image_size": size,
@@ -116,8 +128,11 @@ def _write_cache(out: Path, name: str, splits: dict, classes: list[str], size: i
             "std": [round(max(float(v), 1e-3), 4) for v in xf.std(0)], "classes": classes,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        for f in tmp.iterdir():
+        for f in view.iterdir():
             os.chmod(f, 0o644)  # the sandbox reads them as an unprivileged user
+        os.chmod(view, 0o755)
+        os.chmod(tmp / "meta.json", 0o644)
+        os.chmod(tmp / "test_y.npy", 0o600)  # the host's alone (the process sandbox drops to nobody as root)
         os.chmod(tmp, 0o755)
         if out.exists():
             shutil.rmtree(out)

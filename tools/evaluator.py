@@ -8,7 +8,10 @@ the same sandbox and with the same outcome taxonomy: the code is just as untrust
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
+
+import numpy as np
 
 from sandbox import Job, Limits, Sandbox, make_sandbox
 from tools.datasets import PreparedData
@@ -42,6 +45,11 @@ class Evaluator:
         self.sandbox = sandbox if sandbox is not None else make_sandbox("docker")
         self.settings = settings or TrainSettings()
 
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """The test labels: they stay in this process; the sandbox only ever sees the test images."""
+        return self.data.test_labels()
+
     @property
     def limits(self) -> Limits:
         return self.sandbox.limits
@@ -65,15 +73,15 @@ class Evaluator:
         }
 
     def evaluate(self, source: str, *, static_check: bool = True, output_dir: Path | None = None) -> Outcome:
-        """Evaluate one candidate. `output_dir` receives the trained weights (weights.pt) when given.
+        """Evaluate one candidate. `output_dir` receives the trained weights (weights.safetensors) when given.
         `static_check=False` exists only to test the sandbox layer itself."""
         if static_check:
             violation = check_source(source)
             if violation is not None:
                 return Outcome(violation.kind, violation.reason, seconds=0.0, stage="static")  # type: ignore[arg-type]
-        raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.path,
+        raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.sandbox_dir,
                                    output_dir=output_dir))
-        return classify(raw, self.limits)
+        return classify(raw, self.limits, self.labels)
 
     def score(self, source: str, proxies: tuple[str, ...]) -> Outcome:
         """Score one candidate with zero-cost proxies in the same sandbox (no training): outcome `ok`

@@ -5,10 +5,11 @@ names the exception, the message and where in the candidate it happened, or the 
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+import numpy as np
 
 from sandbox.base import Limits, RawResult
 
@@ -32,8 +33,9 @@ _SHAPE_PATTERNS = re.compile(
     r"too many indices for tensor|Dimension out of range|shape '\[",
     re.IGNORECASE,
 )
-_GPU_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
-_HOST_OOM = re.compile(r"DefaultCPUAllocator: (can't|not enough memory)|Cannot allocate memory|MemoryError")
+# Which fields the host established itself (everything else in an Outcome is reported from inside the
+# sandbox, where the candidate's code runs and could have changed it).
+VERIFIABLE = ("accuracy", "params", "peak_memory_bytes", "seconds")
 
 
 @dataclass
@@ -58,13 +60,15 @@ class Outcome:
     scores: dict[str, float] = field(default_factory=dict)  # zero-cost proxy scores, when asked for
     proxy_seconds: dict[str, float] = field(default_factory=dict)  # seconds each proxy took in the sandbox
     stage: str | None = None  # where it failed: static (AST policy) | preflight (meta device) | None
+    failure: dict = field(default_factory=dict)  # phase, exc_type, line, layer {name, type, repr, in}: as data
+    verified: list[str] = field(default_factory=list)  # fields the host established (VERIFIABLE); others reported
 
     @property
     def ok(self) -> bool:
         return self.kind == "ok"
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {} and v != []}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Outcome":
@@ -106,15 +110,6 @@ def clip(text: str, limit: int = DIAGNOSIS_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def candidate_location(traceback_text: str) -> str:
-    """'candidate.py:23 in forward: x = self.fc(x)' for the deepest frame inside the candidate."""
-    frames = re.findall(r'File "candidate\.py", line (\d+), in (\S+)\n\s*(.*)', traceback_text or "")
-    if not frames:
-        return ""
-    line, func, code = frames[-1]
-    return f"candidate.py:{line} in {func}: {code.strip()}"
-
-
 def last_error_line(log: str) -> str:
     """The last line of a log that looks like an exception, else its last non-empty line."""
     lines = [ln.strip() for ln in (log or "").splitlines() if ln.strip()]
@@ -124,61 +119,101 @@ def last_error_line(log: str) -> str:
     return lines[-1] if lines else ""
 
 
-def classify(raw: RawResult, limits: Limits) -> Outcome:
-    """Map a sandbox run onto the outcome taxonomy of DESIGN.md."""
+def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None) -> Outcome:
+    """Map a sandbox run onto the outcome taxonomy of DESIGN.md. `labels` are the test labels, which only
+    the host holds: the accuracy is computed here from the predictions the sandbox returned."""
     seconds = raw.wall_seconds
     if raw.infra_error:
         return Outcome("sandbox_error", clip(raw.infra_error), seconds=seconds)
+    if raw.worker_died:
+        return Outcome("runtime_error", "the sandbox worker died while it ran this candidate (killed by it, or "
+                                        "by a limit); it was replaced", seconds=seconds)
+    if raw.preflight_timed_out:
+        return Outcome("timeout", f"the pre-flight (import, build, meta-device forward) did not finish within "
+                                  f"{limits.preflight_s:g} s: an endless loop in __init__ or forward?",
+                       seconds=seconds, stage="preflight")
     if raw.timed_out:
         return Outcome("timeout", f"killed after the {limits.timeout_s:g} s wall-clock limit "
                                   f"(endless loop or far too slow a net)", seconds=seconds)
     if raw.oom_killed:
         return Outcome("host_oom", f"killed by the {mib(limits.memory_bytes)} memory limit "
-                                   f"(the net or its activations are too large)", seconds=seconds)
+                                   f"(the net or its activations are too large)", seconds=seconds,
+                       peak_memory_bytes=raw.peak_memory_bytes)
     res = raw.result
     if res is None:
-        return _without_result(raw, limits, seconds)
-    out = _from_result(res, seconds)
+        return _without_result(raw, seconds)
+    out = _from_result(raw, res, seconds, labels)
     if out.kind != "ok" and res.get("preflight") == "failed":
         out.stage = "preflight"
     return out
 
 
-def _from_result(res: dict, seconds: float) -> Outcome:
-    common = {k: res.get(k) for k in ("params", "flops", "device", "precision", "seed", "steps")}
+def _common(raw: RawResult, res: dict) -> dict:
+    """Cost fields: the host's own count and measurement where it has them, else what was reported."""
+    c = {k: _num(res.get(k)) for k in ("params", "flops", "steps")}
+    c.update(device=_txt(res.get("device")), precision=_txt(res.get("precision")), seed=_num(res.get("seed")))
+    verified = []
+    if raw.tensors is not None:
+        c["params"] = raw.tensors
+        verified.append("params")
+    if raw.peak_memory_bytes is not None:
+        c["peak_memory_bytes"] = raw.peak_memory_bytes
+        verified.append("peak_memory_bytes")
+    c["verified"] = verified
+    return c
+
+
+def _from_result(raw: RawResult, res: dict, seconds: float, labels: np.ndarray | None) -> Outcome:
+    common = _common(raw, res)
     status = res.get("status")
-    if status == "ok" and "scores" in res:
-        scores = {k: float(v) for k, v in res["scores"].items()}
+    if status == "ok" and isinstance(res.get("scores"), dict):
+        scores = {str(k): float(v) if isinstance(v, (int, float)) else float("nan") for k, v in res["scores"].items()}
+        timing = {str(k): float(v) for k, v in (res.get("proxy_seconds") or {}).items() if isinstance(v, (int, float))}
         return Outcome("ok", "scored by zero-cost proxies (not trained)", scores=scores, seconds=seconds,
-                       proxy_seconds=dict(res.get("proxy_seconds") or {}), **common)
-    if status == "ok" and res.get("accuracy") is None and res.get("preflight") == "passed":
+                       proxy_seconds=timing, **common)
+    if status == "ok" and res.get("steps") is None and res.get("preflight") == "passed":
         return Outcome("ok", "passed pre-flight (not trained)", seconds=seconds, **common)
     if status == "ok":
-        acc = res.get("accuracy")
-        if acc is None or not math.isfinite(acc):
-            return Outcome("diverged", "the harness reported no finite accuracy", seconds=seconds, **common)
-        return Outcome(
-            "ok", "", accuracy=float(acc), train_loss=res.get("train_loss"),
-            peak_memory_bytes=res.get("peak_memory_bytes"), train_seconds=res.get("train_seconds"),
-            images_per_s=res.get("images_per_s"), epochs=res.get("epochs"), seconds=seconds, **common,
-        )
+        return _scored(raw, res, seconds, labels, common)
     if status == "diverged":
-        return Outcome("diverged", clip(res.get("message", "loss became NaN/inf")), seconds=seconds, **common)
+        return Outcome("diverged", clip(_txt(res.get("message")) or "loss became NaN/inf"), seconds=seconds, **common)
     return _from_error(res, seconds, common)
 
 
+def _scored(raw: RawResult, res: dict, seconds: float, labels: np.ndarray | None, common: dict) -> Outcome:
+    """Accuracy = the share of test images whose returned prediction equals the host's label."""
+    preds = raw.predictions
+    if raw.output_problem or preds is None:
+        return Outcome("runtime_error", clip(f"the run reported success but its outputs were refused: "
+                                             f"{raw.output_problem or 'no predictions'}"), seconds=seconds, **common)
+    if labels is None:
+        return Outcome("sandbox_error", "no test labels on the host to score the predictions", seconds=seconds)
+    if preds.shape != labels.shape:
+        return Outcome("runtime_error", clip(f"the run returned {preds.shape[0]} predictions for {labels.shape[0]} "
+                                             f"test images"), seconds=seconds, **common)
+    common["verified"] = ["accuracy", *common["verified"], "seconds"]
+    return Outcome("ok", "", accuracy=float(np.mean(preds == labels)) if len(labels) else 0.0,
+                   train_loss=_num(res.get("train_loss")), train_seconds=_num(res.get("train_seconds")),
+                   images_per_s=_num(res.get("images_per_s")), epochs=_num(res.get("epochs")), seconds=seconds,
+                   **{"peak_memory_bytes": _num(res.get("peak_memory_bytes")), **common})
+
+
 def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
-    phase, exc, msg = res.get("phase", ""), res.get("exc_type", "Error"), res.get("message", "")
-    where = res.get("where") or candidate_location(res.get("traceback", ""))
+    """A failure the harness recorded as data: phase, exception type, candidate line, failing layer."""
+    phase, exc, msg = _txt(res.get("phase")) or "?", _txt(res.get("exc_type")) or "Error", _txt(res.get("message"))
     first = msg.strip().splitlines()[0] if msg.strip() else ""
+    where = location(res.get("where"))
+    trace = res.get("trace") if isinstance(res.get("trace"), dict) else {}
     text = f"{exc}: {first}" + (f" ({where})" if where else "")
-    if res.get("shape_trace"):  # where the shapes went wrong, module by module (bounded)
-        text = clip(text, 130) + " | trace: " + res["shape_trace"]
-    if phase in ("data", "harness"):
-        return Outcome("sandbox_error", clip(f"harness fault in {phase}: {text}"), seconds=seconds, **common)
-    if _GPU_OOM.search(msg) or exc == "OutOfMemoryError":
+    if trace:  # where the shapes went wrong, module by module (bounded)
+        text = clip(text, 130) + " | trace: " + trace_text(trace)
+    common["failure"] = {"phase": phase, "exc_type": exc,
+                         "line": (res.get("where") or {}).get("line") if isinstance(res.get("where"), dict) else None,
+                         "layer": trace.get("failed") if isinstance(trace.get("failed"), dict) else None}
+    oom = res.get("oom")
+    if oom == "gpu":
         return Outcome("gpu_oom", clip(f"GPU out of memory during {phase}: {first}"), seconds=seconds, **common)
-    if exc == "MemoryError" or _HOST_OOM.search(msg):
+    if oom == "host":
         return Outcome("host_oom", clip(f"host out of memory during {phase}: {text}"), seconds=seconds, **common)
     if phase == "import" and exc in ("SyntaxError", "IndentationError", "TabError"):
         return Outcome("syntax_error", clip(text), seconds=seconds, **common)
@@ -193,14 +228,49 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     return Outcome("runtime_error", clip(f"{text} [during {phase}]"), seconds=seconds, **common)
 
 
-def _without_result(raw: RawResult, limits: Limits, seconds: float) -> Outcome:
-    log = raw.stderr_tail
-    last = last_error_line(log)
-    if _GPU_OOM.search(log):
-        return Outcome("gpu_oom", clip(f"GPU out of memory: {last}"), seconds=seconds)
+def location(where: object) -> str:
+    """'candidate.py:23 in forward: x = self.fc(x)' from the harness's structured frame."""
+    if not isinstance(where, dict) or not isinstance(where.get("line"), int):
+        return ""
+    return f"candidate.py:{where['line']} in {_txt(where.get('function'))}: {_txt(where.get('code'))}"[:200]
+
+
+def trace_text(trace: dict, limit: int = 160) -> str:
+    """'conv1 Conv2d→32x32x32 | pool MaxPool2d→32x16x16 | ✗ fc Linear(in_features=8192, ...) got 2048'."""
+    layers = trace.get("layers") if isinstance(trace.get("layers"), list) else []
+    parts = [f"{_txt(lay.get('name'))} {_txt(lay.get('type'))}→{_shape(lay.get('out'))}"
+             for lay in layers if isinstance(lay, dict)]
+    failed = trace.get("failed")
+    if isinstance(failed, dict):
+        parts.append(f"✗ {_txt(failed.get('name'))} {_txt(failed.get('repr'))} got {_shape(failed.get('in'))}")
+    out = " | ".join(parts)
+    while len(out) > limit and len(parts) > 1:
+        parts.pop(0)
+        out = "… | " + " | ".join(parts)
+    return out[-limit:]
+
+
+def _shape(value: object) -> str:
+    if isinstance(value, list):
+        return "x".join(str(d) for d in value) or "scalar"
+    return _txt(value)
+
+
+def _txt(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _num(value: object):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _without_result(raw: RawResult, seconds: float) -> Outcome:
+    """No result.json: the process ended early (os._exit, a signal) or its outputs were refused."""
+    last = last_error_line(raw.stderr_tail)
+    if raw.output_problem:
+        return Outcome("runtime_error", clip(f"the run's outputs were refused: {raw.output_problem}"), seconds=seconds)
     if raw.exit_code in (137, -9):
-        return Outcome("host_oom", clip(f"killed by SIGKILL, most likely the {mib(limits.memory_bytes)} "
-                                        f"memory limit. {last}"), seconds=seconds)
-    forged = f"; it printed {raw.forged_lines} forged result line(s)" if raw.forged_lines else ""
+        return Outcome("runtime_error", clip(f"the process was killed by SIGKILL (not by the memory limit) before "
+                                             f"the harness reported a result. {last}"), seconds=seconds)
     return Outcome("runtime_error", clip(f"the process ended (exit code {raw.exit_code}) before the harness "
-                                         f"reported a result{forged}. {last}"), seconds=seconds)
+                                         f"reported a result. {last}"), seconds=seconds)

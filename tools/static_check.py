@@ -1,35 +1,106 @@
 """AST policy applied to a candidate before a container is spent on it.
 
-It rejects what a network definition never needs and an escape always does: imports beyond the
-allowlist, builtins that reach the interpreter (eval, exec, open, __import__, getattr...), dunder
-attributes other than `__init__`, private attributes of anything but `self`, attribute names that lead
-to the OS through torch (`torch.os`, `torch.sys`...), format strings that read attributes, and
-assignments to imported modules (monkey-patching torch could fake a result). The sandbox is the
-security boundary; this check makes the common escapes fail fast with a reason the LLM can act on.
+The candidate is hostile; the container (and the host-side verification of every result) is the security
+boundary. This check is defence in depth: it makes the common escapes fail fast, for free, with a reason that
+names the line, so the LLM can act on it. Each rule rejects what a network definition never needs and an
+escape always does:
+
+- Imports beyond ALLOWED_IMPORTS (the DESIGN contract); `from M import *` and private names.
+- Builtins that reach the interpreter (eval, exec, open, __import__, getattr, vars...).
+- Dunder attributes other than `__init__` and dunder names other than `__name__`: the ladder from any object
+  to `__subclasses__`, `__globals__` and `__builtins__`. `match` class patterns read attributes too
+  (`case object(__class__=c)`), and mapping patterns read keys: dunder/private ones are rejected there as well.
+- Private attributes only on `self`/`cls`, and those two names only as the first parameter of a function:
+  any other binding (`self = torch`, `for cls in ...`, `lambda x, self: ...`, `except E as self`) would
+  launder an arbitrary object into them. Private names of tensors and storages are rejected even on `self`,
+  since `Net.helper(tensor)` passes a tensor as `self` (`_typed_storage()` maps files).
+- An allowlist of namespaces: an attribute chain rooted at an imported name (`torch.X.Y`, `nn.X`, `F.X`, or a
+  `from M import x`) is resolved against the real modules on the host by static lookups (no candidate code
+  runs, and torch's lazy submodules are not imported). It is rejected when a step is a module outside
+  ALLOWED_NAMESPACES (torch.utils, torch.jit, torch.ops, torch.library, torch.hub, torch.package, torch.cuda,
+  torch.backends, torch.fx, torch.onnx, torch.distributed, torch.storage... reach files, serialisation, native
+  code or operator registration), one of BANNED_CALLABLES (torch.load/save/from_file/compile...,
+  typing.get_type_hints and functools.singledispatch evaluate strings, functools.update_wrapper/wraps read
+  attributes named by strings), or a `register_*` hook on torch itself (nn.Module's registration methods stay
+  allowed on `self`). An allowlist, because torch grows namespaces faster than a denylist could follow. A chain
+  that does not resolve on the host is let through: it fails at run time with an AttributeError the repair
+  loop reads. ALLOWED_LEAVES lets a harmless query through (`torch.cuda.is_available()` in demo code). If
+  torch cannot be imported on the host, FALLBACK_DENIED names the known-bad namespaces.
+- A module is usable only through such a chain: `m = torch`, `f(torch.nn)`, `[F]` are rejected, or the
+  chain check could be side-stepped through a variable; so is one name imported as two different objects.
+- Attribute names that reach the OS, files, raw memory, numpy or frames from any object (`.os`, `.numpy`,
+  `.tofile`, `.untyped_storage`, `.data_ptr`, `.set_`, `.cr_frame`, `.f_builtins`, `*Storage`...), by name,
+  since the type of a local is unknown statically.
+- async code (a coroutine's frame leads to builtins), `global`/`nonlocal`, format strings that read
+  attributes (`'{0.__globals__}'.format`), and assignments to attributes of imported names (monkey-patching
+  torch could fake a result).
 """
 from __future__ import annotations
 
 import ast
+import functools
+import importlib
+import importlib.util
+import inspect
 import re
+import types
 from dataclasses import dataclass
 
 ALLOWED_IMPORTS = frozenset({
     "torch", "torch.nn", "torch.nn.functional", "math", "functools", "typing", "collections",
     "itertools", "__future__",
 })
+# Module objects an attribute chain may pass through: what a network needs. torch.nn.utils(.parametrizations)
+# for weight/spectral norm, torch.autograd (top level only) for custom autograd Functions, torch.nn.modules.*
+# because nn's classes live there. Not torch.utils (data loaders, checkpoint, cpp_extension, hooks), torch.cuda
+# or torch.amp: the harness owns data, device and precision.
+ALLOWED_NAMESPACES = frozenset({
+    "torch", "torch.nn", "torch.nn.functional", "torch.nn.init", "torch.nn.utils", "torch.nn.utils.parametrizations",
+    "torch.nn.modules", "torch.linalg", "torch.fft", "torch.special", "torch.autograd",
+    "math", "functools", "typing", "collections", "collections.abc", "itertools",
+})
+_ALLOWED_PREFIXES = ("torch.nn.modules.",)
+_NAMESPACES_TEXT = ("torch, torch.nn (functional, init, utils), torch.linalg, torch.fft, torch.special, "
+                    "torch.autograd, math, functools, typing, collections, itertools")
+# Harmless queries inside refused namespaces that small models write in their `__main__` demo code.
+ALLOWED_LEAVES = frozenset({"torch.cuda.is_available"})
+# Callables inside allowed namespaces that reach files, native code or the interpreter (compared by identity, so
+# every alias of them is caught: F.torch.load, nn.modules.module.torch.save...).
+BANNED_CALLABLES = frozenset({
+    "torch.load", "torch.save", "torch.from_file", "torch.frombuffer", "torch.from_dlpack", "torch.compile",
+    "torch.cond", "torch.get_device_module", "torch.set_default_device", "torch.set_default_tensor_type",
+    "typing.get_type_hints", "typing.ForwardRef", "functools.singledispatch", "functools.singledispatchmethod",
+    "functools.update_wrapper", "functools.wraps",
+})
+# Used only when torch cannot be imported on the host: components of a chain rooted at torch that are refused.
+FALLBACK_DENIED = frozenset({
+    "utils", "jit", "package", "hub", "ops", "library", "classes", "onnx", "fx", "export", "compiler",
+    "distributed", "multiprocessing", "backends", "cuda", "overrides", "storage", "serialization",
+})
 BANNED_NAMES = frozenset({
     "eval", "exec", "open", "__import__", "compile", "globals", "locals", "vars", "getattr", "setattr",
     "delattr", "input", "breakpoint", "exit", "quit", "help", "memoryview", "__builtins__", "__loader__",
     "__spec__",
 })
-# Attribute names that lead from torch/nn to the operating system, the importer or native code.
+# Attribute names, on any object, that lead to the operating system, the importer, files, raw memory, numpy
+# (whose arrays write files) or interpreter frames.
 BANNED_ATTRS = frozenset({
     "os", "sys", "subprocess", "socket", "builtins", "importlib", "ctypes", "shutil", "pathlib", "io",
     "pickle", "marshal", "gc", "inspect", "threading", "multiprocessing", "signal", "resource", "system",
     "popen", "load", "save", "load_library", "hub", "cpp_extension", "compile", "format_map", "environ",
     "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame", "func_globals", "mro",
+    "f_builtins", "f_code", "f_trace", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code",
+    "tofile", "fromfile", "from_file", "frombuffer", "numpy", "untyped_storage", "storage", "data_ptr", "set_",
+    "share_memory_", "share_memory", "from_dlpack", "to_dlpack", "get_device_module",
+})
+SELF_NAMES = ("self", "cls")
+# Private names of tensors/storages that stay refused on `self` (used only when torch is not importable).
+FALLBACK_TENSOR_PRIVATE = frozenset({
+    "_typed_storage", "_untyped_storage", "_cdata", "_base", "_new_shared_filename_cpu", "_share_filename_cpu_",
+    "_new_shared_fd_cpu", "_share_fd_cpu_", "_new_using_filename_cpu", "_set_from_file",
 })
 _FORMAT_ATTR = re.compile(r"\{[^{}]*[.\[]\s*_")
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -38,6 +109,16 @@ class Violation:
 
     kind: str
     reason: str
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Whole-module facts the node checks need."""
+
+    aliases: dict[str, str]  # name bound by an import -> dotted path of the object it names
+    parents: dict[int, ast.AST]  # id(node) -> parent node
+    first_params: frozenset[int]  # ids of the ast.arg nodes that are the first parameter of a function
+    conflicts: frozenset[str]  # names imported as two different objects: a chain could not be resolved
 
 
 def check_source(source: str) -> Violation | None:
@@ -49,25 +130,16 @@ def check_source(source: str) -> Violation | None:
     except ValueError as exc:  # e.g. null bytes
         return Violation("syntax_error", f"cannot parse the candidate: {exc}")
 
-    modules: set[str] = set()
-    for node in ast.walk(tree):
-        bad = _check_node(node, modules)
+    ctx = _context(tree)
+    nodes = list(ast.walk(tree))
+    # Imports first, so that an import outside the allowlist is the reason given, whatever else is wrong.
+    for node in sorted(nodes, key=lambda n: not isinstance(n, (ast.Import, ast.ImportFrom))):
+        bad = _check_node(node, ctx)
         if bad:
-            line = getattr(node, "lineno", "?")
-            return Violation("invalid_code", f"{bad} (candidate.py:{line})")
-
-    # Second pass: assignments whose target is an imported module (needs the full alias set).
-    for node in ast.walk(tree):
-        targets = []
-        if isinstance(node, (ast.Assign, ast.Delete)):
-            targets = node.targets
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
-            targets = [node.target]
-        for t in targets:
-            root = _attr_root(t)
-            if isinstance(t, (ast.Attribute, ast.Subscript)) and root in modules:
-                return Violation("invalid_code", f"assigning to an attribute of the imported module '{root}' is "
-                                                 f"not allowed (candidate.py:{node.lineno})")
+            return Violation("invalid_code", f"{bad} (candidate.py:{getattr(node, 'lineno', '?')})")
+    bad_assignment = _module_assignment(nodes, ctx)
+    if bad_assignment:
+        return Violation("invalid_code", bad_assignment)
 
     if not any(isinstance(n, ast.ClassDef) and n.name == "Net" and _is_module_subclass(n) for n in tree.body):
         return Violation("invalid_code", "no top-level 'class Net(nn.Module)' in the code")
@@ -75,6 +147,51 @@ def check_source(source: str) -> Violation | None:
         missing = _undefined_attributes(node) if isinstance(node, ast.ClassDef) else None
         if missing:
             return Violation("invalid_code", missing)
+    return None
+
+
+def _context(tree: ast.AST) -> _Context:
+    aliases: dict[str, str] = {}
+    parents: dict[int, ast.AST] = {}
+    first: set[int] = set()
+    conflicts: set[str] = set()
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            positional = node.args.posonlyargs + node.args.args
+            if positional:
+                first.add(id(positional[0]))
+        for name, path in _import_bindings(node).items():
+            if aliases.setdefault(name, path) != path:
+                conflicts.add(name)
+    return _Context(aliases, parents, frozenset(first), frozenset(conflicts))
+
+
+def _import_bindings(node: ast.AST) -> dict[str, str]:
+    """Names an allowed import binds, each with the dotted path of the object it names."""
+    if isinstance(node, ast.Import):
+        return {(a.asname or a.name.split(".")[0]): (a.name if a.asname else a.name.split(".")[0])
+                for a in node.names if a.name in ALLOWED_IMPORTS}
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in ALLOWED_IMPORTS - {"__future__"}:
+        return {(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names if a.name != "*"}
+    return {}
+
+
+def _module_assignment(nodes: list[ast.AST], ctx: _Context) -> str | None:
+    """Assignments whose target is an attribute of an imported module or name (monkey-patching)."""
+    for node in nodes:
+        targets: list[ast.expr] = []
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for t in targets:
+            root = _attr_root(t)
+            if isinstance(t, (ast.Attribute, ast.Subscript)) and root in ctx.aliases:
+                kind = "module" if _resolve(tuple(ctx.aliases[root].split(".")))[1] else "name"
+                return (f"assigning to an attribute of the imported {kind} '{root}' is not allowed "
+                        f"(candidate.py:{node.lineno})")
     return None
 
 
@@ -131,40 +248,207 @@ def _attr_name(node: ast.AST) -> str:
     return node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
 
 
-def _check_node(node: ast.AST, modules: set[str]) -> str | None:
+def _check_node(node: ast.AST, ctx: _Context) -> str | None:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        twice = next((n for n in _import_bindings(node) if n in ctx.conflicts), None)
+        return _check_import(node) or (twice and f"the name '{twice}' is imported as two different objects")
+    if isinstance(node, ast.Name):
+        return _check_name(node, ctx)
+    if isinstance(node, ast.Attribute):
+        return _check_attribute(node, ctx)
+    if isinstance(node, ast.arg):
+        return _rebinds_self(node.arg) if id(node) not in ctx.first_params else None
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.ExceptHandler)):
+        return _rebinds_self(node.name)
+    if isinstance(node, ast.pattern):
+        return _check_pattern(node)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and _FORMAT_ATTR.search(node.value):
+        return "format strings that read attributes are not allowed"
+    if isinstance(node, (ast.Global, ast.Nonlocal)):
+        return f"'{type(node).__name__.lower()}' statements are not allowed"
+    if isinstance(node, (ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith)):
+        return "async code is not allowed (a network needs none)"
+    return None
+
+
+def _check_import(node: ast.Import | ast.ImportFrom) -> str | None:
     if isinstance(node, ast.Import):
         for alias in node.names:
             if alias.name not in ALLOWED_IMPORTS:
                 return f"import of '{alias.name}' is not allowed (allowed: {_allowed()})"
-            modules.add((alias.asname or alias.name).split(".")[0])
-    elif isinstance(node, ast.ImportFrom):
-        mod = "." * node.level + (node.module or "")
-        if mod not in ALLOWED_IMPORTS:
-            return f"import from '{mod}' is not allowed (allowed: {_allowed()})"
-        for alias in node.names:
-            full = f"{mod}.{alias.name}"
-            if alias.name == "*" or alias.name in BANNED_ATTRS or alias.name.startswith("_") and mod != "__future__":
-                return f"'from {mod} import {alias.name}' is not allowed"
-            if full in ALLOWED_IMPORTS:
-                modules.add(alias.asname or alias.name)
-    elif isinstance(node, ast.Name):
-        if node.id in BANNED_NAMES:
-            return f"use of '{node.id}' is not allowed"
-        if node.id.startswith("__") and node.id.endswith("__") and node.id != "__name__":
-            return f"use of the dunder name '{node.id}' is not allowed"
-    elif isinstance(node, ast.Attribute):
-        a = node.attr
-        if a.startswith("__") and a.endswith("__") and a != "__init__":
-            return f"access to the dunder attribute '.{a}' is not allowed"
-        if a.startswith("_") and not (a.startswith("__") and a.endswith("__")) and not _is_self(node.value):
-            return f"access to the private attribute '.{a}' is not allowed (only on self)"
-        if a in BANNED_ATTRS:
-            return f"access to '.{a}' is not allowed"
-    elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _FORMAT_ATTR.search(node.value):
-        return "format strings that read attributes are not allowed"
-    elif isinstance(node, (ast.Global, ast.Nonlocal)):
-        return f"'{type(node).__name__.lower()}' statements are not allowed"
+            bad = _rebinds_self(alias.asname or alias.name.split(".")[0])
+            if bad:
+                return bad
+        return None
+    mod = "." * node.level + (node.module or "")
+    if mod not in ALLOWED_IMPORTS:
+        return f"import from '{mod}' is not allowed (allowed: {_allowed()})"
+    for alias in node.names:
+        if alias.name == "*" or alias.name in BANNED_ATTRS or alias.name.startswith("_") and mod != "__future__":
+            return f"'from {mod} import {alias.name}' is not allowed"
+        bad = _rebinds_self(alias.asname or alias.name)
+        if not bad and mod != "__future__":
+            bad = _resolve((*mod.split("."), alias.name))[0]
+        if bad:
+            return bad
     return None
+
+
+def _check_name(node: ast.Name, ctx: _Context) -> str | None:
+    if node.id in BANNED_NAMES:
+        return f"use of '{node.id}' is not allowed"
+    if node.id.startswith("__") and node.id.endswith("__") and node.id != "__name__":
+        return f"use of the dunder name '{node.id}' is not allowed"
+    if not isinstance(node.ctx, ast.Load):
+        return _rebinds_self(node.id)
+    if node.id in ctx.aliases and not _inside_chain(node, ctx):
+        return _check_chain(node.id, (), ctx)
+    return None
+
+
+def _check_attribute(node: ast.Attribute, ctx: _Context) -> str | None:
+    a = node.attr
+    if a.startswith("__") and a.endswith("__") and a != "__init__":
+        return f"access to the dunder attribute '.{a}' is not allowed"
+    if a.startswith("_") and not (a.startswith("__") and a.endswith("__")):
+        if not _is_self(node.value):
+            return f"access to the private attribute '.{a}' is not allowed (only on self)"
+        if a in _tensor_private_names():
+            return f"access to '.{a}' is not allowed: it is a private attribute of tensors, even on self"
+    if a in BANNED_ATTRS or a.endswith("Storage"):
+        return f"access to '.{a}' is not allowed"
+    if _inside_chain(node, ctx):
+        return None  # the outermost attribute of the chain checks the whole chain
+    attrs: list[str] = []
+    inner: ast.expr = node
+    while isinstance(inner, ast.Attribute):
+        attrs.insert(0, inner.attr)
+        inner = inner.value
+    if isinstance(inner, ast.Name) and inner.id in ctx.aliases:
+        return _check_chain(inner.id, tuple(attrs), ctx)
+    return None
+
+
+def _check_chain(root: str, attrs: tuple[str, ...], ctx: _Context) -> str | None:
+    """`root.a.b` where root is an imported name: resolved on the host; a module may not be used as a value."""
+    path = (*ctx.aliases[root].split("."), *attrs)
+    reason, is_module = _resolve(path)
+    if reason:
+        return reason
+    if is_module:
+        spelled = ".".join((root, *attrs))
+        return f"the module '{spelled}' may only be used through its attributes ({spelled}.name), not as a value"
+    return None
+
+
+def _check_pattern(node: ast.pattern) -> str | None:
+    """`match` patterns read attributes (class patterns) and keys (mapping patterns), and bind names."""
+    if isinstance(node, ast.MatchClass):
+        for name in node.kwd_attrs:
+            if name.startswith("_"):
+                return f"a class pattern may not read the dunder or private attribute '{name}'"
+    elif isinstance(node, ast.MatchMapping):
+        for key in node.keys:
+            if isinstance(key, ast.Constant) and isinstance(key.value, str) and key.value.startswith("_"):
+                return f"a mapping pattern may not read the dunder or private key '{key.value}'"
+        return _rebinds_self(node.rest)
+    elif isinstance(node, (ast.MatchAs, ast.MatchStar)):
+        return _rebinds_self(node.name)
+    return None
+
+
+def _rebinds_self(name: str | None) -> str | None:
+    if name in SELF_NAMES:
+        return (f"binding the name '{name}' is not allowed: '{name}' may only be the first parameter of a "
+                f"function (private attributes are allowed on it)")
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve(path: tuple[str, ...]) -> tuple[str | None, bool]:
+    """(why the dotted path is refused or None, whether it names a module). Static lookups on the host's real
+    modules: nothing of the candidate runs. A path that does not resolve is let through (fails at run time)."""
+    if ".".join(path) in ALLOWED_LEAVES:
+        return None, False
+    try:
+        obj = importlib.import_module(path[0])
+    except ImportError:
+        return _fallback(path), ".".join(path) in ALLOWED_IMPORTS
+    banned = _banned_objects()
+    for i in range(1, len(path)):
+        dotted = ".".join(path[:i + 1])
+        if path[i].startswith("register_"):
+            return f"'{dotted}' is not allowed: registering hooks or operators on torch itself", False
+        obj = _lookup(obj, path[i])
+        if obj is _MISSING:
+            return None, False
+        if isinstance(obj, types.ModuleType) and not _namespace_allowed(obj.__name__):
+            return f"'{dotted}' is outside the namespaces a network needs (allowed: {_NAMESPACES_TEXT})", False
+        if dotted in BANNED_CALLABLES or any(obj is b for b in banned):
+            return f"'{dotted}' is not allowed (it reaches files, native code or evaluates strings)", False
+    return None, isinstance(obj, types.ModuleType)
+
+
+def _fallback(path: tuple[str, ...]) -> str | None:
+    """The host lacks the module (torch not installed): known-bad namespaces and callables, by name."""
+    for i in range(1, len(path)):
+        dotted = ".".join(path[:i + 1])
+        if dotted in BANNED_CALLABLES or path[0] == "torch" and path[i] in FALLBACK_DENIED:
+            return f"'{dotted}' is not allowed (it reaches files, native code or evaluates strings)"
+    return None
+
+
+def _lookup(obj: object, name: str) -> object:
+    """`obj.name` without running descriptors, module __getattr__ hooks or lazy submodule imports."""
+    if isinstance(obj, types.ModuleType):
+        if name in vars(obj):
+            return vars(obj)[name]
+        sub = f"{obj.__name__}.{name}"
+        try:
+            spec = importlib.util.find_spec(sub)
+        except (ImportError, ValueError, AttributeError):
+            spec = None
+        if spec is None:
+            return _MISSING
+        # A submodule not imported yet: imported only when allowed (torch's own code), else judged by its name.
+        return importlib.import_module(sub) if _namespace_allowed(sub) else types.ModuleType(sub)
+    try:
+        value = inspect.getattr_static(obj, name)
+    except AttributeError:
+        return _MISSING
+    return value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+
+
+def _namespace_allowed(name: str) -> bool:
+    return name in ALLOWED_NAMESPACES or name.startswith(_ALLOWED_PREFIXES)
+
+
+@functools.lru_cache(maxsize=1)
+def _banned_objects() -> tuple[object, ...]:
+    found = []
+    for path in sorted(BANNED_CALLABLES):
+        root, *rest = path.split(".")
+        try:
+            obj: object = importlib.import_module(root)
+        except ImportError:
+            continue
+        for name in rest:
+            obj = getattr(obj, name, _MISSING)
+        if obj is not _MISSING:
+            found.append(obj)
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=1)
+def _tensor_private_names() -> frozenset[str]:
+    """Private names of tensors and storages (less nn.Module's own): refused even on `self`."""
+    try:
+        import torch
+    except ImportError:
+        return FALLBACK_TENSOR_PRIVATE
+    names = {n for c in (torch.Tensor, torch.UntypedStorage, torch.TypedStorage) for n in dir(c)
+             if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))}
+    return frozenset(names - set(dir(torch.nn.Module())))  # an instance: its hook dicts are instance attributes
 
 
 def _allowed() -> str:
@@ -172,7 +456,13 @@ def _allowed() -> str:
 
 
 def _is_self(node: ast.AST) -> bool:
-    return isinstance(node, ast.Name) and node.id in ("self", "cls")
+    return isinstance(node, ast.Name) and node.id in SELF_NAMES
+
+
+def _inside_chain(node: ast.AST, ctx: _Context) -> bool:
+    """Whether `node` is the object of an attribute access (`node.x`), i.e. not the end of its chain."""
+    parent = ctx.parents.get(id(node))
+    return isinstance(parent, ast.Attribute) and parent.value is node
 
 
 def _attr_root(node: ast.AST) -> str | None:

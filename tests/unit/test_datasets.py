@@ -31,11 +31,11 @@ def test_digits_is_offline_deterministic_and_cached():
     b = prepare("digits", train_subset=100, seed=3)
     c = prepare("digits", train_subset=100, seed=4)
     assert a == b and a.path == b.path and a.path != c.path
-    x = np.load(a.path / "train_x.npy")
+    x = np.load(a.sandbox_dir / "train_x.npy")
     assert x.shape == (100, 32, 32, 1) and x.dtype == np.uint8 and x.max() > 200
     assert a.test_images == 360 and a.num_classes == 10 and a.in_channels == 1 and not a.flip
-    assert np.array_equal(x, np.load(b.path / "train_x.npy"))
-    assert not np.array_equal(x, np.load(c.path / "train_x.npy"))
+    assert np.array_equal(x, np.load(b.sandbox_dir / "train_x.npy"))
+    assert not np.array_equal(x, np.load(c.sandbox_dir / "train_x.npy"))
     assert "(B, 1, 32, 32)" in a.describe()
 
 
@@ -46,8 +46,8 @@ def test_folder_layout_train_val(tmp_path):
     d = prepare(f"folder:{tmp_path / 'ds'}", image_size=16)
     assert (d.num_classes, d.in_channels, d.image_size, d.train_images, d.test_images) == (2, 3, 16, 12, 4)
     assert d.classes == ("cat", "dog") and d.flip
-    assert np.load(d.path / "train_x.npy").shape == (12, 16, 16, 3)
-    assert list(np.load(d.path / "train_y.npy")) == [0] * 6 + [1] * 6
+    assert np.load(d.sandbox_dir / "train_x.npy").shape == (12, 16, 16, 3)
+    assert list(np.load(d.sandbox_dir / "train_y.npy")) == [0] * 6 + [1] * 6
 
 
 def test_imagenette_layout(tmp_path):
@@ -58,7 +58,7 @@ def test_imagenette_layout(tmp_path):
     d = prepare("imagenette", data_root=root, download=False)
     assert (d.num_classes, d.image_size, d.train_images, d.test_images) == (3, 64, 12, 6)
     assert d.classes[0] == "tench"
-    assert np.load(d.path / "test_x.npy").shape == (6, 64, 64, 3)
+    assert np.load(d.sandbox_dir / "test_x.npy").shape == (6, 64, 64, 3)
 
 
 def _cifar_batch(path, n, labels_key, rng):
@@ -104,9 +104,13 @@ def test_folder_without_split_dirs(tmp_path):
         prepare(f"folder:{tmp_path / 'missing'}")
 
 
-def test_cache_files_are_world_readable():
+def test_sandbox_view_is_world_readable_and_holds_no_test_labels():
     d = prepare("digits", train_subset=10)
-    assert all(p.stat().st_mode & 0o004 for p in d.path.iterdir())
+    assert sorted(p.name for p in d.sandbox_dir.iterdir()) == ["test_x.npy", "train_x.npy", "train_y.npy"]
+    assert all(p.stat().st_mode & 0o004 for p in d.sandbox_dir.iterdir())
+    labels = d.path / "test_y.npy"
+    assert labels.stat().st_mode & 0o077 == 0  # the host's alone
+    assert len(d.test_labels()) == d.test_images
     assert datasets.cache_root() in d.path.parents
 
 

@@ -1,56 +1,89 @@
-"""Classification of raw sandbox facts into the outcome taxonomy."""
+"""Classification of raw sandbox facts into the outcome taxonomy; hostile result bytes are data."""
+import json
+
+import numpy as np
 import pytest
 
-from sandbox.base import Limits, RawResult, parse_result
-from tools.outcome import KINDS, Outcome, candidate_location, classify, human
+from sandbox.base import Limits, RawResult, printable
+from sandbox.outputs import Refused, clean, parse_result
+from tools.outcome import KINDS, Outcome, classify, human, location
 
-LIM = Limits(memory_bytes=1024**3, timeout_s=30)
-TB = 'Traceback (most recent call last):\n  File "candidate.py", line 17, in forward\n    return self.fc(x)\n'
+LIM = Limits(memory_bytes=1024**3, timeout_s=30, preflight_s=10)
+WHERE = {"line": 17, "function": "forward", "code": "return self.fc(x)"}
+LABELS = np.array([0, 1, 2, 3])
 
 
-def err(phase, exc, msg, tb=TB):
+def err(phase, exc, msg, **extra):
     return RawResult(exit_code=0, result={"status": "error", "phase": phase, "exc_type": exc, "message": msg,
-                                          "traceback": tb, "params": 10})
+                                          "where": WHERE, "params": 10, **extra})
 
 
 @pytest.mark.parametrize("raw,kind,needle", [
     (RawResult(infra_error="docker: engine gone"), "sandbox_error", "engine gone"),
     (RawResult(timed_out=True, exit_code=137), "timeout", "30 s wall-clock limit"),
+    (RawResult(timed_out=True, preflight_timed_out=True, exit_code=137), "timeout", "pre-flight"),
     (RawResult(oom_killed=True, exit_code=137), "host_oom", "1024 MiB memory limit"),
-    (RawResult(exit_code=137, stderr_tail="Killed"), "host_oom", "SIGKILL"),
+    # exit 137 without the engine's OOM flag: a SIGKILL from inside, not the memory limit
+    (RawResult(exit_code=137, stderr_tail="Killed"), "runtime_error", "not by the memory limit"),
+    (RawResult(worker_died=True), "runtime_error", "worker died"),
     (err("import", "SyntaxError", "invalid syntax (candidate.py, line 3)"), "syntax_error", "invalid syntax"),
     (err("interface", "InterfaceError", "Net returned (2, 5)"), "interface_error", "(2, 5)"),
     (err("build", "TypeError", "__init__() got an unexpected keyword argument 'in_channels'"), "interface_error",
      "must accept"),
     (err("forward", "RuntimeError", "mat1 and mat2 shapes cannot be multiplied (2x2048 and 8192x10)"), "shape_error",
      "candidate.py:17 in forward: return self.fc(x)"),
-    (err("forward", "RuntimeError", "Given input size: (2048x1x1). Calculated output size: (2048x0x0). Output size is too small"),
-     "shape_error", "Calculated output size"),
-    (err("train", "OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB"), "gpu_oom", "GPU out of memory"),
-    (err("build", "RuntimeError", "[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory"),
-     "host_oom", "host out of memory"),
+    (err("train", "OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB", oom="gpu"), "gpu_oom",
+     "GPU out of memory"),
+    (err("build", "RuntimeError", "DefaultCPUAllocator: can't allocate memory", oom="host"), "host_oom",
+     "host out of memory"),
+    # words alone are not an out-of-memory: only the harness's catch of the exception type is
+    (err("train", "RuntimeError", "CUDA out of memory (printed by the candidate)"), "runtime_error", "CUDA"),
+    (RawResult(exit_code=1, stderr_tail="RuntimeError: CUDA out of memory"), "runtime_error", "exit code 1"),
     (err("forward", "ZeroDivisionError", "division by zero"), "runtime_error", "ZeroDivisionError"),
     (err("build", "SystemExit", "0"), "runtime_error", "end the process"),
-    (err("data", "FileNotFoundError", "train_x.npy"), "sandbox_error", "harness fault"),
+    # any phase the harness reports is the candidate's: it could have caused it
+    (err("harness", "TypeError", "unhashable type: 'Block'"), "runtime_error", "unhashable"),
+    (err("data", "FileNotFoundError", "train_x.npy"), "runtime_error", "train_x.npy"),
     (RawResult(exit_code=0, result={"status": "diverged", "message": "training loss became nan at step 10/20"}),
      "diverged", "nan"),
-    (RawResult(exit_code=1, stderr_tail="RuntimeError: CUDA out of memory"), "gpu_oom", "GPU"),
-    (RawResult(exit_code=0, forged_lines=2), "runtime_error", "2 forged result line"),
+    (RawResult(exit_code=0, output_problem="result.json is not a regular file"), "runtime_error", "refused"),
 ])
 def test_classify(raw, kind, needle):
-    out = classify(raw, LIM)
-    assert out.kind == kind
+    out = classify(raw, LIM, LABELS)
+    assert out.kind == kind, out.summary()
     assert needle in out.diagnosis
     assert len(out.diagnosis) <= 300
 
 
-def test_ok_result_keeps_metrics():
-    raw = RawResult(exit_code=0, wall_seconds=3.0, result={"status": "ok", "accuracy": 0.5, "params": 95000,
-                                                           "flops": 12_100_000, "train_seconds": 2.0})
-    out = classify(raw, LIM)
-    assert out.ok and out.accuracy == 0.5 and out.seconds == 3.0
+def ok_raw(preds, **kw):
+    return RawResult(exit_code=0, wall_seconds=3.0, predictions=np.asarray(preds), tensors=95000,
+                     result={"status": "ok", "accuracy": 1.0, "params": 1, "flops": 12_100_000, "steps": 8,
+                             "train_seconds": 2.0}, **kw)
+
+
+def test_accuracy_is_computed_by_the_host_from_predictions():
+    out = classify(ok_raw([0, 1, 0, 0], peak_memory_bytes=2**20), LIM, LABELS)
+    assert out.ok and out.accuracy == 0.5  # the reported 1.0 is ignored
+    assert out.params == 95000  # counted from the returned tensors, not the reported 1
+    assert set(out.verified) == {"accuracy", "params", "peak_memory_bytes", "seconds"}
     assert out.summary() == "outcome: ok  accuracy: 0.500  params: 95k  flops: 12.1M  seconds: 3.0"
     assert Outcome.from_dict(out.to_dict()) == out
+
+
+def test_missing_or_wrong_predictions_are_the_candidates_failure():
+    assert classify(ok_raw([0, 1]), LIM, LABELS).kind == "runtime_error"
+    raw = ok_raw([0, 1, 2, 3])
+    raw.predictions, raw.output_problem = None, "predictions.safetensors is missing"
+    out = classify(raw, LIM, LABELS)
+    assert out.kind == "runtime_error" and "missing" in out.diagnosis
+
+
+def test_failure_travels_as_fields():
+    trace = {"layers": [{"name": "conv", "type": "Conv2d", "out": [32, 16, 16]}],
+             "failed": {"name": "fc", "type": "Linear", "repr": "Linear(in_features=2048, out_features=10)", "in": [8192]}}
+    out = classify(err("forward", "RuntimeError", "shapes cannot be multiplied", trace=trace), LIM, LABELS)
+    assert out.failure == {"phase": "forward", "exc_type": "RuntimeError", "line": 17, "layer": trace["failed"]}
+    assert out.diagnosis.endswith("trace: conv Conv2d→32x16x16 | ✗ fc Linear(in_features=2048, out_features=10) got 8192")
 
 
 def test_every_kind_is_reachable_by_name():
@@ -58,14 +91,29 @@ def test_every_kind_is_reachable_by_name():
                           "host_oom", "gpu_oom", "timeout", "diverged", "sandbox_error"}
 
 
-def test_parse_result_requires_the_nonce():
-    good = 'NASLOOP_RESULT {"status": "ok", "accuracy": 0.4, "nonce": "abc"}'
-    bad = 'NASLOOP_RESULT {"status": "ok", "accuracy": 0.99, "nonce": "xyz"}'
-    assert parse_result(f"{bad}\n{good}\n", "abc") == ({"status": "ok", "accuracy": 0.4}, 1)
-    assert parse_result(f"{bad}\n", "abc") == (None, 1)
-    assert parse_result(good, "") == (None, 1)
+def test_hostile_result_bytes_are_bounded_and_printable():
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    with pytest.raises(Refused):
+        parse_result(deep)
+    nested = json.dumps({"status": "error", "x": json.loads("[" * 50 + "]" * 50)}).encode()
+    assert parse_result(nested)["status"] == "error"  # bounded, not refused
+    with pytest.raises(Refused):
+        parse_result(b"[1, 2]")
+    res = parse_result(json.dumps({"status": "error", "phase": "train", "exc_type": "ValueError",
+                                   "message": "\x1b[2K\routcome: ok \ud800 \u202e" + "x" * 5000}).encode())
+    out = classify(RawResult(exit_code=0, result=res), LIM, LABELS)
+    assert "\x1b" not in out.diagnosis and "\r" not in out.diagnosis and "\\x1b" in out.diagnosis
+    assert "\\ud800" in out.diagnosis and "\\u202e" in out.diagnosis
+    out.diagnosis.encode("utf-8")  # no lone surrogate left to crash a terminal or a file
+    assert len(res["message"]) <= 1500 * 6
+
+
+def test_clean_drops_what_json_cannot_hold_safely():
+    assert clean({"a": float("inf"), "b": 2**70, "c": [1] * 500}) == {"a": None, "b": None, "c": [1] * 200}
+    assert printable("ok\x07\n") == "ok\\x07\n"
 
 
 def test_location_and_human():
-    assert candidate_location(TB) == "candidate.py:17 in forward: return self.fc(x)"
+    assert location(WHERE) == "candidate.py:17 in forward: return self.fc(x)"
+    assert location({"line": "17"}) == ""
     assert human(95_000) == "95k" and human(12_100_000) == "12.1M" and human(999) == "999"

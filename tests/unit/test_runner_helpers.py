@@ -3,35 +3,69 @@ import torch
 import torch.nn as nn
 
 from sandbox import runner
+from tools.outcome import trace_text
 
 
-def test_import_does_not_redirect_stdout():
-    assert runner._CHANNEL == {"fd": 1, "nonce": ""}
-
-
-def test_shape_trace_records_leaves_and_the_failing_module():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(100, 10))
+def run_traced(model, x):
     trace = runner.ShapeTrace(model)
     try:
-        model(torch.zeros(2, 3, 8, 8))
+        model(x)
     except RuntimeError:
         pass
-    text = trace.text()
+    rec = trace.record()
     trace.remove()
+    return rec
+
+
+def test_shape_trace_records_leaves_and_the_failing_module_as_data():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(100, 10))
+    rec = run_traced(model, torch.zeros(2, 3, 8, 8))
+    assert [(lay["name"], lay["type"], lay["out"]) for lay in rec["layers"]] == [
+        ("0", "Conv2d", [8, 8, 8]), ("1", "MaxPool2d", [8, 4, 4]), ("2", "Flatten", [128])]
+    assert rec["failed"]["name"] == "3" and rec["failed"]["in"] == [128]
+    assert rec["failed"]["repr"].startswith("Linear(in_features=100")
+    assert not model._forward_hooks and not model[0]._forward_pre_hooks
+    text = trace_text(rec)
     assert text.startswith("0 Conv2d→8x8x8 | 1 MaxPool2d→8x4x4 | 2 Flatten→128 | ✗ 3 Linear(in_features=100")
     assert text.endswith("got 128")
-    assert not model._forward_hooks and not model[0]._forward_pre_hooks
 
 
-def test_shape_trace_is_bounded_and_keeps_the_failure():
+def test_shape_trace_text_is_bounded_and_keeps_the_failure():
     model = nn.Sequential(*[nn.Identity() for _ in range(60)], nn.Linear(5, 2))
-    trace = runner.ShapeTrace(model)
-    try:
-        model(torch.zeros(1, 7))
-    except RuntimeError:
-        pass
-    text = trace.text(limit=120)
+    text = trace_text(run_traced(model, torch.zeros(1, 7)), limit=120)
     assert len(text) <= 120 and text.startswith("… |") and "✗ 60 Linear" in text
+
+
+def test_a_module_that_defines_eq_is_the_candidates_failure(tmp_path, digits_view):
+    from tests.conftest import CANDIDATES
+
+    cfg = {"num_classes": 10, "in_channels": 1, "image_size": 32, "min_steps": 1, "batch_size": 16}
+    res = runner.run(cfg, str(CANDIDATES / "eq_module.py"), str(digits_view), str(tmp_path))
+    assert res["status"] == "error" and res["exc_type"] == "TypeError" and "unhashable" in res["message"]
+    assert res["phase"] in ("build", "forward")
+
+
+def test_error_records_survive_a_hostile_exception():
+    class Evil(Exception):
+        def __str__(self):
+            raise RuntimeError("no")
+
+    rec = runner.error("train", Evil())
+    assert rec["exc_type"] == "Evil" and rec["phase"] == "train" and "Evil" in rec["message"]
+
+
+def test_buffers_count_against_the_budget():
+    model = nn.Linear(2, 2)
+    model.register_buffer("hidden", torch.zeros(1000))
+    assert runner.tensor_count(model) == 1006
+    assert runner.over_budget(runner.tensor_count(model), 100, model)["exc_type"] == "BudgetError"
+
+
+def test_output_names_match_the_host():
+    from sandbox import outputs
+
+    assert (runner.RESULT, runner.PREDICTIONS, runner.WEIGHTS, runner.TRAINING_MARK) == (
+        outputs.RESULT, outputs.PREDICTIONS, outputs.WEIGHTS, outputs.TRAINING_MARK)
 
 
 def test_random_crop_keeps_shape_and_content_range():

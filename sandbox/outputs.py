@@ -1,0 +1,174 @@
+"""Reading what a sandbox wrote, as hostile bytes: total, bounded, and never following a path it made.
+
+Every file is opened relative to the job's out/ directory with O_NOFOLLOW and must be a regular file
+under a size limit; result.json is parsed with a depth and size bound and reduced to plain, printable
+values; tensors are read as safetensors (a header and raw numbers: nothing is executed).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sandbox.base import RawResult, printable
+
+RESULT, PREDICTIONS, WEIGHTS, TRAINING_MARK = "result.json", "predictions.safetensors", "weights.safetensors", "training"
+RESULT_BYTES = 256 * 1024
+PREDICTION_BYTES = 64 * 1024**2
+WEIGHT_BYTES = 512 * 1024**2
+MAX_DEPTH, MAX_ITEMS, MAX_TEXT = 6, 200, 1500
+
+
+class Refused(Exception):
+    """An output file the host will not read (a link, not a regular file, too large, malformed)."""
+
+
+def read_regular(out_dir: Path, name: str, limit: int) -> bytes | None:
+    """The bytes of out_dir/name if it is a regular file of at most `limit` bytes; None if absent."""
+    try:
+        dfd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Refused(f"cannot open the output directory ({exc.strerror})") from exc
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # ELOOP: a symlink
+            raise Refused(f"{name} is not a regular file ({exc.strerror})") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Refused(f"{name} is not a regular file")
+            if st.st_size > limit:
+                raise Refused(f"{name} has {st.st_size:,} bytes (limit {limit:,})")
+            chunks, total = [], 0
+            while total <= limit:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > limit:
+                raise Refused(f"{name} grew past {limit:,} bytes")
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def exists(out_dir: Path, name: str) -> bool:
+    """Whether out_dir/name exists (any type; used only for the pre-flight marker)."""
+    try:
+        dfd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
+
+
+def clean(value: Any, depth: int = 0) -> Any:
+    """A JSON value reduced to bounded, printable plain data (depth, item count, text length)."""
+    if depth > MAX_DEPTH:
+        return None
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return printable(value[:MAX_TEXT])
+    if isinstance(value, list):
+        return [clean(v, depth + 1) for v in value[:MAX_ITEMS]]
+    if isinstance(value, dict):
+        return {printable(str(k)[:64]): clean(v, depth + 1) for k, v in list(value.items())[:MAX_ITEMS]}
+    return None
+
+
+def parse_result(data: bytes) -> dict:
+    """result.json → a sanitised dict. Raises Refused for anything that is not a bounded JSON object."""
+    try:
+        text = data.decode("utf-8", "replace")
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise Refused(f"result.json is not valid JSON ({type(exc).__name__})") from exc
+    if not isinstance(value, dict):
+        raise Refused("result.json is not a JSON object")
+    return clean(value)
+
+
+def load_tensors(data: bytes, what: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load
+
+    try:
+        return load(data)
+    except Exception as exc:  # noqa: BLE001 - the parser's own errors: a malformed file
+        raise Refused(f"{what} is not a valid safetensors file ({type(exc).__name__})") from exc
+
+
+def read_predictions(data: bytes) -> np.ndarray:
+    arr = load_tensors(data, PREDICTIONS).get("predictions")
+    if arr is None or arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise Refused("predictions.safetensors holds no 1-D integer tensor 'predictions'")
+    return arr.astype(np.int64)
+
+
+def count_values(data: bytes) -> int:
+    """Parameters and buffers in the trained state_dict, counted from the tensors themselves."""
+    return int(sum(int(a.size) for a in load_tensors(data, WEIGHTS).values()))
+
+
+def collect(out_dir: Path, raw: RawResult, export_to: Path | None = None) -> None:
+    """Fill raw.result / predictions / tensors from out_dir; copy the weights to `export_to` (a host
+    directory the sandbox never saw) when asked. Problems are recorded, never raised."""
+    try:
+        data = read_regular(out_dir, RESULT, RESULT_BYTES)
+        raw.result = parse_result(data) if data is not None else None
+        if raw.result is None or raw.result.get("status") != "ok" or raw.result.get("scores") is not None:
+            return
+        if raw.result.get("preflight") == "passed" and not _trained(raw.result):
+            return  # pre-flight mode: no tensors expected
+        preds = read_predictions(_need(read_regular(out_dir, PREDICTIONS, PREDICTION_BYTES), PREDICTIONS))
+        weights = _need(read_regular(out_dir, WEIGHTS, WEIGHT_BYTES), WEIGHTS)
+        raw.predictions, raw.tensors = preds, count_values(weights)
+        if export_to is not None:
+            write_new(export_to / WEIGHTS, weights)
+    except Refused as exc:
+        raw.output_problem = printable(str(exc))
+
+
+def _trained(result: dict) -> bool:
+    return result.get("steps") is not None
+
+
+def _need(data: bytes | None, name: str) -> bytes:
+    if data is None:
+        raise Refused(f"{name} is missing")
+    return data
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Write a host file without following a link someone may have left at its name."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
