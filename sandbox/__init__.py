@@ -9,7 +9,12 @@ __all__ = ["Job", "Limits", "RawResult", "Sandbox", "SandboxUnavailable", "make_
 
 
 def make_sandbox(kind: str = "docker", **kwargs) -> Sandbox:
-    """Build the backend named by `kind` ('docker' or 'process')."""
+    """Build the backend named by `kind`: 'warm' (Docker, one long-lived worker container), 'docker' (a
+    fresh container per candidate) or 'process' (no Docker: weaker)."""
+    if kind == "warm":
+        from sandbox.warm import WarmSandbox
+
+        return WarmSandbox(**kwargs)
     if kind == "docker":
         from sandbox.docker_sandbox import DockerSandbox
 
@@ -18,4 +23,4 @@ def make_sandbox(kind: str = "docker", **kwargs) -> Sandbox:
         from sandbox.process_sandbox import ProcessSandbox
 
         return ProcessSandbox(**kwargs)
-    raise SandboxUnavailable(f"unknown sandbox '{kind}' (choose docker or process)")
+    raise SandboxUnavailable(f"unknown sandbox '{kind}' (choose warm, docker or process)")

@@ -65,6 +65,28 @@ def read_regular(out_dir: Path, name: str, limit: int) -> bytes | None:
         os.close(dfd)
 
 
+def read_tail(out_dir: Path, name: str, limit: int) -> bytes:
+    """The last `limit` bytes of out_dir/name (a log the sandbox wrote), if it is a regular file."""
+    try:
+        dfd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return b""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    except OSError:
+        return b""
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b""
+        os.lseek(fd, max(0, st.st_size - limit), os.SEEK_SET)
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
 def exists(out_dir: Path, name: str) -> bool:
     """Whether out_dir/name exists (any type; used only for the pre-flight marker)."""
     try:

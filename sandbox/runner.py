@@ -546,7 +546,7 @@ def write_result(out_dir: str, result: dict) -> None:
         data = json.dumps(result, default=safe_str)
     except BaseException as exc:  # noqa: BLE001 - a value the candidate smuggled in
         data = json.dumps(failure("report", type_name(exc), safe_str(exc)))
-    tmp = os.path.join(out_dir, RESULT + ".tmp")
+    tmp = os.path.join(out_dir, f"{RESULT}.{os.getpid()}.tmp")  # forked copies must not share one
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(data)
     os.replace(tmp, os.path.join(out_dir, RESULT))

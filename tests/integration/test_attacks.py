@@ -1,0 +1,113 @@
+"""Candidates written to cheat or to stop the search, run in the real sandbox: each must end as its own
+safe outcome, with the host untouched. One real candidate program per attack in tests/candidates/attack_*.py.
+
+The same suite runs through the cold Docker sandbox (a container per candidate) and the warm worker (one
+long-lived container, a fresh child process per candidate)."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from safetensors.numpy import load_file
+
+from sandbox import Limits, make_sandbox
+from tests.conftest import candidate
+from tools.evaluator import Evaluator, TrainSettings
+
+pytestmark = pytest.mark.integration
+
+FAST = TrainSettings(min_steps=8, batch_size=64)
+LIMITS = Limits(memory_bytes=2 * 1024**3, cpus=2, pids=64, timeout_s=60, preflight_s=30)
+BACKENDS = ["docker", "warm"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def evaluator(request, docker_engine, digits):
+    sandbox = make_sandbox(request.param, limits=LIMITS)
+    yield Evaluator(digits, sandbox, FAST)
+    close = getattr(sandbox, "close", None)
+    if close:
+        close()
+
+
+def run(evaluator, name: str, static: bool = False):
+    out = evaluator.evaluate(candidate(name), static_check=static)
+    assert out.kind != "sandbox_error", out.summary()  # nothing a candidate does may stop the search
+    out.diagnosis.encode("utf-8")  # printable: no lone surrogates
+    assert "\x1b" not in out.diagnosis
+    return out
+
+
+def test_the_test_labels_are_nowhere_in_reach(evaluator):
+    out = run(evaluator, "attack_find_labels")
+    labels = re.search(r"LABELS (\S*)", out.diagnosis).group(1).split(",")
+    assert labels and all("test_y" not in p for p in labels), out.diagnosis
+    assert any(p.endswith("train_y.npy") for p in labels)  # training labels are the candidate's to use
+
+
+@pytest.mark.parametrize("name", ["attack_patch_compare", "attack_aten_override", "attack_forge_outputs"])
+def test_forged_accuracy_is_not_believed(evaluator, name):
+    out = run(evaluator, name)
+    honest = run(evaluator, "ok_tiny")
+    assert out.accuracy is None or out.accuracy <= max(0.3, honest.accuracy + 0.1), out.summary()
+    if out.accuracy is not None:
+        assert "accuracy" in out.verified  # computed by the host from predictions, against its own labels
+
+
+def test_a_forged_nested_result_is_refused(evaluator):
+    out = run(evaluator, "attack_nested_result")
+    assert out.kind == "runtime_error" and "refused" in out.diagnosis
+
+
+@pytest.mark.parametrize("name,pattern", [
+    ("attack_evil_str", r"Evil"),
+    ("eq_module", r"unhashable"),
+    ("attack_exit_in_training", r"end the process \(SystemExit"),
+])
+def test_candidate_exceptions_never_stop_the_search(evaluator, name, pattern):
+    out = run(evaluator, name)
+    assert out.kind == "runtime_error" and re.search(pattern, out.diagnosis), out.summary()
+
+
+def test_terminal_escapes_are_shown_not_obeyed(evaluator):
+    out = run(evaluator, "attack_terminal_escape", static=True)
+    assert out.kind == "runtime_error"
+    assert "\\x1b[2K" in out.diagnosis and "\\u202e" in out.diagnosis and "\\ud800" in out.diagnosis
+
+
+@pytest.mark.parametrize("name,kind,pattern", [
+    ("attack_sigkill_self", "runtime_error", r"SIGKILL \(not by the memory limit\)"),
+    ("attack_fake_cuda_oom", "runtime_error", r"exit code 1"),
+    ("attack_blocking_thread", "ok", r""),
+])
+def test_no_misclassification_from_exit_codes_or_words(evaluator, name, kind, pattern):
+    out = run(evaluator, name)
+    assert out.kind == kind and re.search(pattern, out.diagnosis), out.summary()
+
+
+def test_buffers_count_against_the_parameter_budget(evaluator):
+    out = run(evaluator, "attack_hidden_buffer", static=True)
+    assert out.kind == "interface_error" and "BudgetError" in out.diagnosis and out.params > 5_000_000
+
+
+def test_endless_init_costs_the_preflight_deadline_not_the_training_limit(evaluator, digits):
+    short = Evaluator(digits, make_sandbox("docker", limits=Limits(memory_bytes=2 * 1024**3, timeout_s=120,
+                                                                   preflight_s=8)), FAST)
+    out = short.evaluate(candidate("infinite_init"))
+    assert out.kind == "timeout" and out.stage == "preflight" and "pre-flight" in out.diagnosis
+    assert out.seconds < 40
+
+
+def test_export_never_writes_through_the_candidates_links(evaluator, tmp_path):
+    victim = "/tmp/nasloop-victim"
+    with open(victim, "w") as f:
+        f.write("precious")
+    final = tmp_path / "final"
+    final.mkdir()
+    out = evaluator.evaluate(candidate("attack_symlink_out"), static_check=False, output_dir=final)
+    assert out.kind == "ok", out.summary()
+    assert open(victim).read() == "precious"
+    assert [p.name for p in final.iterdir()] == ["weights.safetensors"]
+    assert not (final / "weights.safetensors").is_symlink() and oct(os.stat(final).st_mode)[-3:] != "777"
+    assert set(load_file(final / "weights.safetensors")) == {"conv.weight", "conv.bias", "fc.weight", "fc.bias"}
