@@ -71,6 +71,10 @@ def add_sandbox_args(p: argparse.ArgumentParser) -> None:
     d = Limits()
     g.add_argument("--sandbox", choices=["docker", "process"], default="docker",
                    help="docker (default) or process: a weaker fallback for machines without Docker")
+    g.add_argument("--no-warm", action="store_true",
+                   help="docker: a fresh container per candidate instead of one warm worker per run")
+    g.add_argument("--runtime", default=None,
+                   help="docker runtime for the sandbox, e.g. runsc (gVisor; see 'make docker-engine RUNSC=1')")
     g.add_argument("--sandbox-image", default="nasloop-sandbox:local")
     g.add_argument("--gpus", default="none", help="all, none or a comma list of GPU ids (docker only)")
     g.add_argument("--memory", type=parse_bytes, default=d.memory_bytes, help="memory limit, e.g. 6g")
@@ -83,9 +87,12 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
     data = prepare(args.dataset, data_root=args.data_root, image_size=args.image_size,
                    train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
                    download=not args.no_download)
-    limits = Limits(memory_bytes=args.memory, cpus=args.cpus, timeout_s=args.timeout, gpus=args.gpus)
+    runtime = getattr(args, "runtime", None)
+    limits = Limits(memory_bytes=args.memory, cpus=args.cpus, timeout_s=args.timeout, gpus=args.gpus,
+                    runtime=runtime, pids=Limits.pids if runtime != "runsc" else 1024)  # gVisor's own threads count
     if args.sandbox == "docker":
-        sandbox = make_sandbox("docker", image=args.sandbox_image, limits=limits)
+        kind = "docker" if getattr(args, "no_warm", False) else "warm"
+        sandbox = make_sandbox(kind, image=args.sandbox_image, limits=limits)
     else:
         print("nasloop: warning: --sandbox process has no network or file-system isolation", file=sys.stderr)
         sandbox = make_sandbox("process", limits=limits)

@@ -28,7 +28,7 @@ RUN_OPTIONS = (
     "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
     "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "temperature", "max_tokens",
     "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight",
-    "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width",
+    "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime",
 )
 
 

@@ -122,6 +122,7 @@ def sweep() -> None:
         except ChildProcessError:
             break  # no process left but us
         time.sleep(0.005)
+    remove_ipc()
     for top in SCRATCH:
         for entry in os.listdir(top) if os.path.isdir(top) else []:
             path = os.path.join(top, entry)
@@ -132,6 +133,23 @@ def sweep() -> None:
                     os.unlink(path)
             except OSError:
                 pass
+
+
+def remove_ipc() -> None:
+    """Remove System V shared memory, message queues and semaphores: they outlive their makers, and the
+    container's IPC namespace is shared by every candidate this worker runs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for kind, rm in (("shm", lambda i: libc.shmctl(i, 0, None)), ("msg", lambda i: libc.msgctl(i, 0, None)),
+                     ("sem", lambda i: libc.semctl(i, 0, 0))):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                rm(int(fields[1]))  # IPC_RMID (0)
 
 
 def serve(conn: socket.socket) -> None:

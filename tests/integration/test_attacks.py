@@ -111,3 +111,10 @@ def test_export_never_writes_through_the_candidates_links(evaluator, tmp_path):
     assert [p.name for p in final.iterdir()] == ["weights.safetensors"]
     assert not (final / "weights.safetensors").is_symlink() and oct(os.stat(final).st_mode)[-3:] != "777"
     assert set(load_file(final / "weights.safetensors")) == {"conv.weight", "conv.bias", "fc.weight", "fc.bias"}
+
+
+def test_a_candidate_cannot_affect_the_next_one(evaluator):
+    first = run(evaluator, "warm_leave_traces")
+    assert first.kind == "ok", first.summary()
+    out = run(evaluator, "warm_find_traces")
+    assert "TRACES files=[] procs=[] ipc=0" in out.diagnosis, out.diagnosis

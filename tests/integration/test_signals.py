@@ -1,0 +1,74 @@
+"""nasloop stopped from outside (a `timeout -s TERM` wrapper, a closed terminal) leaves nothing behind:
+no container, no job directory; the deadline inside the container holds even if nasloop dies hard."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.docker_sandbox import CONTAINER_LABEL
+
+pytestmark = pytest.mark.integration
+
+
+def ours(client, before: set[str]) -> list:
+    return [c for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}) if c.id not in before]
+
+
+def wait_for_training(tmp: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until a job's out/ holds the harness's training marker: a candidate is inside a container now."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list(tmp.glob("nasloop-job*/**/out/training")):
+            return
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    raise AssertionError("no candidate started training")
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_search_stopped_by_timeout_wrapper_leaves_nothing(docker_engine, tmp_path, warm):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    before = {c.id for c in docker_engine.containers.list(all=True)}
+    env = {**os.environ, "TMPDIR": str(tmp), "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "x"}
+    cmd = ["timeout", "-s", "TERM", "600", sys.executable, "-m", "agent.cli", "search", "--dataset", "digits",
+           "--train-subset", "512", "--min-steps", "5000", "--llm", "openai:gpt-4o-mini", "--iterations", "1",
+           "--runs-dir", str(tmp_path / "runs"), *([] if warm else ["--no-warm"])]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_training(tmp, proc)
+    assert ours(docker_engine, before)
+    proc.send_signal(signal.SIGTERM)  # what `timeout` does when its time is up: it forwards TERM to nasloop
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Resume with: nasloop search --resume" in err and "Traceback" not in err
+    assert ours(docker_engine, before) == []
+    assert list(tmp.iterdir()) == []  # no job directory, no worker directories
+
+
+def test_the_deadline_inside_holds_when_nasloop_is_killed(docker_engine, tmp_path):
+    """SIGKILL cannot be handled: the container's own kill-timer ends the candidate anyway."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    before = {c.id for c in docker_engine.containers.list(all=True)}
+    cand = Path(__file__).resolve().parent.parent / "candidates" / "infinite_forward.py"
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "evaluate", str(cand), "--dataset", "digits",
+                             "--train-subset", "256", "--timeout", "8", "--no-warm"],
+                            env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not ours(docker_engine, before) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    proc.communicate()
+    left = ours(docker_engine, before)
+    assert left, "the container should have outlived its owner for this test"
+    time.sleep(8 + 10 + 5)  # the harness's limit plus the kill-timer's margin
+    for c in left:
+        c.reload()
+        assert c.status == "exited", c.status
+        c.remove(force=True)
