@@ -49,8 +49,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-docker-engine:  ## make sure a Docker engine answers (installs and starts one when run as root on Debian)
-	bash sandbox/ensure-docker.sh
+docker-engine:  ## make sure a Docker engine answers (installs and starts one as root on Debian; RUNSC=1 adds gVisor)
+	NASLOOP_RUNSC=$(if $(RUNSC),1,0) bash sandbox/ensure-docker.sh
 
 sandbox-image: setup docker-engine  ## build the sandbox image that works without a registry
 	$(PY) -m sandbox.image --tag $(SANDBOX_IMAGE)

@@ -91,7 +91,9 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
     limits = Limits(memory_bytes=args.memory, cpus=args.cpus, timeout_s=args.timeout, gpus=args.gpus,
                     runtime=runtime, pids=Limits.pids if runtime != "runsc" else 1024)  # gVisor's own threads count
     if args.sandbox == "docker":
-        kind = "docker" if getattr(args, "no_warm", False) else "warm"
+        # The warm worker talks over a Unix socket in a bind-mounted directory, which gVisor's file system
+        # does not pass through: under runsc every candidate gets a fresh container.
+        kind = "docker" if getattr(args, "no_warm", False) or runtime == "runsc" else "warm"
         sandbox = make_sandbox(kind, image=args.sandbox_image, limits=limits)
     else:
         print("nasloop: warning: --sandbox process has no network or file-system isolation", file=sys.stderr)

@@ -118,3 +118,15 @@ def test_a_candidate_cannot_affect_the_next_one(evaluator):
     assert first.kind == "ok", first.summary()
     out = run(evaluator, "warm_find_traces")
     assert "TRACES files=[] procs=[] ipc=0" in out.diagnosis, out.diagnosis
+
+
+def test_gvisor_runtime_runs_the_same_judge(docker_engine, digits):
+    """--runtime runsc: the same cold sandbox under gVisor (.ci/run registers it: make docker-engine RUNSC=1)."""
+    if "runsc" not in (docker_engine.info().get("Runtimes") or {}):
+        pytest.skip("the Docker engine has no 'runsc' runtime: run 'make docker-engine RUNSC=1'")
+    ev = Evaluator(digits, make_sandbox("docker", limits=Limits(memory_bytes=2 * 1024**3, timeout_s=120,
+                                                                pids=1024, runtime="runsc")), FAST)
+    ok = ev.evaluate(candidate("ok_tiny"))
+    assert ok.kind == "ok" and "accuracy" in ok.verified, ok.summary()
+    out = run(ev, "attack_find_labels")
+    assert "test_y" not in out.diagnosis and "train_y.npy" in out.diagnosis
