@@ -171,9 +171,12 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 8px; overflow-x:
 <h2>Accuracy vs size (Pareto front)</h2><img alt="accuracy vs params and FLOPs" src="data:image/png;base64,{img_pareto}">
 <h2>Where the time went</h2><img alt="LLM vs training time" src="data:image/png;base64,{img_time}">
 <h2>Top {top_n} nets</h2>
-<table><tr><th>#</th><th>iteration</th><th>{metric}</th><th>accuracy</th><th>params</th><th>FLOPs</th><th>code</th></tr>
+<table><tr><th>#</th><th>iteration</th><th>{metric}</th><th>accuracy</th><th>params</th><th>FLOPs (reported)</th><th>code</th></tr>
 {rows}
 </table>
+<p class="k">✓ verified by the host: accuracy from the returned predictions scored against test labels that never
+entered the sandbox; parameters and buffers counted from the returned tensors. Unmarked values (FLOPs always) are
+reported from inside the sandbox, where the candidate's code runs.</p>
 <script>
 var nasloopErrors = 0;
 window.addEventListener("error", function () {{ nasloopErrors += 1; }}, true);
@@ -221,10 +224,12 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
         acc = r.get("accuracy")
         if acc is None and final and final.get("iteration") == r["iteration"]:
             acc = final.get("accuracy")
+        ok = set(r.get("verified") or ())
+        mark = {k: " ✓" if k in ok else "" for k in ("accuracy", "params")}
         rows.append(
             f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{record_fitness(r):.4g}</td>"
-            f"<td>{'-' if acc is None else f'{acc:.4f}'}</td>"
-            f"<td>{human(r.get('params') or 0)}</td><td>{human(r.get('flops') or 0)}</td>"
+            f"<td>{'-' if acc is None else f'{acc:.4f}'}{mark['accuracy']}</td>"
+            f"<td>{human(r.get('params') or 0)}{mark['params']}</td><td>{human(r.get('flops') or 0)}</td>"
             f"<td><a href=\"candidates/{r['iteration']:04d}.py\">{r['iteration']:04d}.py</a>"
             f"<details><summary>show</summary><pre>{html.escape(code)}</pre></details></td></tr>")
     n = len(results)

@@ -20,7 +20,7 @@ def empty_rootfs() -> bytes:
     """A tar archive holding only the directories the container needs to exist."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in ("tmp", "job", "data", "nasloop", "proc", "dev", "sys", "etc"):
+        for name in ("tmp", "job", "data", "out", "jobs", "ctl", "nasloop", "proc", "dev", "sys", "etc"):
             info = tarfile.TarInfo(name)
             info.type = tarfile.DIRTYPE
             info.mode = 0o1777 if name == "tmp" else 0o755

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -53,9 +54,17 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def warm_evaluator(docker_engine, digits):
+    sandbox = make_sandbox("warm", limits=LIMITS)
+    yield Evaluator(digits, sandbox, FAST)
+    sandbox.close()
+
+
+@pytest.mark.parametrize("backend", ["cold", "warm"])
 @pytest.mark.parametrize("name,static,kind,pattern", CASES, ids=[f"{c[0]}-{'static' if c[1] else 'sandbox'}" for c in CASES])
-def test_outcome_class(evaluator, name, static, kind, pattern):
-    out = run(evaluator, name, static)
+def test_outcome_class(evaluator, warm_evaluator, backend, name, static, kind, pattern):
+    out = run(evaluator if backend == "cold" else warm_evaluator, name, static)
     assert out.kind == kind, out.summary()
     assert re.search(pattern, out.diagnosis, re.IGNORECASE), out.diagnosis
 
@@ -205,3 +214,21 @@ def test_orphans_of_a_killed_owner_are_removed(docker_engine):
                 c.remove(force=True)
             except Exception:  # noqa: BLE001 - already gone, as it should be
                 pass
+
+
+def test_a_worker_that_dies_under_a_candidate_is_replaced(warm_evaluator):
+    """The search survives: the candidate running when the worker died is recorded against it."""
+    import threading
+
+    sandbox = warm_evaluator.sandbox
+    assert warm_evaluator.evaluate(candidate("ok_tiny")).ok
+    box = {}
+    t = threading.Thread(target=lambda: box.update(out=warm_evaluator.evaluate(candidate("infinite_forward_training"))))
+    t.start()
+    deadline = time.time() + 60
+    while not list(sandbox.jobs.glob("*/out/training")) and time.time() < deadline:
+        time.sleep(0.1)
+    sandbox.container.kill()  # the worker dies mid-candidate
+    t.join(120)
+    assert box["out"].kind in ("runtime_error", "host_oom") and "worker died" in box["out"].diagnosis
+    assert warm_evaluator.evaluate(candidate("ok_tiny")).ok  # a new worker took over
