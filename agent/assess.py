@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from agent.deps import Deps, LoopOptions
-from agent.escape import code_key
-from agent.shape_fixes import fix_shapes
-from tools.outcome import Outcome
+from nasloop.agent.deps import Deps, LoopOptions
+from nasloop.agent.escape import code_key
+from nasloop.agent.shape_fixes import fix_shapes
+from nasloop.tools.outcome import Outcome
 
 
 REPEAT = "identical to the code of iteration"  # how a repeat's diagnosis begins (the repair node reads it)
@@ -43,7 +43,7 @@ def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train:
     for j, code in enumerate(codes):
         key = code_key(code)
         if key not in seen:
-            seen[key] = _check(deps, iteration, code, lambda c, r: _score_once(deps, iteration, c, attempt, j, r))
+            seen[key] = _check(deps, iteration, code, lambda c, r, j=j: _score_once(deps, iteration, c, attempt, j, r))
         outcome, code, fixes = seen[key]
         scored.append(outcome)
         fixed.append(code)

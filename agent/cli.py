@@ -11,9 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
-from sandbox import Limits, SandboxUnavailable, make_sandbox
-from tools.datasets import NAMES, DatasetError, prepare
-from tools.evaluator import Evaluator, TrainSettings
+from nasloop.sandbox import Limits, SandboxUnavailable, make_sandbox
+from nasloop.tools.datasets import NAMES, DatasetError, prepare
+from nasloop.tools.evaluator import Evaluator, TrainSettings
 
 
 class UsageError(Exception):
@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     source = path.read_text(encoding="utf-8", errors="replace")
     names: tuple[str, ...] = ()
     if args.proxy:
-        from sandbox.base import PROXY_NAMES as PROXIES
+        from nasloop.sandbox.base import PROXY_NAMES as PROXIES
 
         names = tuple(n.strip() for n in args.proxy.split(",") if n.strip())
         unknown = [n for n in names if n not in PROXIES]
@@ -132,20 +132,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from agent.search import run_search
+    from nasloop.agent.search import run_search
 
     return run_search(args)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agent.replay import replay
+    from nasloop.agent.replay import replay
 
     return replay(args.run, plain=args.plain, outcome=args.outcome, fold_at=args.fold)
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from agent.fork import prepare_fork
-    from agent.search import run_search
+    from nasloop.agent.fork import prepare_fork
+    from nasloop.agent.search import run_search
 
     overrides = {"llm": args.llm, "improver_llm": args.improver_llm, "generator_llm": args.generator_llm,
                  "iterations": args.iterations}
@@ -156,20 +156,20 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def cmd_train_best(args: argparse.Namespace) -> int:
-    from agent.train_best import train_best
+    from nasloop.agent.train_best import train_best
 
     return train_best(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from agent.report import write_report
+    from nasloop.agent.report import write_report
 
     print(write_report(args.run))
     return 0
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from agent.models import resolve_model
+    from nasloop.agent.models import resolve_model
 
     print(resolve_model(args.spec, progress=True))
     return 0
@@ -201,7 +201,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_sandbox_args(ev)
     ev.set_defaults(func=cmd_evaluate)
 
-    from agent.search import add_search_args
+    from nasloop.agent.search import add_search_args
 
     se = sub.add_parser("search", help="run (or --resume) an architecture search")
     add_search_args(se)
@@ -255,15 +255,15 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_signal(signum: int, _frame) -> None:
-    from sandbox.base import LIVE
+    from nasloop.sandbox.base import LIVE
 
     LIVE.stop_all()  # at once: an evaluation may be running in another thread
     raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agent.errors import NasloopError
-    from sandbox.base import LIVE
+    from nasloop.agent.errors import NasloopError
+    from nasloop.sandbox.base import LIVE
 
     parser = make_parser()
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from agent.parsing import CODE_FENCE
+from nasloop.agent.parsing import CODE_FENCE
 
 
 _MODULE_CLASS = re.compile(r"^class ([A-Za-z_]\w*)\((?:nn|torch\.nn)\.Module\):", re.MULTILINE)
@@ -106,7 +106,7 @@ def restore_definitions(code: str, base: str) -> tuple[str, str]:
     Returns (code, what was restored) — recorded like every fix."""
     import ast
 
-    from tools.static_check import undefined_attributes
+    from nasloop.tools.static_check import undefined_attributes
 
     try:
         tree, base_tree = ast.parse(code), ast.parse(base)

@@ -9,9 +9,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.llm import ChatClient
-from agent.run_store import RunStore
-from tools.outcome import Outcome
+from nasloop.agent.llm import ChatClient
+from nasloop.agent.run_store import RunStore
+from nasloop.tools.outcome import Outcome
 
 
 class EvaluatorLike(Protocol):

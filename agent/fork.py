@@ -16,10 +16,10 @@ from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent.errors import RunError
-from agent.graph import build_graph
-from agent.deps import Deps
-from agent.run_store import RunStore
+from nasloop.agent.errors import RunError
+from nasloop.agent.graph import build_graph
+from nasloop.agent.deps import Deps
+from nasloop.agent.run_store import RunStore
 
 THREAD = "search"
 

@@ -25,9 +25,9 @@ from typing import Callable
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.deps import Deps
-from agent.nodes import make_nodes
-from agent.state import DEFAULT_K, InputState, OutputState, make_state
+from nasloop.agent.deps import Deps
+from nasloop.agent.nodes import make_nodes
+from nasloop.agent.state import DEFAULT_K, InputState, OutputState, make_state
 
 STEPS_PER_ITERATION = 4  # select (evolution), improve, generate, evaluate
 

@@ -21,7 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from agent.errors import LLMError, ModelError
+from nasloop.agent.errors import LLMError, ModelError
 
 DEFAULT_LLM = "llamacpp:qwen2.5-coder-1.5b"
 
@@ -46,7 +46,7 @@ class Reply:
 
 
 def _llamacpp(path: str, s: LLMSettings) -> BaseChatModel:
-    from agent.models import resolve_model
+    from nasloop.agent.models import resolve_model
 
     model_path = resolve_model(path, progress=True)
     with warnings.catch_warnings():
@@ -68,7 +68,7 @@ def validate_spec(spec: str) -> None:
     if not sep or not name or not provider:
         raise ModelError(f"LLM spec '{spec}' must look like provider:model (e.g. {DEFAULT_LLM})")
     if provider == "llamacpp":
-        from agent.models import resolve_model
+        from nasloop.agent.models import resolve_model
 
         resolve_model(name, progress=True)
 

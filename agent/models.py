@@ -14,8 +14,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import ModelError
-from tools.datasets import cache_root
+from nasloop.agent.errors import ModelError
+from nasloop.tools.datasets import cache_root
 
 
 @dataclass(frozen=True)

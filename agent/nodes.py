@@ -16,17 +16,17 @@ import json
 import random
 from typing import Any, Callable
 
-import prompts
-from agent.assess import REPEAT, assess
-from agent.deps import Deps, complete_task
-from agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
-from agent.llm import ChatClient
-from agent.code_fixes import (adopt_net, autofix, drop_example_usage, fix_float_sizes, fix_layer_slips,
+from nasloop import prompts
+from nasloop.agent.assess import REPEAT, assess
+from nasloop.agent.deps import Deps, complete_task
+from nasloop.agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
+from nasloop.agent.llm import ChatClient
+from nasloop.agent.code_fixes import (adopt_net, autofix, drop_example_usage, fix_float_sizes, fix_layer_slips,
                               restore_definitions)
-from agent.parsing import extract_code, parse_improver
-from agent.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
+from nasloop.agent.parsing import extract_code, parse_improver
+from nasloop.agent.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, usable_proposal)
-from tools.outcome import Outcome
+from nasloop.tools.outcome import Outcome
 
 REPAIR_TEMPERATURE = 0.2  # a repair is a precise edit of given code: sample close to greedy
 
@@ -173,7 +173,7 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
         for j in range(width):  # ladder: more variants of the same change, each a little hotter
             t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
             rec = deps.once("trace", it, "generate" if j == 0 else f"generate.{j}",
-                            lambda: _ask(deps.generator, "generator_system", prompt, t))
+                            lambda t=t: _ask(deps.generator, "generator_system", prompt, t))
             code, err, fix = _code(rec["response"], state, opts.escape)
             codes.append(code)
             errors.append(err)

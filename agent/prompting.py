@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-import prompts
-from tools.outcome import human
+from nasloop import prompts
+from nasloop.tools.outcome import human
 
 FALLBACK_SUGGESTION = "Make one small, safe change to the best network that should raise its accuracy."
 # When the Improver's reply is unreadable or copies a placeholder, the Generator gets one of these concrete,

@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from agent.errors import RunError
-from agent.run_store import RunStore, record_fitness
-from agent.state import DEFAULT_K, window_add
+from nasloop.agent.errors import RunError
+from nasloop.agent.run_store import RunStore, record_fitness
+from nasloop.agent.state import DEFAULT_K, window_add
 
 TRACE_VERSION = 1
 NODE_ORDER = {"improve": 0, "generate": 1}  # then check0, repair1, check1, ..., evaluate
@@ -100,7 +100,8 @@ def load_steps(run: str) -> list[Step]:
             if r.get("outcome") == "ok":
                 if r.get("accuracy") is not None:
                     triple["accuracy"] = round(r["accuracy"], 4)
-                triple.update({"score": round(v, 4) for v in (r.get("scores") or {}).values()})
+                for v in (r.get("scores") or {}).values():  # one proxy per run: its score
+                    triple["score"] = round(v, 4)
             else:
                 triple["diagnosis"] = r.get("diagnosis", "")
             window = window_add(window, [triple], k)

@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from agent.run_store import RunStore, record_fitness  # noqa: E402
-from tools.outcome import KINDS, human  # noqa: E402
+from nasloop.agent.run_store import RunStore, record_fitness  # noqa: E402
+from nasloop.tools.outcome import KINDS, human  # noqa: E402
 
 COLORS = {"ok": "#2a9d55", "syntax_error": "#9b59b6", "invalid_code": "#8e44ad", "interface_error": "#e67e22",
           "shape_error": "#e74c3c", "runtime_error": "#c0392b", "host_oom": "#34495e", "gpu_oom": "#2c3e50",
@@ -42,7 +42,7 @@ def _fig_accuracy(results: list[dict], path: Path, metric: str = "accuracy") -> 
     ok = [(r["iteration"], record_fitness(r)) for r in results if record_fitness(r) is not None]
     bad = [r["iteration"] for r in results if r.get("outcome") != "ok"]
     if ok:
-        ax.scatter(*zip(*ok), s=18, color=COLORS["ok"], label="valid candidate", zorder=3)
+        ax.scatter(*zip(*ok, strict=False), s=18, color=COLORS["ok"], label="valid candidate", zorder=3)
     best, line = None, []
     for r in results:
         f = record_fitness(r)
@@ -50,7 +50,7 @@ def _fig_accuracy(results: list[dict], path: Path, metric: str = "accuracy") -> 
             best = f
         line.append((r["iteration"], best if best is not None else float("nan")))
     if line:
-        ax.step(*zip(*line), where="post", color="#1d3557", label="best so far")
+        ax.step(*zip(*line, strict=False), where="post", color="#1d3557", label="best so far")
     floor = 0.0 if metric == "accuracy" or not ok else min(v for _, v in ok)
     if bad:
         ax.scatter(bad, [floor] * len(bad), marker="x", s=14, color="#c0392b", label=f"failed (no {metric})")
@@ -139,7 +139,7 @@ def _fig_time(results: list[dict], path: Path) -> dict[str, float]:
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.bar(its, imp, color="#457b9d", label="Improver LLM")
     ax.bar(its, gen, bottom=imp, color="#a8dadc", label="Generator LLM")
-    ax.bar(its, ev, bottom=[a + b for a, b in zip(imp, gen)], color="#e9c46a", label="evaluation (sandbox)")
+    ax.bar(its, ev, bottom=[a + b for a, b in zip(imp, gen, strict=False)], color="#e9c46a", label="evaluation (sandbox)")
     totals = {"improver": sum(imp), "generator": sum(gen), "evaluation": sum(ev)}
     whole = sum(totals.values()) or 1.0
     ax.set_title("  ".join(f"{k}: {v / whole:.0%}" for k, v in totals.items()), fontsize=9)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from agent.errors import RunError
+from nasloop.agent.errors import RunError
 
 RUN_FILE = "run.json"
 

@@ -11,15 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from agent.errors import NasloopError
-from agent.graph import build_graph, recursion_limit_for
-from agent.llm import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
-from agent.deps import Deps, LoopOptions
-from agent.run_store import RunStore
-from agent.state import DEFAULT_K
-from tools.evaluator import Evaluator
-from sandbox.base import PROXY_NAMES
-from tools.outcome import human
+from nasloop.agent.errors import NasloopError
+from nasloop.agent.graph import build_graph, recursion_limit_for
+from nasloop.agent.llm import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
+from nasloop.agent.deps import Deps, LoopOptions
+from nasloop.agent.run_store import RunStore
+from nasloop.agent.state import DEFAULT_K
+from nasloop.tools.evaluator import Evaluator
+from nasloop.sandbox.base import PROXY_NAMES
+from nasloop.tools.outcome import human
 
 THREAD = "search"
 # Options that define a run; on --resume they come from run.json (only --iterations may be raised).
@@ -37,7 +37,7 @@ class SandboxFault(NasloopError):
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
-    from agent.cli import positive_int
+    from nasloop.agent.cli import positive_int
 
     g = p.add_argument_group("search")
     g.add_argument("--iterations", type=positive_int, default=None,
@@ -91,7 +91,7 @@ def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from agent.cli import build_evaluator
+    from nasloop.agent.cli import build_evaluator
 
     args, store = _resolve_args(args)
     specs = (args.improver_llm or args.llm, args.generator_llm or args.llm)
@@ -152,7 +152,7 @@ def run_search(args: argparse.Namespace) -> int:
         line = f"best {options.proxy}: {best['fitness']:.4g} (iteration {best['iteration']}), trained: accuracy {acc}"
     else:
         line = f"best accuracy: {best['accuracy']:.4f} (iteration {best['iteration']})"
-    from agent.report import write_report
+    from nasloop.agent.report import write_report
 
     report = write_report(store.path)
     print(f"nasloop: run directory: {store.path}")

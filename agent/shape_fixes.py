@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from agent.code_fixes import SIZE_ARGS, constant
+from nasloop.agent.code_fixes import SIZE_ARGS, constant
 
 
 _FAILED_LAYER = re.compile(r"✗ ([A-Za-z_]\w*) (Conv2d|BatchNorm2d|Linear)\(.*\bgot ([\dx]+)")

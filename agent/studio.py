@@ -11,17 +11,17 @@ from __future__ import annotations
 import functools
 import os
 
-from agent.graph import build_graph
-from agent.llm import DEFAULT_LLM, make_clients
-from agent.deps import Deps, LoopOptions
+from nasloop.agent.graph import build_graph
+from nasloop.agent.llm import DEFAULT_LLM, make_clients
+from nasloop.agent.deps import Deps, LoopOptions
 
 
 @functools.lru_cache(maxsize=8)
 def _deps(dataset: str, llm: str, sandbox: str, train_subset: int | None, min_steps: int,
           options: LoopOptions) -> Deps:
-    from sandbox import make_sandbox
-    from tools.datasets import prepare
-    from tools.evaluator import Evaluator, TrainSettings
+    from nasloop.sandbox import make_sandbox
+    from nasloop.tools.datasets import prepare
+    from nasloop.tools.evaluator import Evaluator, TrainSettings
 
     evaluator = Evaluator(prepare(dataset, train_subset=train_subset), make_sandbox(sandbox),
                           TrainSettings(min_steps=min_steps))

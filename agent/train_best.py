@@ -14,14 +14,14 @@ import argparse
 import json
 import time
 
-from agent.errors import RunError
-from agent.run_store import RunStore
-from sandbox.outputs import WEIGHTS, write_new
-from tools.static_check import check_source
+from nasloop.agent.errors import RunError
+from nasloop.agent.run_store import RunStore
+from nasloop.sandbox.outputs import WEIGHTS, write_new
+from nasloop.tools.static_check import check_source
 
 
 def train_best(args: argparse.Namespace) -> int:
-    from agent.cli import build_evaluator, make_parser
+    from nasloop.agent.cli import build_evaluator, make_parser
 
     store = RunStore.open(args.run)
     best = store.path / "best.py"

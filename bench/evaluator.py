@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import prompts  # noqa: E402
-from sandbox import Limits, make_sandbox  # noqa: E402
-from tools.datasets import cache_root, prepare  # noqa: E402
-from tools.evaluator import Evaluator, TrainSettings  # noqa: E402
+from nasloop import prompts  # noqa: E402
+from nasloop.sandbox import Limits, make_sandbox  # noqa: E402
+from nasloop.tools.datasets import cache_root, prepare  # noqa: E402
+from nasloop.tools.evaluator import Evaluator, TrainSettings  # noqa: E402
 
 TRIVIAL = (ROOT / "tests" / "candidates" / "ok_tiny.py").read_text()
 

@@ -144,9 +144,9 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def evaluate_all(args: argparse.Namespace) -> dict:
-    from sandbox import Limits, make_sandbox
-    from tools.datasets import prepare
-    from tools.evaluator import Evaluator, TrainSettings
+    from nasloop.sandbox import Limits, make_sandbox
+    from nasloop.tools.datasets import prepare
+    from nasloop.tools.evaluator import Evaluator, TrainSettings
 
     cache = json.loads(OUT.read_text()) if OUT.is_file() else {}
     key = f"{args.images}|{args.train_subset}|{args.batch}|{args.train_batch}|{args.sandbox}"

@@ -21,8 +21,8 @@ from typing_extensions import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent import Deps, build_graph, recursion_limit_for  # noqa: E402
-from tools.outcome import human  # noqa: E402
+from nasloop.agent import Deps, build_graph, recursion_limit_for  # noqa: E402
+from nasloop.tools.outcome import human  # noqa: E402
 
 
 class FlowState(TypedDict, total=False):
@@ -75,7 +75,7 @@ def build_flow(deps: Deps | Any, checkpointer=None):
 
 
 def main() -> int:
-    from agent.studio import deps_for_task
+    from nasloop.agent.studio import deps_for_task
 
     ap = argparse.ArgumentParser(description="design a net with nasloop, then write its model card")
     ap.add_argument("--dataset", default="digits")

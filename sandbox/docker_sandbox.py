@@ -10,7 +10,7 @@ KILL` as PID 1, which the candidate cannot signal) that holds even if the host p
 container is removed whatever happens, Ctrl-C and SIGTERM of nasloop included (see `LIVE`).
 
 Two kinds of image share this code path:
-  * `host-mounts` (label nasloop.mode=host-mounts, built by `python -m sandbox.image`): an empty root file
+  * `host-mounts` (label nasloop.mode=host-mounts, built by `python -m nasloop.sandbox.image`): an empty root file
     system; the host's interpreter and virtualenv are bind-mounted read-only at their own paths. Works
     without a container registry.
   * self-contained (sandbox/Dockerfile): interpreter, torch and the harness are inside the image.
@@ -27,9 +27,9 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, LogConfig, Ulimit
 
-from sandbox import outputs
-from sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text
-from sandbox.host import PeakSampler, owner_label, owner_state
+from nasloop.sandbox import outputs
+from nasloop.sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text
+from nasloop.sandbox.host import PeakSampler, owner_label, owner_state
 
 DEFAULT_IMAGE = "nasloop-sandbox:local"
 MODE_LABEL = "nasloop.mode"
@@ -154,7 +154,7 @@ class DockerSandbox(DockerEngine):
                        f"{IMAGE_DIR}/runner.py", "/job/config.json", "/job/candidate.py", "/data", "/out"]
             container = self.client.containers.create(self.image, command=command, detach=True,
                                                       **self.container_settings(volumes))
-            key = LIVE.add(lambda c=container, d=jd: (self.remove(c), d.remove()))
+            key = LIVE.add(self._stopper(container, jd))
             container.start()
             sampler = PeakSampler(container.id)
             sampler.start()
@@ -178,6 +178,12 @@ class DockerSandbox(DockerEngine):
             if key is not None:
                 LIVE.discard(key)
         return raw
+
+    def _stopper(self, container, jd: JobDir):
+        def stop() -> None:
+            self.remove(container)
+            jd.remove()
+        return stop
 
     def _wait(self, container, out_dir: Path, raw: RawResult) -> None:
         """Wait under the short pre-flight deadline, then (once the harness says training started) under

@@ -3,7 +3,7 @@
 The Docker sandbox bind-mounts the host's interpreter and virtualenv into it read-only, so no base
 image has to be pulled. Users with a registry and an NVIDIA GPU build sandbox/Dockerfile instead.
 
-    python -m sandbox.image [--tag nasloop-sandbox:local]
+    python -m nasloop.sandbox.image [--tag nasloop-sandbox:local]
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import io
 import sys
 import tarfile
 
-from sandbox.base import SandboxUnavailable
-from sandbox.docker_sandbox import DEFAULT_IMAGE, HOST_MOUNTS, MODE_LABEL, docker_client
+from nasloop.sandbox.base import SandboxUnavailable
+from nasloop.sandbox.docker_sandbox import DEFAULT_IMAGE, HOST_MOUNTS, MODE_LABEL, docker_client
 
 
 def empty_rootfs() -> bytes:

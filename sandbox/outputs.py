@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sandbox.base import RawResult, printable
+from nasloop.sandbox.base import RawResult, printable
 
 RESULT, PREDICTIONS, WEIGHTS, TRAINING_MARK = "result.json", "predictions.safetensors", "weights.safetensors", "training"
 RESULT_BYTES = 256 * 1024

@@ -25,8 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from sandbox import outputs
-from sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, tail_text
+from nasloop.sandbox import outputs
+from nasloop.sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, tail_text
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 
@@ -112,7 +112,7 @@ class ProcessSandbox:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 cwd=jd.out, env=env, start_new_session=True, preexec_fn=self._preexec, **ids,
             )
-            key = LIVE.add(lambda p=proc, d=jd: (_killpg(p), d.remove()))
+            key = LIVE.add(_stopper(proc, jd))
             log = _TailReader(proc.stdout, lim.log_bytes)
             log.start()
             self._wait(proc, jd.out, raw)
@@ -147,6 +147,13 @@ class ProcessSandbox:
         _killpg(proc)
         if raw.exit_code is None:
             raw.exit_code = proc.wait()
+
+
+def _stopper(proc: subprocess.Popen, jd: JobDir):
+    def stop() -> None:
+        _killpg(proc)
+        jd.remove()
+    return stop
 
 
 def _killpg(proc: subprocess.Popen) -> None:

@@ -30,6 +30,7 @@ import signal
 import sys
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 import torch
@@ -192,7 +193,7 @@ class ShapeTrace:
     def __init__(self, model: nn.Module):
         self.names = {id(m): (n or "net") for n, m in model.named_modules()}
         self.done: list[dict] = []
-        self.stack: list[tuple[nn.Module, list]] = []
+        self.stack: list[tuple[nn.Module, list[int] | str]] = []
         self.handles = []
         for _, m in model.named_modules():
             self.handles.append(m.register_forward_pre_hook(self._pre))
@@ -358,8 +359,10 @@ class Run:
         self.num_classes, self.in_channels = int(cfg["num_classes"]), int(cfg["in_channels"])
         self.size = int(cfg["image_size"])
         self.facts: dict = {"seed": self.seed, "device": self.device.type, "precision": "bf16" if self.bf16 else "fp32"}
-        self.net_cls = None
-        self.model: nn.Module | None = None
+        self.net_cls: Any = None  # the candidate's class and its instance: untyped, like everything it brings
+        self.model: Any = None
+        self.test: Any = None
+        self.predictions = torch.zeros(0, dtype=torch.int64)
 
     def _err(self, phase: str, exc: BaseException) -> dict:
         return error(phase, exc, self.device.type)

@@ -17,14 +17,15 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 from docker.errors import DockerException
 
-from sandbox import outputs
-from sandbox.base import LIVE, Job, JobDir, RawResult, SandboxUnavailable, give_to_sandbox_user, tail_text
-from sandbox.docker_sandbox import IMAGE_DIR, DockerEngine
-from sandbox.host import memory_files, oom_kills
+from nasloop.sandbox import outputs
+from nasloop.sandbox.base import LIVE, Job, JobDir, RawResult, SandboxUnavailable, give_to_sandbox_user, tail_text
+from nasloop.sandbox.docker_sandbox import IMAGE_DIR, DockerEngine
+from nasloop.sandbox.host import memory_files, oom_kills
 
 GRACE_S = 15.0  # the host's deadline above the worker's own
 START_S = 120.0  # a worker must import torch and answer within this
@@ -33,7 +34,7 @@ START_S = 120.0  # a worker must import torch and answer within this
 class WarmSandbox(DockerEngine):
     """`run(job)` like DockerSandbox, on a worker started at the first job and kept until `close()`."""
 
-    container = None
+    container: Any = None  # the worker's docker Container, None until the first job
 
     def _start(self) -> None:
         self.ctl = Path(tempfile.mkdtemp(prefix="nasloop-ctl-"))

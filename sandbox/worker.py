@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,7 +92,7 @@ def wait_for(pid: int, name: str, timeout: float, preflight: float) -> dict:
     """Wait for the child under both deadlines; kill it on either."""
     t0 = time.monotonic()
     mark = os.path.join(JOBS, name, "out", runner.TRAINING_MARK)
-    reply = {"job": name, "exit_code": None, "signal": None, "timed_out": False, "preflight_timed_out": False}
+    reply: dict[str, Any] = {"job": name, "exit_code": None, "signal": None, "timed_out": False, "preflight_timed_out": False}
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:

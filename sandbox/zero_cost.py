@@ -24,7 +24,7 @@ import torch.nn.functional as F
 PROXIES = ("naswot", "synflow", "snip", "grad_norm", "zen", "zico", "params", "flops")
 
 
-def _weights(model: nn.Module) -> list[nn.Parameter]:
+def _weights(model: nn.Module) -> list[torch.Tensor]:
     """Weights of convolutions and linear layers (what the proxies' papers sum over)."""
     return [m.weight for m in model.modules()
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and m.weight is not None]
@@ -65,7 +65,7 @@ def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model = model.double().eval()
     with torch.no_grad():
         signs = {n: torch.sign(p) for n, p in model.state_dict().items() if p.is_floating_point()}
-        for n, p in model.state_dict().items():
+        for _, p in model.state_dict().items():
             if p.is_floating_point():
                 p.abs_()
     model.zero_grad()
@@ -79,7 +79,7 @@ def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return score
 
 
-def _loss_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[nn.Parameter]:
+def _loss_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
     model.train()
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()
@@ -87,11 +87,11 @@ def _loss_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[nn.P
 
 
 def snip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return sum(float((w.detach() * w.grad).abs().sum()) for w in _loss_grads(model, x, y))
+    return sum((float((w.detach() * w.grad).abs().sum()) for w in _loss_grads(model, x, y) if w.grad is not None), 0.0)
 
 
 def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return sum(float(w.grad.norm()) for w in _loss_grads(model, x, y))
+    return sum((float(w.grad.norm()) for w in _loss_grads(model, x, y) if w.grad is not None), 0.0)
 
 
 def zen(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 0.01) -> float:
@@ -121,9 +121,10 @@ def zen(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 0.01)
 
 def zico(model: nn.Module, x: torch.Tensor, y: torch.Tensor, splits: int = 2) -> float:
     grads: dict[int, list[torch.Tensor]] = {}
-    for xb, yb in zip(x.chunk(splits), y.chunk(splits)):
+    for xb, yb in zip(x.chunk(splits), y.chunk(splits), strict=False):
         for i, w in enumerate(_loss_grads(model, xb, yb)):
-            grads.setdefault(i, []).append(w.grad.detach().flatten().clone())
+            if w.grad is not None:
+                grads.setdefault(i, []).append(w.grad.detach().flatten().clone())
     score = 0.0
     for gs in grads.values():
         g = torch.stack(gs)

@@ -17,7 +17,7 @@ def candidate(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def digits():
-    from tools.datasets import prepare
+    from nasloop.tools.datasets import prepare
 
     return prepare("digits", train_subset=512, test_subset=200)
 
@@ -25,11 +25,11 @@ def digits():
 @pytest.fixture(scope="session")
 def docker_engine():
     """The real engine; the suite fails (not skips) when it is missing: `make test` starts it."""
-    from sandbox.docker_sandbox import docker_client
+    from nasloop.sandbox.docker_sandbox import docker_client
 
     client = docker_client()
     yield client
-    from sandbox.docker_sandbox import leftover_containers
+    from nasloop.sandbox.docker_sandbox import leftover_containers
 
     left = leftover_containers(client)
     assert not left, f"containers left behind: {[c.name for c in left]}"
@@ -40,7 +40,7 @@ def cifar_folder(tmp_path_factory):
     """The CIFAR-10 JPEGs extracted once into the cache (skip if the archive is not there)."""
     import tarfile
 
-    from tools.datasets import cache_root
+    from nasloop.tools.datasets import cache_root
 
     tar = SHARED_DATA / "cifar10-jpeg.tar"
     if not tar.is_file():

@@ -7,9 +7,9 @@ import re
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-import prompts
-from agent.llm import ChatClient
-from tools.outcome import Outcome
+from nasloop import prompts
+from nasloop.agent.llm import ChatClient
+from nasloop.tools.outcome import Outcome
 
 SEED = prompts.seed_source("digits")
 

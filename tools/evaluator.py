@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sandbox import Job, Limits, Sandbox, make_sandbox
-from tools.datasets import PreparedData
-from tools.outcome import Outcome, classify
-from tools.static_check import check_source
+from nasloop.sandbox import Job, Limits, Sandbox, make_sandbox
+from nasloop.tools.datasets import PreparedData
+from nasloop.tools.outcome import Outcome, classify
+from nasloop.tools.static_check import check_source
 
 
 @dataclass(frozen=True)

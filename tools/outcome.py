@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from sandbox.base import Limits, RawResult
+from nasloop.sandbox.base import Limits, RawResult
 
 OutcomeKind = Literal[
     "ok", "syntax_error", "invalid_code", "interface_error", "shape_error", "runtime_error",
@@ -203,13 +203,16 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     phase, exc, msg = _txt(res.get("phase")) or "?", _txt(res.get("exc_type")) or "Error", _txt(res.get("message"))
     first = msg.strip().splitlines()[0] if msg.strip() else ""
     where = location(res.get("where"))
-    trace = res.get("trace") if isinstance(res.get("trace"), dict) else {}
+    found = res.get("trace")
+    trace: dict = found if isinstance(found, dict) else {}
     text = f"{exc}: {first}" + (f" ({where})" if where else "")
     if trace:  # where the shapes went wrong, module by module (bounded)
         text = clip(text, 130) + " | trace: " + trace_text(trace)
-    common["failure"] = {"phase": phase, "exc_type": exc,
-                         "line": (res.get("where") or {}).get("line") if isinstance(res.get("where"), dict) else None,
-                         "layer": trace.get("failed") if isinstance(trace.get("failed"), dict) else None}
+    where_rec = res.get("where")
+    frame: dict = where_rec if isinstance(where_rec, dict) else {}
+    failed = trace.get("failed")
+    common["failure"] = {"phase": phase, "exc_type": exc, "line": frame.get("line") if frame else None,
+                         "layer": failed if isinstance(failed, dict) else None}
     oom = res.get("oom")
     if oom == "gpu":
         return Outcome("gpu_oom", clip(f"GPU out of memory during {phase}: {first}"), seconds=seconds, **common)
@@ -237,7 +240,8 @@ def location(where: object) -> str:
 
 def trace_text(trace: dict, limit: int = 160) -> str:
     """'conv1 Conv2d→32x32x32 | pool MaxPool2d→32x16x16 | ✗ fc Linear(in_features=8192, ...) got 2048'."""
-    layers = trace.get("layers") if isinstance(trace.get("layers"), list) else []
+    found = trace.get("layers")
+    layers: list = found if isinstance(found, list) else []
     parts = [f"{_txt(lay.get('name'))} {_txt(lay.get('type'))}→{_shape(lay.get('out'))}"
              for lay in layers if isinstance(lay, dict)]
     failed = trace.get("failed")

@@ -11,9 +11,9 @@ import re
 import pytest
 from safetensors.numpy import load_file
 
-from sandbox import Limits, make_sandbox
+from nasloop.sandbox import Limits, make_sandbox
 from tests.conftest import candidate
-from tools.evaluator import Evaluator, TrainSettings
+from nasloop.tools.evaluator import Evaluator, TrainSettings
 
 pytestmark = pytest.mark.integration
 

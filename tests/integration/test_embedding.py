@@ -9,11 +9,11 @@ import sqlite3
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent import Deps, recursion_limit_for
-from sandbox import Limits, make_sandbox
+from nasloop.agent import Deps, recursion_limit_for
+from nasloop.sandbox import Limits, make_sandbox
 from tests.conftest import ROOT
 from tests.fakes import code_reply, scripted
-from tools.evaluator import Evaluator, TrainSettings
+from nasloop.tools.evaluator import Evaluator, TrainSettings
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from agent.replay import interactive, load_steps, replay
-from agent.report import pareto, write_report
+from nasloop.agent.replay import interactive, load_steps, replay
+from nasloop.agent.report import pareto, write_report
 from tests.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run-digits"
@@ -59,7 +59,7 @@ def test_replay_keys(run_dir):
 
 
 def test_replay_of_an_unreadable_run(tmp_path):
-    from agent.errors import RunError
+    from nasloop.agent.errors import RunError
 
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "run.json").write_text('{"version": 99}')

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from sandbox import Limits, make_sandbox
+from nasloop.sandbox import Limits, make_sandbox
 from tests.conftest import candidate
-from tools.evaluator import Evaluator, TrainSettings
+from nasloop.tools.evaluator import Evaluator, TrainSettings
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,8 @@ def test_host_environment_is_not_visible(evaluator, monkeypatch):
     assert out.kind == "runtime_error", out.summary()
     names = set(re.search(r"ENV ([\w,]*)", out.diagnosis).group(1).split(","))
     assert "NASLOOP_TEST_SECRET" not in names
-    assert names <= {"HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE", "PATH", "HOSTNAME", "LC_CTYPE", ""}  # LC_CTYPE: Python's locale coercion
+    # LC_CTYPE: Python's locale coercion
+    assert names <= {"HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE", "PATH", "HOSTNAME", "LC_CTYPE", ""}
     assert os.environ["NASLOOP_TEST_SECRET"] == "hunter2"
 
 
@@ -119,7 +120,7 @@ def test_stdout_flood_is_bounded(evaluator):
 
 
 def test_raw_log_tail_is_bounded(docker_engine, digits):
-    from sandbox import Job
+    from nasloop.sandbox import Job
 
     sb = make_sandbox("docker", limits=Limits(timeout_s=180, log_bytes=4096))
     ev = Evaluator(digits, sb, FAST)
@@ -129,14 +130,14 @@ def test_raw_log_tail_is_bounded(docker_engine, digits):
 
 
 def test_missing_image_is_a_clear_error(docker_engine):
-    from sandbox import SandboxUnavailable
+    from nasloop.sandbox import SandboxUnavailable
 
     with pytest.raises(SandboxUnavailable, match="not found: run 'make sandbox-image'"):
         make_sandbox("docker", image="nasloop-sandbox:does-not-exist")
 
 
 def test_unreachable_engine_is_a_clear_error(monkeypatch):
-    from sandbox import SandboxUnavailable
+    from nasloop.sandbox import SandboxUnavailable
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(SandboxUnavailable, match="Docker engine not reachable"):
@@ -190,9 +191,9 @@ def test_proxy_scores_in_the_sandbox(docker_engine, digits):
 
 
 def test_orphans_of_a_killed_owner_are_removed(docker_engine):
-    from sandbox.docker_sandbox import CONTAINER_LABEL, DEFAULT_IMAGE, leftover_containers, remove_orphans
+    from nasloop.sandbox.docker_sandbox import CONTAINER_LABEL, DEFAULT_IMAGE, leftover_containers, remove_orphans
 
-    from sandbox.host import owner_label
+    from nasloop.sandbox.host import owner_label
 
     dead = subprocess.Popen(["true"])
     label = owner_label(dead.pid)  # taken while it runs: boot id / pid namespace / pid / start time
@@ -223,7 +224,8 @@ def test_a_worker_that_dies_under_a_candidate_is_replaced(warm_evaluator):
     sandbox = warm_evaluator.sandbox
     assert warm_evaluator.evaluate(candidate("ok_tiny")).ok
     box = {}
-    t = threading.Thread(target=lambda: box.update(out=warm_evaluator.evaluate(candidate("infinite_forward_training"))))
+    hang = candidate("infinite_forward_training")
+    t = threading.Thread(target=lambda: box.update(out=warm_evaluator.evaluate(hang)))
     t.start()
     deadline = time.time() + 60
     while not list(sandbox.jobs.glob("*/out/training")) and time.time() < deadline:

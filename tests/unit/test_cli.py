@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.cli import main
+from nasloop.agent.cli import main
 
 
 @pytest.fixture

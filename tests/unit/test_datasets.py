@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools import datasets
-from tools.datasets import DatasetError, prepare
+from nasloop.tools import datasets
+from nasloop.tools.datasets import DatasetError, prepare
 
 WNIDS = ["n01440764", "n02102040", "n02979186"]
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sandbox.base import Limits, RawResult
+from nasloop.sandbox.base import Limits, RawResult
 from tests.conftest import candidate
-from tools.datasets import PreparedData
-from tools.evaluator import Evaluator, TrainSettings
+from nasloop.tools.datasets import PreparedData
+from nasloop.tools.evaluator import Evaluator, TrainSettings
 
 _DIR = Path(tempfile.mkdtemp(prefix="nasloop-test-data-"))
 np.save(_DIR / "test_y.npy", np.array([0, 1, 2, 3, 4]))

@@ -1,9 +1,9 @@
 """Replies small models really give: single quotes, fences, chatter, no code."""
 import pytest
 
-from agent.code_fixes import restore_definitions
-from agent.shape_fixes import fix_shapes
-from agent.parsing import extract_code, parse_improver
+from nasloop.agent.code_fixes import restore_definitions
+from nasloop.agent.shape_fixes import fix_shapes
+from nasloop.agent.parsing import extract_code, parse_improver
 
 
 @pytest.mark.parametrize("text", [
@@ -48,7 +48,7 @@ def test_no_code(text, why):
 
 
 def test_autofix_removes_surplus_closing_brackets():
-    from agent.code_fixes import autofix
+    from nasloop.agent.code_fixes import autofix
 
     bad = "def f(x):\n    y = g(h(x))))\n    return [y]]\n"
     code, note = autofix(bad)
@@ -58,8 +58,8 @@ def test_autofix_removes_surplus_closing_brackets():
 
 
 def test_dropped_definitions_are_restored_from_the_base_network():
-    import prompts
-    from tools.static_check import check_source
+    from nasloop import prompts
+    from nasloop.tools.static_check import check_source
 
     base = prompts.seed_source("cifar10")
     dropped = base.replace("        self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)\n", "").replace(
@@ -71,7 +71,7 @@ def test_dropped_definitions_are_restored_from_the_base_network():
 
 
 def test_nothing_is_restored_when_the_base_does_not_define_it():
-    import prompts
+    from nasloop import prompts
 
     base = prompts.seed_source("cifar10")
     code = base.replace("x = self.pool(x)\n        x = self.conv2(x)", "x = self.extra(x)\n        x = self.conv2(x)")
@@ -81,8 +81,8 @@ def test_nothing_is_restored_when_the_base_does_not_define_it():
 
 def preflight_diagnosis(code: str) -> str | None:
     """The diagnosis the sandbox's pre-flight gives `code` (run here on the meta device), or None."""
-    from sandbox import runner
-    from tools.outcome import _from_error
+    from nasloop.sandbox import runner
+    from nasloop.tools.outcome import _from_error
 
     ns: dict = {}
     exec(compile(code, "candidate.py", "exec"), ns)  # noqa: S102 - our own test input
@@ -108,7 +108,7 @@ def fix_until_clean(code: str) -> tuple[str, list[str]]:
      ["self.bn3 = nn.BatchNorm2d(...): num_features 128 -> 256", "self.fc = nn.Linear(...): in_features 128 -> 256"]),
 ])
 def test_channel_mismatches_located_by_the_preflight_are_fixed(change, fixes):
-    import prompts
+    from nasloop import prompts
 
     _, made = fix_until_clean(prompts.seed_source("cifar10").replace(*change))
     assert [note.split(" (")[0] for note in made] == fixes
@@ -142,8 +142,8 @@ def test_shape_fix_handles_arithmetic_and_a_misused_parameter(arg):
     ("self.fc = nn.Linear(128, num_classes))", "self.fc = nn.Linear(128, num_classes)"),
 ])
 def test_autofix_removes_the_bracket_that_closed_a_layer_call_too_early(slip, meant):
-    import prompts
-    from agent.code_fixes import autofix
+    from nasloop import prompts
+    from nasloop.agent.code_fixes import autofix
 
     base = prompts.seed_source("cifar10")
     code, note = autofix(base.replace("self.fc = nn.Linear(128, num_classes)", slip))
@@ -151,8 +151,8 @@ def test_autofix_removes_the_bracket_that_closed_a_layer_call_too_early(slip, me
 
 
 def test_a_layer_used_as_a_tensor_is_applied_to_it():
-    import prompts
-    from agent.code_fixes import fix_layer_slips
+    from nasloop import prompts
+    from nasloop.agent.code_fixes import fix_layer_slips
 
     base = prompts.seed_source("cifar10")
     built = base.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.AdaptiveAvgPool2d((1, 1))")
@@ -173,7 +173,7 @@ def test_a_layer_used_as_a_tensor_is_applied_to_it():
 
 
 def test_a_layer_applied_to_two_input_sizes_gets_a_copy_for_the_second():
-    import prompts
+    from nasloop import prompts
 
     base = prompts.seed_source("cifar10")  # conv1 (3 -> 32 channels) applied again after conv3 (128 channels)
     code, made = fix_until_clean(
@@ -186,7 +186,7 @@ def test_a_layer_applied_to_two_input_sizes_gets_a_copy_for_the_second():
 
 
 def test_a_linear_applied_to_a_feature_map_gets_pooled_input():
-    import prompts
+    from nasloop import prompts
 
     base = prompts.seed_source("cifar10")  # the 1.5B model dropped the pool and flatten before fc
     code, made = fix_until_clean(
@@ -197,8 +197,8 @@ def test_a_linear_applied_to_a_feature_map_gets_pooled_input():
 
 
 def test_a_renamed_network_is_adopted():
-    from agent.code_fixes import adopt_net
-    import prompts
+    from nasloop.agent.code_fixes import adopt_net
+    from nasloop import prompts
 
     base = prompts.seed_source("cifar10")
     reply = "```python\n" + base.replace("class Net(", "class ModifiedNet(") + "```"
@@ -209,8 +209,8 @@ def test_a_renamed_network_is_adopted():
 
 
 def test_a_fractional_layer_size_becomes_an_integer():
-    import prompts
-    from agent.code_fixes import fix_float_sizes
+    from nasloop import prompts
+    from nasloop.agent.code_fixes import fix_float_sizes
 
     base = prompts.seed_source("cifar10")  # "increase by 50 %", taken literally by the 1.5B model
     code = base.replace("nn.Linear(128, num_classes)", "nn.Linear(128 * 1.5, num_classes)").replace(
@@ -224,8 +224,8 @@ def test_a_fractional_layer_size_becomes_an_integer():
 
 
 def test_example_usage_that_runs_on_import_is_removed():
-    import prompts
-    from agent.code_fixes import drop_example_usage
+    from nasloop import prompts
+    from nasloop.agent.code_fixes import drop_example_usage
 
     base = prompts.seed_source("cifar10")
     usage = ("\n# Example usage:\ndef fix_module(module):\n    module.apply(fix_module)\n\n\nnet = Net()\n"

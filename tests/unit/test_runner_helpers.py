@@ -2,8 +2,8 @@
 import torch
 import torch.nn as nn
 
-from sandbox import runner
-from tools.outcome import trace_text
+from nasloop.sandbox import runner
+from nasloop.tools.outcome import trace_text
 
 
 def run_traced(model, x):
@@ -62,7 +62,7 @@ def test_buffers_count_against_the_budget():
 
 
 def test_output_names_match_the_host():
-    from sandbox import outputs
+    from nasloop.sandbox import outputs
 
     assert (runner.RESULT, runner.PREDICTIONS, runner.WEIGHTS, runner.TRAINING_MARK) == (
         outputs.RESULT, outputs.PREDICTIONS, outputs.WEIGHTS, outputs.TRAINING_MARK)

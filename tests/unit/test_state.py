@@ -1,5 +1,5 @@
 """The memory window reducer: bounded, ordered, failures kept."""
-from agent.state import count_add, window_add, window_reducer
+from nasloop.agent.state import count_add, window_add, window_reducer
 
 
 def t(i, outcome="ok"):

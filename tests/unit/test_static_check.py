@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-import prompts
-from agent.parsing import extract_code
+from nasloop import prompts
+from nasloop.agent.parsing import extract_code
 from tests.conftest import CANDIDATES, ROOT, candidate
-from tools.static_check import _fallback, check_source
+from nasloop.tools.static_check import _fallback, check_source
 
 HEADER = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
 NET = """

@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn as nn
 
-from sandbox import zero_cost as zc
+from nasloop.sandbox import zero_cost as zc
 
 
 def mlp(width=16, zero_layer=False):
@@ -75,6 +75,6 @@ def test_determinism_under_a_seed():
 
 
 def test_the_cli_knows_the_same_proxies_as_the_harness():
-    from sandbox.base import PROXY_NAMES
+    from nasloop.sandbox.base import PROXY_NAMES
 
     assert PROXY_NAMES == zc.PROXIES == tuple(zc.FUNCS)
