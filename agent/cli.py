@@ -6,102 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 from pathlib import Path
 
-from nasloop.sandbox import Limits, SandboxUnavailable, make_sandbox
-from nasloop.tools.datasets import NAMES, DatasetError, prepare
-from nasloop.tools.evaluator import Evaluator, TrainSettings
-
-
-class UsageError(Exception):
-    """A bad argument the parser could not catch (e.g. a file that is not there)."""
-
-
-def parse_bytes(text: str) -> int:
-    """'6g' -> 6 GiB, '512m' -> 512 MiB, plain numbers are bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
-    if not m:
-        raise argparse.ArgumentTypeError(f"cannot read memory size '{text}' (try 512m or 6g)")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {v})")
-    return v
-
-
-# --- shared option groups --------------------------------------------------------------------------
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="digits", help=f"{NAMES} (default: digits, needs no download)")
-    g.add_argument("--data-root", help="where torchvision data sets are (or get downloaded)")
-    g.add_argument("--train-subset", type=positive_int, help="use N training images (CPU-sized runs)")
-    g.add_argument("--test-subset", type=positive_int, help="evaluate on N test images")
-    g.add_argument("--image-size", type=positive_int, help="resize images to SxS (default per data set)")
-    g.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
-
-
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training recipe (fixed for every candidate)")
-    d = TrainSettings()
-    g.add_argument("--epochs", type=positive_int, default=d.epochs)
-    g.add_argument("--min-steps", type=int, default=d.min_steps,
-                   help="train at least this many optimizer steps even if that is more than --epochs")
-    g.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the one-cycle schedule")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
-    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
-    g.add_argument("--max-params", type=positive_int, default=d.max_params,
-                   help="parameter budget: bigger nets are rejected before training")
-    g.add_argument("--no-preflight", action="store_true",
-                   help="skip the meta-device pre-flight (shapes and size checked before any allocation)")
-
-
-def add_sandbox_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sandbox")
-    d = Limits()
-    g.add_argument("--sandbox", choices=["docker", "process"], default="docker",
-                   help="docker (default) or process: a weaker fallback for machines without Docker")
-    g.add_argument("--no-warm", action="store_true",
-                   help="docker: a fresh container per candidate instead of one warm worker per run")
-    g.add_argument("--runtime", default=None,
-                   help="docker runtime for the sandbox, e.g. runsc (gVisor; see 'make docker-engine RUNSC=1')")
-    g.add_argument("--sandbox-image", default="nasloop-sandbox:local")
-    g.add_argument("--gpus", default="none", help="all, none or a comma list of GPU ids (docker only)")
-    g.add_argument("--memory", type=parse_bytes, default=d.memory_bytes, help="memory limit, e.g. 6g")
-    g.add_argument("--cpus", type=float, default=d.cpus)
-    g.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per evaluation")
-
-
-def build_evaluator(args: argparse.Namespace) -> Evaluator:
-    """Prepare the data set and the sandbox named by the shared options."""
-    data = prepare(args.dataset, data_root=args.data_root, image_size=args.image_size,
-                   train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
-                   download=not args.no_download)
-    runtime = getattr(args, "runtime", None)
-    limits = Limits(memory_bytes=args.memory, cpus=args.cpus, timeout_s=args.timeout, gpus=args.gpus,
-                    runtime=runtime, pids=Limits.pids if runtime != "runsc" else 1024)  # gVisor's own threads count
-    if args.sandbox == "docker":
-        # The warm worker talks over a Unix socket in a bind-mounted directory, which gVisor's file system
-        # does not pass through: under runsc every candidate gets a fresh container.
-        kind = "docker" if getattr(args, "no_warm", False) or runtime == "runsc" else "warm"
-        sandbox = make_sandbox(kind, image=args.sandbox_image, limits=limits)
-    else:
-        print("nasloop: warning: --sandbox process has no network or file-system isolation", file=sys.stderr)
-        sandbox = make_sandbox("process", limits=limits)
-    settings = TrainSettings(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
-                             lr=args.lr, seed=args.seed, device=args.device, precision=args.precision,
-                             max_params=args.max_params, preflight=not args.no_preflight)
-    return Evaluator(data, sandbox, settings)
+from nasloop.agent.options import (  # noqa: F401 - parse_bytes, positive_int: part of the CLI's surface
+    UsageError, add_data_args, add_sandbox_args, add_train_args, build_evaluator, parse_bytes, positive_int,
+)
+from nasloop.sandbox import SandboxUnavailable
+from nasloop.tools.datasets import DatasetError
 
 
 # --- subcommands -----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ class SandboxFault(NasloopError):
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
-    from nasloop.agent.cli import positive_int
+    from nasloop.agent.options import positive_int
 
     g = p.add_argument_group("search")
     g.add_argument("--iterations", type=positive_int, default=None,
@@ -91,7 +91,7 @@ def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from nasloop.agent.cli import build_evaluator
+    from nasloop.agent.options import build_evaluator
 
     args, store = _resolve_args(args)
     specs = (args.improver_llm or args.llm, args.generator_llm or args.llm)

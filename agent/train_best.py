@@ -21,14 +21,14 @@ from nasloop.tools.static_check import check_source
 
 
 def train_best(args: argparse.Namespace) -> int:
-    from nasloop.agent.cli import build_evaluator, make_parser
+    from nasloop.agent.options import build_evaluator, evaluation_defaults
 
     store = RunStore.open(args.run)
     best = store.path / "best.py"
     if not best.is_file():
         raise RunError(f"{store.path} has no best.py: no candidate of this run trained")
     saved = store.config.get("args", {})
-    ns = make_parser().parse_args(["evaluate", str(best)])
+    ns = evaluation_defaults()
     for key, value in saved.items():
         if hasattr(ns, key):
             setattr(ns, key, value)
