@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nasloop.agent.llm import ChatClient
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.llm.client import ChatClient
+from nasloop.agent.runs.store import RunStore
 from nasloop.tools.outcome import Outcome
 
 

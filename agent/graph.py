@@ -26,7 +26,7 @@ from typing import Callable
 from langgraph.graph import END, START, StateGraph
 
 from nasloop.agent.deps import Deps
-from nasloop.agent.nodes import make_nodes
+from nasloop.agent.loop.nodes import make_nodes
 from nasloop.agent.state import DEFAULT_K, InputState, OutputState, make_state
 
 STEPS_PER_ITERATION = 4  # select (evolution), improve, generate, evaluate
@@ -62,7 +62,7 @@ def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
 def build_graph(deps: Deps | Callable[[dict], Deps], *, k: int = DEFAULT_K, checkpointer=None,
                 strategy: str | None = None):
     """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store —
-    or is a function of the task that returns them (see agent/studio.py). `strategy` ("loop" or
+    or is a function of the task that returns them (see agent/app/studio.py). `strategy` ("loop" or
     "evolution") defaults to `deps.options.strategy`."""
     if strategy is None:
         strategy = deps.options.strategy if isinstance(deps, Deps) else "loop"

@@ -30,7 +30,7 @@ PLAIN = ["--repairs", "0", "--no-escape", "--no-preflight"]
 
 def run(label: str, extra: list[str], args: argparse.Namespace, runs_dir: Path) -> dict:
     dataset = f"folder:{args.images}" if args.images else "digits"
-    cmd = [sys.executable, "-m", "nasloop.agent.cli", "search", "--dataset", dataset, "--iterations", str(args.iterations),
+    cmd = [sys.executable, "-m", "nasloop.agent.app.cli", "search", "--dataset", dataset, "--iterations", str(args.iterations),
            "--llm", args.llm, "--seed", str(args.seed), "--runs-dir", str(runs_dir / label),
            "--train-subset", str(args.train_subset), "--test-subset", "1000", "--min-steps", str(args.min_steps),
            *extra]

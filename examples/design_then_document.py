@@ -75,7 +75,7 @@ def build_flow(deps: Deps | Any, checkpointer=None):
 
 
 def main() -> int:
-    from nasloop.agent.studio import deps_for_task
+    from nasloop.agent.app.studio import deps_for_task
 
     ap = argparse.ArgumentParser(description="design a net with nasloop, then write its model card")
     ap.add_argument("--dataset", default="digits")

@@ -8,7 +8,7 @@ import re
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from nasloop import prompts
-from nasloop.agent.llm import ChatClient
+from nasloop.agent.llm.client import ChatClient
 from nasloop.tools.outcome import Outcome
 
 SEED = prompts.seed_source("digits")

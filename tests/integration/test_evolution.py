@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.runs.store import RunStore
 from tests.integration.test_search import SMALL, model_ready, nasloop, only_run  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from nasloop.agent.replay import interactive, load_steps, replay
-from nasloop.agent.report import pareto, write_report
+from nasloop.agent.runs.replay import interactive, load_steps, replay
+from nasloop.agent.runs.report import pareto, write_report
 from tests.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run-digits"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.runs.store import RunStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -20,7 +20,7 @@ SMALL = ["--dataset", "digits", "--train-subset", "512", "--min-steps", "30", "-
 
 
 def nasloop(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "nasloop.agent.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "nasloop.agent.app.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -33,7 +33,7 @@ def only_run(runs: Path) -> Path:
 @pytest.fixture(scope="module")
 def model_ready():
     """Assemble (once) and verify the bundled 0.5B model."""
-    from nasloop.agent.models import resolve_model
+    from nasloop.agent.llm.models import resolve_model
 
     return resolve_model("qwen2.5-coder-0.5b")
 

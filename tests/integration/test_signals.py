@@ -37,7 +37,7 @@ def test_search_stopped_by_timeout_wrapper_leaves_nothing(docker_engine, tmp_pat
     tmp.mkdir()
     before = {c.id for c in docker_engine.containers.list(all=True)}
     env = {**os.environ, "TMPDIR": str(tmp), "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "x"}
-    cmd = ["timeout", "-s", "TERM", "600", sys.executable, "-m", "nasloop.agent.cli", "search", "--dataset", "digits",
+    cmd = ["timeout", "-s", "TERM", "600", sys.executable, "-m", "nasloop.agent.app.cli", "search", "--dataset", "digits",
            "--train-subset", "512", "--min-steps", "5000", "--llm", "openai:gpt-4o-mini", "--iterations", "1",
            "--runs-dir", str(tmp_path / "runs"), *([] if warm else ["--no-warm"])]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -57,7 +57,7 @@ def test_the_deadline_inside_holds_when_nasloop_is_killed(docker_engine, tmp_pat
     tmp.mkdir()
     before = {c.id for c in docker_engine.containers.list(all=True)}
     cand = Path(__file__).resolve().parent.parent / "candidates" / "infinite_forward.py"
-    proc = subprocess.Popen([sys.executable, "-m", "nasloop.agent.cli", "evaluate", str(cand), "--dataset", "digits",
+    proc = subprocess.Popen([sys.executable, "-m", "nasloop.agent.app.cli", "evaluate", str(cand), "--dataset", "digits",
                              "--train-subset", "256", "--timeout", "8", "--no-warm"],
                             env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60

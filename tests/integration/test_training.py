@@ -51,7 +51,7 @@ def test_cli_evaluate_prints_one_result(docker_engine, tmp_path):
 
     from tests.conftest import CANDIDATES
 
-    proc = subprocess.run([sys.executable, "-m", "nasloop.agent.cli", "evaluate", str(CANDIDATES / "ok_tiny.py"),
+    proc = subprocess.run([sys.executable, "-m", "nasloop.agent.app.cli", "evaluate", str(CANDIDATES / "ok_tiny.py"),
                            "--dataset", "digits", "--train-subset", "256", "--min-steps", "10", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -62,7 +62,7 @@ def test_cli_evaluate_prints_one_result(docker_engine, tmp_path):
 
 
 def test_a_channel_mismatch_is_fixed_in_place_then_trained(docker_engine, digits):
-    from nasloop.agent.assess import assess
+    from nasloop.agent.loop.fidelity import assess
     from nasloop.agent.deps import Deps, LoopOptions
 
     ev = Evaluator(digits, make_sandbox("docker", limits=Limits(timeout_s=300)), TrainSettings(min_steps=60))

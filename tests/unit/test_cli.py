@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from nasloop.agent.cli import main
+from nasloop.agent.app.cli import main
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for
-from nasloop.agent.escape import choose_escape, code_key, failure_streak, signature
+from nasloop.agent.loop.escape import choose_escape, code_key, failure_streak, signature
 from nasloop.agent.deps import LoopOptions
-from nasloop.agent.prompting import FALLBACK_CHANGES
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.llm.prompting import FALLBACK_CHANGES
+from nasloop.agent.runs.store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
 
 GOOD = '{"problem": "p", "suggestion": "widen conv2"}'
@@ -122,7 +122,7 @@ def test_plain_loop_has_none_of_it(tmp_path):
 
 
 def test_progress_display_copes_with_repair_steps(capsys):
-    from nasloop.agent.search import Progress
+    from nasloop.agent.app.search import Progress
 
     with Progress(3, {}) as progress:
         progress.update({"evaluate": {"candidate": {"failed": {"kind": "shape_error"}}}})  # repair pending

@@ -5,7 +5,7 @@ import pytest
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for
 from nasloop.agent.deps import LoopOptions
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.runs.store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
 
 REFLECTION = '{"lesson": "wider stems raised the score", "suggestion": "widen the first convolution"}'
@@ -104,7 +104,7 @@ def test_options_are_checked():
 
 
 def test_a_proxy_search_trains_its_best_scored_net_once_at_the_end(tmp_path, capsys):
-    from nasloop.agent.search import train_best_scored
+    from nasloop.agent.app.search import train_best_scored
 
     store = RunStore.create(tmp_path, "evo", {})
     store.save_candidate(3, code_reply(tag="score=20 acc=0.7").split("```python\n")[1].split("```")[0])
@@ -135,7 +135,7 @@ def test_evolution_resumes_and_forks_from_checkpoints(tmp_path):
 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    from nasloop.agent.fork import prepare_fork
+    from nasloop.agent.runs.fork import prepare_fork
 
     opts = LoopOptions(strategy="evolution", fidelity="proxy", population=2, repairs=0, seed=1)
     tags = [f"score={s}" for s in (7, 3, 9, 4, 8, 6)]
@@ -168,8 +168,8 @@ def test_evolution_resumes_and_forks_from_checkpoints(tmp_path):
 
 
 def test_replay_and_report_of_an_evolution_run(tmp_path):
-    from nasloop.agent.replay import load_steps, render
-    from nasloop.agent.report import write_report
+    from nasloop.agent.runs.replay import load_steps, render
+    from nasloop.agent.runs.report import write_report
 
     store = RunStore.create(tmp_path, "evo", {"args": {"strategy": "evolution", "fidelity": "proxy",
                                                        "proxy": "naswot", "k": 5}})
@@ -202,7 +202,7 @@ class PreflightScript(ScriptedEvaluator):
 
 
 def test_a_layer_used_with_two_input_sizes_is_fixed_once_then_left_to_repair():
-    from nasloop.agent.assess import assess
+    from nasloop.agent.loop.fidelity import assess
 
     code = "class Net:\n    def __init__(self, in_channels=3):\n        self.conv1 = nn.Conv2d(in_channels, 128, 3)\n"
     flip = ["x | trace: ✗ conv1 Conv2d(3, 128, kernel_size=(3, 3)) got 128x8x8",

@@ -9,8 +9,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from nasloop.agent import Deps, build_graph, recursion_limit_for
 from nasloop.agent.graph import route_next, route_start
 from nasloop.agent.deps import LoopOptions
-from nasloop.agent.prompting import FALLBACK_CHANGES
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.llm.prompting import FALLBACK_CHANGES
+from nasloop.agent.runs.store import RunStore
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, scripted, task
 
 GOOD_IMPROVER = '{"problem": "too shallow", "suggestion": "add a block"}'
@@ -192,8 +192,8 @@ def test_2000_iterations_without_recursion_error_and_bounded_checkpoints(tmp_pat
 
 
 def test_fork_starts_a_new_run_from_the_checkpoint_at_an_iteration(tmp_path):
-    from nasloop.agent.fork import prepare_fork
-    from nasloop.agent.replay import load_steps
+    from nasloop.agent.runs.fork import prepare_fork
+    from nasloop.agent.runs.replay import load_steps
 
     store = RunStore.create(tmp_path / "runs", "unit", {"args": {"iterations": 4, "k": 5, "llm": "scripted"}})
     conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
@@ -223,7 +223,7 @@ def test_fork_starts_a_new_run_from_the_checkpoint_at_an_iteration(tmp_path):
 
 def test_fork_at_an_iteration_that_does_not_exist(tmp_path):
     from nasloop.agent.errors import RunError
-    from nasloop.agent.fork import prepare_fork
+    from nasloop.agent.runs.fork import prepare_fork
 
     store = RunStore.create(tmp_path, "unit", {"args": {}})
     conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from nasloop import prompts
-from nasloop.agent.parsing import extract_code
+from nasloop.agent.llm.parsing import extract_code
 from tests.conftest import CANDIDATES, ROOT, candidate
 from nasloop.tools.static_check import _fallback, check_source
 

@@ -9,8 +9,8 @@ import math
 from typing import Callable
 
 from nasloop.agent.deps import Deps, LoopOptions
-from nasloop.agent.escape import code_key
-from nasloop.agent.shape_fixes import fix_shapes
+from nasloop.agent.loop.escape import code_key
+from nasloop.agent.fixes.shapes import fix_shapes
 from nasloop.tools.outcome import Outcome
 
 

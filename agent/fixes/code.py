@@ -10,13 +10,13 @@ code is returned unchanged. Only the loop with escapes on applies them (the plai
 - `fix_layer_slips`: a layer used where a tensor belongs in forward.
 - `fix_float_sizes`: a fractional layer size (`nn.Linear(8192 * 1.5, 10)`).
 - `drop_example_usage`: module-level code that runs on import (`net = Net()`).
-- pre-flight-guided shape fixes: agent/shape_fixes.py.
+- pre-flight-guided shape fixes: agent/fixes/shapes.py.
 """
 from __future__ import annotations
 
 import re
 
-from nasloop.agent.parsing import CODE_FENCE
+from nasloop.agent.llm.parsing import CODE_FENCE
 
 
 _MODULE_CLASS = re.compile(r"^class ([A-Za-z_]\w*)\((?:nn|torch\.nn)\.Module\):", re.MULTILINE)

@@ -19,7 +19,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from nasloop.agent.errors import RunError
 from nasloop.agent.graph import build_graph
 from nasloop.agent.deps import Deps
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.runs.store import RunStore
 
 THREAD = "search"
 

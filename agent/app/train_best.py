@@ -15,13 +15,13 @@ import json
 import time
 
 from nasloop.agent.errors import RunError
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.runs.store import RunStore
 from nasloop.sandbox.outputs import WEIGHTS, write_new
 from nasloop.tools.static_check import check_source
 
 
 def train_best(args: argparse.Namespace) -> int:
-    from nasloop.agent.options import build_evaluator, evaluation_defaults
+    from nasloop.agent.app.options import build_evaluator, evaluation_defaults
 
     store = RunStore.open(args.run)
     best = store.path / "best.py"

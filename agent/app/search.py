@@ -13,9 +13,9 @@ from pathlib import Path
 
 from nasloop.agent.errors import NasloopError
 from nasloop.agent.graph import build_graph, recursion_limit_for
-from nasloop.agent.llm import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
+from nasloop.agent.llm.client import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
 from nasloop.agent.deps import Deps, LoopOptions
-from nasloop.agent.run_store import RunStore
+from nasloop.agent.runs.store import RunStore
 from nasloop.agent.state import DEFAULT_K
 from nasloop.tools.evaluator import Evaluator
 from nasloop.sandbox.base import PROXY_NAMES
@@ -37,7 +37,7 @@ class SandboxFault(NasloopError):
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
-    from nasloop.agent.options import positive_int
+    from nasloop.agent.app.options import positive_int
 
     g = p.add_argument_group("search")
     g.add_argument("--iterations", type=positive_int, default=None,
@@ -91,7 +91,7 @@ def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from nasloop.agent.options import build_evaluator
+    from nasloop.agent.app.options import build_evaluator
 
     args, store = _resolve_args(args)
     specs = (args.improver_llm or args.llm, args.generator_llm or args.llm)
@@ -152,7 +152,7 @@ def run_search(args: argparse.Namespace) -> int:
         line = f"best {options.proxy}: {best['fitness']:.4g} (iteration {best['iteration']}), trained: accuracy {acc}"
     else:
         line = f"best accuracy: {best['accuracy']:.4f} (iteration {best['iteration']})"
-    from nasloop.agent.report import write_report
+    from nasloop.agent.runs.report import write_report
 
     report = write_report(store.path)
     print(f"nasloop: run directory: {store.path}")

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from nasloop.agent.options import (  # noqa: F401 - parse_bytes, positive_int: part of the CLI's surface
+from nasloop.agent.app.options import (  # noqa: F401 - parse_bytes, positive_int: part of the CLI's surface
     UsageError, add_data_args, add_sandbox_args, add_train_args, build_evaluator, parse_bytes, positive_int,
 )
 from nasloop.sandbox import SandboxUnavailable
@@ -45,20 +45,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nasloop.agent.search import run_search
+    from nasloop.agent.app.search import run_search
 
     return run_search(args)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from nasloop.agent.replay import replay
+    from nasloop.agent.runs.replay import replay
 
     return replay(args.run, plain=args.plain, outcome=args.outcome, fold_at=args.fold)
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from nasloop.agent.fork import prepare_fork
-    from nasloop.agent.search import run_search
+    from nasloop.agent.runs.fork import prepare_fork
+    from nasloop.agent.app.search import run_search
 
     overrides = {"llm": args.llm, "improver_llm": args.improver_llm, "generator_llm": args.generator_llm,
                  "iterations": args.iterations}
@@ -69,20 +69,20 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def cmd_train_best(args: argparse.Namespace) -> int:
-    from nasloop.agent.train_best import train_best
+    from nasloop.agent.app.train_best import train_best
 
     return train_best(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nasloop.agent.report import write_report
+    from nasloop.agent.runs.report import write_report
 
     print(write_report(args.run))
     return 0
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from nasloop.agent.models import resolve_model
+    from nasloop.agent.llm.models import resolve_model
 
     print(resolve_model(args.spec, progress=True))
     return 0
@@ -114,7 +114,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_sandbox_args(ev)
     ev.set_defaults(func=cmd_evaluate)
 
-    from nasloop.agent.search import add_search_args
+    from nasloop.agent.app.search import add_search_args
 
     se = sub.add_parser("search", help="run (or --resume) an architecture search")
     add_search_args(se)

@@ -46,7 +46,7 @@ class Reply:
 
 
 def _llamacpp(path: str, s: LLMSettings) -> BaseChatModel:
-    from nasloop.agent.models import resolve_model
+    from nasloop.agent.llm.models import resolve_model
 
     model_path = resolve_model(path, progress=True)
     with warnings.catch_warnings():
@@ -68,7 +68,7 @@ def validate_spec(spec: str) -> None:
     if not sep or not name or not provider:
         raise ModelError(f"LLM spec '{spec}' must look like provider:model (e.g. {DEFAULT_LLM})")
     if provider == "llamacpp":
-        from nasloop.agent.models import resolve_model
+        from nasloop.agent.llm.models import resolve_model
 
         resolve_model(name, progress=True)
 

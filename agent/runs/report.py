@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from nasloop.agent.run_store import RunStore, record_fitness  # noqa: E402
+from nasloop.agent.runs.store import RunStore, record_fitness  # noqa: E402
 from nasloop.tools.outcome import KINDS, human  # noqa: E402
 
 COLORS = {"ok": "#2a9d55", "syntax_error": "#9b59b6", "invalid_code": "#8e44ad", "interface_error": "#e67e22",

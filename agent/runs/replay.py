@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from nasloop.agent.errors import RunError
-from nasloop.agent.run_store import RunStore, record_fitness
+from nasloop.agent.runs.store import RunStore, record_fitness
 from nasloop.agent.state import DEFAULT_K, window_add
 
 TRACE_VERSION = 1

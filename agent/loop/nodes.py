@@ -7,8 +7,8 @@ what "evaluate" means: `train` (one epoch), `proxy` (zero-cost score only) and `
 generated variants are scored by the proxy, only the best one is trained; both numbers are recorded).
 
 Nodes get their collaborators from `Deps` (agent/deps.py); they never keep anything that grows with the
-run in the state. Prompts are built in agent/prompting.py, evaluations at the run's fidelity in
-agent/assess.py; every LLM call and evaluation is recorded once, so a step redone after a crash reuses it.
+run in the state. Prompts are built in agent/llm/prompting.py, evaluations at the run's fidelity in
+agent/loop/fidelity.py; every LLM call and evaluation is recorded once, so a step redone after a crash reuses it.
 """
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import random
 from typing import Any, Callable
 
 from nasloop import prompts
-from nasloop.agent.assess import REPEAT, assess
+from nasloop.agent.loop.fidelity import REPEAT, assess
 from nasloop.agent.deps import Deps, complete_task
-from nasloop.agent.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
-from nasloop.agent.llm import ChatClient
-from nasloop.agent.code_fixes import (adopt_net, autofix, drop_example_usage, fix_float_sizes, fix_layer_slips,
+from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
+from nasloop.agent.llm.client import ChatClient
+from nasloop.agent.fixes.code import (adopt_net, autofix, drop_example_usage, fix_float_sizes, fix_layer_slips,
                               restore_definitions)
-from nasloop.agent.parsing import extract_code, parse_improver
-from nasloop.agent.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
+from nasloop.agent.llm.parsing import extract_code, parse_improver
+from nasloop.agent.llm.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, usable_proposal)
 from nasloop.tools.outcome import Outcome
 
@@ -234,7 +234,7 @@ def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
 
 def _code(reply: str, state: dict, fixes: bool) -> tuple[str | None, str, str]:
     """(code, why there is none, note) from a Generator reply. With `fixes` (escapes on), the deterministic
-    fixes of small models' commonest slips (agent/parsing.py) are applied and recorded as one note."""
+    fixes of small models' commonest slips (agent/llm/parsing.py) are applied and recorded as one note."""
     code, err = extract_code(reply)
     if not fixes:
         return code, err, ""

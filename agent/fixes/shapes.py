@@ -1,13 +1,13 @@
-"""Deterministic fixes guided by the pre-flight's shape trace (agent/assess.py runs them in a loop, one
+"""Deterministic fixes guided by the pre-flight's shape trace (agent/loop/fidelity.py runs them in a loop, one
 layer per pre-flight): the size argument of the Conv2d/BatchNorm2d/Linear the trace names; a copy for a
 layer `forward` applies to two input sizes; a global pool and flatten before a Linear given a feature map.
-Like every fix in agent/code_fixes.py, each returns (code, note) and the note is recorded.
+Like every fix in agent/fixes/code.py, each returns (code, note) and the note is recorded.
 """
 from __future__ import annotations
 
 import re
 
-from nasloop.agent.code_fixes import SIZE_ARGS, constant
+from nasloop.agent.fixes.code import SIZE_ARGS, constant
 
 
 _FAILED_LAYER = re.compile(r"✗ ([A-Za-z_]\w*) (Conv2d|BatchNorm2d|Linear)\(.*\bgot ([\dx]+)")

@@ -12,7 +12,7 @@ import functools
 import os
 
 from nasloop.agent.graph import build_graph
-from nasloop.agent.llm import DEFAULT_LLM, make_clients
+from nasloop.agent.llm.client import DEFAULT_LLM, make_clients
 from nasloop.agent.deps import Deps, LoopOptions
 
 
