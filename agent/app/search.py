@@ -101,13 +101,8 @@ def run_search(args: argparse.Namespace) -> int:
     settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
     improver, generator = make_clients(*specs, settings)
     if store is None:
-        saved = {k: getattr(args, k) for k in RUN_OPTIONS if hasattr(args, k)}
-        label = evaluator.data.name
-        if label.startswith("folder:"):
-            label = "folder-" + Path(label[7:]).name
-        store = RunStore.create(args.runs_dir, label,
-                                {"args": saved, "started": time.time()})
-    else:
+        store = _new_store(args, evaluator)
+    else:  # resumed: only --iterations may change
         store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
 
     options = LoopOptions(repairs=max(0, args.repairs), escape=not args.no_escape, streak=args.streak,
@@ -115,12 +110,28 @@ def run_search(args: argparse.Namespace) -> int:
                           proxy=args.proxy, population=args.population, tournament=args.tournament,
                           ladder_width=args.ladder_width, seed=args.seed)
     deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store, options=options)
+    final = _stream(deps, evaluator, store, args)
+    _finish(store, evaluator, options, final)
+    return 0
+
+
+def _new_store(args: argparse.Namespace, evaluator: Evaluator) -> RunStore:
+    saved = {k: getattr(args, k) for k in RUN_OPTIONS if hasattr(args, k)}
+    label = evaluator.data.name
+    if label.startswith("folder:"):
+        label = "folder-" + Path(label[7:]).name
+    return RunStore.create(args.runs_dir, label, {"args": saved, "started": time.time()})
+
+
+def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Namespace) -> dict:
+    """Run (or resume) the graph under the run's SqliteSaver, showing progress; the final state."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
     try:
         graph = build_graph(deps, k=args.k, checkpointer=SqliteSaver(conn))
-        config = {"configurable": {"thread_id": THREAD}, "recursion_limit": recursion_limit_for(args.iterations, options.repairs)}
+        config = {"configurable": {"thread_id": THREAD},
+                  "recursion_limit": recursion_limit_for(args.iterations, deps.options.repairs)}
         snapshot = graph.get_state(config)
         state = dict(snapshot.values or {})
         inp = None if snapshot.next else {"task": make_task(evaluator, args)}
@@ -137,9 +148,13 @@ def run_search(args: argparse.Namespace) -> int:
                 print(f"\nnasloop: stopped; everything recorded is kept. Resume with: nasloop search --resume "
                       f"{store.path}", file=sys.stderr)
                 raise
-        final = dict(graph.get_state(config).values)
+        return dict(graph.get_state(config).values)
     finally:
         conn.close()
+
+
+def _finish(store: RunStore, evaluator: Evaluator, options: LoopOptions, final: dict) -> None:
+    """Summary, report and the closing lines."""
     summary = summarize(store, final)
     best = summary.get("best") or {}
     if best and best.get("accuracy") is None and options.fidelity == "proxy":
@@ -158,7 +173,6 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"nasloop: run directory: {store.path}")
     print(f"nasloop: {line}; valid candidates: {summary['valid']}/{summary['evaluated']}")
     print(f"nasloop: report: {report}")
-    return 0
 
 
 def train_best_scored(store: RunStore, evaluator: Evaluator, best: dict) -> dict:

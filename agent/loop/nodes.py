@@ -13,6 +13,7 @@ agent/loop/fidelity.py; every LLM call and evaluation is recorded once, so a ste
 from __future__ import annotations
 
 import json
+from functools import partial
 import random
 from typing import Any, Callable
 
@@ -101,135 +102,139 @@ def _survivors(population: list[dict], iteration: int, fit: float | None, outcom
 
 
 # --- nodes -----------------------------------------------------------------------------------------
-def make_nodes(deps: Deps | Callable[[dict], Deps]) -> dict:
+DepsSource = Deps | Callable[[dict], Deps]
+
+
+def make_nodes(deps: DepsSource) -> dict:
     """The node functions bound to `deps`, or to `deps(task)` when it is a factory (embedding: the
     parent's task names the data set and the LLM)."""
+    return {name: partial(fn, deps) for name, fn in (("seed", seed), ("select", select), ("improve", improve),
+                                                      ("generate", generate), ("evaluate", evaluate), ("repair", repair))}
 
-    def setup(state: dict) -> tuple[Deps, dict]:
-        d = deps(state["task"]) if callable(deps) else deps
-        return d, complete_task(state["task"], d.evaluator)
 
-    def seed(state: dict) -> dict:
-        """Iteration 0: evaluate the data set's seed architecture, so the run has a baseline."""
-        deps, task = setup(state)
-        code = prompts.seed_source(task["dataset"])
-        outcome, code, _ = assess(deps, 0, [code], 0, train=True)  # trained (and scored): the baseline
-        baseline = {"problem": "baseline: the seed architecture, unchanged", "suggestion": "(none: starting point)"}
-        return {**_record(deps, state, 0, code, baseline, outcome, {}), "task": task}
+def setup(source: DepsSource, state: dict) -> tuple[Deps, dict]:
+    """The run's collaborators (from the task when `source` is a factory) and the completed task."""
+    d = source(state["task"]) if callable(source) else source
+    return d, complete_task(state["task"], d.evaluator)
 
-    def select(state: dict) -> dict:
-        """Evolution: pick the parent by tournament (seeded by the iteration, so a resume picks the same)."""
-        deps, _ = setup(state)
-        opts = deps.options
-        it = state.get("iteration", 1)
-        members = state.get("population") or []
-        rng = random.Random(f"{opts.seed}:{it}")
-        if members:
-            member = max(rng.sample(members, min(opts.tournament, len(members))),
-                         key=lambda m: (m["fitness"], -m["iteration"]))
-        else:  # every candidate so far failed: mutate the best (or the seed)
-            best = state.get("best") or {}
-            member = {"iteration": best.get("iteration", 0), "fitness": best.get("fitness"), "params": best.get("params")}
-        code = deps.member_code(member["iteration"]) or (state.get("best") or {}).get("code") \
-            or prompts.seed_source(state["task"]["dataset"])
-        return {"parent": {**member, "code": code, "fitness_name": opts.fitness_name}}
+def seed(source: DepsSource, state: dict) -> dict:
+    """Iteration 0: evaluate the data set's seed architecture, so the run has a baseline."""
+    deps, task = setup(source, state)
+    code = prompts.seed_source(task["dataset"])
+    outcome, code, _ = assess(deps, 0, [code], 0, train=True)  # trained (and scored): the baseline
+    baseline = {"problem": "baseline: the seed architecture, unchanged", "suggestion": "(none: starting point)"}
+    return {**_record(deps, state, 0, code, baseline, outcome, {}), "task": task}
 
-    def improve(state: dict) -> dict:
-        """Prompt Improver: diagnose the latest result, suggest one change (JSON). Escapes failure loops."""
-        deps, task = setup(state)
-        changed = {"task": task} if task is not state["task"] else {}
-        state = {**state, "task": task}
-        opts = deps.options
-        it = state.get("iteration", 1)
-        esc = choose_escape(state.get("window") or [], opts.streak, opts.temperature) if opts.escape else None
-        if esc is not None and esc.name == "restart":
-            proposal = {"problem": f"stuck: {esc.streak} x {esc.outcome} in a row", "suggestion": RESTART_SUGGESTION}
-            rec = deps.once("trace", it, "improve", lambda: {"escape": esc.to_dict(), "prompt": "",
-                                                              "response": json.dumps(proposal), "seconds": 0.0})
-            escape = {**esc.to_dict(), "temperature": esc.temperature}
-            return {"proposal": {**proposal, "llm_seconds": 0.0, "escape": escape}, **changed}
-        make_prompt = reflect_prompt if state.get("parent") else improver_prompt
-        prompt = make_prompt(state, esc.improver_note() if esc else "")
-        temperature = esc.temperature if esc else None
-        rec = deps.once("trace", it, "improve",
-                        lambda: _ask(deps.improver, "improver_system", prompt, temperature))
-        parsed, err = parse_improver(rec["response"])
-        parsed = usable_proposal(parsed, err, it, state.get("window")) if opts.escape else (
-            parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION})
-        escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
-        return {"proposal": {**parsed, "llm_seconds": rec["seconds"], "escape": escape}, **changed}
+def select(source: DepsSource, state: dict) -> dict:
+    """Evolution: pick the parent by tournament (seeded by the iteration, so a resume picks the same)."""
+    deps, _ = setup(source, state)
+    opts = deps.options
+    it = state.get("iteration", 1)
+    members = state.get("population") or []
+    rng = random.Random(f"{opts.seed}:{it}")
+    if members:
+        member = max(rng.sample(members, min(opts.tournament, len(members))),
+                     key=lambda m: (m["fitness"], -m["iteration"]))
+    else:  # every candidate so far failed: mutate the best (or the seed)
+        best = state.get("best") or {}
+        member = {"iteration": best.get("iteration", 0), "fitness": best.get("fitness"), "params": best.get("params")}
+    code = deps.member_code(member["iteration"]) or (state.get("best") or {}).get("code") \
+        or prompts.seed_source(state["task"]["dataset"])
+    return {"parent": {**member, "code": code, "fitness_name": opts.fitness_name}}
 
-    def generate(state: dict) -> dict:
-        """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
-        deps, _ = setup(state)
-        opts = deps.options
-        it = state.get("iteration", 1)
-        esc = (state.get("proposal") or {}).get("escape")
-        note = generator_note(esc) if esc else ""
-        prompt = generator_prompt(state, note)
-        temperature = esc.get("temperature") if esc else None
-        width = opts.ladder_width if opts.fidelity == "ladder" else 1
-        codes, errors, fixes, seconds = [], [], [], 0.0
-        for j in range(width):  # ladder: more variants of the same change, each a little hotter
-            t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
-            rec = deps.once("trace", it, "generate" if j == 0 else f"generate.{j}",
-                            lambda t=t: _ask(deps.generator, "generator_system", prompt, t))
-            code, err, fix = _code(rec["response"], state, opts.escape)
-            codes.append(code)
-            errors.append(err)
-            fixes.append(fix)
-            seconds += rec["seconds"]
-        fix = "; ".join(f for f in fixes if f)
-        return {"candidate": {"code": codes[0], "error": errors[0], "llm_seconds": round(seconds, 3), "attempt": 0,
-                              "repairs": [], **({"variants": codes} if width > 1 else {}),
-                              **({"autofix": fix} if fix else {})}}
+def improve(source: DepsSource, state: dict) -> dict:
+    """Prompt Improver: diagnose the latest result, suggest one change (JSON). Escapes failure loops."""
+    deps, task = setup(source, state)
+    changed = {"task": task} if task is not state["task"] else {}
+    state = {**state, "task": task}
+    opts = deps.options
+    it = state.get("iteration", 1)
+    esc = choose_escape(state.get("window") or [], opts.streak, opts.temperature) if opts.escape else None
+    if esc is not None and esc.name == "restart":
+        proposal = {"problem": f"stuck: {esc.streak} x {esc.outcome} in a row", "suggestion": RESTART_SUGGESTION}
+        rec = deps.once("trace", it, "improve", lambda: {"escape": esc.to_dict(), "prompt": "",
+                                                          "response": json.dumps(proposal), "seconds": 0.0})
+        escape = {**esc.to_dict(), "temperature": esc.temperature}
+        return {"proposal": {**proposal, "llm_seconds": 0.0, "escape": escape}, **changed}
+    make_prompt = reflect_prompt if state.get("parent") else improver_prompt
+    prompt = make_prompt(state, esc.improver_note() if esc else "")
+    temperature = esc.temperature if esc else None
+    rec = deps.once("trace", it, "improve",
+                    lambda: _ask(deps.improver, "improver_system", prompt, temperature))
+    parsed, err = parse_improver(rec["response"])
+    parsed = usable_proposal(parsed, err, it, state.get("window")) if opts.escape else (
+        parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION})
+    escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
+    return {"proposal": {**parsed, "llm_seconds": rec["seconds"], "escape": escape}, **changed}
 
-    def evaluate(state: dict) -> dict:
-        """Evaluator: repeat check, static check + sandboxed training; then repair, or record the triple."""
-        deps, _ = setup(state)
-        opts = deps.options
-        it = state.get("iteration", 1)
-        cand = state.get("candidate") or {}
-        proposal = state.get("proposal") or {}
-        attempt = cand.get("attempt", 0)
-        codes = [c for c in (cand.get("variants") or [cand.get("code")]) if c]
-        code, ladder = cand.get("code"), {}
-        if not codes:
-            outcome = Outcome("invalid_code", cand.get("error") or "no code was generated", seconds=0.0,
-                              stage="static")
-        else:
-            outcome, code, ladder = assess(deps, it, codes, attempt)
-        if outcome.stage in ("static", "preflight") and attempt < opts.repairs:
-            return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
-        llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
-        extra = {"llm": llm, "repairs": cand.get("repairs", []), "escape": proposal.get("escape"), **ladder,
-                 **({"autofix": cand["autofix"]} if cand.get("autofix") else {})}
-        return _record(deps, state, it, code, proposal, outcome, extra)
+def generate(source: DepsSource, state: dict) -> dict:
+    """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
+    deps, _ = setup(source, state)
+    opts = deps.options
+    it = state.get("iteration", 1)
+    esc = (state.get("proposal") or {}).get("escape")
+    note = generator_note(esc) if esc else ""
+    prompt = generator_prompt(state, note)
+    temperature = esc.get("temperature") if esc else None
+    width = opts.ladder_width if opts.fidelity == "ladder" else 1
+    codes, errors, fixes, seconds = [], [], [], 0.0
+    for j in range(width):  # ladder: more variants of the same change, each a little hotter
+        t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
+        rec = deps.once("trace", it, "generate" if j == 0 else f"generate.{j}",
+                        lambda t=t: _ask(deps.generator, "generator_system", prompt, t))
+        code, err, fix = _code(rec["response"], state, opts.escape)
+        codes.append(code)
+        errors.append(err)
+        fixes.append(fix)
+        seconds += rec["seconds"]
+    fix = "; ".join(f for f in fixes if f)
+    return {"candidate": {"code": codes[0], "error": errors[0], "llm_seconds": round(seconds, 3), "attempt": 0,
+                          "repairs": [], **({"variants": codes} if width > 1 else {}),
+                          **({"autofix": fix} if fix else {})}}
 
-    def repair(state: dict) -> dict:
-        """Show the Generator its own failing code, the failing line and the shape trace; get a fix."""
-        deps, _ = setup(state)
-        it = state.get("iteration", 1)
-        cand = state["candidate"]
-        failed = cand["failed"]
-        attempt = cand.get("attempt", 0) + 1
-        # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
-        # sampled at the base temperature (near-greedy would reproduce the same code).
-        repeat = failed.get("diagnosis", "").startswith(REPEAT)
-        change = FALLBACK_CHANGES[(it + attempt) % len(FALLBACK_CHANGES)] if repeat else None
-        prompt = repair_prompt(state, cand.get("code"), failed, change)
-        rec = deps.once("trace", it, f"repair{attempt}",
-                        lambda: _ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE))
-        code, err, fix = _code(rec["response"], state, deps.options.escape)
-        history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
-                                              "diagnosis": failed.get("diagnosis", ""),
-                                              **({"suggestion": change} if change else {})}]
-        return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history,
-                              "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
-                              **({"autofix": fix} if fix else {})}}
+def evaluate(source: DepsSource, state: dict) -> dict:
+    """Evaluator: repeat check, static check + sandboxed training; then repair, or record the triple."""
+    deps, _ = setup(source, state)
+    opts = deps.options
+    it = state.get("iteration", 1)
+    cand = state.get("candidate") or {}
+    proposal = state.get("proposal") or {}
+    attempt = cand.get("attempt", 0)
+    codes = [c for c in (cand.get("variants") or [cand.get("code")]) if c]
+    code, ladder = cand.get("code"), {}
+    if not codes:
+        outcome = Outcome("invalid_code", cand.get("error") or "no code was generated", seconds=0.0,
+                          stage="static")
+    else:
+        outcome, code, ladder = assess(deps, it, codes, attempt)
+    if outcome.stage in ("static", "preflight") and attempt < opts.repairs:
+        return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
+    llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
+    extra = {"llm": llm, "repairs": cand.get("repairs", []), "escape": proposal.get("escape"), **ladder,
+             **({"autofix": cand["autofix"]} if cand.get("autofix") else {})}
+    return _record(deps, state, it, code, proposal, outcome, extra)
 
-    return {"seed": seed, "select": select, "improve": improve, "generate": generate, "evaluate": evaluate,
-            "repair": repair}
+def repair(source: DepsSource, state: dict) -> dict:
+    """Show the Generator its own failing code, the failing line and the shape trace; get a fix."""
+    deps, _ = setup(source, state)
+    it = state.get("iteration", 1)
+    cand = state["candidate"]
+    failed = cand["failed"]
+    attempt = cand.get("attempt", 0) + 1
+    # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
+    # sampled at the base temperature (near-greedy would reproduce the same code).
+    repeat = failed.get("diagnosis", "").startswith(REPEAT)
+    change = FALLBACK_CHANGES[(it + attempt) % len(FALLBACK_CHANGES)] if repeat else None
+    prompt = repair_prompt(state, cand.get("code"), failed, change)
+    rec = deps.once("trace", it, f"repair{attempt}",
+                    lambda: _ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE))
+    code, err, fix = _code(rec["response"], state, deps.options.escape)
+    history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
+                                          "diagnosis": failed.get("diagnosis", ""),
+                                          **({"suggestion": change} if change else {})}]
+    return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history,
+                          "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
+                          **({"autofix": fix} if fix else {})}}
 
 
 def _code(reply: str, state: dict, fixes: bool) -> tuple[str | None, str, str]:
