@@ -212,6 +212,7 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     frame: dict = where_rec if isinstance(where_rec, dict) else {}
     failed = trace.get("failed")
     common["failure"] = {"phase": phase, "exc_type": exc, "line": frame.get("line") if frame else None,
+                         "function": frame.get("function") if frame else None,
                          "layer": failed if isinstance(failed, dict) else None}
     oom = res.get("oom")
     if oom == "gpu":

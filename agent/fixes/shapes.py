@@ -9,11 +9,23 @@ import re
 
 from nasloop.agent.fixes.code import SIZE_ARGS, constant
 
+SIZED = ("Conv2d", "BatchNorm2d", "Linear")
 
-_FAILED_LAYER = re.compile(r"✗ ([A-Za-z_]\w*) (Conv2d|BatchNorm2d|Linear)\(.*\bgot ([\dx]+)")
+
+def failing_layer(failure: dict) -> tuple[str, str, list[int]] | None:
+    """(name, type, input shape) of the layer the pre-flight caught failing, from the outcome's structured
+    `failure` record: a direct attribute of the net (not a nested `features.3`) of a type with a size."""
+    layer = failure.get("layer") if isinstance(failure, dict) else None
+    if not isinstance(layer, dict):
+        return None
+    name, kind, got = layer.get("name"), layer.get("type"), layer.get("in")
+    if not (isinstance(name, str) and name.isidentifier() and kind in SIZED and isinstance(got, list)
+            and got and all(isinstance(d, int) for d in got)):
+        return None
+    return name, kind, got
 
 
-def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
+def fix_shapes(code: str, failure: dict) -> tuple[str, str]:
     """Deterministic repair of a channel mismatch the pre-flight located: when the shape trace says layer
     `self.X` (a Conv2d, BatchNorm2d or Linear) got an input of C channels (or, for Linear, C features),
     and its size argument in `__init__` is a number, arithmetic on numbers (`128 // 2`) or one of
@@ -22,17 +34,18 @@ def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
     is then pre-flighted again. Returns (code, what was changed)."""
     import ast
 
-    m = _FAILED_LAYER.search(diagnosis or "")
-    if not m:
+    found = failing_layer(failure)
+    if found is None:
         return code, ""
-    name, kind, got = m.group(1), m.group(2), [int(d) for d in m.group(3).split("x") if d]
+    name, kind, got = found
     want = got[0] if kind != "Linear" else _product(got)
+    failed_line = failure.get("line") if failure.get("function") == "forward" else None
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return code, ""
     if kind == "Linear" and len(got) == 3:
-        return _pool_before(code, tree, name, diagnosis, m.group(3))
+        return _pool_before(code, tree, name, failed_line, "x".join(map(str, got)))
     keyword, pos = SIZE_ARGS[kind][1][0], 0
     inits = [f for cls in tree.body if isinstance(cls, ast.ClassDef)
              for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
@@ -58,7 +71,7 @@ def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
             b = len(line.encode()[:arg.col_offset].decode())  # ast offsets are in bytes
             e = len(line.encode()[:arg.end_col_offset].decode())
             cls = next(c for c in tree.body if isinstance(c, ast.ClassDef) and init in c.body)
-            site = _second_use(cls, name, diagnosis, lines)
+            site = _second_use(cls, name, failed_line, lines)
             if site is not None and node.lineno == node.end_lineno:
                 # one layer applied to two input sizes: the failing use gets its own copy, sized for it
                 copy = _fresh_name(cls, name, code)
@@ -74,20 +87,15 @@ def fix_shapes(code: str, diagnosis: str) -> tuple[str, str]:
     return code, ""
 
 
-_FAILED_LINE = re.compile(r"candidate\.py:(\d+) in forward:")
-
-
-def _pool_before(code: str, tree, name: str, diagnosis: str, got: str) -> tuple[str, str]:
+def _pool_before(code: str, tree, name: str, line: int | None, got: str) -> tuple[str, str]:
     """A Linear applied to a feature map (`✗ fc Linear(...) got 128x16x16`): the line of forward that
     applies it, when it is a statement of its own like `x = self.fc(x)` or `return self.fc(x)`, gets a
     global average pool and flatten before it, as the Generator's instructions ask. The Linear's size is
     then the next pre-flight's to fix."""
     import ast
 
-    m = _FAILED_LINE.search(diagnosis)
-    if not m or not re.search(r"^import torch\b", code, re.MULTILINE):
+    if not isinstance(line, int) or not re.search(r"^import torch\b", code, re.MULTILINE):
         return code, ""
-    line = int(m.group(1))
     for cls in (c for c in tree.body if isinstance(c, ast.ClassDef)):
         fwd = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
         stmt = next((st for st in (fwd.body if fwd else []) if st.lineno == line == st.end_lineno), None)
@@ -105,17 +113,15 @@ def _pool_before(code: str, tree, name: str, diagnosis: str, got: str) -> tuple[
     return code, ""
 
 
-def _second_use(cls, name: str, diagnosis: str, lines: list[str]) -> int | None:
+def _second_use(cls, name: str, line: int | None, lines: list[str]) -> int | None:
     """The forward line that failed, when it applies `self.<name>` once and forward applies it elsewhere too."""
     import ast
 
-    m = _FAILED_LINE.search(diagnosis)
     fwd = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
-    if not m or fwd is None:
+    if not isinstance(line, int) or fwd is None:
         return None
     uses = [n.lineno for n in ast.walk(fwd) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
             and n.func.attr == name and isinstance(n.func.value, ast.Name) and n.func.value.id == "self"]
-    line = int(m.group(1))
     if len(uses) < 2 or uses.count(line) != 1 or line > len(lines) or lines[line - 1].count(f"self.{name}(") != 1:
         return None
     return line

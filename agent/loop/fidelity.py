@@ -10,7 +10,7 @@ from typing import Callable
 
 from nasloop.agent.deps import Deps, LoopOptions
 from nasloop.agent.loop.escape import code_key
-from nasloop.agent.fixes.shapes import fix_shapes
+from nasloop.agent.fixes.shapes import failing_layer, fix_shapes
 from nasloop.tools.outcome import Outcome
 
 
@@ -72,14 +72,15 @@ def _check(deps: Deps, iteration: int, code: str, run: Callable[[str, int], Outc
         rep = repeat_outcome(deps, iteration, code)
         if rep is not None:
             return rep, code, []
-    outcome, fixes = run(code, 0), []
+    outcome, fixes, layers = run(code, 0), [], []
     while deps.options.escape and outcome.stage == "preflight" and len(fixes) < MAX_SHAPE_FIXES:
-        fixed, note = fix_shapes(code, outcome.diagnosis)
-        layer = note.split(" = ")[0]
-        if not note or any(f.split(" = ")[0] == layer for f in fixes):
+        fixed, note = fix_shapes(code, outcome.failure)
+        layer = failing_layer(outcome.failure)
+        if not note or layer is None or layer[0] in layers:
             break  # nothing to fix, or the same layer again: it is used with two input sizes (a design error)
         code = fixed
         fixes.append(note)
+        layers.append(layer[0])
         outcome = run(code, len(fixes))
     return outcome, code, fixes
 

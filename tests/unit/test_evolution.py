@@ -186,9 +186,9 @@ def test_replay_and_report_of_an_evolution_run(tmp_path):
 
 
 class PreflightScript(ScriptedEvaluator):
-    """Pre-flight diagnoses in the harness's own format, one per call."""
+    """Pre-flight failures as the outcome carries them (structured `failure` records), one per call."""
 
-    def __init__(self, *diagnoses: str):
+    def __init__(self, *diagnoses: dict):
         super().__init__()
         self.diagnoses = list(diagnoses)
 
@@ -197,7 +197,8 @@ class PreflightScript(ScriptedEvaluator):
         if self.diagnoses:
             from nasloop.tools.outcome import Outcome
 
-            return Outcome("shape_error", self.diagnoses.pop(0), seconds=0.0, stage="preflight")
+            return Outcome("shape_error", "shape mismatch", seconds=0.0, stage="preflight",
+                           failure=self.diagnoses.pop(0))
         return super().evaluate(source)
 
 
@@ -205,8 +206,8 @@ def test_a_layer_used_with_two_input_sizes_is_fixed_once_then_left_to_repair():
     from nasloop.agent.loop.fidelity import assess
 
     code = "class Net:\n    def __init__(self, in_channels=3):\n        self.conv1 = nn.Conv2d(in_channels, 128, 3)\n"
-    flip = ["x | trace: ✗ conv1 Conv2d(3, 128, kernel_size=(3, 3)) got 128x8x8",
-            "x | trace: ✗ conv1 Conv2d(128, 128, kernel_size=(3, 3)) got 3x32x32"]
+    flip = [{"phase": "forward", "layer": {"name": "conv1", "type": "Conv2d", "in": [128, 8, 8]}},
+            {"phase": "forward", "layer": {"name": "conv1", "type": "Conv2d", "in": [3, 32, 32]}}]
     ev = PreflightScript(*flip, *flip)
     outcome, fixed, extra = assess(Deps(None, None, ev, options=LoopOptions()), 1, [code], 0)  # type: ignore[arg-type]
     assert outcome.stage == "preflight" and ev.calls == 2  # one fix, one rerun, then stop: no oscillation

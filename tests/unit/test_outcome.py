@@ -82,7 +82,8 @@ def test_failure_travels_as_fields():
     trace = {"layers": [{"name": "conv", "type": "Conv2d", "out": [32, 16, 16]}],
              "failed": {"name": "fc", "type": "Linear", "repr": "Linear(in_features=2048, out_features=10)", "in": [8192]}}
     out = classify(err("forward", "RuntimeError", "shapes cannot be multiplied", trace=trace), LIM, LABELS)
-    assert out.failure == {"phase": "forward", "exc_type": "RuntimeError", "line": 17, "layer": trace["failed"]}
+    assert out.failure == {"phase": "forward", "exc_type": "RuntimeError", "line": 17, "function": "forward",
+                           "layer": trace["failed"]}
     assert out.diagnosis.endswith("trace: conv Conv2d→32x16x16 | ✗ fc Linear(in_features=2048, out_features=10) got 8192")
 
 

@@ -79,22 +79,33 @@ def test_nothing_is_restored_when_the_base_does_not_define_it():
     assert restore_definitions(base, base) == (base, "")
 
 
-def preflight_diagnosis(code: str) -> str | None:
-    """The diagnosis the sandbox's pre-flight gives `code` (run here on the meta device), or None."""
+def preflight_outcome(code: str):
+    """The outcome the sandbox's pre-flight gives `code` (run here on the meta device), or None."""
     from nasloop.sandbox import runner
     from nasloop.tools.outcome import _from_error
 
     ns: dict = {}
     exec(compile(code, "candidate.py", "exec"), ns)  # noqa: S102 - our own test input
     failure, _ = runner.preflight(ns["Net"], 10, 3, 32, 2_000_000)
-    return None if failure is None else _from_error(failure, 0.0, {}).diagnosis
+    return None if failure is None else _from_error(failure, 0.0, {})
+
+
+def preflight_diagnosis(code: str) -> str | None:
+    out = preflight_outcome(code)
+    return None if out is None else out.diagnosis
+
+
+def preflight_failure(code: str) -> dict | None:
+    """The structured failure record the fixes read."""
+    out = preflight_outcome(code)
+    return None if out is None else out.failure
 
 
 def fix_until_clean(code: str) -> tuple[str, list[str]]:
     """Shape-fix `code` the way the loop does, one pre-flight at a time, until it passes; every
     pre-flight failure on the way must be one a fix handles."""
     made = []
-    while (diag := preflight_diagnosis(code)) is not None:
+    while (diag := preflight_failure(code)) is not None:
         code, note = fix_shapes(code, diag)
         assert note, diag
         made.append(note)
@@ -115,10 +126,10 @@ def test_channel_mismatches_located_by_the_preflight_are_fixed(change, fixes):
 
 
 def test_shape_fix_leaves_what_it_cannot_know_alone():
-    diag = "RuntimeError: x | trace: … | ✗ features.3 Conv2d(64, 128, kernel_size=(3, 3)) got 96x16x16"
+    diag = {"line": None, "layer": {"name": "features.3", "type": "Conv2d", "in": [96, 16, 16]}}
     code = "class Net:\n    def __init__(self):\n        c = 64\n        self.conv = nn.Conv2d(c, 128, 3)\n"
     assert fix_shapes(code, diag) == (code, "")  # a nested module name: not patched
-    diag2 = diag.replace("features.3", "conv")
+    diag2 = {"line": None, "layer": {"name": "conv", "type": "Conv2d", "in": [96, 16, 16]}}
     assert fix_shapes(code, diag2) == (code, "")  # the size is a local variable
     looped = "class Net:\n    def __init__(self):\n        for i in range(2):\n            self.conv = nn.Conv2d(64, 8, 3)\n"
     assert fix_shapes(looped, diag2) == (looped, "")  # inside a loop: not touched
@@ -127,7 +138,7 @@ def test_shape_fix_leaves_what_it_cannot_know_alone():
 
 @pytest.mark.parametrize("arg", ["128 // 4", "in_channels"])
 def test_shape_fix_handles_arithmetic_and_a_misused_parameter(arg):
-    diag = "RuntimeError: x | trace: … | ✗ conv3 Conv2d(3, 64, kernel_size=(3, 3), stride=(1, 1), bias= got 64x8x8"
+    diag = {"line": None, "layer": {"name": "conv3", "type": "Conv2d", "in": [64, 8, 8]}}
     code = f"class Net:\n    def __init__(self, in_channels=3):\n        self.conv3 = nn.Conv2d({arg}, 64, 3)\n"
     fixed, note = fix_shapes(code, diag)
     assert "self.conv3 = nn.Conv2d(64, 64, 3)" in fixed and note.startswith(f"self.conv3 = nn.Conv2d(...): in_channels {arg} -> 64")
@@ -164,7 +175,7 @@ def test_a_layer_used_as_a_tensor_is_applied_to_it():
     assert preflight_diagnosis(fixed) is None
     fixed, note = fix_layer_slips(passed)
     assert "x = torch.flatten(self.pool(x), 1)" in fixed and "self.pool" in note
-    fixed, _ = fix_shapes(fixed, preflight_diagnosis(fixed))  # pooled 128x4x4 = 2048 features now reach fc
+    fixed, _ = fix_shapes(fixed, preflight_failure(fixed))  # pooled 128x4x4 = 2048 features now reach fc
     assert "nn.Linear(2048, num_classes)" in fixed and preflight_diagnosis(fixed) is None
     assert fix_layer_slips(base) == (base, "")
     # a layer with weights built in forward would never be trained: left to the LLM
