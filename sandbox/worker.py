@@ -124,9 +124,12 @@ def sweep() -> None:
             break  # no process left but us
         time.sleep(0.005)
     remove_ipc()
+    mounts = mount_points()
     for top in SCRATCH:
         for entry in os.listdir(top) if os.path.isdir(top) else []:
             path = os.path.join(top, entry)
+            if any(m == path or m.startswith(path + "/") for m in mounts):
+                continue  # a mount point the host made (the interpreter under /tmp/...): not the candidate's
             try:
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path, ignore_errors=True)
@@ -134,6 +137,14 @@ def sweep() -> None:
                     os.unlink(path)
             except OSError:
                 pass
+
+
+def mount_points() -> list[str]:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return [line.split()[4] for line in f if len(line.split()) > 4]
+    except OSError:
+        return []
 
 
 def remove_ipc() -> None:
