@@ -74,7 +74,9 @@ def child(conn: socket.socket, name: str) -> None:
     """In the forked child: a new session, the job's log as stdout/stderr, then the harness (which ends
     the process with os._exit)."""
     try:
-        conn.close()
+        # Close every inherited descriptor, the host's control socket above all (conn.close() alone would
+        # leave it open while the makefile() reader holds it): the candidate must not talk to the host.
+        os.closerange(3, 4096)
         os.setsid()
         job = os.path.join(JOBS, name)
         fd = os.open(os.path.join(job, "out", "log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
