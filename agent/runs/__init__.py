@@ -1,0 +1,1 @@
+"""The run directory: the store (results, trace, candidates), replay, report and fork."""
