@@ -130,3 +130,11 @@ def test_gvisor_runtime_runs_the_same_judge(docker_engine, digits):
     assert ok.kind == "ok" and "accuracy" in ok.verified, ok.summary()
     out = run(ev, "attack_find_labels")
     assert "test_y" not in out.diagnosis and "train_y.npy" in out.diagnosis
+
+
+def test_the_hosts_environment_is_out_of_reach(evaluator, monkeypatch):
+    """Every /proc/*/environ the candidate can read (its PID namespace holds only sandbox processes)."""
+    monkeypatch.setenv("NASLOOP_TEST_SECRET", "hunter2")
+    out = run(evaluator, "attack_proc_environ")
+    assert out.kind == "runtime_error" and "ENVIRON" in out.diagnosis
+    assert "hunter2" not in out.diagnosis and "NASLOOP_TEST_SECRET" not in out.diagnosis
