@@ -30,6 +30,7 @@ from docker.types import DeviceRequest, LogConfig, Ulimit
 from nasloop.sandbox import outputs
 from nasloop.sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text
 from nasloop.sandbox.host import PeakSampler, owner_label, owner_state
+from nasloop.sandbox.visible import masking_mounts
 
 DEFAULT_IMAGE = "nasloop-sandbox:local"
 MODE_LABEL = "nasloop.mode"
@@ -122,6 +123,7 @@ class DockerEngine:
                      Ulimit(name="core", soft=0, hard=0)],
             device_requests=gpu_requests(lim.gpus if gpus is None else gpus),
             volumes={**(host_mounts() if self.host_mounts else {}), **volumes},
+            mounts=masking_mounts() if self.host_mounts else [],
             log_config=LogConfig(type="json-file", config={"max-size": "4m", "max-file": "2"}),
             labels={CONTAINER_LABEL: owner_label()},
         )

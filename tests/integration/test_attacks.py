@@ -138,3 +138,9 @@ def test_the_hosts_environment_is_out_of_reach(evaluator, monkeypatch):
     out = run(evaluator, "attack_proc_environ")
     assert out.kind == "runtime_error" and "ENVIRON" in out.diagnosis
     assert "hunter2" not in out.diagnosis and "NASLOOP_TEST_SECRET" not in out.diagnosis
+
+
+def test_data_sets_shipped_inside_packages_are_hidden(evaluator):
+    """The venv is mounted into the sandbox; scikit-learn's bundled digits (with labels) must not be."""
+    out = run(evaluator, "attack_packaged_labels")
+    assert "SKLEARN False" in out.diagnosis and "digits.csv.gz" not in out.diagnosis, out.diagnosis
