@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,20 @@ class JobDir:
         give_to_sandbox_user(self.out)
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tree(self.path)
+
+
+def remove_tree(path: Path | str) -> None:
+    """Remove a directory a candidate wrote into, however it is shaped: Python's recursive rmtree raises
+    RecursionError on a tree 1,000 levels deep and stops at a directory made unreadable (chmod 000), so
+    what it leaves goes to chmod and rm, which walk without recursion."""
+    try:
+        shutil.rmtree(path)
+        return
+    except (OSError, RecursionError):
+        pass
+    subprocess.run(["chmod", "-R", "u+rwx", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def give_to_sandbox_user(path: Path) -> None:

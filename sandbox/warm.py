@@ -23,7 +23,7 @@ import requests
 from docker.errors import DockerException
 
 from nasloop.sandbox import outputs
-from nasloop.sandbox.base import LIVE, Job, JobDir, RawResult, SandboxUnavailable, give_to_sandbox_user, tail_text
+from nasloop.sandbox.base import LIVE, Job, JobDir, RawResult, SandboxUnavailable, remove_tree, tail_text
 from nasloop.sandbox.docker_sandbox import IMAGE_DIR, DockerEngine
 from nasloop.sandbox.host import memory_files, oom_kills
 
@@ -37,24 +37,33 @@ class WarmSandbox(DockerEngine):
     container: Any = None  # the worker's docker Container, None until the first job
 
     def _start(self) -> None:
-        self.ctl = Path(tempfile.mkdtemp(prefix="nasloop-ctl-"))
-        give_to_sandbox_user(self.ctl)
         self.jobs = Path(tempfile.mkdtemp(prefix="nasloop-jobs-"))
         os.chmod(self.jobs, 0o755)
         self.data_dir: str | None = None
         self._cleanup_key = LIVE.add(self.close)
 
     def _launch(self, data_dir: Path) -> None:
-        """Start the worker container with this data set mounted, and connect to it."""
-        if getattr(self, "ctl", None) is None:
+        """Start the worker container with this data set mounted, and accept its one connection on a socket
+        in a fresh host directory that the container sees read-only."""
+        if getattr(self, "jobs", None) is None:
             self._start()
-        volumes = {str(self.ctl): {"bind": "/ctl", "mode": "rw"}, str(self.jobs): {"bind": "/jobs", "mode": "rw"},
+        self.ctl = Path(tempfile.mkdtemp(prefix="nasloop-ctl-"))
+        os.chmod(self.ctl, 0o755)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.ctl / "host.sock"))
+        os.chmod(self.ctl / "host.sock", 0o777)  # the worker runs as nobody
+        listener.listen(1)
+        volumes = {str(self.ctl): {"bind": "/ctl", "mode": "ro"}, str(self.jobs): {"bind": "/jobs", "mode": "rw"},
                    str(Path(data_dir).resolve()): {"bind": "/data", "mode": "ro"}}
-        command = [self.python, "-I", f"{IMAGE_DIR}/worker.py", "/ctl/worker.sock"]
-        self.container = self.client.containers.run(self.image, command=command, detach=True,
-                                                    **self.container_settings(volumes))
-        self.data_dir = str(data_dir)
-        self.sock = self._connect(self.ctl / "worker.sock")
+        command = [self.python, "-I", f"{IMAGE_DIR}/worker.py", "/ctl/host.sock"]
+        try:
+            self.container = self.client.containers.run(self.image, command=command, detach=True,
+                                                        **self.container_settings(volumes))
+            self.data_dir = str(data_dir)
+            self.sock = self._accept(listener)
+        finally:
+            listener.close()
+            shutil.rmtree(self.ctl, ignore_errors=True)  # nothing left to connect to
         self.reader = self.sock.makefile("rb")
         ready = self._read(START_S)
         if not (isinstance(ready, dict) and ready.get("ready")):
@@ -62,20 +71,19 @@ class WarmSandbox(DockerEngine):
             self._drop()
             raise SandboxUnavailable(f"the warm sandbox worker did not start: {logs.strip()[-300:]}")
 
-    def _connect(self, path: Path) -> socket.socket:
+    def _accept(self, listener: socket.socket) -> socket.socket:
         deadline = time.monotonic() + START_S
+        listener.settimeout(0.2)
         while time.monotonic() < deadline:
-            if path.exists():
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    s.connect(str(path))
-                    return s
-                except OSError:
-                    s.close()
+            try:
+                conn, _ = listener.accept()
+                conn.settimeout(None)
+                return conn
+            except (socket.timeout, BlockingIOError):
+                pass
             self.container.reload()
             if self.container.status == "exited":
                 break
-            time.sleep(0.05)
         logs = tail_text(self.container.logs(tail=20), 600)
         self._drop()
         raise SandboxUnavailable(f"the warm sandbox worker did not start: {logs.strip()[-300:]}")
@@ -168,7 +176,7 @@ class WarmSandbox(DockerEngine):
         for attr in ("ctl", "jobs"):
             path = getattr(self, attr, None)
             if path is not None:
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)
             setattr(self, attr, None)
         key = getattr(self, "_cleanup_key", None)
         if key is not None:

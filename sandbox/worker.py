@@ -6,13 +6,14 @@ Runs INSIDE the container and imports nothing of the project except the harness 
 Between candidates every other process in the container is killed (kill(-1) from PID 1 reaches all of
 them, however they daemonised), /tmp and /dev/shm are emptied, and zombies are reaped, so nothing of one
 candidate survives into the next. The worker makes itself non-dumpable (its memory and /proc entries are
-out of the children's reach), handles no signal (PID 1 of a namespace ignores signals it has no handler
-for, SIGKILL included, when they come from inside), and enforces each job's pre-flight and full
+out of the children's reach), ignores every catchable signal (and PID 1 of a namespace cannot be
+sent SIGKILL or SIGSTOP from inside), and enforces each job's pre-flight and full
 deadlines itself; the host keeps its own deadline on top and replaces a worker that stops answering.
 
-Protocol, one JSON object per line on a Unix socket the host connects to once (the listening socket is
-closed and removed after that):  worker → {"ready": true}; host → {"job": NAME, "timeout": s,
-"preflight": s}; worker → {"job": NAME, "exit_code", "signal", "timed_out", "preflight_timed_out"}.
+Protocol, one JSON object per line on a Unix socket the HOST listens on, in a directory mounted read-only
+(the host accepts this one connection, then closes and removes the listener; no candidate can plant or
+reach anything there):  worker → {"ready": true}; host → {"job": NAME, "timeout": s, "preflight": s};
+worker → {"job": NAME, "exit_code", "signal", "timed_out", "preflight_timed_out"}.
 Job NAME is a directory under /jobs with in/ (config.json, candidate.py) and out/ (written by the child).
 
 Usage:  python -I worker.py SOCKET_PATH
@@ -22,9 +23,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from typing import Any
@@ -36,7 +37,7 @@ import safetensors.torch  # noqa: E402,F401 - so the children do not import it
 import torch  # noqa: E402
 import torch.utils.flop_counter  # noqa: E402,F401
 
-JOBS, DATA, SCRATCH = "/jobs", "/data", ("/tmp", "/dev/shm")
+JOBS, DATA, SCRATCH = "/jobs", "/data", ("/tmp", "/dev/shm", "/dev/mqueue")
 PR_SET_DUMPABLE = 4
 
 
@@ -74,6 +75,7 @@ def child(conn: socket.socket, name: str) -> None:
     """In the forked child: a new session, the job's log as stdout/stderr, then the harness (which ends
     the process with os._exit)."""
     try:
+        set_signals(signal.SIG_DFL)  # the harness's kill-timer (SIGALRM) must act again
         # Close every inherited descriptor, the host's control socket above all (conn.close() alone would
         # leave it open while the makefile() reader holds it): the candidate must not talk to the host.
         os.closerange(3, 4096)
@@ -112,6 +114,25 @@ def wait_for(pid: int, name: str, timeout: float, preflight: float) -> dict:
         time.sleep(0.005)
 
 
+def set_signals(action) -> None:
+    """Every catchable signal to `action`: SIG_IGN in the worker (a candidate's os.kill(1, SIGINT) must not
+    raise KeyboardInterrupt in it), SIG_DFL again in each child."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            continue
+        try:
+            signal.signal(sig, action)
+        except (OSError, ValueError):
+            pass
+
+
+def remove(path: str) -> None:
+    """Remove what a candidate left, however it tried to keep it: permissions taken away (chmod 000) and
+    trees too deep for a recursive walk in Python are handled by chmod/rm themselves."""
+    subprocess.run(["chmod", "-R", "u+rwx", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["rm", "-rf", "--one-file-system", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def sweep() -> None:
     """Kill every other process in the container, reap them, empty the scratch file systems."""
     for _ in range(1000):
@@ -134,7 +155,7 @@ def sweep() -> None:
                 continue  # a mount point the host made (the interpreter under /tmp/...): not the candidate's
             try:
                 if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
+                    remove(path)
                 else:
                     os.unlink(path)
             except OSError:
@@ -182,14 +203,10 @@ def serve(conn: socket.socket) -> None:
 
 def main(argv: list[str]) -> int:
     harden()
+    set_signals(signal.SIG_IGN)
     warm_up()
-    path = argv[1]
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(1)
-    conn, _ = listener.accept()
-    listener.close()
-    os.unlink(path)  # one host, one connection: nobody else can attach later
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(argv[1])  # the host's listener: it accepts this one connection and removes itself
     serve(conn)
     return 0
 

@@ -81,7 +81,7 @@ class Evaluator:
                 return Outcome(violation.kind, violation.reason, seconds=0.0, stage="static")  # type: ignore[arg-type]
         raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.sandbox_dir,
                                    output_dir=output_dir))
-        return classify(raw, self.limits, self.labels)
+        return classify(raw, self.limits, self.labels, self.settings.mode)
 
     def score(self, source: str, proxies: tuple[str, ...]) -> Outcome:
         """Score one candidate with zero-cost proxies in the same sandbox (no training): outcome `ok`

@@ -119,9 +119,10 @@ def last_error_line(log: str) -> str:
     return lines[-1] if lines else ""
 
 
-def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None) -> Outcome:
+def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, mode: str = "train") -> Outcome:
     """Map a sandbox run onto the outcome taxonomy of DESIGN.md. `labels` are the test labels, which only
-    the host holds: the accuracy is computed here from the predictions the sandbox returned."""
+    the host holds: the accuracy is computed here from the predictions the sandbox returned. `mode` is what
+    was asked (train, preflight, proxy): a result of another kind is not believed."""
     seconds = raw.wall_seconds
     if raw.infra_error:
         return Outcome("sandbox_error", clip(raw.infra_error), seconds=seconds)
@@ -142,7 +143,11 @@ def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None) -
     res = raw.result
     if res is None:
         return _without_result(raw, seconds)
-    out = _from_result(raw, res, seconds, labels)
+    try:
+        out = _from_result(raw, res, seconds, labels, mode)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:  # a field of the wrong shape
+        return Outcome("runtime_error", clip(f"the run's result.json is malformed ({type(exc).__name__}: {exc})"),
+                       seconds=seconds)
     if out.kind != "ok" and res.get("preflight") == "failed":
         out.stage = "preflight"
     return out
@@ -163,15 +168,17 @@ def _common(raw: RawResult, res: dict) -> dict:
     return c
 
 
-def _from_result(raw: RawResult, res: dict, seconds: float, labels: np.ndarray | None) -> Outcome:
+def _from_result(raw: RawResult, res: dict, seconds: float, labels: np.ndarray | None, mode: str) -> Outcome:
     common = _common(raw, res)
     status = res.get("status")
-    if status == "ok" and isinstance(res.get("scores"), dict):
+    if status == "ok" and mode == "proxy":
+        if not isinstance(res.get("scores"), dict):
+            return Outcome("runtime_error", "a proxy run returned no scores", seconds=seconds, **common)
         scores = {str(k): float(v) if isinstance(v, (int, float)) else float("nan") for k, v in res["scores"].items()}
         timing = {str(k): float(v) for k, v in (res.get("proxy_seconds") or {}).items() if isinstance(v, (int, float))}
         return Outcome("ok", "scored by zero-cost proxies (not trained)", scores=scores, seconds=seconds,
                        proxy_seconds=timing, **common)
-    if status == "ok" and res.get("steps") is None and res.get("preflight") == "passed":
+    if status == "ok" and mode == "preflight":
         return Outcome("ok", "passed pre-flight (not trained)", seconds=seconds, **common)
     if status == "ok":
         return _scored(raw, res, seconds, labels, common)

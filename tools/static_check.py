@@ -92,6 +92,9 @@ BANNED_ATTRS = frozenset({
     "f_builtins", "f_code", "f_trace", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code",
     "tofile", "fromfile", "from_file", "frombuffer", "numpy", "untyped_storage", "storage", "data_ptr", "set_",
     "share_memory_", "share_memory", "from_dlpack", "to_dlpack", "get_device_module",
+    # TorchScript compiles source strings the policy never sees (torch.from_file inside one read files)
+    "jit", "script", "CompilationUnit", "ScriptFunction", "ScriptModule", "JITException", "import_ir_module",
+    "DisableTorchFunction", "DisableTorchFunctionSubclass", "LoggerBase", "StorageBase", "default_generator",
 })
 SELF_NAMES = ("self", "cls")
 # Private names of tensors/storages that stay refused on `self` (used only when torch is not importable).
@@ -317,6 +320,8 @@ def _check_attribute(node: ast.Attribute, ctx: _Context) -> str | None:
             return f"access to '.{a}' is not allowed: it is a private attribute of tensors, even on self"
     if a in BANNED_ATTRS or a.endswith("Storage"):
         return f"access to '.{a}' is not allowed"
+    if a == "format" and not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+        return "'.format' is allowed only on a string literal (a format built at run time can read attributes)"
     if _inside_chain(node, ctx):
         return None  # the outermost attribute of the chain checks the whole chain
     attrs: list[str] = []

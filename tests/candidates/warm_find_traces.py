@@ -7,7 +7,7 @@ import torch.nn as nn
 
 time.sleep(0.5)  # a surviving daemon would have rewritten its file by now
 mounts = [line.split()[4] for line in open("/proc/self/mountinfo")]  # the host's mounts (a venv under /tmp/...)
-files = [p for d in ("/tmp", "/dev/shm") if os.path.isdir(d) for p in (os.path.join(d, f) for f in os.listdir(d))
+files = [p for d in ("/tmp", "/dev/shm", "/ctl") if os.path.isdir(d) for p in (os.path.join(d, f) for f in os.listdir(d))
          if not any(m == p or m.startswith(p + "/") for m in mounts)]
 ipc = open("/proc/sysvipc/shm").read().splitlines()[1:] if os.path.exists("/proc/sysvipc/shm") else []
 mine = {os.getpid(), os.getppid(), 1}

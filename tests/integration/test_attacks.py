@@ -12,6 +12,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from nasloop.sandbox import Limits, make_sandbox
+from nasloop.sandbox.warm import WarmSandbox
 from tests.conftest import candidate
 from nasloop.tools.evaluator import Evaluator, TrainSettings
 
@@ -144,3 +145,18 @@ def test_data_sets_shipped_inside_packages_are_hidden(evaluator):
     """The venv is mounted into the sandbox; scikit-learn's bundled digits (with labels) must not be."""
     out = run(evaluator, "attack_packaged_labels")
     assert "SKLEARN False" in out.diagnosis and "digits.csv.gz" not in out.diagnosis, out.diagnosis
+
+
+def test_signals_to_pid_1_do_not_stop_the_search(evaluator):
+    out = run(evaluator, "attack_signal_worker")
+    # The warm worker ignores them; the cold container's kill-timer passes them on to the candidate's own
+    # process, which then ends as its own runtime_error. Either way the next candidate runs.
+    assert out.kind == "ok" if isinstance(evaluator.sandbox, WarmSandbox) else out.kind in ("ok", "runtime_error")
+    assert run(evaluator, "ok_tiny").kind == "ok"
+
+
+def test_deep_trees_and_locked_stashes_are_cleaned_up(evaluator, tmp_path):
+    out = run(evaluator, "attack_deep_tree")
+    assert out.kind == "runtime_error", out.summary()  # it left before the harness reported: its own failure
+    traces = run(evaluator, "warm_find_traces")
+    assert "TRACES files=[] procs=[] ipc=0" in traces.diagnosis, traces.diagnosis

@@ -118,3 +118,13 @@ def test_location_and_human():
     assert location(WHERE) == "candidate.py:17 in forward: return self.fc(x)"
     assert location({"line": "17"}) == ""
     assert human(95_000) == "95k" and human(12_100_000) == "12.1M" and human(999) == "999"
+
+
+def test_a_result_of_the_wrong_shape_or_kind_is_the_candidates_failure():
+    crafted = RawResult(exit_code=0, result={"status": "ok", "scores": {}, "proxy_seconds": [1]})
+    assert classify(crafted, LIM, LABELS, mode="proxy").kind == "runtime_error"  # once crashed the host
+    # a training run that claims to have only passed the pre-flight (no predictions) is not believed
+    claim = RawResult(exit_code=0, result={"status": "ok", "preflight": "passed"})
+    assert classify(claim, LIM, LABELS, mode="train").kind == "runtime_error"
+    assert classify(claim, LIM, LABELS, mode="preflight").kind == "ok"
+    assert classify(RawResult(exit_code=0, result={"status": "ok"}), LIM, LABELS, mode="proxy").kind == "runtime_error"
