@@ -4,13 +4,12 @@ The registry-free image bind-mounts the host's interpreter and virtualenv. A vir
 torch: scikit-learn, for one, ships the digits data set with its labels — the default data set's test
 labels, readable by any candidate. So every top-level entry of site-packages outside the closure of
 torch, numpy and safetensors (their requirements, recursively, without extras) is covered by an empty
-read-only mount.
+read-only tmpfs.
 """
 from __future__ import annotations
 
 import re
 import sys
-import tempfile
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -61,14 +60,9 @@ def hidden_paths() -> tuple[str, ...]:
     return tuple(sorted(hidden))
 
 
-@lru_cache(maxsize=1)
-def empty_dir() -> str:
-    """An empty directory to mount over what must stay hidden."""
-    return tempfile.mkdtemp(prefix="nasloop-empty-")
-
-
 def masking_mounts() -> list:
-    """Docker mounts covering every hidden path with the empty directory, read-only."""
+    """Docker mounts covering every hidden path with an empty read-only tmpfs (nothing on the host to clean)."""
     from docker.types import Mount
 
-    return [Mount(target=path, source=empty_dir(), type="bind", read_only=True) for path in hidden_paths()]
+    return [Mount(target=path, source=None, type="tmpfs", read_only=True, tmpfs_size=4096)
+            for path in hidden_paths()]
