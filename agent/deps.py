@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nasloop.agent.fixes.registry import NAMES as FIX_NAMES
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.runs.store import RunStore
 from nasloop.tools.outcome import Outcome
@@ -28,7 +29,10 @@ class LoopOptions:
     """Behaviour beyond the published loop; `plain()` switches all of it off (the paper's loop)."""
 
     repairs: int = 1  # cheap repair attempts for candidates failing the static check or the pre-flight
-    escape: bool = True  # failure-loop escape and verbatim-repeat detection
+    escape: bool = True  # failure-loop escape (told, hotter, restart)
+    repeat_check: bool = True  # a verbatim repeat of earlier code costs no container
+    replace_suggestions: bool = True  # placeholder or already-tried suggestions are replaced by concrete changes
+    fixes: tuple[str, ...] = FIX_NAMES  # the deterministic fix passes that run (agent/fixes/registry.py)
     streak: int = 2  # equivalent failures in a row that count as a loop
     temperature: float = 0.7  # the LLMs' base temperature (escapes raise it, bounded)
     strategy: str = "loop"  # loop (improve the best net) | evolution (mutate a population)
@@ -42,6 +46,9 @@ class LoopOptions:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES or self.fidelity not in FIDELITIES:
             raise ValueError(f"strategy must be one of {STRATEGIES} and fidelity one of {FIDELITIES}")
+        unknown = set(self.fixes) - set(FIX_NAMES)
+        if unknown:
+            raise ValueError(f"unknown fix {', '.join(sorted(unknown))}: choose from {', '.join(FIX_NAMES)}")
 
     @property
     def fitness_name(self) -> str:
@@ -57,7 +64,8 @@ class LoopOptions:
 
     @classmethod
     def plain(cls) -> "LoopOptions":
-        return cls(repairs=0, escape=False)
+        """The published loop: no repairs, escapes, repeat check, replaced suggestions or fixes."""
+        return cls(repairs=0, escape=False, repeat_check=False, replace_suggestions=False, fixes=())
 
 
 @dataclass

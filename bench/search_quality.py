@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.evaluator import cifar_images  # noqa: E402
+from nasloop.agent.loop import record  # noqa: E402
 
-PLAIN = ["--repairs", "0", "--no-escape", "--no-preflight"]
+PLAIN = ["--plain", "--no-preflight"]
 
 
 def run(label: str, extra: list[str], args: argparse.Namespace, runs_dir: Path) -> dict:
@@ -61,9 +62,8 @@ def summarize(label: str, run_dir: Path) -> dict:
         "s_per_iter": (times[-1] - times[0]) / max(1, len(cands)),
         "llm_share": sum(llm_s) / max(1e-9, times[-1] - times[0]),
         "repaired": sum(1 for r in cands if r.get("repairs")), "escapes": sum(1 for r in cands if r.get("escape")),
-        "fixed": sum(1 for r in cands if r.get("autofix") or r.get("shape_fixes")),
-        "replaced": sum(1 for r in cands if str(r.get("problem", "")).startswith(("(improver repeat)",
-                                                                                   "(improver failure)"))),
+        "fixed": sum(1 for r in cands if record.fixes_of(r)), "fix_counts": record.fix_counts(cands),
+        "replaced": sum(1 for r in cands if record.suggestion_source(r) != "model"),
         "outcomes": kinds,
     }
 

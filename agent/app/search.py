@@ -9,12 +9,15 @@ import argparse
 import sqlite3
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from nasloop.agent.app.options import positive_int
 from nasloop.agent.errors import NasloopError
 from nasloop.agent.graph import build_graph, recursion_limit_for
 from nasloop.agent.llm.client import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
-from nasloop.agent.deps import Deps, LoopOptions
+from nasloop.agent.deps import FIDELITIES, STRATEGIES, Deps, LoopOptions
+from nasloop.agent.fixes.registry import NAMES as FIX_NAMES
 from nasloop.agent.runs.store import RunStore
 from nasloop.agent.state import DEFAULT_K
 from nasloop.tools.evaluator import Evaluator
@@ -22,12 +25,14 @@ from nasloop.sandbox.base import PROXY_NAMES
 from nasloop.tools.outcome import human
 
 THREAD = "search"
+DEFAULT_ITERATIONS = 6
 # Options that define a run; on --resume they come from run.json (only --iterations may be raised).
 RUN_OPTIONS = (
     "dataset", "data_root", "train_subset", "test_subset", "image_size", "epochs", "min_steps", "batch_size",
     "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
     "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "temperature", "max_tokens",
-    "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight",
+    "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight", "no_repeat_check", "no_replace",
+    "no_fix", "no_fixes", "plain",
     "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime",
 )
 
@@ -37,41 +42,57 @@ class SandboxFault(NasloopError):
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
-    from nasloop.agent.app.options import positive_int
-
+    """The search's options; their defaults are the settings dataclasses' (LoopOptions, LLMSettings)."""
+    loop, llm = LoopOptions(), LLMSettings()
     g = p.add_argument_group("search")
     g.add_argument("--iterations", type=positive_int, default=None,
-                   help="candidates to generate after the seed (default 6; on --resume: raise to extend)")
+                   help=f"candidates to generate after the seed (default {DEFAULT_ITERATIONS}; on --resume: raise to extend)")
     g.add_argument("--llm", default=DEFAULT_LLM, help=f"model for both roles (default {DEFAULT_LLM})")
     g.add_argument("--improver-llm", help="model for the Prompt Improver (default: --llm)")
     g.add_argument("--generator-llm", help="model for the Code Generator (default: --llm)")
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--max-tokens", type=positive_int, default=1536, help="longest LLM reply")
+    g.add_argument("--temperature", type=float, default=loop.temperature)
+    g.add_argument("--max-tokens", type=positive_int, default=llm.max_tokens, help="longest LLM reply")
     g.add_argument("--k", type=positive_int, default=DEFAULT_K, help="memory window: last K triples")
     g.add_argument("--target-accuracy", type=float, help="stop early once the best net reaches this")
-    g.add_argument("--repairs", type=int, default=1, metavar="R",
-                   help="repair attempts for a candidate failing the static check or pre-flight (0: none)")
-    g.add_argument("--no-escape", action="store_true",
-                   help="no failure-loop escape and no repeat detection (the published loop's behaviour)")
-    g.add_argument("--streak", type=positive_int, default=2,
-                   help="equivalent failures in a row that trigger a failure-loop escape")
-    g.add_argument("--strategy", choices=["loop", "evolution"], default="loop",
+    g.add_argument("--strategy", choices=STRATEGIES, default=loop.strategy,
                    help="loop: improve the best net (default); evolution: mutate a population (RZ-NAS style)")
-    g.add_argument("--fidelity", choices=["train", "proxy", "ladder"],
+    g.add_argument("--fidelity", choices=FIDELITIES,
                    help="train: train every candidate; proxy: score with --proxy only; ladder: score "
                         "--ladder-width variants, train the best (default: train, proxy for evolution)")
-    g.add_argument("--proxy", default="naswot", choices=PROXY_NAMES, help="zero-cost proxy for proxy/ladder")
-    g.add_argument("--population", type=positive_int, default=8, help="evolution: population size")
-    g.add_argument("--tournament", type=positive_int, default=3, help="evolution: members per parent tournament")
-    g.add_argument("--ladder-width", type=positive_int, default=3, help="ladder: variants generated per step")
+    g.add_argument("--proxy", default=loop.proxy, choices=PROXY_NAMES, help="zero-cost proxy for proxy/ladder")
+    g.add_argument("--population", type=positive_int, default=loop.population, help="evolution: population size")
+    g.add_argument("--tournament", type=positive_int, default=loop.tournament,
+                   help="evolution: members per parent tournament")
+    g.add_argument("--ladder-width", type=positive_int, default=loop.ladder_width,
+                   help="ladder: variants generated per step")
     g.add_argument("--runs-dir", default="runs", help="where new runs are created (default runs/)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (e.g. after kill -9)")
+    add_learning_args(p, loop)
+
+
+def add_learning_args(p: argparse.ArgumentParser, loop: LoopOptions) -> None:
+    """What the loop adds to the published one, each with its own switch (ablations)."""
+    g = p.add_argument_group("learning from failures (each switchable; --plain: all off, the published loop)")
+    g.add_argument("--repairs", type=int, default=loop.repairs, metavar="R",
+                   help="repair attempts for a candidate failing the static check or pre-flight (0: none)")
+    g.add_argument("--no-escape", action="store_true", help="no failure-loop escape (told, hotter, restart)")
+    g.add_argument("--streak", type=positive_int, default=loop.streak,
+                   help="equivalent failures in a row that trigger a failure-loop escape")
+    g.add_argument("--no-repeat-check", action="store_true",
+                   help="train verbatim repeats of earlier code again instead of telling the LLM")
+    g.add_argument("--no-replace", action="store_true",
+                   help="keep placeholder or already-tried suggestions instead of replacing them")
+    g.add_argument("--no-fix", action="append", choices=FIX_NAMES, metavar="NAME", default=None,
+                   help=f"switch off one deterministic fix (repeatable): {', '.join(FIX_NAMES)}")
+    g.add_argument("--no-fixes", action="store_true", help="switch off every deterministic fix")
+    g.add_argument("--plain", action="store_true",
+                   help="the published loop: --repairs 0 and every switch above off (add --no-preflight too)")
 
 
 def _resolve_args(args: argparse.Namespace) -> tuple[argparse.Namespace, RunStore | None]:
     """On --resume, the run's own options win (except a larger --iterations)."""
     if not args.resume:
-        args.iterations = args.iterations or 6
+        args.iterations = args.iterations or DEFAULT_ITERATIONS
         args.fidelity = args.fidelity or ("proxy" if args.strategy == "evolution" else "train")
         return args, None
     store = RunStore.open(args.resume)
@@ -82,8 +103,26 @@ def _resolve_args(args: argparse.Namespace) -> tuple[argparse.Namespace, RunStor
             setattr(args, key, saved[key])
     if asked:
         args.iterations = max(asked, saved.get("iterations", 0))
+    if saved.get("no_escape") and "plain" not in saved:  # saved before the switches were separate: one for all
+        args.plain = True
     args.fidelity = args.fidelity or "train"  # runs from before strategies existed
     return args, store
+
+
+def loop_options(args: argparse.Namespace) -> LoopOptions:
+    """The loop's options from the command line (or a resumed run's saved arguments)."""
+    if getattr(args, "plain", False):
+        return replace(LoopOptions.plain(), **_shared_options(args))
+    off = set(getattr(args, "no_fix", None) or [])
+    fixes = () if getattr(args, "no_fixes", False) else tuple(n for n in FIX_NAMES if n not in off)
+    return LoopOptions(repairs=max(0, args.repairs), escape=not args.no_escape, streak=args.streak,
+                       repeat_check=not getattr(args, "no_repeat_check", False),
+                       replace_suggestions=not getattr(args, "no_replace", False), fixes=fixes, **_shared_options(args))
+
+
+def _shared_options(args: argparse.Namespace) -> dict:
+    return dict(temperature=args.temperature, strategy=args.strategy, fidelity=args.fidelity, proxy=args.proxy,
+                population=args.population, tournament=args.tournament, ladder_width=args.ladder_width, seed=args.seed)
 
 
 def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
@@ -105,10 +144,7 @@ def run_search(args: argparse.Namespace) -> int:
     else:  # resumed: only --iterations may change
         store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
 
-    options = LoopOptions(repairs=max(0, args.repairs), escape=not args.no_escape, streak=args.streak,
-                          temperature=args.temperature, strategy=args.strategy, fidelity=args.fidelity,
-                          proxy=args.proxy, population=args.population, tournament=args.tournament,
-                          ladder_width=args.ladder_width, seed=args.seed)
+    options = loop_options(args)
     deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store, options=options)
     final = _stream(deps, evaluator, store, args)
     _finish(store, evaluator, options, final)

@@ -1,13 +1,14 @@
 """Deterministic fixes guided by the pre-flight's shape trace (agent/loop/fidelity.py runs them in a loop, one
 layer per pre-flight): the size argument of the Conv2d/BatchNorm2d/Linear the trace names; a copy for a
 layer `forward` applies to two input sizes; a global pool and flatten before a Linear given a feature map.
-Like every fix in agent/fixes/code.py, each returns (code, note) and the note is recorded.
+Fix `shapes` (stage pre-flight); like every fix it returns (code, note) and the note is recorded.
 """
 from __future__ import annotations
 
+import ast
 import re
 
-from nasloop.agent.fixes.code import SIZE_ARGS, constant
+from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant
 
 SIZED = ("Conv2d", "BatchNorm2d", "Linear")
 
@@ -32,8 +33,6 @@ def fix_shapes(code: str, failure: dict) -> tuple[str, str]:
     `__init__`'s own parameters (`in_channels` misused for an inner layer), it becomes C. Only statements
     directly in `__init__` are touched (never inside a loop or a branch). One layer per call; the candidate
     is then pre-flighted again. Returns (code, what was changed)."""
-    import ast
-
     found = failing_layer(failure)
     if found is None:
         return code, ""
@@ -92,8 +91,6 @@ def _pool_before(code: str, tree, name: str, line: int | None, got: str) -> tupl
     applies it, when it is a statement of its own like `x = self.fc(x)` or `return self.fc(x)`, gets a
     global average pool and flatten before it, as the Generator's instructions ask. The Linear's size is
     then the next pre-flight's to fix."""
-    import ast
-
     if not isinstance(line, int) or not re.search(r"^import torch\b", code, re.MULTILINE):
         return code, ""
     for cls in (c for c in tree.body if isinstance(c, ast.ClassDef)):
@@ -115,8 +112,6 @@ def _pool_before(code: str, tree, name: str, line: int | None, got: str) -> tupl
 
 def _second_use(cls, name: str, line: int | None, lines: list[str]) -> int | None:
     """The forward line that failed, when it applies `self.<name>` once and forward applies it elsewhere too."""
-    import ast
-
     fwd = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "forward"), None)
     if not isinstance(line, int) or fwd is None:
         return None

@@ -73,11 +73,10 @@ def improver_prompt(state: dict, note: str = "") -> str:
         details = f"diagnosis: {out.get('diagnosis', '')}"
     if last.get("code") and last.get("iteration") != (state.get("best") or {}).get("iteration"):
         details += f"\nIts code:\n```python\n{last['code'].strip()}\n```"
-    window = shown_window(state)
     text = prompts.render(
         "improver", **_task_fields(task), **best_fields(state),
         last_iteration=last.get("iteration", "-"), last_outcome=out.get("kind", "none"), last_details=details,
-        window=json.dumps(window, indent=1) if window else "(empty)",
+        window=window_text(state),
     )
     return f"{text}\n\n{note}" if note else text
 
@@ -87,6 +86,12 @@ def shown_window(state: dict) -> list[dict]:
     best network does not, and small models copy its placeholder suggestion verbatim."""
     return [{k: v for k, v in t.items() if k != "iteration"} for t in state.get("window") or []
             if t.get("iteration") != 0]
+
+
+def window_text(state: dict) -> str:
+    """The memory window as it appears in the Improver's prompt."""
+    window = shown_window(state)
+    return json.dumps(window, indent=1) if window else "(empty)"
 
 
 def usable_proposal(parsed: dict | None, err: str, iteration: int, window: list[dict] | None = None) -> dict:
@@ -128,11 +133,10 @@ def reflect_prompt(state: dict, note: str = "") -> str:
     members = sorted(state.get("population") or [], key=lambda m: -(m.get("fitness") or -math.inf))
     population = "\n".join(f"- iteration {m['iteration']}: {name} {_num(m.get('fitness'))}, "
                            f"{human(m.get('params') or 0)} parameters" for m in members[:8])
-    window = shown_window(state)
     text = prompts.render(
         "reflect", **_task_fields(task), **best_fields(state), fitness_name=name,
         last_iteration=last.get("iteration", "-"), last_details=details, population=population or "(empty)",
-        window=json.dumps(window, indent=1) if window else "(empty)",
+        window=window_text(state),
     )
     return f"{text}\n\n{note}" if note else text
 

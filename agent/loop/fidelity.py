@@ -10,11 +10,12 @@ from typing import Callable
 
 from nasloop.agent.deps import Deps, LoopOptions
 from nasloop.agent.loop.escape import code_key
-from nasloop.agent.fixes.shapes import failing_layer, fix_shapes
+from nasloop.agent.fixes.registry import Context, apply_stage
+from nasloop.agent.fixes.shapes import failing_layer
 from nasloop.tools.outcome import Outcome
 
 
-REPEAT = "identical to the code of iteration"  # how a repeat's diagnosis begins (the repair node reads it)
+REPEAT_PHASE = "repeat"  # the failure phase of a verbatim repeat (the repair node gives it a concrete change)
 
 
 def repeat_outcome(deps: Deps, iteration: int, code: str) -> Outcome | None:
@@ -23,8 +24,9 @@ def repeat_outcome(deps: Deps, iteration: int, code: str) -> Outcome | None:
     if prev is None:
         return None
     got = prev.get("outcome", "?") + (f" {prev['accuracy']:.4f}" if prev.get("accuracy") is not None else "")
-    return Outcome("invalid_code", f"{REPEAT} {prev['iteration']} (which got {got}); "
-                                   f"apply the suggested change instead of repeating it", seconds=0.0, stage="static")
+    return Outcome("invalid_code", f"identical to the code of iteration {prev['iteration']} (which got {got}); "
+                   f"apply the suggested change instead of repeating it", seconds=0.0, stage="static",
+                   failure={"phase": REPEAT_PHASE, "of": prev["iteration"]})
 
 
 def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train: bool = False
@@ -34,7 +36,7 @@ def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train:
     train: one epoch. proxy: the zero-cost score only (`train=True`, for the seed, also trains it).
     ladder: score every variant, train only the best-scoring valid one. A verbatim repeat of an earlier
     candidate costs no container, and channel mismatches the pre-flight locates are fixed in place
-    (with escapes on)."""
+    (the enabled pre-flight fixes)."""
     opts = deps.options
     if opts.fidelity == "train":
         outcome, code, fixes = _check(deps, iteration, codes[0], lambda c, r: evaluate_once(deps, iteration, c, attempt, r))
@@ -65,28 +67,31 @@ MAX_SHAPE_FIXES = 4  # pre-flight reruns per candidate (each fixes one layer and
 
 
 def _check(deps: Deps, iteration: int, code: str, run: Callable[[str, int], Outcome]
-           ) -> tuple[Outcome, str, list[str]]:
-    """Repeat check, then `run(code, round)`; while the pre-flight names a layer whose size argument does
-    not match its input, fix that number and run again. Returns (outcome, final code, fixes made)."""
-    if deps.options.escape:
+           ) -> tuple[Outcome, str, list[dict]]:
+    """Repeat check, then `run(code, round)`; while an enabled pre-flight fix (agent/fixes/registry.py)
+    edits the code the pre-flight failed on, run again. Returns (outcome, final code, fixes made)."""
+    opts = deps.options
+    if opts.repeat_check:
         rep = repeat_outcome(deps, iteration, code)
         if rep is not None:
             return rep, code, []
     outcome, fixes, layers = run(code, 0), [], []
-    while deps.options.escape and outcome.stage == "preflight" and len(fixes) < MAX_SHAPE_FIXES:
-        fixed, note = fix_shapes(code, outcome.failure)
+    while outcome.stage == "preflight" and len(fixes) < MAX_SHAPE_FIXES:
         layer = failing_layer(outcome.failure)
-        if not note or layer is None or layer[0] in layers:
-            break  # nothing to fix, or the same layer again: it is used with two input sizes (a design error)
+        if layer is None or layer[0] in layers:
+            break  # nothing located, or the same layer again: it is used with two input sizes (a design error)
+        fixed, edits = apply_stage("preflight", code, Context(failure=outcome.failure), opts.fixes)
+        if not edits or fixed is None:
+            break
         code = fixed
-        fixes.append(note)
+        fixes += [e.to_dict() for e in edits]
         layers.append(layer[0])
         outcome = run(code, len(fixes))
     return outcome, code, fixes
 
 
-def _fixes(notes: list[str]) -> dict:
-    return {"shape_fixes": notes} if notes else {}
+def _fixes(edits: list[dict]) -> dict:
+    return {"fixes": edits} if edits else {}
 
 
 def _finite(value: float | None) -> float:

@@ -18,12 +18,12 @@ import random
 from typing import Any, Callable
 
 from nasloop import prompts
-from nasloop.agent.loop.fidelity import REPEAT, assess
+from nasloop.agent.loop import record
+from nasloop.agent.loop.fidelity import REPEAT_PHASE, assess
 from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
-from nasloop.agent.fixes.code import (adopt_net, autofix, drop_example_usage, fix_float_sizes, fix_layer_slips,
-                              restore_definitions)
+from nasloop.agent.fixes.registry import Context, apply_stage
 from nasloop.agent.llm.parsing import extract_code, parse_improver
 from nasloop.agent.llm.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, usable_proposal)
@@ -35,67 +35,50 @@ REPAIR_TEMPERATURE = 0.2  # a repair is a precise edit of given code: sample clo
 # --- recording an evaluated candidate --------------------------------------------------------------
 def _record(deps: Deps, state: dict, iteration: int, code: str | None, proposal: dict, outcome: Outcome,
             extra: dict) -> dict:
-    """The state update for one finished iteration (and its line in results.jsonl)."""
+    """The state update for one finished iteration; its results.jsonl record and everything derived from
+    it (triple, fitness, best) come from agent/loop/record.py."""
     opts = deps.options
     key = code_key(code) if code else None
     parent = state.get("parent") or {}
-    res = deps.once("results", iteration, "evaluate", lambda: {
-        "outcome": outcome.kind, **outcome.to_dict(), "problem": proposal.get("problem", ""),
-        "suggestion": proposal.get("suggestion", ""), "code_key": key, "fitness": opts.fitness(outcome),
-        **({"parent": parent["iteration"], "parent_fitness": parent.get("fitness")} if parent else {}), **extra,
-    })
+    res = deps.once("results", iteration, "evaluate", lambda: record.result_record(
+        outcome, proposal, key, opts.fitness(outcome), parent, extra))
     if key:
         deps.remember_code(key, res)
-    outcome = Outcome.from_dict(res)
-    fit = res.get("fitness")
     if deps.store is not None and code:
         deps.store.save_candidate(iteration, code)
-    triple = {"iteration": iteration, "problem": proposal.get("problem", "")[:300],
-              "suggestion": proposal.get("suggestion", "")[:300], "outcome": outcome.kind}
-    if outcome.ok:
-        if outcome.accuracy is not None:
-            triple["accuracy"] = round(outcome.accuracy, 4)
-        if opts.proxy in outcome.scores:
-            triple["score"] = round(outcome.scores[opts.proxy], 4)
-    else:
-        triple["diagnosis"] = outcome.diagnosis
-    if parent:
-        triple["parent"] = parent["iteration"]
-        if fit is not None and parent.get("fitness") is not None:
-            triple["delta"] = round(fit - parent["fitness"], 4)
+    res = {**res, "iteration": iteration}
+    fit = record.fitness(res)
     update: dict[str, Any] = {
-        "window": [triple],
-        "last": {"iteration": iteration, "code": code, "outcome": outcome.to_dict(), "llm": extra.get("llm", {}),
-                 "repairs": len(extra.get("repairs", [])), "escape": (extra.get("escape") or {}).get("name"),
-                 "fitness": fit, **({"parent": parent["iteration"], "parent_fitness": parent.get("fitness")}
-                                    if parent else {})},
+        "window": [record.triple(res, opts.proxy)],
+        "last": {"iteration": iteration, "code": code, "outcome": Outcome.from_dict(res).to_dict(),
+                 "llm": extra.get("llm", {}), "repairs": len(extra.get("repairs", [])),
+                 "escape": (extra.get("escape") or {}).get("name"), "fitness": fit,
+                 **({"parent": parent["iteration"], "parent_fitness": parent.get("fitness")} if parent else {})},
         "iteration": iteration + 1,
-        "counts": {outcome.kind: 1, "evaluated": 1},
+        "counts": {res["outcome"]: 1, "evaluated": 1},
         "proposal": None,
         "candidate": None,
         **({"parent": None} if parent else {}),
     }
-    best = state.get("best") or {}
-    best_fit = best.get("fitness", best.get("accuracy"))
-    if fit is not None and (best_fit is None or fit > best_fit):
-        update["best"] = {"iteration": iteration, "accuracy": outcome.accuracy, "params": outcome.params,
-                          "flops": outcome.flops, "code": code, "fitness": fit,
-                          **({"score": outcome.scores[opts.proxy]} if opts.proxy in outcome.scores else {})}
+    if record.improves(state.get("best"), res):
+        update["best"] = record.best_entry(res, code, opts.proxy)
         if deps.store is not None and code:
             deps.store.save_best(code)
     if opts.strategy == "evolution":
-        update["population"] = _survivors(state.get("population") or [], iteration, fit, outcome, opts.population)
+        update["population"] = _survivors(state.get("population") or [], iteration, fit, res.get("params"),
+                                          opts.population)
         deps.remember_members({iteration: code} if code and fit is not None else {},
                               {m["iteration"] for m in update["population"]})
     return update
 
 
-def _survivors(population: list[dict], iteration: int, fit: float | None, outcome: Outcome, size: int) -> list[dict]:
+def _survivors(population: list[dict], iteration: int, fit: float | None, params: int | None,
+               size: int) -> list[dict]:
     """Add a scored child; when the population is over `size`, the worst member (the oldest among equals)
     leaves. A failed child never joins."""
     members = list(population)
     if fit is not None:
-        members.append({"iteration": iteration, "fitness": fit, "params": outcome.params})
+        members.append({"iteration": iteration, "fitness": fit, "params": params})
     while len(members) > size:
         members.remove(min(members, key=lambda m: (m["fitness"], m["iteration"])))
     return members
@@ -155,17 +138,18 @@ def improve(source: DepsSource, state: dict) -> dict:
         rec = deps.once("trace", it, "improve", lambda: {"escape": esc.to_dict(), "prompt": "",
                                                           "response": json.dumps(proposal), "seconds": 0.0})
         escape = {**esc.to_dict(), "temperature": esc.temperature}
-        return {"proposal": {**proposal, "llm_seconds": 0.0, "escape": escape}, **changed}
+        return {"proposal": {**proposal, "source": "restart", "llm_seconds": 0.0, "escape": escape}, **changed}
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
     prompt = make_prompt(state, esc.improver_note() if esc else "")
     temperature = esc.temperature if esc else None
     rec = deps.once("trace", it, "improve",
                     lambda: _ask(deps.improver, "improver_system", prompt, temperature))
     parsed, err = parse_improver(rec["response"])
-    parsed = usable_proposal(parsed, err, it, state.get("window")) if opts.escape else (
+    kept = usable_proposal(parsed, err, it, state.get("window")) if opts.replace_suggestions else (
         parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION})
     escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
-    return {"proposal": {**parsed, "llm_seconds": rec["seconds"], "escape": escape}, **changed}
+    return {"proposal": {**kept, "source": "model" if kept is parsed else "fallback", "llm_seconds": rec["seconds"],
+                         "escape": escape}, **changed}
 
 def generate(source: DepsSource, state: dict) -> dict:
     """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
@@ -177,20 +161,18 @@ def generate(source: DepsSource, state: dict) -> dict:
     prompt = generator_prompt(state, note)
     temperature = esc.get("temperature") if esc else None
     width = opts.ladder_width if opts.fidelity == "ladder" else 1
-    codes, errors, fixes, seconds = [], [], [], 0.0
+    codes, errors, fixes, seconds = [], [], [], 0.0  # fixes: of every variant
     for j in range(width):  # ladder: more variants of the same change, each a little hotter
         t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
         rec = deps.once("trace", it, "generate" if j == 0 else f"generate.{j}",
                         lambda t=t: _ask(deps.generator, "generator_system", prompt, t))
-        code, err, fix = _code(rec["response"], state, opts.escape)
+        code, err, made = _code(rec["response"], state, opts.fixes, 0)
         codes.append(code)
         errors.append(err)
-        fixes.append(fix)
+        fixes += [{**f, "variant": j} for f in made] if width > 1 else made
         seconds += rec["seconds"]
-    fix = "; ".join(f for f in fixes if f)
     return {"candidate": {"code": codes[0], "error": errors[0], "llm_seconds": round(seconds, 3), "attempt": 0,
-                          "repairs": [], **({"variants": codes} if width > 1 else {}),
-                          **({"autofix": fix} if fix else {})}}
+                          "repairs": [], "fixes": fixes, **({"variants": codes} if width > 1 else {})}}
 
 def evaluate(source: DepsSource, state: dict) -> dict:
     """Evaluator: repeat check, static check + sandboxed training; then repair, or record the triple."""
@@ -210,8 +192,9 @@ def evaluate(source: DepsSource, state: dict) -> dict:
     if outcome.stage in ("static", "preflight") and attempt < opts.repairs:
         return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
     llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
+    fixes = (cand.get("fixes") or []) + ladder.pop("fixes", [])
     extra = {"llm": llm, "repairs": cand.get("repairs", []), "escape": proposal.get("escape"), **ladder,
-             **({"autofix": cand["autofix"]} if cand.get("autofix") else {})}
+             **({"fixes": fixes} if fixes else {})}
     return _record(deps, state, it, code, proposal, outcome, extra)
 
 def repair(source: DepsSource, state: dict) -> dict:
@@ -223,38 +206,33 @@ def repair(source: DepsSource, state: dict) -> dict:
     attempt = cand.get("attempt", 0) + 1
     # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
     # sampled at the base temperature (near-greedy would reproduce the same code).
-    repeat = failed.get("diagnosis", "").startswith(REPEAT)
+    repeat = (failed.get("failure") or {}).get("phase") == REPEAT_PHASE
     change = FALLBACK_CHANGES[(it + attempt) % len(FALLBACK_CHANGES)] if repeat else None
     prompt = repair_prompt(state, cand.get("code"), failed, change)
     rec = deps.once("trace", it, f"repair{attempt}",
                     lambda: _ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE))
-    code, err, fix = _code(rec["response"], state, deps.options.escape)
+    code, err, made = _code(rec["response"], state, deps.options.fixes, attempt)
     history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
                                           "diagnosis": failed.get("diagnosis", ""),
                                           **({"suggestion": change} if change else {})}]
     return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history,
                           "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
-                          **({"autofix": fix} if fix else {})}}
+                          "fixes": (cand.get("fixes") or []) + made}}
 
 
-def _code(reply: str, state: dict, fixes: bool) -> tuple[str | None, str, str]:
-    """(code, why there is none, note) from a Generator reply. With `fixes` (escapes on), the deterministic
-    fixes of small models' commonest slips (agent/llm/parsing.py) are applied and recorded as one note."""
+def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tuple[str | None, str, list[dict]]:
+    """(code, why there is none, fixes made) from a Generator reply: the code block, or what the enabled
+    `reply` fixes make of a reply without one; then the enabled `source` fixes (agent/fixes/registry.py)."""
     code, err = extract_code(reply)
-    if not fixes:
-        return code, err, ""
-    renamed = ""
+    edits: list = []
+    ctx = Context(base_code=best_fields(state)["best_code"])
     if code is None:
-        code, renamed = adopt_net(reply)
+        code, edits = apply_stage("reply", reply, ctx, enabled)
         err = "" if code else err
-    if not code:
-        return code, err, ""
-    code, brackets = autofix(code)
-    code, restored = restore_definitions(code, best_fields(state)["best_code"])
-    code, slips = fix_layer_slips(code)
-    code, sizes = fix_float_sizes(code)
-    code, usage = drop_example_usage(code)
-    return code, err, "; ".join(n for n in (renamed, brackets, restored, slips, sizes, usage) if n)
+    if code:
+        code, more = apply_stage("source", code, ctx, enabled)
+        edits += more
+    return code, err, [{**e.to_dict(), "attempt": attempt} for e in edits]
 
 
 def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None) -> dict:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from nasloop.agent.errors import RunError
-from nasloop.agent.runs.store import RunStore, record_fitness
+from nasloop.agent.loop import record
+from nasloop.agent.runs.store import RunStore
 from nasloop.agent.state import DEFAULT_K, window_add
 
 TRACE_VERSION = 1
@@ -64,12 +64,7 @@ def _order(rec: dict) -> tuple:
 def load_steps(run: str) -> list[Step]:
     """All steps of a run, in the order they happened. Raises RunError with one line if unreadable."""
     store = RunStore.open(run)
-    cfg = store.config
-    version = cfg.get("version", 1)
-    if version > TRACE_VERSION:
-        raise RunError(f"{run} was written by a newer nasloop (trace format {version}; this one reads "
-                       f"{TRACE_VERSION})")
-    k = int((cfg.get("args") or {}).get("k") or DEFAULT_K)
+    args = _run_args(store, run)
     records = [dict(r, _kind="trace") for r in store.trace()] + [dict(r, _kind="result") for r in store.results()]
     if not records:
         raise RunError(f"{run} has no recorded steps yet")
@@ -77,54 +72,62 @@ def load_steps(run: str) -> list[Step]:
         if "iteration" not in r or "node" not in r:
             raise RunError(f"{run}: unreadable trace record (no iteration/node): {str(r)[:80]}")
     records.sort(key=_order)
+    k, proxy = int(args.get("k") or DEFAULT_K), args.get("proxy")
     steps: list[Step] = []
     window: list = []
     best: dict | None = None
-    candidates = store.path / "candidates"
-
-    def code_of(i: int) -> str | None:
-        p = candidates / f"{i:04d}.py"
-        return p.read_text() if p.is_file() else None
-
     for r in records:
-        it, node = r["iteration"], r["node"]
-        if r["_kind"] == "result":
-            code = code_of(it)
-            parent = r.get("parent")  # evolution: the child is a mutation of its parent, not of the best
-            base = (code_of(parent) if parent is not None else (best or {}).get("code")) or ""
-            label = f"parent (iteration {parent})" if parent is not None else "best so far"
-            diff = "".join(difflib.unified_diff(base.splitlines(True), (code or "").splitlines(True),
-                                                label, f"iteration {it}")) if code and base else ""
-            triple = {"iteration": it, "problem": r.get("problem", ""), "suggestion": r.get("suggestion", ""),
-                      "outcome": r.get("outcome")}
-            if r.get("outcome") == "ok":
-                if r.get("accuracy") is not None:
-                    triple["accuracy"] = round(r["accuracy"], 4)
-                for v in (r.get("scores") or {}).values():  # one proxy per run: its score
-                    triple["score"] = round(v, 4)
-            else:
-                triple["diagnosis"] = r.get("diagnosis", "")
-            window = window_add(window, [triple], k)
-            fit = record_fitness(r)
-            if fit is not None and fit > (best or {}).get("fitness", -math.inf):
-                best = {"iteration": it, "accuracy": r.get("accuracy"), "params": r.get("params"), "code": code,
-                        "fitness": fit}
-            note = ", ".join(x for x in (f"{len(r['repairs'])} repair(s)" if r.get("repairs") else "",
-                                         f"escape: {r['escape']['name']}" if r.get("escape") else "") if x)
-            steps.append(Step(it, "evaluate", outcome={k2: r.get(k2) for k2 in ("outcome", "diagnosis", "accuracy",
-                                                                              "params", "flops", "seconds")},
-                              code=code, diff=diff, window=list(window), best=best and dict(best), note=note,
-                              seconds=r.get("seconds")))
-        elif node.startswith(("check", "score", "final")):
-            out = r.get("outcome") or {}
-            steps.append(Step(it, node, outcome={"outcome": out.get("kind"), "diagnosis": out.get("diagnosis"),
-                                                 "accuracy": out.get("accuracy"), **(out.get("scores") or {})},
-                              window=list(window), best=best and dict(best), seconds=out.get("seconds")))
+        if r["_kind"] == "result":  # the memory and best-so-far, exactly as the graph's nodes built them
+            code = store.candidate_code(r["iteration"])
+            diff = _diff(store, r, code, best)
+            window = window_add(window, [record.triple(r, proxy)], k)
+            if record.improves(best, r):
+                best = record.best_entry(r, code, proxy)
+            steps.append(_result_step(r, code, diff, window, best))
         else:
-            note = f"escape: {r['escape']['name']}" if r.get("escape") else ""
-            steps.append(Step(it, node, prompt=r.get("prompt", ""), response=r.get("response", ""),
-                              window=list(window), best=best and dict(best), seconds=r.get("seconds"), note=note))
+            steps.append(_trace_step(r, window, best))
     return steps
+
+
+def _run_args(store: RunStore, run: str) -> dict:
+    cfg = store.config
+    version = cfg.get("version", 1)
+    if version > TRACE_VERSION:
+        raise RunError(f"{run} was written by a newer nasloop (trace format {version}; this one reads "
+                       f"{TRACE_VERSION})")
+    return cfg.get("args") or {}
+
+
+def _diff(store: RunStore, r: dict, code: str | None, best: dict | None) -> str:
+    """The candidate against what it was made from: its parent (evolution) or the best net so far."""
+    parent = r.get("parent")
+    base = (store.candidate_code(parent) if parent is not None else (best or {}).get("code")) or ""
+    label = f"parent (iteration {parent})" if parent is not None else "best so far"
+    if not (code and base):
+        return ""
+    return "".join(difflib.unified_diff(base.splitlines(True), code.splitlines(True), label,
+                                        f"iteration {r['iteration']}"))
+
+
+def _result_step(r: dict, code: str | None, diff: str, window: list, best: dict | None) -> Step:
+    fixes = record.fixes_of(r)
+    note = ", ".join(x for x in (f"{len(r['repairs'])} repair(s)" if r.get("repairs") else "",
+                                 f"{len(fixes)} fix(es)" if fixes else "",
+                                 f"escape: {r['escape']['name']}" if r.get("escape") else "") if x)
+    return Step(r["iteration"], "evaluate", outcome={key: r.get(key) for key in _OUTCOME_KEYS}, code=code,
+                diff=diff, window=list(window), best=best and dict(best), note=note, seconds=r.get("seconds"))
+
+
+def _trace_step(r: dict, window: list, best: dict | None) -> Step:
+    it, node = r["iteration"], r["node"]
+    if node.startswith(("check", "score", "final")):  # a sandbox run
+        out = r.get("outcome") or {}
+        return Step(it, node, outcome={"outcome": out.get("kind"), "diagnosis": out.get("diagnosis"),
+                                       "accuracy": out.get("accuracy"), **(out.get("scores") or {})},
+                    window=list(window), best=best and dict(best), seconds=out.get("seconds"))
+    note = f"escape: {r['escape']['name']}" if r.get("escape") else ""
+    return Step(it, node, prompt=r.get("prompt", ""), response=r.get("response", ""), window=list(window),
+                best=best and dict(best), seconds=r.get("seconds"), note=note)
 
 
 _OUTCOME_KEYS = ("outcome", "diagnosis", "accuracy", "params", "flops", "seconds")

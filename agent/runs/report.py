@@ -19,7 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from nasloop.agent.runs.store import RunStore, record_fitness  # noqa: E402
+from nasloop.agent.loop import record  # noqa: E402
+from nasloop.agent.runs.store import RunStore  # noqa: E402
 from nasloop.tools.outcome import KINDS, human  # noqa: E402
 
 COLORS = {"ok": "#2a9d55", "syntax_error": "#9b59b6", "invalid_code": "#8e44ad", "interface_error": "#e67e22",
@@ -39,16 +40,11 @@ def pareto(points: list[tuple[float, float, int]]) -> list[tuple[float, float, i
 
 def _fig_accuracy(results: list[dict], path: Path, metric: str = "accuracy") -> None:
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    ok = [(r["iteration"], record_fitness(r)) for r in results if record_fitness(r) is not None]
+    ok = [(r["iteration"], record.fitness(r)) for r in results if record.fitness(r) is not None]
     bad = [r["iteration"] for r in results if r.get("outcome") != "ok"]
     if ok:
         ax.scatter(*zip(*ok, strict=False), s=18, color=COLORS["ok"], label="valid candidate", zorder=3)
-    best, line = None, []
-    for r in results:
-        f = record_fitness(r)
-        if f is not None and (best is None or f > best):
-            best = f
-        line.append((r["iteration"], best if best is not None else float("nan")))
+    line = [(r["iteration"], best if best is not None else float("nan")) for r, best in record.best_so_far(results)]
     if line:
         ax.step(*zip(*line, strict=False), where="post", color="#1d3557", label="best so far")
     floor = 0.0 if metric == "accuracy" or not ok else min(v for _, v in ok)
@@ -216,18 +212,17 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
         proxy_section = (f'<h2>{html.escape(cfg.get("proxy", "naswot"))} score vs trained accuracy</h2>'
                          f'<img alt="proxy vs accuracy" src="data:image/png;base64,'
                          f'{base64.b64encode(png.read_bytes()).decode()}">')
-    ranked = sorted((r for r in results if record_fitness(r) is not None), key=lambda r: -record_fitness(r))[:top_n]
+    ranked = sorted((r for r in results if record.fitness(r) is not None), key=lambda r: -(record.fitness(r) or 0))[:top_n]
     rows = []
     for i, r in enumerate(ranked, 1):
-        code_path = out / "candidates" / f"{r['iteration']:04d}.py"
-        code = code_path.read_text() if code_path.is_file() else "(code not recorded)"
+        code = store.candidate_code(r["iteration"]) or "(code not recorded)"
         acc = r.get("accuracy")
         if acc is None and final and final.get("iteration") == r["iteration"]:
             acc = final.get("accuracy")
         ok = set(r.get("verified") or ())
         mark = {k: " ✓" if k in ok else "" for k in ("accuracy", "params")}
         rows.append(
-            f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{record_fitness(r):.4g}</td>"
+            f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{record.fitness(r) or 0:.4g}</td>"
             f"<td>{'-' if acc is None else f'{acc:.4f}'}{mark['accuracy']}</td>"
             f"<td>{human(r.get('params') or 0)}{mark['params']}</td><td>{human(r.get('flops') or 0)}</td>"
             f"<td><a href=\"candidates/{r['iteration']:04d}.py\">{r['iteration']:04d}.py</a>"
@@ -237,16 +232,20 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
     best = ranked[0] if ranked else None
     seed = next((r for r in results if r["iteration"] == 0), {})
     summary = (f"{n} iterations, {valid} valid ({valid / max(n, 1):.0%}); seed accuracy "
-               f"{seed.get('accuracy', float('nan')):.4f}; best {metric} {record_fitness(best):.4g} at iteration "
+               f"{seed.get('accuracy', float('nan')):.4f}; best {metric} {record.fitness(best) or 0:.4g} at iteration "
                f"{best['iteration']}" if best else f"{n} iterations, no valid candidate")
     if final and final.get("accuracy") is not None:
         summary += f" (trained after the search: accuracy {final['accuracy']:.4f})"
     summary += "; time: " + ", ".join(f"{k} {v:.0f} s" for k, v in totals.items())
     summary += f"; data set {cfg.get('dataset', '?')}, LLM {cfg.get('llm', '?')}"
+    fixes = record.fix_counts(results)
+    if fixes:
+        summary += "; fixes applied: " + ", ".join(f"{name} {n}" for name, n in sorted(fixes.items()))
     page = PAGE.format(title=html.escape(out.name), summary=html.escape(summary), rows="\n".join(rows),
                        top_n=len(ranked), metric=html.escape(metric), metric_title=html.escape(metric.capitalize()),
                        proxy_section=proxy_section, **images)
     target = out / "report.html"
     target.write_text(page, encoding="utf-8")
-    (out / "report.json").write_text(json.dumps({"summary": summary, "top": [r["iteration"] for r in ranked]}))
+    (out / "report.json").write_text(json.dumps({"summary": summary, "top": [r["iteration"] for r in ranked],
+                                                         "fixes": fixes}))
     return target

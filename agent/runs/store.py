@@ -25,15 +25,6 @@ from nasloop.agent.errors import RunError
 RUN_FILE = "run.json"
 
 
-def record_fitness(r: dict) -> float | None:
-    """What the run ranked a results.jsonl record by (runs from before strategies existed: its accuracy);
-    None for a failed candidate or a score that is not a finite number."""
-    if r.get("outcome") != "ok":
-        return None
-    value = r.get("fitness", r.get("accuracy"))
-    return None if value is None or value != value or value in (float("inf"), float("-inf")) else float(value)
-
-
 def _read_jsonl(path: Path) -> list[dict]:
     """Records of a JSONL file; a line cut short by a crash is dropped (and truncated away)."""
     if not path.exists():

@@ -70,8 +70,8 @@ def test_a_channel_mismatch_is_fixed_in_place_then_trained(docker_engine, digits
     deps = Deps(improver=None, generator=None, evaluator=ev, options=LoopOptions())  # type: ignore[arg-type]
     outcome, code, extra = assess(deps, 1, [wider], 0)
     assert outcome.kind == "ok" and outcome.accuracy > 0.3, outcome.summary()
-    assert [n.split(":")[0] for n in extra["shape_fixes"]] == ["self.bn2 = nn.BatchNorm2d(...)",
-                                                               "self.conv3 = nn.Conv2d(...)"]
+    assert [f["note"].split(":")[0] for f in extra["fixes"]] == ["self.bn2 = nn.BatchNorm2d(...)",
+                                                                 "self.conv3 = nn.Conv2d(...)"]
     assert "nn.BatchNorm2d(96)" in code and "nn.Conv2d(96, 128, 3" in code
     plain = Deps(improver=None, generator=None, evaluator=ev, options=LoopOptions.plain())  # type: ignore[arg-type]
     assert assess(plain, 1, [wider], 0)[0].stage == "preflight"  # the ablation leaves it failed

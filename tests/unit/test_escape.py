@@ -140,7 +140,8 @@ def test_a_renamed_network_is_trained_under_its_own_name_only_with_fixes_on(tmp_
     renamed = code_reply(SEED.replace("class Net(", "class ModifiedNet("), tag="acc=0.6")
     out, store, _ = run(tmp_path / "a", scripted(renamed), 1)
     res = store.results()[-1]
-    assert res["outcome"] == "ok" and res["autofix"] == "class ModifiedNet renamed to Net"
-    out, store, _ = run(tmp_path / "b", scripted(renamed), 1, LoopOptions(repairs=0, escape=False))
+    assert res["outcome"] == "ok" and res["fixes"] == [{"name": "rename-net", "stage": "reply", "attempt": 0,
+                                                        "note": "class ModifiedNet renamed to Net"}]
+    out, store, _ = run(tmp_path / "b", scripted(renamed), 1, LoopOptions(repairs=0, fixes=("brackets",)))
     res = store.results()[-1]
     assert res["outcome"] == "invalid_code" and "does not define class Net" in res["diagnosis"]

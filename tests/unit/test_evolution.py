@@ -211,5 +211,6 @@ def test_a_layer_used_with_two_input_sizes_is_fixed_once_then_left_to_repair():
     ev = PreflightScript(*flip, *flip)
     outcome, fixed, extra = assess(Deps(None, None, ev, options=LoopOptions()), 1, [code], 0)  # type: ignore[arg-type]
     assert outcome.stage == "preflight" and ev.calls == 2  # one fix, one rerun, then stop: no oscillation
-    assert extra["shape_fixes"] == ["self.conv1 = nn.Conv2d(...): in_channels in_channels -> 128 (the input it gets)"]
+    assert [(f["name"], f["note"]) for f in extra["fixes"]] == [
+        ("shapes", "self.conv1 = nn.Conv2d(...): in_channels in_channels -> 128 (the input it gets)")]
     assert "nn.Conv2d(128, 128, 3)" in fixed

@@ -100,7 +100,7 @@ def test_a_suggestion_already_in_the_window_is_replaced_by_an_untried_change(tmp
     gen = next(t["prompt"] for t in store.trace() if t["node"] == "generate" and t["iteration"] == 3)
     assert recs[2]["suggestion"] in gen
     plain = RunStore.create(tmp_path / "plain", "unit", {})
-    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), plain, LoopOptions(escape=False)), 2)
+    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), plain, LoopOptions(replace_suggestions=False)), 2)
     assert [r["suggestion"] for r in plain.results()[1:]] == ["add a block", "add a block"]  # ablation: as asked
 
 

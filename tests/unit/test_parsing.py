@@ -1,7 +1,7 @@
 """Replies small models really give: single quotes, fences, chatter, no code."""
 import pytest
 
-from nasloop.agent.fixes.code import restore_definitions
+from nasloop.agent.fixes.definitions import restore_definitions
 from nasloop.agent.fixes.shapes import fix_shapes
 from nasloop.agent.llm.parsing import extract_code, parse_improver
 
@@ -48,7 +48,7 @@ def test_no_code(text, why):
 
 
 def test_autofix_removes_surplus_closing_brackets():
-    from nasloop.agent.fixes.code import autofix
+    from nasloop.agent.fixes.brackets import autofix
 
     bad = "def f(x):\n    y = g(h(x))))\n    return [y]]\n"
     code, note = autofix(bad)
@@ -154,7 +154,7 @@ def test_shape_fix_handles_arithmetic_and_a_misused_parameter(arg):
 ])
 def test_autofix_removes_the_bracket_that_closed_a_layer_call_too_early(slip, meant):
     from nasloop import prompts
-    from nasloop.agent.fixes.code import autofix
+    from nasloop.agent.fixes.brackets import autofix
 
     base = prompts.seed_source("cifar10")
     code, note = autofix(base.replace("self.fc = nn.Linear(128, num_classes)", slip))
@@ -163,7 +163,7 @@ def test_autofix_removes_the_bracket_that_closed_a_layer_call_too_early(slip, me
 
 def test_a_layer_used_as_a_tensor_is_applied_to_it():
     from nasloop import prompts
-    from nasloop.agent.fixes.code import fix_layer_slips
+    from nasloop.agent.fixes.layer_slips import fix_layer_slips
 
     base = prompts.seed_source("cifar10")
     built = base.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.AdaptiveAvgPool2d((1, 1))")
@@ -208,7 +208,7 @@ def test_a_linear_applied_to_a_feature_map_gets_pooled_input():
 
 
 def test_a_renamed_network_is_adopted():
-    from nasloop.agent.fixes.code import adopt_net
+    from nasloop.agent.fixes.rename_net import adopt_net
     from nasloop import prompts
 
     base = prompts.seed_source("cifar10")
@@ -221,7 +221,7 @@ def test_a_renamed_network_is_adopted():
 
 def test_a_fractional_layer_size_becomes_an_integer():
     from nasloop import prompts
-    from nasloop.agent.fixes.code import fix_float_sizes
+    from nasloop.agent.fixes.float_sizes import fix_float_sizes
 
     base = prompts.seed_source("cifar10")  # "increase by 50 %", taken literally by the 1.5B model
     code = base.replace("nn.Linear(128, num_classes)", "nn.Linear(128 * 1.5, num_classes)").replace(
@@ -236,7 +236,7 @@ def test_a_fractional_layer_size_becomes_an_integer():
 
 def test_example_usage_that_runs_on_import_is_removed():
     from nasloop import prompts
-    from nasloop.agent.fixes.code import drop_example_usage
+    from nasloop.agent.fixes.example_usage import drop_example_usage
 
     base = prompts.seed_source("cifar10")
     usage = ("\n# Example usage:\ndef fix_module(module):\n    module.apply(fix_module)\n\n\nnet = Net()\n"

@@ -1,0 +1,49 @@
+"""AST helpers several fixes share: a class's one-line layer definitions, the size arguments of
+sized layers, and constant arithmetic.
+"""
+from __future__ import annotations
+
+import ast
+import operator
+
+
+def init_assignments(cls, source: str) -> dict[str, str]:
+    """`self.X = ...` statements on one line in the class's __init__, by X."""
+    init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+    out: dict[str, str] = {}
+    for stmt in (init.body if init else []):
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Attribute)
+                and isinstance(stmt.targets[0].value, ast.Name) and stmt.targets[0].value.id == "self"
+                and stmt.lineno == stmt.end_lineno):
+            out.setdefault(stmt.targets[0].attr, ast.get_source_segment(source, stmt) or "")
+    return out
+
+
+# Layer -> (how many leading positional arguments are sizes, their keywords; the input size comes first).
+SIZE_ARGS = {"Conv1d": (2, ("in_channels", "out_channels")), "Conv2d": (2, ("in_channels", "out_channels")),
+             "Linear": (2, ("in_features", "out_features")), "BatchNorm1d": (1, ("num_features",)),
+             "BatchNorm2d": (1, ("num_features",))}
+
+
+def tensor_function(func) -> bool:
+    """A call that takes tensors: `torch.*`, `F.*` or a layer of the net (`self.fc`), never `isinstance` & co."""
+    while isinstance(func, ast.Attribute):
+        func = func.value
+    return isinstance(func, ast.Name) and func.id in ("torch", "F", "self")
+
+
+def constant(node, floats: bool = False) -> int | float | None:
+    """The value of arithmetic on number literals (`128 // 2 ** 3`), else None. Only integers unless
+    `floats` (then float literals and `/` too)."""
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+           ast.Pow: operator.pow, **({ast.Div: operator.truediv} if floats else {})}
+    kinds = (int, float) if floats else int
+    if isinstance(node, ast.Constant) and isinstance(node.value, kinds) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in ops:
+        left, right = constant(node.left, floats), constant(node.right, floats)
+        if (left is not None and right is not None
+                and not (isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0)
+                and not (isinstance(node.op, ast.Pow) and not 0 <= right <= 16)):
+            return ops[type(node.op)](left, right)
+    return None

@@ -1,0 +1,66 @@
+"""Fix `brackets` (stage source): surplus closing brackets, the syntax slip small models make most.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from itertools import combinations
+
+
+def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
+    """Deterministic repair of the syntax slip small models make most: surplus closing brackets.
+
+    Removes surplus `)`/`]`/`}` on a line Python reports as "unmatched" (which ones: see `_drop_surplus`),
+    until the module parses or nothing more can be done. Returns (code, what was changed) — the change is recorded, never hidden."""
+    fixed = 0
+    lines = code.splitlines(keepends=True)
+    for _ in range(max_fixes):
+        try:
+            ast.parse("".join(lines))
+            break
+        except SyntaxError as exc:
+            m = re.match(r"unmatched '([)\]}])'", exc.msg or "")
+            if not m or not exc.lineno or exc.lineno > len(lines):
+                break
+            i = exc.lineno - 1
+            line = _drop_surplus(lines[i], m.group(1))
+            if line is None:
+                break
+            fixed += len(lines[i]) - len(line)
+            lines[i] = line
+    if not fixed:
+        return code, ""
+    out = "".join(lines)
+    try:
+        ast.parse(out)
+    except SyntaxError:
+        return code, ""  # only keep a fix that yields a module that parses
+    return out, f"removed {fixed} unmatched closing bracket(s)"
+
+
+def _drop_surplus(line: str, bracket: str) -> str | None:
+    """`line` without its surplus `bracket`s (as many as it has more closing than opening ones, at least
+    one). Small models close a layer call too early (`nn.Linear(128 * (4)) * 4, 10)`): removing the last
+    bracket would leave a tuple or arithmetic on a layer, so when the line is a statement of its own,
+    the removal that makes its value one call with the most arguments wins; otherwise (or on a tie) the
+    latest brackets go."""
+    opening = {")": "(", "]": "[", "}": "{"}[bracket]
+    spots = [j for j, ch in enumerate(line) if ch == bracket]
+    surplus = max(1, line.count(bracket) - line.count(opening))
+    if len(spots) < surplus or surplus > 3:
+        return None
+
+    def without(drop: tuple[int, ...]) -> str:
+        return "".join(ch for j, ch in enumerate(line) if j not in drop)
+
+    def rank(drop: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+        try:
+            stmt = ast.parse(without(drop).strip()).body
+        except SyntaxError:
+            return (-1, drop)
+        value = getattr(stmt[0], "value", None) if len(stmt) == 1 else None
+        if isinstance(value, ast.Call):
+            return (2 + len(value.args) + len(value.keywords), drop)
+        return (0 if isinstance(value, (ast.Tuple, ast.BinOp)) else 1, drop)
+
+    return without(max(combinations(spots, surplus), key=rank))

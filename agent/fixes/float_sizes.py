@@ -1,0 +1,37 @@
+"""Fix `float-sizes` (stage source): a fractional layer size (`nn.Linear(8192 * 1.5, 10)`) becomes an integer.
+"""
+from __future__ import annotations
+
+import ast
+
+from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant
+
+
+def fix_float_sizes(code: str) -> tuple[str, str]:
+    """Deterministic repair of a fractional layer size (`nn.Linear(8192 * 1.5, 10)`: "widen by 50 %" taken
+    literally): a size argument of a Conv, Linear or BatchNorm that is arithmetic on numbers with a float
+    or a true division becomes its integer value; one on names (`in_channels * 1.5`) is wrapped in int()."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code, ""
+    edits: list[tuple[ast.AST, str]] = []
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                 and n.func.attr in SIZE_ARGS):
+        count, names = SIZE_ARGS[call.func.attr]
+        for arg in call.args[:count] + [k.value for k in call.keywords if k.arg in names]:
+            if arg.lineno != arg.end_lineno or not any(
+                    isinstance(n, ast.Constant) and isinstance(n.value, float) or isinstance(n, ast.Div)
+                    for n in ast.walk(arg)):
+                continue
+            value = constant(arg, floats=True)
+            edits.append((arg, str(int(value)) if value is not None else f"int({ast.unparse(arg)})"))
+    if not edits:
+        return code, ""
+    lines = code.splitlines(keepends=True)
+    notes = []
+    for arg, text in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
+        raw = lines[arg.lineno - 1].encode()
+        notes.append(f"{raw[arg.col_offset:arg.end_col_offset].decode()} -> {text}")
+        lines[arg.lineno - 1] = (raw[:arg.col_offset] + text.encode() + raw[arg.end_col_offset:]).decode()
+    return "".join(lines), "fractional layer size: " + ", ".join(reversed(notes))

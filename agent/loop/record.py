@@ -1,0 +1,118 @@
+"""What the run remembers of one evaluated candidate, built in one place.
+
+An iteration ends in one results.jsonl record (`result_record`). Everything else is derived from that
+record by the functions here: its memory triple (what the Improver reads), its fitness (what the search
+ranks by), whether it is the new best, and which fixes it needed. The loop's nodes, replay, the report,
+the summary and the progress display all call these, so a replayed window is exactly the window the
+LLM saw and "best so far" means the same everywhere.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Iterator
+
+from nasloop.agent.state import Triple
+from nasloop.tools.outcome import Outcome
+
+TEXT_CHARS = 300  # of the Improver's problem and suggestion kept in the memory window
+
+
+def result_record(outcome: Outcome, proposal: dict, code_key: str | None, fitness: float | None,
+                  parent: dict | None, extra: dict) -> dict[str, Any]:
+    """The results.jsonl record of an evaluated candidate (without the run store's iteration/node/time)."""
+    return {
+        "outcome": outcome.kind, **outcome.to_dict(), "problem": proposal.get("problem", ""),
+        "suggestion": proposal.get("suggestion", ""), "suggestion_source": proposal.get("source", "model"),
+        "code_key": code_key, "fitness": fitness,
+        **({"parent": parent["iteration"], "parent_fitness": parent.get("fitness")} if parent else {}), **extra,
+    }
+
+
+def fitness(r: dict) -> float | None:
+    """What the run ranked a results record by (runs from before strategies existed: its accuracy);
+    None for a failed candidate or a score that is not a finite number."""
+    if r.get("outcome") != "ok":
+        return None
+    value = r.get("fitness", r.get("accuracy"))
+    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+        return None
+    return float(value)
+
+
+def triple(r: dict, proxy: str | None = None) -> Triple:
+    """The memory entry for a results record. `proxy` names the run's proxy (None: the record's only score)."""
+    t: Triple = {"iteration": r["iteration"], "problem": (r.get("problem") or "")[:TEXT_CHARS],
+                 "suggestion": (r.get("suggestion") or "")[:TEXT_CHARS], "outcome": r.get("outcome", "")}
+    if r.get("outcome") == "ok":
+        if r.get("accuracy") is not None:
+            t["accuracy"] = round(r["accuracy"], 4)
+        scores = r.get("scores") or {}
+        score = scores.get(proxy) if proxy else (next(iter(scores.values())) if len(scores) == 1 else None)
+        if isinstance(score, (int, float)):
+            t["score"] = round(score, 4)
+    else:
+        t["diagnosis"] = r.get("diagnosis", "")
+    if r.get("parent") is not None:
+        t["parent"] = r["parent"]
+        fit, before = fitness(r), r.get("parent_fitness")
+        if fit is not None and isinstance(before, (int, float)):
+            t["delta"] = round(fit - before, 4)
+    return t
+
+
+def best_fitness(best: dict | None) -> float | None:
+    """The fitness of a best-so-far entry (entries from before strategies existed carry only accuracy)."""
+    best = best or {}
+    return best.get("fitness", best.get("accuracy"))
+
+
+def improves(best: dict | None, r: dict) -> bool:
+    """Whether the record beats the best so far (ties keep the earlier net)."""
+    fit, old = fitness(r), best_fitness(best)
+    return fit is not None and (old is None or fit > old)
+
+
+def best_entry(r: dict, code: str | None, proxy: str | None = None) -> dict:
+    """The graph's `best` for a record that improves on it: small, plus the code the prompts show."""
+    scores = r.get("scores") or {}
+    return {"iteration": r["iteration"], "accuracy": r.get("accuracy"), "params": r.get("params"),
+            "flops": r.get("flops"), "code": code, "fitness": fitness(r),
+            **({"score": scores[proxy]} if proxy and proxy in scores else {})}
+
+
+def best_so_far(records: Iterable[dict]) -> Iterator[tuple[dict, float | None]]:
+    """Each record with the best fitness up to and including it (None before the first valid one)."""
+    best: float | None = None
+    for r in records:
+        fit = fitness(r)
+        if fit is not None and (best is None or fit > best):
+            best = fit
+        yield r, best
+
+
+def suggestion_source(r: dict) -> str:
+    """Who wrote the suggestion: `model` (the Improver), `fallback` (a concrete change replaced an unreadable,
+    placeholder or already-tried one) or `restart` (the failure-loop escape). Records from before this field
+    said so in the problem text."""
+    if isinstance(r.get("suggestion_source"), str):
+        return r["suggestion_source"]
+    return "fallback" if str(r.get("problem", "")).startswith(("(improver repeat)", "(improver failure)")) else "model"
+
+
+def fixes_of(r: dict) -> list[dict]:
+    """The fixes a candidate needed, as [{name, stage, note}]. Records from before the fix registry
+    carried `autofix` (one note for the source fixes) and `shape_fixes` (notes of the pre-flight fix)."""
+    if isinstance(r.get("fixes"), list):
+        return [f for f in r["fixes"] if isinstance(f, dict)]
+    old = [{"name": "source (older run)", "stage": "source", "note": n}
+           for n in ([r["autofix"]] if isinstance(r.get("autofix"), str) and r["autofix"] else [])]
+    return old + [{"name": "shapes", "stage": "preflight", "note": n} for n in r.get("shape_fixes") or []]
+
+
+def fix_counts(records: Iterable[dict]) -> dict[str, int]:
+    """How often each fix was applied over a run's records, by fix name."""
+    counts: dict[str, int] = {}
+    for r in records:
+        for f in fixes_of(r):
+            counts[f.get("name", "?")] = counts.get(f.get("name", "?"), 0) + 1
+    return counts

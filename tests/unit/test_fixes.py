@@ -1,0 +1,85 @@
+"""The fix registry: every fix runs through one interface, is counted by name, and can be switched off by name.
+
+The inputs are the slips the bundled models made (the same ones tests/unit/test_parsing.py fixes one by one).
+"""
+from __future__ import annotations
+
+import pytest
+
+from nasloop import prompts
+from nasloop.agent.app.cli import make_parser
+from nasloop.agent.app.search import loop_options
+from nasloop.agent.deps import LoopOptions
+from nasloop.agent.fixes.registry import FIXES, NAMES, Context, apply_stage
+from nasloop.agent.loop.record import fix_counts
+from tests.unit.test_parsing import preflight_failure
+
+BASE = prompts.seed_source("cifar10")
+SLIPS = {  # fix name -> (stage, the text a model produced, what the context holds)
+    "rename-net": ("reply", "```python\n" + BASE.replace("class Net(", "class ModifiedNet(") + "```", {}),
+    "brackets": ("source", BASE.replace("nn.Linear(128, num_classes)", "nn.Linear(128, num_classes))"), {}),
+    "definitions": ("source", BASE.replace("        self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)\n", ""),
+                    {"base_code": BASE}),
+    "layer-slips": ("source", BASE.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.AdaptiveAvgPool2d((1, 1))"), {}),
+    "float-sizes": ("source", BASE.replace("nn.Linear(128, num_classes)", "nn.Linear(128 * 1.5, num_classes)"), {}),
+    "example-usage": ("source", BASE + "\nnet = Net()\nprint(net)\n", {}),
+    "shapes": ("preflight", BASE.replace("self.conv3 = nn.Conv2d(64, 128, 3", "self.conv3 = nn.Conv2d(64, 256, 3"),
+               {"failure": True}),
+}
+
+
+def test_every_registered_fix_has_a_slip_here():
+    assert set(SLIPS) == set(NAMES) and [f.name for f in FIXES] == list(NAMES)
+    assert {f.stage for f in FIXES} == {"reply", "source", "preflight"}
+
+
+def context(spec: dict, text: str) -> Context:
+    return Context(base_code=spec.get("base_code", ""), failure=preflight_failure(text) if spec.get("failure") else {})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_fix_applies_through_the_registry_and_is_switched_off_by_name(name):
+    stage, text, spec = SLIPS[name]
+    ctx = context(spec, text)
+    code, edits = apply_stage(stage, text, ctx, NAMES)
+    assert [e.name for e in edits] == [name] and code is not None and code != text
+    assert edits[0].to_dict() == {"name": name, "stage": stage, "note": edits[0].note} and edits[0].note
+    off = tuple(n for n in NAMES if n != name)
+    code, edits = apply_stage(stage, text, ctx, off)
+    assert edits == [] and code == (None if stage == "reply" else text)
+
+
+def test_source_fixes_chain_in_registry_order():
+    text = SLIPS["brackets"][1].replace("nn.Linear(128, num_classes))", "nn.Linear(128 * 1.5, num_classes))")
+    text += "\nnet = Net()\n"
+    code, edits = apply_stage("source", text, Context(), NAMES)
+    assert [e.name for e in edits] == ["brackets", "float-sizes", "example-usage"]
+    assert "nn.Linear(192, num_classes)\n" in code and "net = Net()" not in code
+
+
+def test_cli_switches_each_fix_and_each_behaviour_separately():
+    def options(*argv: str) -> LoopOptions:
+        args = make_parser().parse_args(["search", *argv])
+        args.fidelity = args.fidelity or "train"
+        return loop_options(args)
+
+    assert options() == LoopOptions()
+    one = options("--no-fix", "shapes", "--no-fix", "brackets")
+    assert one.fixes == tuple(n for n in NAMES if n not in ("shapes", "brackets")) and one.escape
+    assert options("--no-fixes").fixes == () and options("--no-fixes").repeat_check
+    assert options("--no-escape") == LoopOptions(escape=False)
+    assert options("--no-repeat-check") == LoopOptions(repeat_check=False)
+    assert options("--no-replace") == LoopOptions(replace_suggestions=False)
+    assert options("--plain") == LoopOptions.plain()
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["search", "--no-fix", "nope"])
+    with pytest.raises(ValueError, match="unknown fix"):
+        LoopOptions(fixes=("nope",))
+
+
+def test_fix_counts_read_new_and_old_records():
+    records = [{"fixes": [{"name": "brackets", "stage": "source", "note": "n"},
+                          {"name": "shapes", "stage": "preflight", "note": "m"}]},
+               {"fixes": [{"name": "shapes", "stage": "preflight", "note": "k"}]},
+               {"autofix": "removed 1 unmatched closing bracket(s)", "shape_fixes": ["a", "b"]}]  # before the registry
+    assert fix_counts(records) == {"brackets": 1, "shapes": 4, "source (older run)": 1}
