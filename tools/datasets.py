@@ -19,6 +19,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -86,8 +87,9 @@ def prepare(name: str, *, data_root: str | Path | None = None, image_size: int |
     key = f"{kind}-{size}px-{hashlib.sha256(key_text.encode()).hexdigest()[:12]}"
     out = cache_root() / "data" / key
     if not (out / "meta.json").exists():
-        loader = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar,
-                  "imagenette": _imagenette, "folder": _folder}[kind]
+        loaders: dict[str, Callable[..., tuple]] = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar,
+                                                    "imagenette": _imagenette, "folder": _folder}
+        loader = loaders[kind]
         splits, classes = loader(kind=kind, arg=arg, root=root, size=size, seed=seed, download=download,
                                  subsets=(train_subset, test_subset))
         _write_cache(out, kind if kind != "folder" else f"folder:{arg}", splits, classes, size, seed,
@@ -148,9 +150,9 @@ def _digits(*, size: int, seed: int, subsets, **_) -> tuple[dict, list[str]]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.from_numpy(d.images.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    x = x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    t = torch.from_numpy(d.images.astype(np.float32) * (255.0 / 16.0)).unsqueeze(1)
+    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    x = t.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     y = d.target.astype(np.int64)
     order = np.random.default_rng(1234).permutation(len(y))  # a fixed split: 360 test images
     test, train = order[:360], order[360:]
@@ -225,12 +227,12 @@ def _decode(samples: list, k: int | None, seed: int, salt: int, size: int) -> tu
             raise DatasetError(f"cannot decode image '{item[0]}': {_first_line(exc)}") from exc
 
     def _load(item) -> np.ndarray:
-        with Image.open(item[0]) as im:
-            im = im.convert("RGB")
+        with Image.open(item[0]) as opened:
+            im = opened.convert("RGB")
             w, h = im.size
             s = size / min(w, h)
             if (w, h) != (size, size):
-                im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+                im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
                 w, h = im.size
                 left, top = (w - size) // 2, (h - size) // 2
                 im = im.crop((left, top, left + size, top + size))

@@ -194,7 +194,7 @@ def _module_assignment(nodes: list[ast.AST], ctx: _Context) -> str | None:
             if isinstance(t, (ast.Attribute, ast.Subscript)) and root in ctx.aliases:
                 kind = "module" if _resolve(tuple(ctx.aliases[root].split(".")))[1] else "name"
                 return (f"assigning to an attribute of the imported {kind} '{root}' is not allowed "
-                        f"(candidate.py:{node.lineno})")
+                        f"(candidate.py:{getattr(node, 'lineno', '?')})")
     return None
 
 
@@ -376,7 +376,7 @@ def _resolve(path: tuple[str, ...]) -> tuple[str | None, bool]:
     if ".".join(path) in ALLOWED_LEAVES:
         return None, False
     try:
-        obj = importlib.import_module(path[0])
+        obj: object = importlib.import_module(path[0])
     except ImportError:
         return _fallback(path), ".".join(path) in ALLOWED_IMPORTS
     banned = _banned_objects()

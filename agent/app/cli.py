@@ -123,6 +123,12 @@ def make_parser() -> argparse.ArgumentParser:
     add_sandbox_args(se)
     se.set_defaults(func=cmd_search)
 
+    _add_run_commands(sub)
+    return parser
+
+
+def _add_run_commands(sub) -> None:
+    """The subcommands that read or extend a recorded run, and the model fetcher."""
     rp = sub.add_parser("replay", help="step through a recorded run node by node (read-only)")
     rp.add_argument("run", help="a run directory, e.g. runs/20261125-141500-digits")
     rp.add_argument("--plain", action="store_true", help="print every step as text (for pipes and CI)")
@@ -156,7 +162,6 @@ def make_parser() -> argparse.ArgumentParser:
     mo.add_argument("action", choices=["fetch"])
     mo.add_argument("spec", help="e.g. llamacpp:qwen2.5-coder-0.5b")
     mo.set_defaults(func=cmd_model)
-    return parser
 
 
 class Terminated(KeyboardInterrupt):

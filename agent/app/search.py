@@ -246,7 +246,7 @@ def summarize(store: RunStore, state: dict) -> dict:
     for r in results:
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
     best = state.get("best") or None
-    seed = next((r for r in results if r["iteration"] == 0), {})
+    seed: dict = next((r for r in results if r["iteration"] == 0), {})
     return {
         "run": str(store.path), "iterations": len(results), "evaluated": len(results),
         "valid": counts.get("ok", 0), "counts": counts, "seed_accuracy": seed.get("accuracy"),

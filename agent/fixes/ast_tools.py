@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import operator
+from typing import Any, Callable
 
 
 def init_assignments(cls, source: str) -> dict[str, str]:
@@ -35,7 +36,7 @@ def tensor_function(func) -> bool:
 def constant(node, floats: bool = False) -> int | float | None:
     """The value of arithmetic on number literals (`128 // 2 ** 3`), else None. Only integers unless
     `floats` (then float literals and `/` too)."""
-    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+    ops: dict[type, Callable[[Any, Any], Any]] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
            ast.Pow: operator.pow, **({ast.Div: operator.truediv} if floats else {})}
     kinds = (int, float) if floats else int
     if isinstance(node, ast.Constant) and isinstance(node.value, kinds) and not isinstance(node.value, bool):

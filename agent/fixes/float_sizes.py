@@ -15,9 +15,10 @@ def fix_float_sizes(code: str) -> tuple[str, str]:
         tree = ast.parse(code)
     except SyntaxError:
         return code, ""
-    edits: list[tuple[ast.AST, str]] = []
-    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                 and n.func.attr in SIZE_ARGS):
+    edits: list[tuple[ast.expr, str]] = []
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        if not (isinstance(call.func, ast.Attribute) and call.func.attr in SIZE_ARGS):
+            continue
         count, names = SIZE_ARGS[call.func.attr]
         for arg in call.args[:count] + [k.value for k in call.keywords if k.arg in names]:
             if arg.lineno != arg.end_lineno or not any(

@@ -32,18 +32,18 @@ def fix_layer_slips(code: str) -> tuple[str, str]:
         for stmt in fwd.body:
             target = stmt.targets[0].id if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                                             and isinstance(stmt.targets[0], ast.Name)) else None
-            if target in tensors:
+            if target in tensors and isinstance(stmt, ast.Assign):
                 value = stmt.value
                 if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
                         and isinstance(value.func.value, ast.Name) and value.func.value.id == "nn"
                         and _STATELESS.fullmatch(value.func.attr)):
-                    edits.append((value.end_lineno, value.end_col_offset, f"({target})"))
+                    edits.append((value.end_lineno or 0, value.end_col_offset or 0, f"({target})"))
                     notes.append(f"nn.{value.func.attr}(...) -> nn.{value.func.attr}(...)({target})")
                 for call in (n for n in ast.walk(value) if isinstance(n, ast.Call) and tensor_function(n.func)):
                     for arg in call.args:
                         if (isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name)
                                 and arg.value.id == "self" and arg.attr in layers):
-                            edits.append((arg.end_lineno, arg.end_col_offset, f"({target})"))
+                            edits.append((arg.end_lineno or 0, arg.end_col_offset or 0, f"({target})"))
                             notes.append(f"self.{arg.attr} passed as a tensor -> self.{arg.attr}({target})")
             if target:
                 tensors.add(target)

@@ -61,9 +61,9 @@ def fix_shapes(code: str, failure: dict) -> tuple[str, str]:
             arg = next((k.value for k in call.keywords if k.arg == keyword), None)
             if arg is None and len(call.args) > pos:
                 arg = call.args[pos]
-            fixable = arg is not None and (constant(arg) is not None
-                                           or isinstance(arg, ast.Name) and arg.id in params)
-            if not fixable or constant(arg) == want or arg.lineno != arg.end_lineno:
+            if arg is None or not (constant(arg) is not None or isinstance(arg, ast.Name) and arg.id in params):
+                return code, ""
+            if constant(arg) == want or arg.lineno != arg.end_lineno:
                 return code, ""
             lines = code.splitlines(keepends=True)
             line = lines[arg.lineno - 1]
@@ -99,7 +99,7 @@ def _pool_before(code: str, tree, name: str, line: int | None, got: str) -> tupl
         call = next((n for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                      and n.func.attr == name and isinstance(n.func.value, ast.Name) and n.func.value.id == "self"
                      and len(n.args) == 1 and isinstance(n.args[0], ast.Name)), None) if stmt else None
-        if call is None:
+        if call is None or not isinstance(call.args[0], ast.Name):
             continue
         v = call.args[0].id
         lines = code.splitlines(keepends=True)

@@ -6,6 +6,7 @@ channel mismatch the pre-flight locates is fixed in place and pre-flighted again
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
 from nasloop.agent.deps import Deps, LoopOptions
@@ -45,7 +46,7 @@ def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train:
     for j, code in enumerate(codes):
         key = code_key(code)
         if key not in seen:
-            seen[key] = _check(deps, iteration, code, lambda c, r, j=j: _score_once(deps, iteration, c, attempt, j, r))
+            seen[key] = _check(deps, iteration, code, partial(_score_once, deps, iteration, attempt=attempt, variant=j))
         outcome, code, fixes = seen[key]
         scored.append(outcome)
         fixed.append(code)
@@ -75,7 +76,7 @@ def _check(deps: Deps, iteration: int, code: str, run: Callable[[str, int], Outc
         rep = repeat_outcome(deps, iteration, code)
         if rep is not None:
             return rep, code, []
-    outcome, fixes, layers = run(code, 0), [], []
+    outcome, fixes, layers = run(code, 0), list[dict](), list[str]()
     while outcome.stage == "preflight" and len(fixes) < MAX_SHAPE_FIXES:
         layer = failing_layer(outcome.failure)
         if layer is None or layer[0] in layers:
@@ -108,7 +109,7 @@ def _ladder(opts: LoopOptions, scored: list[Outcome], chosen: int | None) -> dic
         for o in scored]}}
 
 
-def _score_once(deps: Deps, iteration: int, code: str, attempt: int, variant: int, fix_round: int = 0) -> Outcome:
+def _score_once(deps: Deps, iteration: int, code: str, fix_round: int = 0, *, attempt: int, variant: int) -> Outcome:
     """Each proxy scoring is recorded once (trace node `score<attempt>.<variant>[+<fix round>]`)."""
     proxy = deps.options.proxy
     rec = deps.once("trace", iteration, f"score{attempt}.{variant}" + (f"+{fix_round}" if fix_round else ""),

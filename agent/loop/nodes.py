@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from functools import partial
 import random
-from typing import Any, Callable
+from typing import Any, Callable, TypeAlias
 
 from nasloop import prompts
 from nasloop.agent.loop import record
@@ -85,7 +85,7 @@ def _survivors(population: list[dict], iteration: int, fit: float | None, params
 
 
 # --- nodes -----------------------------------------------------------------------------------------
-DepsSource = Deps | Callable[[dict], Deps]
+DepsSource: TypeAlias = Deps | Callable[[dict], Deps]
 
 
 def make_nodes(deps: DepsSource) -> dict:
@@ -137,7 +137,7 @@ def improve(source: DepsSource, state: dict) -> dict:
         proposal = {"problem": f"stuck: {esc.streak} x {esc.outcome} in a row", "suggestion": RESTART_SUGGESTION}
         rec = deps.once("trace", it, "improve", lambda: {"escape": esc.to_dict(), "prompt": "",
                                                           "response": json.dumps(proposal), "seconds": 0.0})
-        escape = {**esc.to_dict(), "temperature": esc.temperature}
+        escape: dict | None = {**esc.to_dict(), "temperature": esc.temperature}
         return {"proposal": {**proposal, "source": "restart", "llm_seconds": 0.0, "escape": escape}, **changed}
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
     prompt = make_prompt(state, esc.improver_note() if esc else "")
@@ -145,8 +145,10 @@ def improve(source: DepsSource, state: dict) -> dict:
     rec = deps.once("trace", it, "improve",
                     lambda: _ask(deps.improver, "improver_system", prompt, temperature))
     parsed, err = parse_improver(rec["response"])
-    kept = usable_proposal(parsed, err, it, state.get("window")) if opts.replace_suggestions else (
-        parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION})
+    if opts.replace_suggestions:
+        kept = usable_proposal(parsed, err, it, state.get("window"))
+    else:
+        kept = parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION}
     escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
     return {"proposal": {**kept, "source": "model" if kept is parsed else "fallback", "llm_seconds": rec["seconds"],
                          "escape": escape}, **changed}

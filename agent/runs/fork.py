@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph.state import CompiledStateGraph
 
 from nasloop.agent.errors import RunError
 from nasloop.agent.graph import build_graph
@@ -24,7 +25,7 @@ from nasloop.agent.runs.store import RunStore
 THREAD = "search"
 
 
-def _graph(checkpointer, strategy: str = "loop") -> object:
+def _graph(checkpointer, strategy: str = "loop") -> CompiledStateGraph:
     """A graph used only to read or write checkpoints: its nodes never run here."""
     return build_graph(Deps(improver=None, generator=None, evaluator=None), checkpointer=checkpointer,  # type: ignore[arg-type]
                        strategy=strategy)

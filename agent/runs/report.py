@@ -43,7 +43,7 @@ def _fig_accuracy(results: list[dict], path: Path, metric: str = "accuracy") -> 
     ok = [(r["iteration"], record.fitness(r)) for r in results if record.fitness(r) is not None]
     bad = [r["iteration"] for r in results if r.get("outcome") != "ok"]
     if ok:
-        ax.scatter(*zip(*ok, strict=False), s=18, color=COLORS["ok"], label="valid candidate", zorder=3)
+        ax.scatter([i for i, _ in ok], [v for _, v in ok], s=18, color=COLORS["ok"], label="valid candidate", zorder=3)
     line = [(r["iteration"], best if best is not None else float("nan")) for r, best in record.best_so_far(results)]
     if line:
         ax.step(*zip(*line, strict=False), where="post", color="#1d3557", label="best so far")
@@ -187,32 +187,8 @@ window.addEventListener("load", function () {{
 """
 
 
-def write_report(run: str | Path, top_n: int = 10) -> Path:
-    """Write runs/<id>/report.html and its PNGs; returns the HTML path."""
-    store = RunStore.open(run)
-    results = sorted(store.results(), key=lambda r: r["iteration"])
-    out = store.path
-    cfg = store.config.get("args", {})
-    metric = cfg.get("proxy", "naswot") if cfg.get("fidelity") == "proxy" else "accuracy"
-    final = (store.summary() or {}).get("best") if cfg.get("fidelity") == "proxy" else None
-    figs = {"accuracy": lambda res, png: _fig_accuracy(res, png, metric), "outcomes": _fig_outcomes,
-            "pareto": _fig_pareto, "time": _fig_time}
-    images, totals = {}, {}
-    for name, fn in figs.items():
-        png = out / f"report-{name}.png"
-        got = fn(results, png)
-        if name == "time":
-            totals = got
-        images[f"img_{name}"] = base64.b64encode(png.read_bytes()).decode()
-    proxy_section = ""
-    pairs = proxy_pairs(results, cfg.get("proxy", "naswot"), final)
-    if cfg.get("fidelity") in ("proxy", "ladder") and pairs:
-        png = out / "report-proxy.png"
-        _fig_proxy(pairs, cfg.get("proxy", "naswot"), png)
-        proxy_section = (f'<h2>{html.escape(cfg.get("proxy", "naswot"))} score vs trained accuracy</h2>'
-                         f'<img alt="proxy vs accuracy" src="data:image/png;base64,'
-                         f'{base64.b64encode(png.read_bytes()).decode()}">')
-    ranked = sorted((r for r in results if record.fitness(r) is not None), key=lambda r: -(record.fitness(r) or 0))[:top_n]
+def _top_rows(store: RunStore, ranked: list[dict], final: dict | None) -> list[str]:
+    """The top-nets table: rank, iteration, fitness, accuracy (✓ when the host measured it), size, code."""
     rows = []
     for i, r in enumerate(ranked, 1):
         code = store.candidate_code(r["iteration"]) or "(code not recorded)"
@@ -227,10 +203,41 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
             f"<td>{human(r.get('params') or 0)}{mark['params']}</td><td>{human(r.get('flops') or 0)}</td>"
             f"<td><a href=\"candidates/{r['iteration']:04d}.py\">{r['iteration']:04d}.py</a>"
             f"<details><summary>show</summary><pre>{html.escape(code)}</pre></details></td></tr>")
+    return rows
+
+
+def write_report(run: str | Path, top_n: int = 10) -> Path:
+    """Write runs/<id>/report.html and its PNGs; returns the HTML path."""
+    store = RunStore.open(run)
+    results = sorted(store.results(), key=lambda r: r["iteration"])
+    out = store.path
+    cfg = store.config.get("args", {})
+    metric = cfg.get("proxy", "naswot") if cfg.get("fidelity") == "proxy" else "accuracy"
+    final = (store.summary() or {}).get("best") if cfg.get("fidelity") == "proxy" else None
+    figs = {"accuracy": lambda res, png: _fig_accuracy(res, png, metric), "outcomes": _fig_outcomes,
+            "pareto": _fig_pareto, "time": _fig_time}
+    images: dict[str, str] = {}
+    totals: dict[str, float] = {}
+    for name, fn in figs.items():
+        png = out / f"report-{name}.png"
+        got = fn(results, png)
+        if name == "time" and got:
+            totals = got
+        images[f"img_{name}"] = base64.b64encode(png.read_bytes()).decode()
+    proxy_section = ""
+    pairs = proxy_pairs(results, cfg.get("proxy", "naswot"), final)
+    if cfg.get("fidelity") in ("proxy", "ladder") and pairs:
+        png = out / "report-proxy.png"
+        _fig_proxy(pairs, cfg.get("proxy", "naswot"), png)
+        proxy_section = (f'<h2>{html.escape(cfg.get("proxy", "naswot"))} score vs trained accuracy</h2>'
+                         f'<img alt="proxy vs accuracy" src="data:image/png;base64,'
+                         f'{base64.b64encode(png.read_bytes()).decode()}">')
+    ranked = sorted((r for r in results if record.fitness(r) is not None), key=lambda r: -(record.fitness(r) or 0))[:top_n]
+    rows = _top_rows(store, ranked, final)
     n = len(results)
     valid = sum(r.get("outcome") == "ok" for r in results)
     best = ranked[0] if ranked else None
-    seed = next((r for r in results if r["iteration"] == 0), {})
+    seed: dict = next((r for r in results if r["iteration"] == 0), {})
     summary = (f"{n} iterations, {valid} valid ({valid / max(n, 1):.0%}); seed accuracy "
                f"{seed.get('accuracy', float('nan')):.4f}; best {metric} {record.fitness(best) or 0:.4g} at iteration "
                f"{best['iteration']}" if best else f"{n} iterations, no valid candidate")
