@@ -12,15 +12,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nasloop.errors import SandboxUnavailable  # noqa: F401 - raised here, part of this package's API
+
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 # The zero-cost proxies the harness knows (sandbox/zero_cost.py, which cannot import this package inside
 # the sandbox, has the same tuple; a unit test keeps them equal). Here so the CLI need not import torch.
 PROXY_NAMES = ("naswot", "synflow", "snip", "grad_norm", "zen", "zico", "params", "flops")
 SANDBOX_UID = 65534  # nobody: the user candidates run as (container and, when the host is root, process)
 
-
-class SandboxUnavailable(RuntimeError):
-    """The sandbox itself cannot run (no engine, no image): an infrastructure fault, never the candidate's."""
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,11 @@ from typing import Callable
 
 import numpy as np
 
+from nasloop.errors import DatasetError
+
 DEFAULT_SIZES = {"digits": 32, "cifar10": 32, "cifar100": 32, "imagenette": 64, "folder": 32}
 NAMES = "digits, cifar10, cifar100, imagenette or folder:PATH"
 
-
-class DatasetError(ValueError):
-    """A data set cannot be prepared; the message is one line that says what to do."""
 
 
 def cache_root() -> Path:

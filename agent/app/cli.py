@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 from nasloop.agent.app.options import (  # noqa: F401 - parse_bytes, positive_int: part of the CLI's surface
-    UsageError, add_data_args, add_sandbox_args, add_train_args, build_evaluator, parse_bytes, positive_int,
+    add_data_args, add_sandbox_args, add_train_args, build_evaluator, parse_bytes, positive_int,
 )
-from nasloop.sandbox import SandboxUnavailable
-from nasloop.tools.datasets import DatasetError
+from nasloop.errors import NasloopError, UsageError
 
 
 # --- subcommands -----------------------------------------------------------------------------------
@@ -57,8 +56,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from nasloop.agent.runs.fork import prepare_fork
     from nasloop.agent.app.search import run_search
+    from nasloop.agent.runs.fork import prepare_fork
 
     overrides = {"llm": args.llm, "improver_llm": args.improver_llm, "generator_llm": args.generator_llm,
                  "iterations": args.iterations}
@@ -180,7 +179,6 @@ def _on_signal(signum: int, _frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nasloop.agent.errors import NasloopError
     from nasloop.sandbox.base import LIVE
 
     parser = make_parser()
@@ -189,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _on_signal)
     try:
         return args.func(args)
-    except (NasloopError, DatasetError, SandboxUnavailable, UsageError) as exc:
+    except NasloopError as exc:
         print(f"nasloop: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

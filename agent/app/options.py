@@ -14,10 +14,6 @@ from nasloop.tools.datasets import NAMES, prepare
 from nasloop.tools.evaluator import Evaluator, TrainSettings
 
 
-class UsageError(Exception):
-    """A bad argument the parser could not catch (e.g. a file that is not there)."""
-
-
 def parse_bytes(text: str) -> int:
     """'6g' -> 6 GiB, '512m' -> 512 MiB, plain numbers are bytes."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())

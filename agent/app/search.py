@@ -13,15 +13,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from nasloop.agent.app.options import positive_int
-from nasloop.agent.errors import NasloopError
-from nasloop.agent.graph import build_graph, recursion_limit_for
-from nasloop.agent.llm.client import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
 from nasloop.agent.deps import FIDELITIES, STRATEGIES, Deps, LoopOptions
 from nasloop.agent.fixes.registry import NAMES as FIX_NAMES
+from nasloop.agent.graph import build_graph, recursion_limit_for
+from nasloop.agent.llm.client import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
 from nasloop.agent.runs.store import RunStore
 from nasloop.agent.state import DEFAULT_K
-from nasloop.tools.evaluator import Evaluator
+from nasloop.errors import NasloopError, SandboxFault
 from nasloop.sandbox.base import PROXY_NAMES
+from nasloop.tools.evaluator import Evaluator
 from nasloop.tools.outcome import human
 
 THREAD = "search"
@@ -36,9 +36,6 @@ RUN_OPTIONS = (
     "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime",
 )
 
-
-class SandboxFault(NasloopError):
-    """The sandbox broke (engine gone, image missing): stop, never blame the candidate."""
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from nasloop.agent.errors import RunError
+from nasloop.errors import RunError
 from nasloop.agent.runs.store import RunStore
 from nasloop.sandbox.outputs import WEIGHTS, write_new
 from nasloop.tools.static_check import check_source

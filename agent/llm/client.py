@@ -21,7 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from nasloop.agent.errors import LLMError, ModelError
+from nasloop.errors import LLMError, ModelError
 
 DEFAULT_LLM = "llamacpp:qwen2.5-coder-1.5b"
 

@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from nasloop.agent.errors import ModelError
+from nasloop.errors import ModelError
 from nasloop.tools.datasets import cache_root
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
-from nasloop.agent.errors import RunError
+from nasloop.errors import RunError
 from nasloop.agent.graph import build_graph
 from nasloop.agent.deps import Deps
 from nasloop.agent.runs.store import RunStore

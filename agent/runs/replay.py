@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from nasloop.agent.errors import RunError
+from nasloop.errors import RunError
 from nasloop.agent.loop import record
 from nasloop.agent.runs.store import RunStore
 from nasloop.agent.state import DEFAULT_K, window_add

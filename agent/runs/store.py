@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from nasloop.agent.errors import RunError
+from nasloop.errors import RunError
 
 RUN_FILE = "run.json"
 

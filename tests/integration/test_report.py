@@ -59,7 +59,7 @@ def test_replay_keys(run_dir):
 
 
 def test_replay_of_an_unreadable_run(tmp_path):
-    from nasloop.agent.errors import RunError
+    from nasloop.errors import RunError
 
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "run.json").write_text('{"version": 99}')

@@ -222,7 +222,7 @@ def test_fork_starts_a_new_run_from_the_checkpoint_at_an_iteration(tmp_path):
 
 
 def test_fork_at_an_iteration_that_does_not_exist(tmp_path):
-    from nasloop.agent.errors import RunError
+    from nasloop.errors import RunError
     from nasloop.agent.runs.fork import prepare_fork
 
     store = RunStore.create(tmp_path, "unit", {"args": {}})
