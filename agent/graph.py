@@ -59,16 +59,20 @@ def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
     return (STEPS_PER_ITERATION + 2 * repairs) * (iterations + 1) + 10
 
 
-def build_graph(deps: Deps | Callable[[dict], Deps], *, k: int = DEFAULT_K, checkpointer=None,
+def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = DEFAULT_K, checkpointer=None,
                 strategy: str | None = None):
-    """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store —
-    or is a function of the task that returns them (see agent/app/studio.py). `strategy` ("loop" or
-    "evolution") defaults to `deps.options.strategy`."""
+    """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store; or is
+    a function of the task that returns them (agent/app/studio.py); or is left out, and each invocation
+    brings its own as LangGraph's runtime context: `graph.invoke(inp, config, context=Deps(...))` (a
+    context also overrides what the graph was built with). `strategy` ("loop" or "evolution") defaults to
+    `deps.options.strategy`."""
     if strategy is None:
         strategy = deps.options.strategy if isinstance(deps, Deps) else "loop"
     nodes = make_nodes(deps)
     first = "select" if strategy == "evolution" else "improve"
-    g = StateGraph(make_state(k), input_schema=InputState, output_schema=OutputState)
+    # A task factory serves Studio, whose context must be JSON: only the others declare Deps as the context.
+    context = None if deps is not None and not isinstance(deps, Deps) else Deps
+    g = StateGraph(make_state(k), context_schema=context, input_schema=InputState, output_schema=OutputState)
     for name, fn in nodes.items():
         if name != "select" or strategy == "evolution":
             g.add_node(name, fn)

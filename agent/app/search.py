@@ -162,7 +162,7 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
 
     conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
     try:
-        graph = build_graph(deps, k=args.k, checkpointer=SqliteSaver(conn))
+        graph = build_graph(k=args.k, checkpointer=SqliteSaver(conn), strategy=deps.options.strategy)
         config = {"configurable": {"thread_id": THREAD},
                   "recursion_limit": recursion_limit_for(args.iterations, deps.options.repairs)}
         snapshot = graph.get_state(config)
@@ -173,7 +173,7 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
             print(f"nasloop: resuming at iteration {state.get('iteration', 0)}", file=sys.stderr)
         with Progress(args.iterations, state) as progress:
             try:
-                for update in graph.stream(inp, config, stream_mode="updates"):
+                for update in graph.stream(inp, config, context=deps, stream_mode="updates"):
                     progress.update(update)
             except NasloopError as exc:
                 raise type(exc)(f"{exc} — resume with: nasloop search --resume {store.path}") from exc

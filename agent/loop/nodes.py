@@ -17,6 +17,8 @@ from functools import partial
 import random
 from typing import Any, Callable, TypeAlias
 
+from langgraph.runtime import Runtime
+
 from nasloop import prompts
 from nasloop.agent.loop import record
 from nasloop.agent.loop.fidelity import REPEAT_PHASE, assess
@@ -85,32 +87,42 @@ def _survivors(population: list[dict], iteration: int, fit: float | None, params
 
 
 # --- nodes -----------------------------------------------------------------------------------------
-DepsSource: TypeAlias = Deps | Callable[[dict], Deps]
+DepsSource: TypeAlias = Deps | Callable[[dict], Deps] | None
 
 
 def make_nodes(deps: DepsSource) -> dict:
-    """The node functions bound to `deps`, or to `deps(task)` when it is a factory (embedding: the
-    parent's task names the data set and the LLM)."""
+    """The node functions bound to `deps`: the collaborators themselves, a factory of them from the task
+    (Studio, or a parent whose task names the data set and the LLM), or None (they come with each
+    invocation as LangGraph's runtime context: `graph.invoke(inp, config, context=Deps(...))`)."""
     return {name: partial(fn, deps) for name, fn in (("seed", seed), ("select", select), ("improve", improve),
                                                       ("generate", generate), ("evaluate", evaluate), ("repair", repair))}
 
 
-def setup(source: DepsSource, state: dict) -> tuple[Deps, dict]:
-    """The run's collaborators (from the task when `source` is a factory) and the completed task."""
-    d = source(state["task"]) if callable(source) else source
+def setup(source: DepsSource, state: dict, runtime: Runtime | None) -> tuple[Deps, dict]:
+    """The run's collaborators and the completed task. The invocation's runtime context wins over what
+    the graph was built with."""
+    context = getattr(runtime, "context", None)
+    if isinstance(context, Deps):
+        d = context
+    elif isinstance(source, Deps):
+        d = source
+    elif source is not None:
+        d = source(state["task"])
+    else:
+        raise TypeError("no collaborators: build_graph(deps) or invoke(..., context=Deps(...))")
     return d, complete_task(state["task"], d.evaluator)
 
-def seed(source: DepsSource, state: dict) -> dict:
+def seed(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Iteration 0: evaluate the data set's seed architecture, so the run has a baseline."""
-    deps, task = setup(source, state)
+    deps, task = setup(source, state, runtime)
     code = prompts.seed_source(task["dataset"])
     outcome, code, _ = assess(deps, 0, [code], 0, train=True)  # trained (and scored): the baseline
     baseline = {"problem": "baseline: the seed architecture, unchanged", "suggestion": "(none: starting point)"}
     return {**_record(deps, state, 0, code, baseline, outcome, {}), "task": task}
 
-def select(source: DepsSource, state: dict) -> dict:
+def select(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Evolution: pick the parent by tournament (seeded by the iteration, so a resume picks the same)."""
-    deps, _ = setup(source, state)
+    deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
     members = state.get("population") or []
@@ -125,9 +137,9 @@ def select(source: DepsSource, state: dict) -> dict:
         or prompts.seed_source(state["task"]["dataset"])
     return {"parent": {**member, "code": code, "fitness_name": opts.fitness_name}}
 
-def improve(source: DepsSource, state: dict) -> dict:
+def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Prompt Improver: diagnose the latest result, suggest one change (JSON). Escapes failure loops."""
-    deps, task = setup(source, state)
+    deps, task = setup(source, state, runtime)
     changed = {"task": task} if task is not state["task"] else {}
     state = {**state, "task": task}
     opts = deps.options
@@ -153,9 +165,9 @@ def improve(source: DepsSource, state: dict) -> dict:
     return {"proposal": {**kept, "source": "model" if kept is parsed else "fallback", "llm_seconds": rec["seconds"],
                          "escape": escape}, **changed}
 
-def generate(source: DepsSource, state: dict) -> dict:
+def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
-    deps, _ = setup(source, state)
+    deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
     esc = (state.get("proposal") or {}).get("escape")
@@ -176,9 +188,9 @@ def generate(source: DepsSource, state: dict) -> dict:
     return {"candidate": {"code": codes[0], "error": errors[0], "llm_seconds": round(seconds, 3), "attempt": 0,
                           "repairs": [], "fixes": fixes, **({"variants": codes} if width > 1 else {})}}
 
-def evaluate(source: DepsSource, state: dict) -> dict:
+def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Evaluator: repeat check, static check + sandboxed training; then repair, or record the triple."""
-    deps, _ = setup(source, state)
+    deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
     cand = state.get("candidate") or {}
@@ -199,9 +211,9 @@ def evaluate(source: DepsSource, state: dict) -> dict:
              **({"fixes": fixes} if fixes else {})}
     return _record(deps, state, it, code, proposal, outcome, extra)
 
-def repair(source: DepsSource, state: dict) -> dict:
+def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Show the Generator its own failing code, the failing line and the shape trace; get a fix."""
-    deps, _ = setup(source, state)
+    deps, _ = setup(source, state, runtime)
     it = state.get("iteration", 1)
     cand = state["candidate"]
     failed = cand["failed"]

@@ -19,7 +19,6 @@ from langgraph.graph.state import CompiledStateGraph
 
 from nasloop.errors import RunError
 from nasloop.agent.graph import build_graph
-from nasloop.agent.deps import Deps
 from nasloop.agent.runs.store import RunStore
 
 THREAD = "search"
@@ -27,8 +26,7 @@ THREAD = "search"
 
 def _graph(checkpointer, strategy: str = "loop") -> CompiledStateGraph:
     """A graph used only to read or write checkpoints: its nodes never run here."""
-    return build_graph(Deps(improver=None, generator=None, evaluator=None), checkpointer=checkpointer,  # type: ignore[arg-type]
-                       strategy=strategy)
+    return build_graph(checkpointer=checkpointer, strategy=strategy)
 
 
 def state_at(run: RunStore, iteration: int) -> dict:

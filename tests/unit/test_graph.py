@@ -232,3 +232,18 @@ def test_fork_at_an_iteration_that_does_not_exist(tmp_path):
     conn.close()
     with pytest.raises(RunError, match=r"no checkpoint before iteration 7 .* fork at 1..2"):
         prepare_fork(store.path, 7, tmp_path, {})
+
+
+def test_collaborators_can_come_with_each_invocation_as_the_runtime_context():
+    graph = build_graph()  # LangGraph 1.x style: context_schema=Deps, nothing bound at compile time
+    ev = ScriptedEvaluator()
+    out = graph.invoke({"task": task(2)}, config(2),
+                       context=Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.6")), ev))
+    assert out["iteration"] == 3 and ev.calls == 3 and out["best"]["accuracy"] == 0.6
+    bound, given = ScriptedEvaluator(), ScriptedEvaluator()
+    built = build_graph(Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.6")), bound))
+    built.invoke({"task": task(1)}, config(1), context=Deps(scripted(GOOD_IMPROVER),
+                                                           scripted(code_reply(tag="acc=0.7")), given))
+    assert bound.calls == 0 and given.calls == 2  # the invocation's context wins
+    with pytest.raises(TypeError, match="no collaborators"):
+        graph.invoke({"task": task(1)}, config(1))
