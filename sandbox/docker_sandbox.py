@@ -190,19 +190,15 @@ class DockerSandbox(DockerEngine):
     def _wait(self, container, out_dir: Path, raw: RawResult) -> None:
         """Wait under the short pre-flight deadline, then (once the harness says training started) under
         the full limit; kill on either."""
-        lim = self.limits
-        first = min(lim.preflight_s, lim.timeout_s)
-        for phase, budget in enumerate((first, lim.timeout_s - first)):
+        def wait(seconds: float) -> int:
             try:
-                status = container.wait(timeout=max(budget, 0.1))
-                raw.exit_code = int(status.get("StatusCode", -1))
-                return
+                return int(container.wait(timeout=seconds).get("StatusCode", -1))
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                in_preflight = phase == 0 and first < lim.timeout_s
-                if in_preflight and outputs.exists(out_dir, outputs.TRAINING_MARK):
-                    continue
-                raw.timed_out, raw.preflight_timed_out = True, in_preflight
-                break
+                raise TimeoutError from None
+
+        outputs.wait_in_phases(wait, self.limits, out_dir, raw)
+        if raw.exit_code is not None:
+            return
         try:
             container.kill()
         except (APIError, NotFound):

@@ -11,11 +11,11 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from nasloop.sandbox.base import RawResult, printable
+from nasloop.sandbox.base import Limits, RawResult, printable
 
 RESULT, PREDICTIONS, WEIGHTS, TRAINING_MARK = "result.json", "predictions.safetensors", "weights.safetensors", "training"
 RESULT_BYTES = 256 * 1024
@@ -194,3 +194,21 @@ def write_new(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def wait_in_phases(wait: Callable[[float], int], limits: Limits, out_dir: Path, raw: RawResult) -> None:
+    """Wait for a cold candidate under the short pre-flight deadline, then, once the harness has marked
+    out/ that training started, under the rest of the full limit. `wait(seconds)` returns the exit code
+    or raises TimeoutError. Sets `raw.exit_code`, or `raw.timed_out` (and `preflight_timed_out`); the
+    caller kills what is still running."""
+    first = min(limits.preflight_s, limits.timeout_s)
+    for phase, budget in enumerate((first, limits.timeout_s - first)):
+        try:
+            raw.exit_code = wait(max(budget, 0.1))
+            return
+        except TimeoutError:
+            in_preflight = phase == 0 and first < limits.timeout_s
+            if in_preflight and exists(out_dir, TRAINING_MARK):
+                continue
+            raw.timed_out, raw.preflight_timed_out = True, in_preflight
+            return

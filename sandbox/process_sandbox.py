@@ -132,18 +132,13 @@ class ProcessSandbox:
 
     def _wait(self, proc: subprocess.Popen, out_dir: Path, raw: RawResult) -> None:
         """The short pre-flight deadline, then the full limit; the whole process group is killed after."""
-        lim = self.limits
-        first = min(lim.preflight_s, lim.timeout_s)
-        for phase, budget in enumerate((first, lim.timeout_s - first)):
+        def wait(seconds: float) -> int:
             try:
-                raw.exit_code = proc.wait(timeout=max(budget, 0.1))
-                break
+                return proc.wait(timeout=seconds)
             except subprocess.TimeoutExpired:
-                in_preflight = phase == 0 and first < lim.timeout_s
-                if in_preflight and outputs.exists(out_dir, outputs.TRAINING_MARK):
-                    continue
-                raw.timed_out, raw.preflight_timed_out = True, in_preflight
-                break
+                raise TimeoutError from None
+
+        outputs.wait_in_phases(wait, self.limits, out_dir, raw)
         _killpg(proc)
         if raw.exit_code is None:
             raw.exit_code = proc.wait()

@@ -16,6 +16,7 @@ from nasloop.agent.app.options import positive_int
 from nasloop.agent.deps import FIDELITIES, STRATEGIES, Deps, LoopOptions
 from nasloop.agent.fixes.registry import NAMES as FIX_NAMES
 from nasloop.agent.graph import build_graph, recursion_limit_for
+from nasloop.agent.loop import record
 from nasloop.agent.llm.client import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
 from nasloop.agent.runs.store import RunStore
 from nasloop.agent.state import DEFAULT_K
@@ -214,7 +215,8 @@ def train_best_scored(store: RunStore, evaluator: Evaluator, best: dict) -> dict
     code = store.candidate_code(best["iteration"])
     if code is None:
         return {}
-    rec = store.once("trace", best["iteration"], "final", lambda: {"outcome": evaluator.evaluate(code).to_dict()})
+    rec = store.once("trace", best["iteration"], "final", lambda: {"outcome": evaluator.evaluate(code).to_dict(),
+                                                                    "step": record.TraceStep("final").to_dict()})
     out = rec["outcome"]
     print(f"nasloop: trained the best-scored net (iteration {best['iteration']}): "
           f"{out.get('kind')} {out.get('accuracy', '')}", file=sys.stderr)
@@ -261,7 +263,7 @@ class Progress:
 
         self.console = Console(stderr=True, soft_wrap=True)
         best = state.get("best") or {}
-        self.best = best.get("fitness", best.get("accuracy"))
+        self.best = record.best_fitness(best)
         self.bar = RichProgress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 TextColumn("{task.fields[info]}"), console=self.console,
                                 disable=not self.console.is_terminal)
@@ -282,7 +284,7 @@ class Progress:
             last = delta["last"]
             out = last["outcome"]
             if "best" in delta:
-                self.best = delta["best"].get("fitness", delta["best"]["accuracy"])
+                self.best = record.best_fitness(delta["best"])
             it = last["iteration"]
             acc = f"{out['accuracy']:.3f}" if out.get("accuracy") is not None else "-"
             if out.get("scores"):

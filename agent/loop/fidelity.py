@@ -11,6 +11,7 @@ from typing import Callable
 
 from nasloop.agent.deps import Deps, LoopOptions
 from nasloop.agent.loop.escape import code_key
+from nasloop.agent.loop.record import TraceStep
 from nasloop.agent.fixes.registry import Context, apply_stage
 from nasloop.agent.fixes.shapes import failing_layer
 from nasloop.tools.outcome import Outcome
@@ -112,14 +113,16 @@ def _ladder(opts: LoopOptions, scored: list[Outcome], chosen: int | None) -> dic
 def _score_once(deps: Deps, iteration: int, code: str, fix_round: int = 0, *, attempt: int, variant: int) -> Outcome:
     """Each proxy scoring is recorded once (trace node `score<attempt>.<variant>[+<fix round>]`)."""
     proxy = deps.options.proxy
-    rec = deps.once("trace", iteration, f"score{attempt}.{variant}" + (f"+{fix_round}" if fix_round else ""),
-                    lambda: {"outcome": deps.evaluator.score(code, (proxy,)).to_dict()})
+    step = TraceStep("score", attempt, variant, fix_round)
+    rec = deps.once("trace", iteration, step.node,
+                    lambda: {"outcome": deps.evaluator.score(code, (proxy,)).to_dict(), "step": step.to_dict()})
     return Outcome.from_dict(rec["outcome"])
 
 
 def evaluate_once(deps: Deps, iteration: int, code: str, attempt: int = 0, fix_round: int = 0) -> Outcome:
     """Each evaluation is recorded once (trace node `check<attempt>[+<fix round>]`): a redo after a crash
     reuses it."""
-    rec = deps.once("trace", iteration, f"check{attempt}" + (f"+{fix_round}" if fix_round else ""),
-                    lambda: {"outcome": deps.evaluator.evaluate(code).to_dict()})
+    step = TraceStep("check", attempt, fix_round=fix_round)
+    rec = deps.once("trace", iteration, step.node,
+                    lambda: {"outcome": deps.evaluator.evaluate(code).to_dict(), "step": step.to_dict()})
     return Outcome.from_dict(rec["outcome"])

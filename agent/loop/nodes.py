@@ -31,6 +31,7 @@ from nasloop.agent.llm.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, 
                              reflect_prompt, repair_prompt, usable_proposal)
 from nasloop.tools.outcome import Outcome
 
+IMPROVE = record.TraceStep("improve").to_dict()
 REPAIR_TEMPERATURE = 0.2  # a repair is a precise edit of given code: sample close to greedy
 
 
@@ -147,7 +148,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     esc = choose_escape(state.get("window") or [], opts.streak, opts.temperature) if opts.escape else None
     if esc is not None and esc.name == "restart":
         proposal = {"problem": f"stuck: {esc.streak} x {esc.outcome} in a row", "suggestion": RESTART_SUGGESTION}
-        rec = deps.once("trace", it, "improve", lambda: {"escape": esc.to_dict(), "prompt": "",
+        rec = deps.once("trace", it, "improve", lambda: {"escape": esc.to_dict(), "prompt": "", "step": IMPROVE,
                                                           "response": json.dumps(proposal), "seconds": 0.0})
         escape: dict | None = {**esc.to_dict(), "temperature": esc.temperature}
         return {"proposal": {**proposal, "source": "restart", "llm_seconds": 0.0, "escape": escape}, **changed}
@@ -155,7 +156,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     prompt = make_prompt(state, esc.improver_note() if esc else "")
     temperature = esc.temperature if esc else None
     rec = deps.once("trace", it, "improve",
-                    lambda: _ask(deps.improver, "improver_system", prompt, temperature))
+                    lambda: {**_ask(deps.improver, "improver_system", prompt, temperature), "step": IMPROVE})
     parsed, err = parse_improver(rec["response"])
     if opts.replace_suggestions:
         kept = usable_proposal(parsed, err, it, state.get("window"))
@@ -178,8 +179,10 @@ def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     codes, errors, fixes, seconds = [], [], [], 0.0  # fixes: of every variant
     for j in range(width):  # ladder: more variants of the same change, each a little hotter
         t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
-        rec = deps.once("trace", it, "generate" if j == 0 else f"generate.{j}",
-                        lambda t=t: _ask(deps.generator, "generator_system", prompt, t))
+        step = record.TraceStep("generate", variant=j)
+        rec = deps.once("trace", it, step.node,
+                        lambda t=t, step=step: {**_ask(deps.generator, "generator_system", prompt, t),
+                                                "step": step.to_dict()})
         code, err, made = _code(rec["response"], state, opts.fixes, 0)
         codes.append(code)
         errors.append(err)
@@ -223,8 +226,9 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     repeat = (failed.get("failure") or {}).get("phase") == REPEAT_PHASE
     change = FALLBACK_CHANGES[(it + attempt) % len(FALLBACK_CHANGES)] if repeat else None
     prompt = repair_prompt(state, cand.get("code"), failed, change)
-    rec = deps.once("trace", it, f"repair{attempt}",
-                    lambda: _ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE))
+    step = record.TraceStep("repair", attempt)
+    rec = deps.once("trace", it, step.node, lambda: {
+        **_ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE), "step": step.to_dict()})
     code, err, made = _code(rec["response"], state, deps.options.fixes, attempt)
     history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
                                           "diagnosis": failed.get("diagnosis", ""),

@@ -9,6 +9,8 @@ LLM saw and "best so far" means the same everywhere.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator
 
 from nasloop.agent.state import Triple
@@ -116,3 +118,64 @@ def fix_counts(records: Iterable[dict]) -> dict[str, int]:
         for f in fixes_of(r):
             counts[f.get("name", "?")] = counts.get(f.get("name", "?"), 0) + 1
     return counts
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """Which step of an iteration a trace.jsonl record is, as data (`step`); `node` is its name there.
+
+    kind: improve | generate | repair | check (a training run or pre-flight) | score (a proxy scoring) |
+    final (a proxy search trains its best net at the end). attempt: 0 for the first code, n after the
+    n-th repair. variant: the ladder's variants. fix_round: sandbox reruns after pre-flight fixes."""
+
+    kind: str
+    attempt: int = 0
+    variant: int = 0
+    fix_round: int = 0
+
+    @property
+    def node(self) -> str:
+        rerun = f"+{self.fix_round}" if self.fix_round else ""
+        if self.kind == "generate":
+            return "generate" + (f".{self.variant}" if self.variant else "")
+        if self.kind == "repair":
+            return f"repair{self.attempt}"
+        if self.kind == "check":
+            return f"check{self.attempt}{rerun}"
+        if self.kind == "score":
+            return f"score{self.attempt}.{self.variant}{rerun}"
+        return self.kind
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def order(self) -> tuple:
+        """Where the step falls within its iteration: improve, generate (by variant), then by attempt
+        the sandbox runs (scoring before training, reruns after their run) and the repair before them."""
+        if self.kind == "improve":
+            return (0, 0)
+        if self.kind == "generate":
+            return (1, self.variant)
+        if self.kind in ("check", "score"):
+            return (2, 2 * self.attempt, 0 if self.kind == "score" else 1, self.variant, self.fix_round)
+        if self.kind == "repair":
+            return (2, 2 * self.attempt - 1)
+        return (10, 0) if self.kind == "final" else (9, 0)  # final, then the iteration's results record
+
+    @classmethod
+    def of(cls, rec: dict) -> "TraceStep":
+        """The step of a trace record; records written before steps were data are read from their name."""
+        step = rec.get("step")
+        if isinstance(step, dict) and isinstance(step.get("kind"), str):
+            return cls(step["kind"], *(int(step.get(k) or 0) for k in ("attempt", "variant", "fix_round")))
+        node = str(rec.get("node", ""))
+        m = _OLD_NODE.match(node)
+        if m is None:
+            return cls(node)
+        kind, number, variant, rerun = m.groups()
+        if kind == "generate":
+            return cls(kind, variant=int(variant or 0))
+        return cls(kind, int(number or 0), int(variant or 0), int(rerun or 0))
+
+
+_OLD_NODE = re.compile(r"^(improve|generate|repair|check|score)(\d*)(?:\.(\d+))?(?:\+(\d+))?$")

@@ -72,9 +72,9 @@ def prepare_fork(source: str | Path, at: int, runs_dir: str | Path, overrides: d
             if rec["iteration"] < at:
                 dst.copy_record(kind, rec)
     for i in range(at):
-        cand = src.path / "candidates" / f"{i:04d}.py"
-        if cand.is_file():
-            shutil.copy2(cand, dst.path / "candidates" / cand.name)
+        code = src.candidate_code(i)
+        if code is not None:
+            dst.save_candidate(i, code)
     best = values.get("best") or {}
     if best.get("code"):
         dst.save_best(best["code"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -22,7 +21,6 @@ from nasloop.agent.runs.store import RunStore
 from nasloop.agent.state import DEFAULT_K, window_add
 
 TRACE_VERSION = 1
-NODE_ORDER = {"improve": 0, "generate": 1}  # then check0, repair1, check1, ..., evaluate
 
 
 @dataclass
@@ -42,23 +40,10 @@ class Step:
     note: str = ""
 
 
-_SANDBOX_NODE = re.compile(r"^(check|score)(\d+)(?:\.(\d+))?(?:\+(\d+))?$")  # check1, score0.2, check0+1
-
-
 def _order(rec: dict) -> tuple:
-    node, it = rec.get("node", ""), rec.get("iteration", 0)
-    base, _, sub = node.partition(".")  # generate.1: a ladder variant
-    if base in NODE_ORDER:
-        return (it, NODE_ORDER[base], int(sub or 0))
-    m = _SANDBOX_NODE.match(node)
-    if m:  # by attempt; within one: scoring (by variant) before training; shape-fix reruns after their run
-        kind, attempt, variant, fix = m.group(1), int(m.group(2)), int(m.group(3) or 0), int(m.group(4) or 0)
-        return (it, 2, 2 * attempt, 0 if kind == "score" else 1, variant, fix)
-    if base.startswith("repair"):
-        return (it, 2, 2 * int(base[6:] or 0) - 1)
-    if node == "final":  # a proxy-only search trains its best-scored net at the end
-        return (it, 10, 0)
-    return (it, 9, 0)  # evaluate: the iteration's final record
+    if rec.get("_kind") == "result":
+        return (rec.get("iteration", 0), 9, 0)
+    return (rec.get("iteration", 0), *record.TraceStep.of(rec).order())
 
 
 def load_steps(run: str) -> list[Step]:
@@ -120,7 +105,7 @@ def _result_step(r: dict, code: str | None, diff: str, window: list, best: dict 
 
 def _trace_step(r: dict, window: list, best: dict | None) -> Step:
     it, node = r["iteration"], r["node"]
-    if node.startswith(("check", "score", "final")):  # a sandbox run
+    if record.TraceStep.of(r).kind in ("check", "score", "final"):  # a sandbox run
         out = r.get("outcome") or {}
         return Step(it, node, outcome={"outcome": out.get("kind"), "diagnosis": out.get("diagnosis"),
                                        "accuracy": out.get("accuracy"), **(out.get("scores") or {})},

@@ -60,3 +60,21 @@ def test_suggestion_source_is_recorded(tmp_path):
                                                  "recursion_limit": recursion_limit_for(2)})
     assert [record.suggestion_source(r) for r in store.results()[1:]] == ["model", "fallback"]
     assert record.suggestion_source({"problem": "(improver repeat) suggestion of iteration 1 again;"}) == "fallback"
+
+
+@pytest.mark.parametrize("step", [record.TraceStep("improve"), record.TraceStep("generate", variant=2),
+                                  record.TraceStep("repair", 1), record.TraceStep("check", 1, fix_round=2),
+                                  record.TraceStep("score", 0, 2, 1), record.TraceStep("final")])
+def test_trace_steps_are_data_and_older_runs_read_by_name(step):
+    assert record.TraceStep.of({"node": "ignored", "step": step.to_dict()}) == step
+    assert record.TraceStep.of({"node": step.node}) == step  # a run recorded before steps were data
+
+
+def test_trace_records_carry_their_step(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    deps = Deps(scripted(IMPROVER[0]), scripted(code_reply(tag="acc=0.6")), ScriptedEvaluator(), store)
+    build_graph(deps).invoke({"task": task(1)}, {"configurable": {"thread_id": "t"},
+                                                 "recursion_limit": recursion_limit_for(1)})
+    steps = {(r["iteration"], r["node"]): r["step"] for r in store.trace()}
+    assert steps[(1, "check0")] == {"kind": "check", "attempt": 0, "variant": 0, "fix_round": 0}
+    assert steps[(1, "generate")]["kind"] == "generate" and steps[(1, "improve")]["kind"] == "improve"
