@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from nasloop import prompts
 from nasloop.agent.llm.client import ChatClient
@@ -15,8 +15,9 @@ SEED = prompts.seed_source("digits")
 
 
 def scripted(*responses: str, spec: str = "scripted") -> ChatClient:
-    """A ChatClient over langchain's FakeListChatModel: replies cycle through `responses`."""
-    return ChatClient(FakeListChatModel(responses=list(responses)), spec)
+    """A ChatClient over langchain's GenericFakeChatModel: replies cycle through `responses` and stream
+    word by word, as a real model's tokens do."""
+    return ChatClient(GenericFakeChatModel(messages=itertools.cycle(responses)), spec)
 
 
 def code_reply(code: str = SEED, tag: str = "") -> str:

@@ -174,8 +174,11 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
             print(f"nasloop: resuming at iteration {state.get('iteration', 0)}", file=sys.stderr)
         with Progress(args.iterations, state) as progress:
             try:
-                for update in graph.stream(inp, config, context=deps, stream_mode="updates"):
-                    progress.update(update)
+                for mode, data in graph.stream(inp, config, context=deps, stream_mode=["updates", "custom"]):
+                    if mode == "custom":
+                        progress.event(data)
+                    else:
+                        progress.update(data)
             except NasloopError as exc:
                 raise type(exc)(f"{exc} — resume with: nasloop search --resume {store.path}") from exc
             except KeyboardInterrupt:
@@ -269,6 +272,7 @@ class Progress:
                                 disable=not self.console.is_terminal)
         self.task = self.bar.add_task("search", total=total + 1, completed=state.get("iteration", 0), info="")
         self.total = total
+        self.info = ""
 
     def __enter__(self) -> "Progress":
         self.bar.__enter__()
@@ -276,6 +280,13 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.bar.__exit__(*exc)
+
+    def event(self, data: dict) -> None:
+        """A node's custom stream event: an LLM call's tokens so far, shown on the bar's line."""
+        llm = data.get("llm") if isinstance(data, dict) else None
+        if llm:
+            rate = llm["tokens"] / llm["seconds"] if llm.get("seconds") else 0.0
+            self.bar.update(self.task, info=f"{self.info} | {llm['node']} {llm['tokens']} tok, {rate:.1f} tok/s")
 
     def update(self, update: dict) -> None:
         for node, delta in update.items():
@@ -291,7 +302,7 @@ class Progress:
                 acc += "  " + " ".join(f"{k} {v:.4g}" for k, v in out["scores"].items())
             best = "-" if self.best is None else f"{self.best:.3f}" if abs(self.best) <= 1 else f"{self.best:.4g}"
             llm = sum(v or 0 for v in (last.get("llm") or {}).values())
-            info = f"best {best} | last {out['kind']}"
+            info = self.info = f"best {best} | last {out['kind']}"
             line = (f"iter {it}/{self.total}  {out['kind']:<15} acc {acc}  best {best}  "
                     f"params {human(out.get('params') or 0)}  llm {llm:.1f}s  eval {out.get('seconds') or 0:.1f}s")
             if last.get("repairs"):

@@ -16,11 +16,13 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from nasloop.agent.llm.stream import StopRule
 from nasloop.errors import LLMError, ModelError
 
 DEFAULT_LLM = "llamacpp:qwen2.5-coder-1.5b"
@@ -28,35 +30,60 @@ DEFAULT_LLM = "llamacpp:qwen2.5-coder-1.5b"
 
 @dataclass(frozen=True)
 class LLMSettings:
+    """How the LLMs are run. The last four change how fast a reply comes, never what it says
+    (bench/llm.py measures each against its absence)."""
+
     temperature: float = 0.7
     max_tokens: int = 1536
     n_ctx: int = 6144
     seed: int = 0
     threads: int = 0  # 0: all cores
+    context_per_role: bool = True  # llama.cpp: each role keeps its own KV cache (weights are mapped once)
+    lookup: int = 0  # llama.cpp: prompt-lookup decoding for the Generator, drafting this many tokens (0: off)
+    early_stop: bool = True  # stop a streamed reply once its code block or JSON is complete, or it degenerates
+    constrained: bool = True  # the Improver's JSON is grammar-constrained where the backend can
 
 
 @dataclass
 class Reply:
-    """One completion and what it cost."""
+    """One completion and what it cost. Token counts are None where the backend does not say."""
 
     text: str
     seconds: float
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    prefix_tokens: int | None = None  # prompt tokens whose KV cache the backend reused (llama.cpp)
+    first_token_seconds: float | None = None  # mostly reading the prompt
+    stop: str = ""  # why it ended: end (the model stopped), or an early-stop rule (agent/llm/stream.py)
+
+    def costs(self) -> dict:
+        """What the trace records about the call besides the text."""
+        rate = self.completion_tokens / self.seconds if self.completion_tokens and self.seconds else None
+        return {"seconds": round(self.seconds, 3), "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "prefix_tokens": self.prefix_tokens,
+                "first_token_seconds": None if self.first_token_seconds is None else round(self.first_token_seconds, 3),
+                "tokens_per_s": None if rate is None else round(rate, 2), "stop": self.stop}
 
 
-def _llamacpp(path: str, s: LLMSettings) -> BaseChatModel:
+def _llamacpp(path: str, s: LLMSettings, lookup: int = 0) -> BaseChatModel:
     from nasloop.agent.llm.models import resolve_model
 
     model_path = resolve_model(path, progress=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from langchain_community.chat_models import ChatLlamaCpp
+    # Prompt-lookup decoding drafts the next tokens from n-grams of the prompt (the Generator mostly copies
+    # the net it was given) and verifies them in one batch; llama-cpp-python needs every position's logits.
+    draft: dict[str, Any] = {}
+    if lookup:
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        draft = {"logits_all": True, "model_kwargs": {"draft_model": LlamaPromptLookupDecoding(num_pred_tokens=lookup)}}
     try:
         return ChatLlamaCpp(
             model_path=str(model_path), n_ctx=s.n_ctx, max_tokens=s.max_tokens, temperature=s.temperature,
             seed=s.seed, n_threads=s.threads or os.cpu_count() or 2, n_batch=512, verbose=False,
-            n_gpu_layers=-1,
+            n_gpu_layers=-1, **draft,
         )
     except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on unreadable files
         raise ModelError(f"cannot load GGUF '{model_path}': {str(exc).splitlines()[0][:200]}") from exc
@@ -73,16 +100,18 @@ def validate_spec(spec: str) -> None:
         resolve_model(name, progress=True)
 
 
-def make_chat_model(spec: str, settings: LLMSettings | None = None) -> BaseChatModel:
+def make_chat_model(spec: str, settings: LLMSettings | None = None, role: str = "improver") -> BaseChatModel:
     """Build the chat model named by `spec` (see the module docstring)."""
     s = settings or LLMSettings()
     validate_spec(spec)
     provider, _, name = spec.partition(":")
     if provider == "llamacpp":
-        return _llamacpp(name, s)
+        return _llamacpp(name, s, lookup=s.lookup if role == "generator" else 0)
     try:
         from langchain.chat_models import init_chat_model
 
+        if provider == "openai":  # token counts while streaming
+            return init_chat_model(spec, temperature=s.temperature, max_tokens=s.max_tokens, stream_usage=True)
         return init_chat_model(spec, temperature=s.temperature, max_tokens=s.max_tokens)
     except Exception as exc:  # unknown provider, missing integration package, missing API key...
         raise ModelError(f"cannot create LLM '{spec}': {str(exc).splitlines()[0][:200]}") from exc
@@ -96,38 +125,118 @@ def _transient(exc: BaseException) -> bool:
 
 
 class ChatClient:
-    """What the nodes use: `ask(system, user) -> Reply`, with retries and token/time accounting."""
+    """What the nodes use: `ask(system, user) -> Reply`, streamed, with retries and token/time accounting."""
 
-    def __init__(self, model: BaseChatModel, spec: str, attempts: int = 3):
+    def __init__(self, model: BaseChatModel, spec: str, attempts: int = 3, settings: LLMSettings | None = None):
         self.model, self.spec, self.attempts = model, spec, attempts
+        self.settings = settings or LLMSettings()
+        self._llama = LlamaCounter.attach(model)
 
-    def ask(self, system: str, user: str, temperature: float | None = None) -> Reply:
-        """One completion; `temperature` overrides the model's for this call only."""
-        kwargs = {} if temperature is None else {"temperature": temperature}
+    def ask(self, system: str, user: str, temperature: float | None = None, *, schema: dict | None = None,
+            stop: StopRule | None = None, progress: Callable[[int, float], None] | None = None) -> Reply:
+        """One completion, streamed. `temperature` overrides the model's for this call only; `schema` (a JSON
+        schema) constrains the reply where the backend can (llama.cpp grammars, OpenAI-style structured
+        output); `stop` ends the stream early (agent/llm/stream.py); `progress(tokens, seconds)` is called
+        as tokens arrive."""
+        kwargs: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+        if schema is not None and self.settings.constrained:
+            kwargs.update(structured_output(self.model, schema))
+        stop = stop if self.settings.early_stop else None
 
         @retry(stop=stop_after_attempt(self.attempts), wait=wait_exponential(min=1, max=20),
                retry=retry_if_exception(_transient), reraise=True)
-        def call():
-            return self.model.invoke([SystemMessage(system), HumanMessage(user)], **kwargs)
+        def call() -> Reply:
+            return self._stream([SystemMessage(system), HumanMessage(user)], kwargs, stop, progress)
 
-        t0 = time.perf_counter()
         try:
-            msg = call()
+            return call()
         except Exception as exc:
             raise LLMError(f"LLM '{self.spec}' failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
-        usage = getattr(msg, "usage_metadata", None) or {}
-        meta = (getattr(msg, "response_metadata", None) or {}).get("token_usage") or {}
-        text = msg.content if isinstance(msg.content, str) else str(msg.content)
-        return Reply(
-            text=text, seconds=time.perf_counter() - t0,
-            prompt_tokens=usage.get("input_tokens") or meta.get("prompt_tokens"),
-            completion_tokens=usage.get("output_tokens") or meta.get("completion_tokens"),
-        )
+
+    def _stream(self, messages: list, kwargs: dict, stop: StopRule | None,
+                progress: Callable[[int, float], None] | None) -> Reply:
+        t0 = time.perf_counter()
+        before = self._llama.before() if self._llama else None
+        parts: list[str] = []
+        chunks, first, reason = 0, None, "end"
+        usage: dict = {}
+        for chunk in self.model.stream(messages, **kwargs):
+            usage = getattr(chunk, "usage_metadata", None) or usage
+            piece = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
+            if not piece:
+                continue
+            chunks += 1
+            first = first if first is not None else time.perf_counter() - t0
+            parts.append(piece)
+            if progress is not None:
+                progress(chunks, time.perf_counter() - t0)
+            # a rule can only newly fire at a line end, a fence or a brace, or on a line grown long
+            if stop is not None and (any(c in piece for c in "\n`}") or chunks % 64 == 0):
+                why = stop("".join(parts))
+                if why:
+                    reason = why
+                    break
+        reply = Reply(text="".join(parts), seconds=time.perf_counter() - t0, first_token_seconds=first, stop=reason,
+                      prompt_tokens=usage.get("input_tokens"), completion_tokens=usage.get("output_tokens") or chunks)
+        if self._llama and before is not None:
+            reply.prompt_tokens, reply.prefix_tokens = self._llama.after(before)
+        return reply
+
+
+def structured_output(model: BaseChatModel, schema: dict) -> dict:
+    """The per-call arguments that constrain a reply to `schema`, for backends that can; {} for others."""
+    if type(model).__name__ == "ChatLlamaCpp":  # llama-cpp-python compiles the schema into a grammar
+        return {"response_format": {"type": "json_object", "schema": schema}}
+    if type(model).__name__ == "ChatOpenAI":  # OpenAI-compatible servers: llama.cpp server, vLLM, Ollama
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "reply", "schema": schema, "strict": True}}}
+    return {}
+
+
+class LlamaCounter:
+    """Token accounting for the in-process llama.cpp model, which reports none when streaming: the prompt's
+    tokens (seen on their way into `create_completion`) and how many of them were already in the KV cache
+    from the previous call on the same context (llama.cpp reuses the longest common prefix)."""
+
+    def __init__(self, llama: Any):
+        self.llama = llama
+        self.prompt: list[int] = []
+        inner = llama.create_completion
+
+        def create_completion(prompt: Any, *args: Any, **kwargs: Any) -> Any:
+            self.prompt = list(prompt) if isinstance(prompt, list) else self.prompt
+            return inner(prompt, *args, **kwargs)
+
+        llama.create_completion = create_completion
+
+    @classmethod
+    def attach(cls, model: BaseChatModel) -> "LlamaCounter | None":
+        llama = getattr(model, "client", None)
+        return cls(llama) if type(model).__name__ == "ChatLlamaCpp" and llama is not None else None
+
+    def before(self) -> list[int]:
+        self.prompt = []
+        return [int(t) for t in self.llama.input_ids]
+
+    def after(self, before: list[int]) -> tuple[int | None, int | None]:
+        """(prompt tokens, of which reused); llama.cpp never reuses the prompt's last token."""
+        if not self.prompt:
+            return None, None
+        reused = 0
+        for a, b in zip(before, self.prompt[:-1], strict=False):
+            if a != b:
+                break
+            reused += 1
+        return len(self.prompt), reused
 
 
 def make_clients(improver_spec: str, generator_spec: str, settings: LLMSettings | None = None) -> tuple[ChatClient, ChatClient]:
-    """Clients for both roles; one shared model instance when both specs are equal."""
-    improver = ChatClient(make_chat_model(improver_spec, settings), improver_spec)
-    if generator_spec == improver_spec:
+    """Clients for both roles. One model instance when both specs are equal, except that a llama.cpp model
+    gets one context per role (`context_per_role`): the two roles' prompts share little, so on one context
+    each call would re-read its whole prompt; on two, each re-reads only what changed since its last call."""
+    s = settings or LLMSettings()
+    improver = ChatClient(make_chat_model(improver_spec, s), improver_spec, settings=s)
+    own_context = improver_spec.startswith("llamacpp:") and s.context_per_role
+    if generator_spec == improver_spec and not own_context and not s.lookup:
         return improver, improver
-    return improver, ChatClient(make_chat_model(generator_spec, settings), generator_spec)
+    return improver, ChatClient(make_chat_model(generator_spec, s, role="generator"), generator_spec, settings=s)

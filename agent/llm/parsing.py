@@ -13,6 +13,13 @@ import ast
 import json
 import re
 
+def reply_schema(first: str) -> dict:
+    """The JSON schema of the Improver's reply: {first, suggestion}, `first` being problem (loop) or lesson
+    (evolution's reflection). Backends that can constrain their output are held to it."""
+    fields = {name: {"type": "string"} for name in (first, "suggestion")}
+    return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
+
+
 CODE_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 

@@ -26,7 +26,8 @@ from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.llm.parsing import extract_code, parse_improver
+from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema
+from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, usable_proposal)
 from nasloop.tools.outcome import Outcome
@@ -155,8 +156,10 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
     prompt = make_prompt(state, esc.improver_note() if esc else "")
     temperature = esc.temperature if esc else None
-    rec = deps.once("trace", it, "improve",
-                    lambda: {**_ask(deps.improver, "improver_system", prompt, temperature), "step": IMPROVE})
+    schema = reply_schema("lesson" if state.get("parent") else "problem")
+    rec = deps.once("trace", it, "improve", lambda: {
+        **_ask(deps.improver, "improver_system", prompt, temperature, stop=json_complete, schema=schema,
+               progress=_progress(runtime, it, "improve")), "step": IMPROVE})
     parsed, err = parse_improver(rec["response"])
     if opts.replace_suggestions:
         kept = usable_proposal(parsed, err, it, state.get("window"))
@@ -176,19 +179,21 @@ def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     prompt = generator_prompt(state, note)
     temperature = esc.get("temperature") if esc else None
     width = opts.ladder_width if opts.fidelity == "ladder" else 1
-    codes, errors, fixes, seconds = [], [], [], 0.0  # fixes: of every variant
+    codes, errors, fixes, stops, seconds = [], [], [], [], 0.0  # fixes: of every variant
     for j in range(width):  # ladder: more variants of the same change, each a little hotter
         t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
         step = record.TraceStep("generate", variant=j)
-        rec = deps.once("trace", it, step.node,
-                        lambda t=t, step=step: {**_ask(deps.generator, "generator_system", prompt, t),
-                                                "step": step.to_dict()})
+        rec = deps.once("trace", it, step.node, lambda t=t, step=step: {
+            **_ask(deps.generator, "generator_system", prompt, t, stop=code_complete,
+                   progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
         code, err, made = _code(rec["response"], state, opts.fixes, 0)
         codes.append(code)
         errors.append(err)
+        stops.append(rec.get("stop"))
         fixes += [{**f, "variant": j} for f in made] if width > 1 else made
         seconds += rec["seconds"]
     return {"candidate": {"code": codes[0], "error": errors[0], "llm_seconds": round(seconds, 3), "attempt": 0,
+                          "stop": stops[0],
                           "repairs": [], "fixes": fixes, **({"variants": codes} if width > 1 else {})}}
 
 def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
@@ -225,15 +230,16 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     # sampled at the base temperature (near-greedy would reproduce the same code).
     repeat = (failed.get("failure") or {}).get("phase") == REPEAT_PHASE
     change = FALLBACK_CHANGES[(it + attempt) % len(FALLBACK_CHANGES)] if repeat else None
-    prompt = repair_prompt(state, cand.get("code"), failed, change)
+    prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
     step = record.TraceStep("repair", attempt)
     rec = deps.once("trace", it, step.node, lambda: {
-        **_ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE), "step": step.to_dict()})
+        **_ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE, stop=code_complete,
+               progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
     code, err, made = _code(rec["response"], state, deps.options.fixes, attempt)
     history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
                                           "diagnosis": failed.get("diagnosis", ""),
                                           **({"suggestion": change} if change else {})}]
-    return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history,
+    return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history, "stop": rec.get("stop"),
                           "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
                           "fixes": (cand.get("fixes") or []) + made}}
 
@@ -253,9 +259,23 @@ def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tu
     return code, err, [{**e.to_dict(), "attempt": attempt} for e in edits]
 
 
-def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None) -> dict:
+def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None, *, stop: StopRule,
+         progress: Callable[[int, float], None], schema: dict | None = None) -> dict:
     system = prompts.load(system_name).template.strip()
-    reply = client.ask(system, prompt, temperature=temperature)
-    return {"system": system, "prompt": prompt, "response": reply.text, "seconds": round(reply.seconds, 3),
-            "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-            "llm": client.spec, "temperature": temperature}
+    reply = client.ask(system, prompt, temperature=temperature, schema=schema, stop=stop, progress=progress)
+    return {"system": system, "prompt": prompt, "response": reply.text, **reply.costs(), "llm": client.spec,
+            "temperature": temperature}
+
+
+def _progress(runtime: Runtime | None, iteration: int, node: str, every: float = 0.5) -> Callable[[int, float], None]:
+    """Tokens so far and tokens/s of the running call, as LangGraph custom stream events (at most one per
+    `every` seconds): the CLI shows them so a one-minute call on a CPU visibly makes progress."""
+    writer = getattr(runtime, "stream_writer", None)
+    last = [-every]
+
+    def report(tokens: int, seconds: float) -> None:
+        if writer is not None and seconds - last[0] >= every:
+            last[0] = seconds
+            writer({"llm": {"iteration": iteration, "node": node, "tokens": tokens, "seconds": round(seconds, 1)}})
+
+    return report
