@@ -27,7 +27,7 @@ RUNS_DIR ?= runs
 RESUME ?=
 SEARCH_ARGS ?=
 
-.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-search clean
+.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-llm bench-search clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -83,6 +83,9 @@ bench: setup sandbox-image  ## print the benchmarks (ratios against a baseline r
 
 bench-proxies: setup sandbox-image  ## P3: Spearman rho of each zero-cost proxy over 32 trained fixture nets
 	$(PY) bench/proxies.py
+
+bench-llm: setup model  ## LLM seconds per iteration, each speed technique off and on (recorded prompts, 1.5B)
+	$(PY) bench/llm.py
 
 bench-search: setup sandbox-image  ## search quality, nasloop vs the plain loop (long: real LLM searches)
 	$(PY) bench/search_quality.py

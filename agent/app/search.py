@@ -33,7 +33,7 @@ RUN_OPTIONS = (
     "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
     "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "temperature", "max_tokens",
     "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight", "no_repeat_check", "no_replace",
-    "no_fix", "no_fixes", "plain",
+    "no_fix", "no_fixes", "plain", "no_early_stop", "no_constrain", "lookup",
     "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime",
 )
 
@@ -50,6 +50,12 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--generator-llm", help="model for the Code Generator (default: --llm)")
     g.add_argument("--temperature", type=float, default=loop.temperature)
     g.add_argument("--max-tokens", type=positive_int, default=llm.max_tokens, help="longest LLM reply")
+    g.add_argument("--no-early-stop", action="store_true",
+                   help="read every LLM reply to its end (by default it stops once its code or JSON is complete)")
+    g.add_argument("--no-constrain", action="store_true",
+                   help="leave the Improver's reply free text (by default held to its JSON schema where possible)")
+    g.add_argument("--lookup", type=int, default=llm.lookup, metavar="N",
+                   help="llama.cpp: prompt-lookup decoding for the Generator, drafting N tokens (0: off)")
     g.add_argument("--k", type=positive_int, default=DEFAULT_K, help="memory window: last K triples")
     g.add_argument("--target-accuracy", type=float, help="stop early once the best net reaches this")
     g.add_argument("--strategy", choices=STRATEGIES, default=loop.strategy,
@@ -135,7 +141,9 @@ def run_search(args: argparse.Namespace) -> int:
     for spec in set(specs):
         validate_spec(spec)  # bad model specs fail before the sandbox or any run dir exists
     evaluator = build_evaluator(args)  # so do data set and sandbox errors
-    settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
+    settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
+                           early_stop=not getattr(args, "no_early_stop", False),
+                           constrained=not getattr(args, "no_constrain", False), lookup=getattr(args, "lookup", 0))
     improver, generator = make_clients(*specs, settings)
     if store is None:
         store = _new_store(args, evaluator)

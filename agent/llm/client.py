@@ -158,7 +158,7 @@ class ChatClient:
         t0 = time.perf_counter()
         before = self._llama.before() if self._llama else None
         parts: list[str] = []
-        chunks, first, reason = 0, None, "end"
+        chunks, unchecked, first, reason = 0, 0, None, "end"
         usage: dict = {}
         for chunk in self.model.stream(messages, **kwargs):
             usage = getattr(chunk, "usage_metadata", None) or usage
@@ -171,7 +171,9 @@ class ChatClient:
             if progress is not None:
                 progress(chunks, time.perf_counter() - t0)
             # a rule can only newly fire at a line end, a fence or a brace, or on a line grown long
-            if stop is not None and (any(c in piece for c in "\n`}") or chunks % 64 == 0):
+            unchecked += len(piece)
+            if stop is not None and (any(c in piece for c in "\n`}") or unchecked >= 256):
+                unchecked = 0
                 why = stop("".join(parts))
                 if why:
                     reason = why

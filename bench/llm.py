@@ -1,0 +1,128 @@
+"""LLM time per iteration: the recorded prompts of a real run replayed through one model, each technique
+off and on, printed as ratios against today's way of calling the model, measured in the same process.
+
+    python bench/llm.py [--run tests/fixtures/run-digits] [--llm llamacpp:qwen2.5-coder-1.5b]
+                        [--iterations 2] [--configs today,contexts,early_stop,lookup2,constrained]
+
+Every call is greedy (temperature 0), in the order the run made them (Improver, Generator, repairs):
+
+- today:       one llama.cpp context shared by both roles, the reply read to its end, free-text JSON
+- contexts:    one context per role, so each call re-reads only what changed since that role's last call
+- early_stop:  as contexts, and a reply stops once its code block (or JSON object) is complete
+- lookupN:     as early_stop, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
+- constrained: as early_stop, and the Improver's reply is held to the JSON schema by a grammar
+
+"same" says whether what the loop reads from each reply (the code block, the {problem, suggestion} object)
+is identical to today's; the constrained row changes the Improver's text by design and reports how many of
+its replies parse instead. Nothing is asserted: machines are noisy, the ratios are what to compare.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nasloop.agent.llm.client import LLMSettings, make_clients  # noqa: E402
+from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema  # noqa: E402
+from nasloop.agent.llm.stream import code_complete, json_complete  # noqa: E402
+from nasloop.agent.loop.record import TraceStep  # noqa: E402
+from nasloop.agent.runs.store import RunStore  # noqa: E402
+
+TODAY = LLMSettings(temperature=0.0, context_per_role=False, early_stop=False, constrained=False, lookup=0)
+CONFIGS = {
+    "today": TODAY,
+    "contexts": replace(TODAY, context_per_role=True),
+    "early_stop": replace(TODAY, context_per_role=True, early_stop=True),
+    "constrained": replace(TODAY, context_per_role=True, early_stop=True, constrained=True),
+}
+
+
+def config(name: str) -> LLMSettings:
+    if name.startswith("lookup"):
+        return replace(CONFIGS["early_stop"], lookup=int(name[6:] or 2))
+    return CONFIGS[name]
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: dict[str, float] = field(default_factory=dict)  # by role
+    tokens: dict[str, int] = field(default_factory=dict)  # completion tokens by role
+    read: list = field(default_factory=list)  # what the loop reads from each reply
+    parsed: int = 0
+    improver_calls: int = 0
+
+
+def calls(run: Path, iterations: int) -> list[dict]:
+    """The run's LLM calls of its first `iterations` iterations, in the order they were made."""
+    recs = [r for r in RunStore.open(run).trace() if r.get("prompt") and 1 <= r["iteration"] <= iterations]
+    return sorted(recs, key=lambda r: (r["iteration"], *TraceStep.of(r).order()))
+
+
+def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row:
+    improver, generator = make_clients(spec, spec, replace(settings, max_tokens=settings.max_tokens))
+    improver.ask("You are terse.", "Say OK.")  # load and touch the weights outside the timing
+    row = Row(name)
+    for r in recs:
+        is_improver = TraceStep.of(r).kind == "improve"
+        client = improver if is_improver else generator
+        first = "lesson" if '"lesson"' in r["prompt"] else "problem"
+        reply = client.ask(r["system"], r["prompt"], temperature=0.0,
+                           schema=reply_schema(first) if is_improver else None,
+                           stop=json_complete if is_improver else code_complete)
+        role = "improver" if is_improver else "generator"
+        row.seconds[role] = row.seconds.get(role, 0.0) + reply.seconds
+        row.tokens[role] = row.tokens.get(role, 0) + (reply.completion_tokens or 0)
+        if is_improver:
+            got = parse_improver(reply.text)[0]
+            row.improver_calls += 1
+            row.parsed += got is not None
+            row.read.append(json.dumps(got, sort_keys=True))
+        else:
+            row.read.append(extract_code(reply.text)[0])
+        print(f"  [{name}] iteration {r['iteration']} {r['node']}: {reply.seconds:.1f} s, "
+              f"{reply.completion_tokens} tokens, prompt {reply.prompt_tokens} (reused {reply.prefix_tokens}), "
+              f"stop {reply.stop}", flush=True)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=ROOT / "tests" / "fixtures" / "run-digits")
+    ap.add_argument("--llm", default="llamacpp:qwen2.5-coder-1.5b")
+    ap.add_argument("--iterations", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=LLMSettings.max_tokens)
+    ap.add_argument("--configs", default="today,contexts,early_stop,lookup2,constrained")
+    args = ap.parse_args()
+    recs = calls(args.run, args.iterations)
+    print(f"{len(recs)} recorded calls of {args.iterations} iterations from {args.run}, model {args.llm}", flush=True)
+    rows = []
+    for name in args.configs.split(","):
+        t0 = time.perf_counter()
+        rows.append(replay(name, replace(config(name), max_tokens=args.max_tokens), args.llm, recs))
+        print(f"  [{name}] {time.perf_counter() - t0:.0f} s", flush=True)
+    base = rows[0]
+    per_it = sum(base.seconds.values()) / args.iterations
+    print(f"\n| config | LLM s / iteration | vs {base.name} | improver s | generator s | generator tok/s | same as {base.name} |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        total = sum(row.seconds.values()) / args.iterations
+        gen_rate = row.tokens.get("generator", 0) / max(row.seconds.get("generator", 0.0), 1e-9)
+        if row.name == "constrained":
+            same = f"{row.parsed}/{row.improver_calls} Improver replies parse"
+        else:
+            same = "yes" if row.read == base.read else "NO: " + ", ".join(
+                str(i) for i, (a, b) in enumerate(zip(row.read, base.read, strict=False)) if a != b)
+        print(f"| {row.name} | {total:.1f} | {total / per_it:.2f}x | {row.seconds.get('improver', 0):.1f} | "
+              f"{row.seconds.get('generator', 0):.1f} | {gen_rate:.1f} | {same} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The real bundled 0.5B GGUF model through the adapter: lookup decoding changes nothing it says, a
+constrained Improver reply always parses, and token counts are recorded — in process and through an
+OpenAI-compatible server (llama-cpp-python's own, started here on 127.0.0.1)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+
+import pytest
+
+from nasloop import prompts
+from nasloop.agent.llm.client import LLMSettings, make_chat_model, make_clients, ChatClient
+from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema
+from nasloop.agent.llm.stream import code_complete, json_complete
+
+SPEC = "llamacpp:qwen2.5-coder-0.5b"
+GREEDY = LLMSettings(temperature=0.0, max_tokens=160, n_ctx=2048)
+PROSE = ("The network is three 3x3 convolutions and a linear layer; it reached 0.61 accuracy. Explain in two "
+         "paragraphs of plain prose, no JSON and no lists, what limits it and what you would change.")
+
+
+@pytest.fixture(scope="module")
+def model_path():
+    from nasloop.agent.llm.models import resolve_model
+
+    return resolve_model("qwen2.5-coder-0.5b")
+
+
+def test_lookup_decoding_gives_the_same_greedy_output(model_path):
+    system = prompts.load("generator_system").template
+    user = ("Rename the layer conv1 to stem in this module and change nothing else:\n```python\n"
+            f"{prompts.seed_source('digits')}```")
+    texts = []
+    for lookup in (0, 2):
+        _, gen = make_clients(SPEC, SPEC, replace(GREEDY, lookup=lookup, max_tokens=400))
+        texts.append(gen.ask(system, user, stop=code_complete).text)
+    assert texts[0] == texts[1] and extract_code(texts[0])[0] is not None
+
+
+def test_a_constrained_improver_reply_parses_even_when_asked_for_prose(model_path):
+    improver, _ = make_clients(SPEC, SPEC, GREEDY)
+    system = prompts.load("improver_system").template
+    free = ChatClient(improver.model, SPEC, settings=replace(GREEDY, constrained=False))
+    assert parse_improver(free.ask(system, PROSE, stop=json_complete).text)[0] is None  # what it does unconstrained
+    for first in ("problem", "lesson"):
+        reply = improver.ask(system, PROSE, schema=reply_schema(first), stop=json_complete)
+        assert parse_improver(reply.text)[0] is not None, reply.text
+
+
+def test_token_counts_and_prefix_reuse_in_process(model_path):
+    improver, generator = make_clients(SPEC, SPEC, GREEDY)
+    assert improver.model.client is not generator.model.client  # one context per role
+    system = prompts.load("improver_system").template
+    first = improver.ask(system, PROSE, schema=reply_schema("problem"), stop=json_complete)
+    generator.ask("You write PyTorch.", "Say hi.")  # the other role's call does not evict this role's prefix
+    second = improver.ask(system, PROSE + " Be brief.", schema=reply_schema("problem"), stop=json_complete)
+    assert first.prompt_tokens and first.prompt_tokens > 50 and first.completion_tokens
+    assert second.prompt_tokens > first.prompt_tokens and second.prefix_tokens >= first.prompt_tokens - 10
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def openai_server(model_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
+                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "local"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"llama_cpp.server exited: {proc.stderr.read()[-1500:] if proc.stderr else ''}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_token_counts_and_a_constrained_reply_through_an_openai_compatible_server(openai_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server)
+    monkeypatch.setenv("OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY", "unused-by-a-local-server"))
+    client = ChatClient(make_chat_model("openai:local", GREEDY), "openai:local", settings=GREEDY)
+    reply = client.ask(prompts.load("improver_system").template, PROSE, schema=reply_schema("problem"),
+                       stop=json_complete)
+    assert parse_improver(reply.text)[0] is not None, reply.text
+    assert reply.prompt_tokens and reply.prompt_tokens > 50 and reply.completion_tokens

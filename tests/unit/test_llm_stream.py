@@ -1,0 +1,79 @@
+"""Streamed replies: early stops on scripted streams, progress events, what the trace records per call."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from nasloop.agent import Deps, build_graph, recursion_limit_for
+from nasloop.agent.llm.client import LLMSettings
+from nasloop.agent.llm.parsing import extract_code, parse_improver
+from nasloop.agent.llm.stream import code_complete, degenerate, json_complete
+from nasloop.agent.runs.store import RunStore
+from tests.fakes import SEED, ScriptedEvaluator, code_reply, scripted, task
+
+LOOP_LINE = "        x = F.relu(self.conv2(x))\n"
+DEGENERATE_REPLY = "```python\nimport torch\nclass Net(nn.Module):\n    def forward(self, x):\n" + LOOP_LINE * 200
+
+
+def test_stop_rules():
+    assert code_complete(code_reply(tag="t") + "This modification adds depth.") == "code_closed"
+    assert code_complete("```python\nprint(1)\n```\nand then\n```python\nclass Net(") is None  # no Net closed yet
+    assert code_complete(DEGENERATE_REPLY) == "repeated_line"
+    assert code_complete("x = " + "math.floor(" * 50) == "long_line"
+    assert json_complete('{"problem": "a } in text", "suggestion": "use {braces}"}') == "json_closed"
+    assert json_complete('{"problem": "still open", ') is None
+    assert degenerate("a\nb\nc\n") is None and degenerate("") is None
+
+
+def test_a_degenerate_stream_is_stopped_early_and_the_reply_says_why():
+    client = scripted(DEGENERATE_REPLY)
+    seen = []
+    reply = client.ask("sys", "user", stop=code_complete, progress=lambda n, s: seen.append(n))
+    assert reply.stop == "repeated_line" and len(reply.text) < len(DEGENERATE_REPLY) / 10
+    assert reply.text.count(LOOP_LINE) < 12 and reply.completion_tokens == seen[-1] > 0
+
+
+def test_an_early_stop_keeps_what_the_loop_reads():
+    full = code_reply(tag="x") + "\nThis adds a layer. Example:\n```python\nnet = Net()\n```\nHope it helps!"
+    stopped = scripted(full).ask("sys", "user", stop=code_complete)
+    assert stopped.stop == "code_closed" and len(stopped.text) < len(full)
+    assert extract_code(stopped.text) == extract_code(full)
+    whole = scripted(full)
+    whole.settings = replace(LLMSettings(), early_stop=False)
+    assert whole.ask("sys", "user", stop=code_complete).text == full
+    reply = '{"problem": "too shallow", "suggestion": "add a block"} I hope this helps, here is why...'
+    got = scripted(reply).ask("sys", "user", stop=json_complete)
+    assert got.stop == "json_closed" and parse_improver(got.text) == parse_improver(reply)
+
+
+def test_every_call_records_its_costs_and_streams_progress(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    deps = Deps(scripted('{"problem": "p", "suggestion": "s"}'), scripted(code_reply(tag="acc=0.6")),
+                ScriptedEvaluator(), store)
+    graph = build_graph()
+    events = [data for mode, data in graph.stream(
+        {"task": task(1)}, {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(1)},
+        context=deps, stream_mode=["updates", "custom"]) if mode == "custom"]
+    assert {e["llm"]["node"] for e in events} == {"improve", "generate"}
+    assert all(e["llm"]["iteration"] == 1 and e["llm"]["tokens"] > 0 for e in events)
+    calls = {r["node"]: r for r in store.trace() if r["iteration"] == 1 and r.get("prompt")}
+    assert calls["improve"]["stop"] == "json_closed" and calls["generate"]["stop"] == "code_closed"
+    for rec in calls.values():
+        assert rec["completion_tokens"] > 0 and rec["tokens_per_s"] is not None
+        assert {"prompt_tokens", "prefix_tokens", "first_token_seconds"} <= set(rec)
+
+
+@pytest.mark.parametrize("stop", ["repeated_line", "long_line"])
+def test_a_degenerate_generator_reply_sends_the_repair_back_to_the_base_net(tmp_path, stop):
+    loop = LOOP_LINE * 40 if stop == "repeated_line" else "x = " + "torch.cat((" * 60
+    broken = "```python\nimport torch\n" + loop
+    store = RunStore.create(tmp_path, "unit", {})
+    deps = Deps(scripted('{"problem": "p", "suggestion": "s"}'), scripted(broken, code_reply(SEED, tag="acc=0.7")),
+                ScriptedEvaluator(), store)
+    build_graph(deps).invoke({"task": task(1)}, {"configurable": {"thread_id": "t"},
+                                                 "recursion_limit": recursion_limit_for(1)})
+    gen = next(r for r in store.trace() if r["node"] == "generate")
+    rep = next(r for r in store.trace() if r["node"] == "repair1")
+    assert gen["stop"] == stop and "degenerated into one endlessly repeating line" in rep["prompt"]
+    assert "class Net(nn.Module)" in rep["prompt"] and store.results()[-1]["outcome"] == "ok"
