@@ -129,7 +129,8 @@ def check_source(source: str) -> Violation | None:
     try:
         tree = ast.parse(source, filename="candidate.py")
     except SyntaxError as exc:
-        return Violation("syntax_error", f"SyntaxError: {exc.msg} (candidate.py:{exc.lineno})")
+        where = f" (candidate.py:{exc.lineno})" if exc.lineno else ""
+        return Violation("syntax_error", f"SyntaxError: {exc.msg}{where}")
     except ValueError as exc:  # e.g. null bytes
         return Violation("syntax_error", f"cannot parse the candidate: {exc}")
 

@@ -14,6 +14,7 @@ from nasloop.agent.app.options import (  # noqa: F401 - parse_bytes, positive_in
     add_data_args, add_sandbox_args, add_train_args, build_evaluator, parse_bytes, positive_int,
 )
 from nasloop.errors import NasloopError, UsageError
+from nasloop.tools.outcome import KINDS
 
 
 # --- subcommands -----------------------------------------------------------------------------------
@@ -38,9 +39,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     outcome = evaluator.evaluate(source)
     if args.json:
         print(json.dumps({"outcome": outcome.kind, **outcome.to_dict()}))
-    else:
-        print(outcome.summary())
-    return 0 if outcome.kind != "sandbox_error" else 3
+    else:  # the harness calls every candidate candidate.py: name the user's file instead
+        print(outcome.summary().replace("candidate.py:", f"{path}:"))
+    return 0 if outcome.ok else 3 if outcome.kind == "sandbox_error" else 1
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -87,11 +88,41 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """--help shows each option's default, unless it has none worth showing or its help already says."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0:
+            action.help = f"(default: {action.default})"  # an option without help text still shows its default
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return f"{text} (default: {default})".strip()
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr (and exit 2), not usage plus message."""
+    """argparse, but a bad argument is one line on stderr (and exit 2), not usage plus message; and
+    --help shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nasloop")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "(not installed)"
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -101,9 +132,11 @@ def make_parser() -> argparse.ArgumentParser:
                     "PyTorch nets, a sandboxed evaluator trains each for one epoch, the loop learns from the "
                     "last K outcomes.",
     )
+    parser.add_argument("--version", action="version", version=f"nasloop {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
-    ev = sub.add_parser("evaluate", help="train one candidate file in the sandbox and print its outcome")
+    ev = sub.add_parser("evaluate", help="train one candidate file in the sandbox and print its outcome "
+                                         "(exit 0: ok, 1: the candidate failed, 3: the sandbox failed)")
     ev.add_argument("candidate", help="a Python file defining class Net(nn.Module)")
     ev.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     ev.add_argument("--proxy", metavar="NAMES", help="score with zero-cost proxies instead of training: a comma "
@@ -131,7 +164,8 @@ def _add_run_commands(sub) -> None:
     rp = sub.add_parser("replay", help="step through a recorded run node by node (read-only)")
     rp.add_argument("run", help="a run directory, e.g. runs/20261125-141500-digits")
     rp.add_argument("--plain", action="store_true", help="print every step as text (for pipes and CI)")
-    rp.add_argument("--outcome", help="only iterations that ended with this outcome class")
+    rp.add_argument("--outcome", choices=KINDS, metavar="KIND",
+                    help=f"only iterations that ended with this outcome class: {', '.join(KINDS)}")
     rp.add_argument("--fold", type=int, default=1500, help="fold prompts/responses longer than this")
     rp.set_defaults(func=cmd_replay)
 

@@ -71,7 +71,8 @@ def add_sandbox_args(p: argparse.ArgumentParser) -> None:
                    help="docker runtime for the sandbox, e.g. runsc (gVisor; see 'make docker-engine RUNSC=1')")
     g.add_argument("--sandbox-image", default="nasloop-sandbox:local")
     g.add_argument("--gpus", default="none", help="all, none or a comma list of GPU ids (docker only)")
-    g.add_argument("--memory", type=parse_bytes, default=d.memory_bytes, help="memory limit, e.g. 6g")
+    g.add_argument("--memory", type=parse_bytes, default=d.memory_bytes,
+                   help=f"memory limit, e.g. 6g (default: {d.memory_bytes / 2**30:g}g)")
     g.add_argument("--cpus", type=float, default=d.cpus)
     g.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per evaluation")
 

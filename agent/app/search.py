@@ -20,7 +20,7 @@ from nasloop.agent.loop import record
 from nasloop.agent.llm.client import DEFAULT_LLM, LLMSettings, make_clients, validate_spec
 from nasloop.agent.runs.store import RunStore
 from nasloop.agent.state import DEFAULT_K
-from nasloop.errors import NasloopError, SandboxFault
+from nasloop.errors import NasloopError, RunError, SandboxFault
 from nasloop.sandbox.base import PROXY_NAMES
 from nasloop.tools.evaluator import Evaluator
 from nasloop.tools.outcome import human
@@ -174,7 +174,13 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
         graph = build_graph(k=args.k, checkpointer=SqliteSaver(conn), strategy=deps.options.strategy)
         config = {"configurable": {"thread_id": THREAD},
                   "recursion_limit": recursion_limit_for(args.iterations, deps.options.repairs)}
-        snapshot = graph.get_state(config)
+        for note in store.dropped:
+            print(f"nasloop: warning: {note}; that step is redone", file=sys.stderr)
+        try:
+            snapshot = graph.get_state(config)
+        except sqlite3.DatabaseError as exc:
+            raise RunError(f"{store.checkpoint_path} is damaged ({exc}); results.jsonl and trace.jsonl are "
+                           f"intact: 'nasloop report {store.path}' still works") from exc
         state = dict(snapshot.values or {})
         inp = None if snapshot.next else {"task": make_task(evaluator, args)}
         print(f"nasloop: run {store.path} — {evaluator.data.describe()}", file=sys.stderr)

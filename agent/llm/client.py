@@ -191,7 +191,7 @@ def structured_output(model: BaseChatModel, schema: dict) -> dict:
         return {"response_format": {"type": "json_object", "schema": schema}}
     if type(model).__name__ == "ChatOpenAI":  # OpenAI-compatible servers: llama.cpp server, vLLM, Ollama
         return {"response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "reply", "schema": schema, "strict": True}}}
+                                    "json_schema": {"name": "reply", "schema": schema}}}
     return {}
 
 

@@ -13,10 +13,19 @@ import ast
 import json
 import re
 
+def _lenient_json(blob: str) -> object:
+    """JSON that may hold raw line breaks inside its strings (small models, and llama.cpp's JSON grammar, write them)."""
+    return json.loads(blob, strict=False)
+
+
+REPLY_CHARS = 300  # per field of the Improver's reply: as much as the memory window keeps
+
+
 def reply_schema(first: str) -> dict:
     """The JSON schema of the Improver's reply: {first, suggestion}, `first` being problem (loop) or lesson
-    (evolution's reflection). Backends that can constrain their output are held to it."""
-    fields = {name: {"type": "string"} for name in (first, "suggestion")}
+    (evolution's reflection). Backends that can constrain their output are held to it; the length bound
+    makes a constrained reply end well within the token limit (a small model can ramble inside a string)."""
+    fields = {name: {"type": "string", "maxLength": REPLY_CHARS} for name in (first, "suggestion")}
     return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
 
 
@@ -29,7 +38,7 @@ def parse_improver(text: str) -> tuple[dict | None, str]:
     if not text:
         return None, "the Improver returned an empty reply"
     for blob in _json_candidates(text):
-        for loader in (json.loads, ast.literal_eval):
+        for loader in (_lenient_json, ast.literal_eval):
             try:
                 data = loader(blob)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

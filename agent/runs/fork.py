@@ -46,6 +46,8 @@ def state_at(run: RunStore, iteration: int) -> dict:
                 values = snap.values or {}
                 if values.get("iteration") == iteration and (not snap.next or snap.next[0] in ("improve", "select")):
                     return dict(values)
+        except sqlite3.DatabaseError as exc:
+            raise RunError(f"{run.checkpoint_path} is damaged ({exc}): there is no state to fork from") from exc
         finally:
             conn.close()
     done = [r["iteration"] for r in run.results()]

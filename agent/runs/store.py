@@ -25,13 +25,17 @@ from nasloop.errors import RunError
 RUN_FILE = "run.json"
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file; a line cut short by a crash is dropped (and truncated away)."""
+def _read_jsonl(path: Path, dropped: list[str] | None = None) -> list[dict]:
+    """Records of a JSONL file; a line cut short by a crash is dropped (and truncated away, and named in
+    `dropped` so the user is told)."""
     if not path.exists():
         return []
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
+        if dropped is not None:
+            dropped.append(f"{path.name}: dropped a last line cut short ({len(data) - cut} bytes, "
+                           f"written when the run was stopped)")
         with open(path, "r+b") as f:
             f.truncate(cut)
         data = data[:cut]
@@ -51,8 +55,9 @@ class RunStore:
         self.path = Path(path)
         self._memo: dict[tuple[str, int, str], dict] = {}
         self._codes: dict[str, dict] = {}  # code_key -> first result with that code (repeat detection)
+        self.dropped: list[str] = []  # what opening the run had to repair (the CLI warns about it)
         for kind in ("trace", "results"):
-            for rec in _read_jsonl(self.path / f"{kind}.jsonl"):
+            for rec in _read_jsonl(self.path / f"{kind}.jsonl", self.dropped):
                 self._remember(kind, rec)
 
     # -- creation ---------------------------------------------------------------------------------

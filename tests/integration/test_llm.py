@@ -19,7 +19,7 @@ from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import code_complete, json_complete
 
 SPEC = "llamacpp:qwen2.5-coder-0.5b"
-GREEDY = LLMSettings(temperature=0.0, max_tokens=160, n_ctx=2048)
+GREEDY = LLMSettings(temperature=0.0, max_tokens=300, n_ctx=2048)
 PROSE = ("The network is three 3x3 convolutions and a linear layer; it reached 0.61 accuracy. Explain in two "
          "paragraphs of plain prose, no JSON and no lists, what limits it and what you would change.")
 

@@ -100,3 +100,31 @@ def test_unknown_proxy_name(capsys, tmp_path):
     net.write_text("class Net: pass\n")
     assert_one_line(*run_cli(capsys, "evaluate", str(net), "--proxy", "naswot,magic"),
                     "unknown proxy magic: choose from naswot, synflow")
+
+
+def test_evaluate_exits_non_zero_for_a_failed_candidate_and_names_the_users_file(capsys, tmp_path):
+    net = tmp_path / "mynet.py"
+    net.write_text("import torch\nclass Net(torch.nn.Module:\n    pass\n")
+    code = main(["evaluate", str(net), "--sandbox", "process", "--train-subset", "50"])
+    out = capsys.readouterr().out
+    assert code == 1 and "outcome: syntax_error" in out
+    assert f"{net}:2" in out and "candidate.py" not in out and "None" not in out
+
+
+def test_version_and_defaults_in_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("nasloop ")
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for shown in ("--temperature TEMPERATURE (default: 0.7)", "--epochs EPOCHS (default: 1)",
+                  "--memory MEMORY memory limit, e.g. 6g (default: 6g)", "--repairs R repair attempts"):
+        assert shown in out, shown
+
+
+def test_replay_refuses_an_unknown_outcome_class(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["replay", "tests/fixtures/run-digits", "--plain", "--outcome", "nope"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "invalid choice: 'nope'" in err and "shape_error" in err

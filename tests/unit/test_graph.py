@@ -247,3 +247,23 @@ def test_collaborators_can_come_with_each_invocation_as_the_runtime_context():
     assert bound.calls == 0 and given.calls == 2  # the invocation's context wins
     with pytest.raises(TypeError, match="no collaborators"):
         graph.invoke({"task": task(1)}, config(1))
+
+
+def test_a_damaged_checkpoint_file_is_one_line_for_resume_and_fork(tmp_path, capsys):
+    from nasloop.agent.app.cli import main
+
+    store = RunStore.create(tmp_path, "unit", {"args": {"iterations": 1, "dataset": "digits", "k": 5}})
+    store.checkpoint_path.write_bytes(b"this is not a database" * 100)
+    assert main(["fork", str(store.path), "--at", "1", "--runs-dir", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is damaged" in err and "Traceback" not in err
+
+
+def test_a_cut_last_line_is_dropped_and_named(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    store.once("results", 0, "evaluate", lambda: {"outcome": "ok"})
+    with open(store.path / "results.jsonl", "a") as f:
+        f.write('{"iteration": 1, "node": "eval')
+    again = RunStore.open(store.path)
+    assert [r["iteration"] for r in again.results()] == [0]
+    assert again.dropped and "results.jsonl: dropped a last line cut short" in again.dropped[0]
