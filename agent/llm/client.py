@@ -131,6 +131,7 @@ class ChatClient:
         self.model, self.spec, self.attempts = model, spec, attempts
         self.settings = settings or LLMSettings()
         self._llama = LlamaCounter.attach(model)
+        self.streams_usage = True  # False once a server's stream came without token counts
 
     def ask(self, system: str, user: str, temperature: float | None = None, *, schema: dict | None = None,
             stop: StopRule | None = None, progress: Callable[[int, float], None] | None = None) -> Reply:
@@ -146,7 +147,10 @@ class ChatClient:
         @retry(stop=stop_after_attempt(self.attempts), wait=wait_exponential(min=1, max=20),
                retry=retry_if_exception(_transient), reraise=True)
         def call() -> Reply:
-            return self._stream([SystemMessage(system), HumanMessage(user)], kwargs, stop, progress)
+            messages = [SystemMessage(system), HumanMessage(user)]
+            if not self.streams_usage:  # exact token counts matter more than streaming
+                return self._invoke(messages, kwargs, progress)
+            return self._stream(messages, kwargs, stop, progress)
 
         try:
             return call()
@@ -182,6 +186,19 @@ class ChatClient:
                       prompt_tokens=usage.get("input_tokens"), completion_tokens=usage.get("output_tokens") or chunks)
         if self._llama and before is not None:
             reply.prompt_tokens, reply.prefix_tokens = self._llama.after(before)
+        elif not usage:  # some OpenAI-compatible servers (llama-cpp-python's) report usage only unstreamed
+            self.streams_usage = False
+        return reply
+
+    def _invoke(self, messages: list, kwargs: dict, progress: Callable[[int, float], None] | None) -> Reply:
+        t0 = time.perf_counter()
+        msg = self.model.invoke(messages, **kwargs)
+        usage = getattr(msg, "usage_metadata", None) or {}
+        text = msg.content if isinstance(msg.content, str) else str(msg.content)
+        reply = Reply(text=text, seconds=time.perf_counter() - t0, prompt_tokens=usage.get("input_tokens"),
+                      completion_tokens=usage.get("output_tokens"), stop="end")
+        if progress is not None and reply.completion_tokens:
+            progress(reply.completion_tokens, reply.seconds)
         return reply
 
 
@@ -189,9 +206,11 @@ def structured_output(model: BaseChatModel, schema: dict) -> dict:
     """The per-call arguments that constrain a reply to `schema`, for backends that can; {} for others."""
     if type(model).__name__ == "ChatLlamaCpp":  # llama-cpp-python compiles the schema into a grammar
         return {"response_format": {"type": "json_object", "schema": schema}}
-    if type(model).__name__ == "ChatOpenAI":  # OpenAI-compatible servers: llama.cpp server, vLLM, Ollama
-        return {"response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "reply", "schema": schema}}}
+    if type(model).__name__ == "ChatOpenAI":
+        base = str(getattr(getattr(model, "root_client", None), "base_url", "") or "")
+        if base and "api.openai.com" not in base:  # an OpenAI-compatible server: llama.cpp's own, vLLM...
+            return {"response_format": {"type": "json_object", "schema": schema}}  # their schema extension
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}}
     return {}
 
 

@@ -95,8 +95,13 @@ def test_token_counts_and_a_constrained_reply_through_an_openai_compatible_serve
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server)
     monkeypatch.setenv("OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY", "unused-by-a-local-server"))
     client = ChatClient(make_chat_model("openai:local", GREEDY), "openai:local", settings=GREEDY)
-    reply = client.ask(prompts.load("improver_system").template, PROSE, schema=reply_schema("problem"),
-                       stop=json_complete)
+    system = prompts.load("improver_system").template
+    streamed = client.ask(system, PROSE, schema=reply_schema("problem"), stop=json_complete)
+    assert parse_improver(streamed.text)[0] is not None, streamed.text
+    assert streamed.completion_tokens and streamed.stop == "json_closed"
+    # llama-cpp-python's server sends no usage while streaming: the client notices and asks unstreamed
+    assert streamed.prompt_tokens is None and not client.streams_usage
+    reply = client.ask(system, PROSE, schema=reply_schema("problem"), stop=json_complete)
     assert parse_improver(reply.text)[0] is not None, reply.text
     assert reply.prompt_tokens and reply.prompt_tokens > 50 and reply.completion_tokens
 
