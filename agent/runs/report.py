@@ -166,6 +166,10 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 8px; overflow-x:
 <h2>Outcome classes over time</h2><img alt="outcomes over time" src="data:image/png;base64,{img_outcomes}">
 <h2>Accuracy vs size (Pareto front)</h2><img alt="accuracy vs params and FLOPs" src="data:image/png;base64,{img_pareto}">
 <h2>Where the time went</h2><img alt="LLM vs training time" src="data:image/png;base64,{img_time}">
+<h2>Every iteration</h2>
+<table><tr><th>iteration</th><th>outcome</th><th>accuracy</th><th>suggestion (who wrote it)</th><th>repairs, fixes</th><th>diagnosis</th></tr>
+{iterations}
+</table>
 <h2>Top {top_n} nets</h2>
 <table><tr><th>#</th><th>iteration</th><th>{metric}</th><th>accuracy</th><th>params</th><th>FLOPs (reported)</th><th>code</th></tr>
 {rows}
@@ -185,6 +189,26 @@ window.addEventListener("load", function () {{
 </script>
 </body></html>
 """
+
+
+def _iteration_rows(results: list[dict]) -> list[str]:
+    """One row per iteration: what was asked (and whether the model, a fallback or an escape asked it),
+    what came of it, and which repairs and fixes it took."""
+    rows = []
+    for r in results:
+        acc = r.get("accuracy")
+        fixes = record.fixes_of(r)
+        extra = ", ".join(x for x in (f"{len(r['repairs'])} repair(s)" if r.get("repairs") else "",
+                                      ", ".join(f.get("name", "?") for f in fixes),
+                                      f"escape: {r['escape']['name']}" if isinstance(r.get("escape"), dict) else "") if x)
+        sugg = r.get("suggestion") or ""
+        rows.append(
+            f"<tr><td>{r['iteration']}</td><td>{html.escape(str(r.get('outcome')))}</td>"
+            f"<td>{'-' if acc is None else f'{acc:.4f}'}</td>"
+            f"<td>{html.escape(sugg[:220])}{' …' if len(sugg) > 220 else ''} "
+            f"<span class=\"k\">({html.escape(record.suggestion_source(r)) if r['iteration'] else 'seed'})</span></td>"
+            f"<td>{html.escape(extra) or '-'}</td><td class=\"k\">{html.escape((r.get('diagnosis') or '')[:200])}</td></tr>")
+    return rows
 
 
 def _top_rows(store: RunStore, ranked: list[dict], final: dict | None) -> list[str]:
@@ -249,6 +273,7 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
     if fixes:
         summary += "; fixes applied: " + ", ".join(f"{name} {n}" for name, n in sorted(fixes.items()))
     page = PAGE.format(title=html.escape(out.name), summary=html.escape(summary), rows="\n".join(rows),
+                       iterations="\n".join(_iteration_rows(results)),
                        top_n=len(ranked), metric=html.escape(metric), metric_title=html.escape(metric.capitalize()),
                        proxy_section=proxy_section, **images)
     target = out / "report.html"

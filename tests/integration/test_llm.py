@@ -70,20 +70,23 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def openai_server(model_path):
+def openai_server(model_path, tmp_path_factory):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
-                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "local"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path_factory.mktemp("server") / "server.log"  # a file, not a pipe: the server logs a lot
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host",
+                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "local"],
+                                stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        for _ in range(240):
+        deadline = time.monotonic() + 180
+        while True:
             try:
                 urllib.request.urlopen(f"{url}/models", timeout=2)
                 break
             except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"llama_cpp.server exited: {proc.stderr.read()[-1500:] if proc.stderr else ''}")
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"llama_cpp.server did not come up: {log.read_text()[-1500:]}")
                 time.sleep(0.5)
         yield url
     finally:

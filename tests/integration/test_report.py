@@ -79,6 +79,9 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
         "report-accuracy.png", "report-outcomes.png", "report-pareto.png", "report-time.png"}
     page = html.read_text()
     assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    table = page[page.index("<h2>Every iteration</h2>"):page.index("<h2>Top ")]
+    assert table.count("<tr><td>") == 5  # the seed and four iterations: what was asked, by whom, what came of it
+    assert "(seed)" in table and "(fallback)" in table and "1 repair(s)" in table and "SyntaxError" in table
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
