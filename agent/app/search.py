@@ -271,22 +271,31 @@ def summarize(store: RunStore, state: dict) -> dict:
 
 
 class Progress:
-    """A progress bar (TTY) plus one plain line per iteration (always, for logs and CI)."""
+    """A live line on a terminal — iteration, the step running now (Improver, Generator, repair, sandbox), an
+    LLM call's tokens and tokens/s, the best so far and an ETA from the mean iteration time — plus one plain
+    line per finished iteration (always: logs and CI read those)."""
+
+    STEPS = {"seed": "training the seed", "select": "selecting a parent", "improve": "Improver",
+             "generate": "Generator", "evaluate": "sandbox (pre-flight, training)", "repair": "repair"}
 
     def __init__(self, total: int, state: dict):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as RichProgress
 
         self.console = Console(stderr=True, soft_wrap=True)
         best = state.get("best") or {}
         self.best = record.best_fitness(best)
-        self.bar = RichProgress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TextColumn("{task.fields[info]}"), console=self.console,
+        self.bar = RichProgress(TextColumn("iter {task.fields[current]}/{task.fields[of]}"), BarColumn(),
+                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=self.console,
                                 disable=not self.console.is_terminal)
-        self.task = self.bar.add_task("search", total=total + 1, completed=state.get("iteration", 0), info="")
-        self.total = total
-        self.info = ""
+        done = state.get("iteration", 0)
+        self.task = self.bar.add_task("search", total=total + 1, completed=done, info="", current=done, of=total)
+        self.total, self.done = total, done
+        self.info = ""  # best and last outcome
+        self.step = ""
+        self.started = time.monotonic()  # of this session's first iteration: for the ETA
+        self.finished = 0  # iterations finished in this session
 
     def __enter__(self) -> "Progress":
         self.bar.__enter__()
@@ -295,12 +304,29 @@ class Progress:
     def __exit__(self, *exc) -> None:
         self.bar.__exit__(*exc)
 
+    def eta(self) -> str:
+        if not self.finished:
+            return ""
+        left = (time.monotonic() - self.started) / self.finished * max(0, self.total + 1 - self.done)
+        return f" | ETA {int(left // 60)}:{int(left % 60):02d}"
+
+    def _show(self, extra: str = "") -> None:
+        parts = [p for p in (self.step, extra, self.info) if p]
+        self.bar.update(self.task, info=" | ".join(parts) + self.eta())
+
     def event(self, data: dict) -> None:
-        """A node's custom stream event: an LLM call's tokens so far, shown on the bar's line."""
-        llm = data.get("llm") if isinstance(data, dict) else None
-        if llm:
+        """A node's custom stream event: a step starting, or an LLM call's tokens so far."""
+        if not isinstance(data, dict):
+            return
+        if "step" in data:
+            step = data["step"]
+            self.step = self.STEPS.get(step.get("node"), step.get("node", ""))
+            self.bar.update(self.task, current=step.get("iteration", self.done))
+            self._show()
+        elif "llm" in data:
+            llm = data["llm"]
             rate = llm["tokens"] / llm["seconds"] if llm.get("seconds") else 0.0
-            self.bar.update(self.task, info=f"{self.info} | {llm['node']} {llm['tokens']} tok, {rate:.1f} tok/s")
+            self._show(f"{llm['tokens']} tokens, {rate:.1f} tok/s")
 
     def update(self, update: dict) -> None:
         for node, delta in update.items():
@@ -316,7 +342,7 @@ class Progress:
                 acc += "  " + " ".join(f"{k} {v:.4g}" for k, v in out["scores"].items())
             best = "-" if self.best is None else f"{self.best:.3f}" if abs(self.best) <= 1 else f"{self.best:.4g}"
             llm = sum(v or 0 for v in (last.get("llm") or {}).values())
-            info = self.info = f"best {best} | last {out['kind']}"
+            self.info = f"best {best} | last {out['kind']}"
             line = (f"iter {it}/{self.total}  {out['kind']:<15} acc {acc}  best {best}  "
                     f"params {human(out.get('params') or 0)}  llm {llm:.1f}s  eval {out.get('seconds') or 0:.1f}s")
             if last.get("repairs"):
@@ -326,4 +352,6 @@ class Progress:
             if out.get("diagnosis"):
                 line += f"  | {out['diagnosis'][:120]}"
             self.console.print(line, markup=False, highlight=False)
-            self.bar.update(self.task, completed=it + 1, info=info)
+            self.done, self.finished = it + 1, self.finished + 1
+            self.bar.update(self.task, completed=it + 1)
+            self._show()

@@ -116,6 +116,7 @@ def setup(source: DepsSource, state: dict, runtime: Runtime | None) -> tuple[Dep
 
 def seed(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Iteration 0: evaluate the data set's seed architecture, so the run has a baseline."""
+    _announce(runtime, state, "seed")
     deps, task = setup(source, state, runtime)
     code = prompts.seed_source(task["dataset"])
     outcome, code, _ = assess(deps, 0, [code], 0, train=True)  # trained (and scored): the baseline
@@ -124,6 +125,7 @@ def seed(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def select(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Evolution: pick the parent by tournament (seeded by the iteration, so a resume picks the same)."""
+    _announce(runtime, state, "select")
     deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
@@ -141,6 +143,7 @@ def select(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Prompt Improver: diagnose the latest result, suggest one change (JSON). Escapes failure loops."""
+    _announce(runtime, state, "improve")
     deps, task = setup(source, state, runtime)
     changed = {"task": task} if task is not state["task"] else {}
     state = {**state, "task": task}
@@ -171,6 +174,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
+    _announce(runtime, state, "generate")
     deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
@@ -198,6 +202,7 @@ def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Evaluator: repeat check, static check + sandboxed training; then repair, or record the triple."""
+    _announce(runtime, state, "evaluate")
     deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
@@ -221,6 +226,7 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Show the Generator its own failing code, the failing line and the shape trace; get a fix."""
+    _announce(runtime, state, "repair")
     deps, _ = setup(source, state, runtime)
     it = state.get("iteration", 1)
     cand = state["candidate"]
@@ -265,6 +271,13 @@ def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float |
     reply = client.ask(system, prompt, temperature=temperature, schema=schema, stop=stop, progress=progress)
     return {"system": system, "prompt": prompt, "response": reply.text, **reply.costs(), "llm": client.spec,
             "temperature": temperature}
+
+
+def _announce(runtime: Runtime | None, state: dict, node: str) -> None:
+    """A custom stream event as a node starts, so a display can say what the search is doing now."""
+    writer = getattr(runtime, "stream_writer", None)
+    if writer is not None:
+        writer({"step": {"iteration": state.get("iteration", 0), "node": node}})
 
 
 def _progress(runtime: Runtime | None, iteration: int, node: str, every: float = 0.5) -> Callable[[int, float], None]:

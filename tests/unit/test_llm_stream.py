@@ -55,8 +55,11 @@ def test_every_call_records_its_costs_and_streams_progress(tmp_path):
     events = [data for mode, data in graph.stream(
         {"task": task(1)}, {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(1)},
         context=deps, stream_mode=["updates", "custom"]) if mode == "custom"]
-    assert {e["llm"]["node"] for e in events} == {"improve", "generate"}
-    assert all(e["llm"]["iteration"] == 1 and e["llm"]["tokens"] > 0 for e in events)
+    llm = [e["llm"] for e in events if "llm" in e]
+    assert {e["node"] for e in llm} == {"improve", "generate"}
+    assert all(e["iteration"] == 1 and e["tokens"] > 0 for e in llm)
+    steps = [(e["step"]["iteration"], e["step"]["node"]) for e in events if "step" in e]
+    assert steps == [(0, "seed"), (1, "improve"), (1, "generate"), (1, "evaluate")]
     calls = {r["node"]: r for r in store.trace() if r["iteration"] == 1 and r.get("prompt")}
     assert calls["improve"]["stop"] == "json_closed" and calls["generate"]["stop"] == "code_closed"
     for rec in calls.values():
@@ -77,3 +80,18 @@ def test_a_degenerate_generator_reply_sends_the_repair_back_to_the_base_net(tmp_
     rep = next(r for r in store.trace() if r["node"] == "repair1")
     assert gen["stop"] == stop and "degenerated into one endlessly repeating line" in rep["prompt"]
     assert "class Net(nn.Module)" in rep["prompt"] and store.results()[-1]["outcome"] == "ok"
+
+
+def test_the_progress_line_names_the_step_its_tokens_and_an_eta():
+    from nasloop.agent.app.search import Progress
+
+    p = Progress(3, {"iteration": 1, "best": {"accuracy": 0.5, "iteration": 0}})
+    fields = p.bar.tasks[0].fields
+    p.event({"step": {"iteration": 1, "node": "generate"}})
+    p.event({"llm": {"iteration": 1, "node": "generate", "tokens": 120, "seconds": 10.0}})
+    assert fields["current"] == 1 and fields["of"] == 3
+    assert "Generator" in fields["info"] and "120 tokens, 12.0 tok/s" in fields["info"]
+    p.update({"evaluate": {"last": {"iteration": 1, "outcome": {"kind": "ok", "accuracy": 0.6, "params": 10},
+                                    "llm": {}}, "best": {"accuracy": 0.6, "fitness": 0.6}}})
+    assert "best 0.600 | last ok" in fields["info"] and "ETA" in fields["info"]
+    assert p.bar.tasks[0].completed == 2
