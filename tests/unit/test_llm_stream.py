@@ -1,6 +1,7 @@
 """Streamed replies: early stops on scripted streams, progress events, what the trace records per call."""
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import pytest
@@ -95,3 +96,15 @@ def test_the_progress_line_names_the_step_its_tokens_and_an_eta():
                                     "llm": {}}, "best": {"accuracy": 0.6, "fitness": 0.6}}})
     assert "best 0.600 | last ok" in fields["info"] and "ETA" in fields["info"]
     assert p.bar.tasks[0].completed == 2
+
+
+def test_prompts_are_ordered_stable_first_so_a_role_reuses_its_cached_prefix():
+    from nasloop.agent.llm.prompting import generator_prompt, repair_prompt
+
+    state = {"task": task(3), "best": {"code": SEED, "accuracy": 0.5, "iteration": 0},
+             "proposal": {"suggestion": "widen conv2"}}
+    gen = generator_prompt(state)
+    rep = repair_prompt(state, "class Net: pass", {"kind": "shape_error", "diagnosis": "boom"})
+    shared = os.path.commonprefix([gen, rep])  # what the Generator's context still holds for the repair
+    assert shared.rstrip().endswith("No training code, no data loading, no printing, no `if __name__` block.")
+    assert "boom" in rep and "widen conv2" in rep and rep.index("Requirements:") < rep.index("Your code:")
