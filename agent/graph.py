@@ -84,4 +84,5 @@ def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = D
     g.add_edge("generate", "evaluate")
     g.add_conditional_edges("evaluate", partial(route_after_evaluate, first=first), [first, "repair", END])
     g.add_edge("repair", "evaluate")
-    return g.compile(checkpointer=checkpointer, name="nasloop")
+    # the name is what LangGraph Studio calls the assistant: the two strategies must not look alike
+    return g.compile(checkpointer=checkpointer, name="nasloop" if strategy != "evolution" else "nasloop-evolution")

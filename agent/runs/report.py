@@ -160,7 +160,9 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 8px; overflow-x:
 </style></head>
 <body>
 <h1>nasloop run {title}</h1>
+<p><b>{status}</b></p>
 <p class="k">{summary}</p>
+<details><summary>Run settings</summary><table>{settings}</table></details>
 <h2>{metric_title} per iteration</h2><img alt="{metric} per iteration" src="data:image/png;base64,{img_accuracy}">
 {proxy_section}
 <h2>Outcome classes over time</h2><img alt="outcomes over time" src="data:image/png;base64,{img_outcomes}">
@@ -189,6 +191,25 @@ window.addEventListener("load", function () {{
 </script>
 </body></html>
 """
+
+
+def _status(results: list[dict], cfg: dict, path: Path) -> str:
+    """Whether the run did all it was asked to: a run stopped at 6 of 7 must not look complete."""
+    asked = cfg.get("iterations")
+    last = max((r["iteration"] for r in results), default=-1)
+    if not isinstance(asked, int) or last >= asked:
+        return f"Complete: {last} of {asked if isinstance(asked, int) else '?'} iterations after the seed."
+    target = cfg.get("target_accuracy")
+    best = max((r.get("accuracy") or 0.0 for r in results), default=0.0)
+    if isinstance(target, (int, float)) and best >= target:
+        return f"Stopped at iteration {last} of {asked}: the target accuracy {target} was reached."
+    return (f"Stopped early: {max(last, 0)} of {asked} iterations after the seed "
+            f"(resume with: nasloop search --resume {path}).")
+
+
+def _settings_rows(cfg: dict) -> str:
+    return "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in sorted(cfg.items()) if v not in (None, False, [], ""))
 
 
 def _iteration_rows(results: list[dict]) -> list[str]:
@@ -273,7 +294,8 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
     if fixes:
         summary += "; fixes applied: " + ", ".join(f"{name} {n}" for name, n in sorted(fixes.items()))
     page = PAGE.format(title=html.escape(out.name), summary=html.escape(summary), rows="\n".join(rows),
-                       iterations="\n".join(_iteration_rows(results)),
+                       iterations="\n".join(_iteration_rows(results)), status=html.escape(_status(results, cfg, out)),
+                       settings=_settings_rows(cfg),
                        top_n=len(ranked), metric=html.escape(metric), metric_title=html.escape(metric.capitalize()),
                        proxy_section=proxy_section, **images)
     target = out / "report.html"

@@ -96,3 +96,11 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert 'data-errors="0"' in proc.stdout
     console_errors = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln and "rror" in ln]
     assert not console_errors, console_errors
+
+
+def test_a_run_stopped_early_does_not_look_complete(run_dir):
+    lines = (run_dir / "results.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "results.jsonl").write_text("".join(lines[:-1]))
+    page = write_report(run_dir).read_text()
+    assert f"Stopped early: 3 of 4 iterations after the seed (resume with: nasloop search --resume {run_dir})" in page
+    assert "<td>iterations</td><td>4</td>" in page  # the run's settings
