@@ -63,7 +63,7 @@ def summarize(label: str, run_dir: Path) -> dict:
         "llm_share": sum(llm_s) / max(1e-9, times[-1] - times[0]),
         "repaired": sum(1 for r in cands if r.get("repairs")), "escapes": sum(1 for r in cands if r.get("escape")),
         "fixed": sum(1 for r in cands if record.fixes_of(r)), "fix_counts": record.fix_counts(cands),
-        "replaced": sum(1 for r in cands if record.suggestion_source(r) != "model"),
+        "replaced": sum(1 for r in cands if record.suggestion_source(r) not in ("model", "model-retry")),
         "outcomes": kinds,
     }
 

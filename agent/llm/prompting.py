@@ -113,6 +113,15 @@ def usable_proposal(parsed: dict | None, err: str, iteration: int, window: list[
             "suggestion": fresh[iteration % len(fresh)]}
 
 
+def tried_note(parsed: dict, window: list[dict] | None) -> str:
+    """What the Improver is told when its suggestion repeats one already tried (or is a placeholder):
+    the list of tried changes, and to suggest a different one. Asked once, before any fallback is used."""
+    tried = [t.get("suggestion", "") for t in window or [] if t.get("iteration") != 0 and t.get("suggestion")]
+    lines = "\n".join(f"- {s[:200]}" for s in dict.fromkeys(tried)) or "- (none yet)"
+    return (f"Your suggestion \"{parsed.get('suggestion', '')[:200]}\" was already tried or is not a concrete "
+            f"change. Changes already tried:\n{lines}\nSuggest a DIFFERENT concrete change (same JSON format).")
+
+
 def _words(text: str) -> str:
     """A suggestion compared word for word, ignoring case, spacing and punctuation."""
     return " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())

@@ -29,7 +29,7 @@ from nasloop.agent.fixes.registry import Context, apply_stage
 from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
-                             reflect_prompt, repair_prompt, usable_proposal)
+                             reflect_prompt, repair_prompt, tried_note, usable_proposal)
 from nasloop.tools.outcome import Outcome
 
 IMPROVE = record.TraceStep("improve").to_dict()
@@ -160,16 +160,27 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     prompt = make_prompt(state, esc.improver_note() if esc else "")
     temperature = esc.temperature if esc else None
     schema = reply_schema("lesson" if state.get("parent") else "problem")
-    rec = deps.once("trace", it, "improve", lambda: {
-        **_ask(deps.improver, "improver_system", prompt, temperature, stop=json_complete, schema=schema,
-               progress=_progress(runtime, it, "improve")), "step": IMPROVE})
+
+    def ask(attempt: int, text: str) -> dict:
+        step = record.TraceStep("improve", variant=attempt)
+        return deps.once("trace", it, step.node, lambda: {
+            **_ask(deps.improver, "improver_system", text, temperature, stop=json_complete, schema=schema,
+                   progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
+
+    rec = ask(0, prompt)
+    seconds, source = rec["seconds"], "model"
     parsed, err = parse_improver(rec["response"])
-    if opts.replace_suggestions:
-        kept = usable_proposal(parsed, err, it, state.get("window"))
-    else:
+    if not opts.replace_suggestions:
         kept = parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION}
+    else:
+        kept = usable_proposal(parsed, err, it, state.get("window"))
+        if kept is not parsed and parsed is not None:  # a repeat or a placeholder: ask once more, with the list
+            rec = ask(1, f"{prompt}\n\n{tried_note(parsed, state.get('window'))}")
+            seconds, source = seconds + rec["seconds"], "model-retry"
+            parsed, err = parse_improver(rec["response"])
+            kept = usable_proposal(parsed, err, it, state.get("window"))
     escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
-    return {"proposal": {**kept, "source": "model" if kept is parsed else "fallback", "llm_seconds": rec["seconds"],
+    return {"proposal": {**kept, "source": source if kept is parsed else "fallback", "llm_seconds": seconds,
                          "escape": escape}, **changed}
 
 def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:

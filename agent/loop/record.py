@@ -93,8 +93,9 @@ def best_so_far(records: Iterable[dict]) -> Iterator[tuple[dict, float | None]]:
 
 
 def suggestion_source(r: dict) -> str:
-    """Who wrote the suggestion: `model` (the Improver), `fallback` (a concrete change replaced an unreadable,
-    placeholder or already-tried one) or `restart` (the failure-loop escape). Records from before this field
+    """Who wrote the suggestion: `model` (the Improver), `model-retry` (the Improver, asked again after a
+    repeat), `fallback` (a concrete change replaced an unreadable, placeholder or already-tried one) or
+    `restart` (the failure-loop escape). Records from before this field
     said so in the problem text."""
     if isinstance(r.get("suggestion_source"), str):
         return r["suggestion_source"]
@@ -136,8 +137,8 @@ class TraceStep:
     @property
     def node(self) -> str:
         rerun = f"+{self.fix_round}" if self.fix_round else ""
-        if self.kind == "generate":
-            return "generate" + (f".{self.variant}" if self.variant else "")
+        if self.kind in ("improve", "generate"):  # improve.1: asked again; generate.2: a ladder variant
+            return self.kind + (f".{self.variant}" if self.variant else "")
         if self.kind == "repair":
             return f"repair{self.attempt}"
         if self.kind == "check":
@@ -153,7 +154,7 @@ class TraceStep:
         """Where the step falls within its iteration: improve, generate (by variant), then by attempt
         the sandbox runs (scoring before training, reruns after their run) and the repair before them."""
         if self.kind == "improve":
-            return (0, 0)
+            return (0, self.variant)
         if self.kind == "generate":
             return (1, self.variant)
         if self.kind in ("check", "score"):
@@ -173,7 +174,7 @@ class TraceStep:
         if m is None:
             return cls(node)
         kind, number, variant, rerun = m.groups()
-        if kind == "generate":
+        if kind in ("improve", "generate"):
             return cls(kind, variant=int(variant or 0))
         return cls(kind, int(number or 0), int(variant or 0), int(rerun or 0))
 

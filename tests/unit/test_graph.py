@@ -47,8 +47,9 @@ def test_a_run_records_seed_triples_and_best(tmp_path):
     results = store.results()
     assert [r["iteration"] for r in results] == [0, 1, 2, 3]
     assert results[1]["problem"] == "too shallow" and results[1]["suggestion"] == "add a block"
+    # iterations 2 and 3: the Improver repeated "add a block" and was asked once more (improve.1)
     assert sorted((r["iteration"], r["node"]) for r in store.trace()) == [(0, "check0")] + [
-        (i, n) for i in (1, 2, 3) for n in ("check0", "generate", "improve")]
+        (i, n) for i in (1, 2, 3) for n in ("check0", "generate", "improve", "improve.1") if i > 1 or n != "improve.1"]
     assert (store.path / "candidates" / "0003.py").read_text().startswith('TAG = "acc=0.7"')
     assert (store.path / "best.py").read_text().startswith('TAG = "acc=0.7"')
 
@@ -155,7 +156,8 @@ def test_resume_reuses_recorded_llm_replies_and_continues(tmp_path):
     assert out["iteration"] == 5
     assert [r["iteration"] for r in store2.results()] == [0, 1, 2, 3, 4]
     keys = [(r["iteration"], r["node"]) for r in store2.trace()]
-    assert len(keys) == len(set(keys)) == 8 + 5  # improve + generate for 1..4, one evaluation for 0..4
+    # improve + generate for 1..4, one evaluation for 0..4, and iteration 2's repeat asked again once
+    assert len(keys) == len(set(keys)) == 8 + 5 + 1
     # iteration 2's code came from the first process (recorded), 3 and 4 from the second
     assert "acc=0.6" in (store2.path / "candidates" / "0002.py").read_text()
     assert sum(1 for r in store2.trace() if r["node"] == "improve" and r["iteration"] == 2) == 1

@@ -78,3 +78,20 @@ def test_trace_records_carry_their_step(tmp_path):
     steps = {(r["iteration"], r["node"]): r["step"] for r in store.trace()}
     assert steps[(1, "check0")] == {"kind": "check", "attempt": 0, "variant": 0, "fix_round": 0}
     assert steps[(1, "generate")]["kind"] == "generate" and steps[(1, "improve")]["kind"] == "improve"
+
+
+def test_a_repeated_suggestion_goes_back_to_the_improver_once_before_any_fallback(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    first = json.dumps({"problem": "p", "suggestion": "add a block"})
+    fresh = json.dumps({"problem": "p2", "suggestion": "widen the last convolution to 96 channels"})
+    # iteration 1: "add a block"; iteration 2: "add a block" again, then (asked again) a fresh change;
+    # iteration 3: "add a block" twice: the fallback list is used
+    deps = Deps(scripted(first, first, fresh, first, first), scripted(*[code_reply(tag=f"acc=0.{i}") for i in (5, 6, 7)]),
+                ScriptedEvaluator(), store)
+    build_graph(deps).invoke({"task": task(3)}, {"configurable": {"thread_id": "t"},
+                                                 "recursion_limit": recursion_limit_for(3)})
+    results = store.results()[1:]
+    assert [record.suggestion_source(r) for r in results] == ["model", "model-retry", "fallback"]
+    assert results[1]["suggestion"] == "widen the last convolution to 96 channels"
+    retry = next(r for r in store.trace() if r["iteration"] == 2 and r["node"] == "improve.1")
+    assert "Changes already tried:\n- add a block" in retry["prompt"] and retry["step"]["variant"] == 1
