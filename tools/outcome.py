@@ -120,7 +120,7 @@ def last_error_line(log: str) -> str:
 
 
 def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, mode: str = "train") -> Outcome:
-    """Map a sandbox run onto the outcome taxonomy of DESIGN.md. `labels` are the test labels, which only
+    """Map a sandbox run onto the outcome taxonomy (OutcomeKind above). `labels` are the test labels, which only
     the host holds: the accuracy is computed here from the predictions the sandbox returned. `mode` is what
     was asked (train, preflight, proxy): a result of another kind is not believed."""
     seconds = raw.wall_seconds

@@ -5,7 +5,7 @@ boundary. This check is defence in depth: it makes the common escapes fail fast,
 names the line, so the LLM can act on it. Each rule rejects what a network definition never needs and an
 escape always does:
 
-- Imports beyond ALLOWED_IMPORTS (the DESIGN contract); `from M import *` and private names.
+- Imports beyond ALLOWED_IMPORTS; `from M import *` and private names.
 - Builtins that reach the interpreter (eval, exec, open, __import__, getattr, vars...).
 - Dunder attributes other than `__init__` and dunder names other than `__name__`: the ladder from any object
   to `__subclasses__`, `__globals__` and `__builtins__`. `match` class patterns read attributes too

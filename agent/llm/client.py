@@ -1,7 +1,8 @@
 """Chat models for the two roles, behind one adapter.
 
-Specs (one per role, `--improver-llm` / `--generator-llm`; the same spec shares one instance):
-  llamacpp:qwen2.5-coder-1.5b | llamacpp:qwen2.5-coder-0.5b   bundled GGUF aliases (agent.models)
+Specs (one per role, `--improver-llm` / `--generator-llm`; the same spec shares one instance, except that a
+llama.cpp model gets one context per role, see make_clients):
+  llamacpp:qwen2.5-coder-1.5b | llamacpp:qwen2.5-coder-0.5b   bundled GGUF aliases (agent/llm/models.py)
   llamacpp:/path/to/model.gguf                                  any local GGUF file
   provider:model                                                anything langchain's init_chat_model knows,
                                                                 e.g. openai:gpt-4o-mini (OPENAI_BASE_URL for a

@@ -1,6 +1,6 @@
 """Reading LLM replies that small models get slightly wrong.
 
-The deterministic fixes of generated code live in agent/fixes/code.py.
+The deterministic fixes of generated code live in agent/fixes/ (one module per fix; registry.py lists them).
 
 Improver: a JSON object {problem, suggestion} (a reflection's {lesson, suggestion} reads the same) — also accepted with single quotes (Python literal),
 inside a code fence, or as `problem: ... / suggestion: ...` lines. Generator: one python code block

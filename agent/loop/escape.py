@@ -8,7 +8,7 @@ held the error text, but nothing changed when it repeated. Here a streak of N eq
                                  Generator is asked for a minimal edit of the best net instead of a rewrite
   streak == N + 1  "hotter":     as above, and both LLMs sample at a higher temperature (bounded)
   streak >= N + 2  "restart":    the Improver's proposal is replaced by a conservative one: restart from
-                                 the best code and change a single width or depth hyper-parameter
+                                 the best code and change a single width: the channels of one convolution
 
 Verbatim repeats of earlier code are detected too (`code_key`), so they cost no container.
 """

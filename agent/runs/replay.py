@@ -169,9 +169,10 @@ def select(steps: list[Step], kind: str | None) -> list[int]:
 
 
 def interactive(steps: list[Step], read: Callable[[], str] = input, write: Callable[[str], None] = print,
-                fold_at: int = 1500) -> None:
-    """The key loop; `read`/`write` are injectable so it can be driven by a test or a pipe."""
-    view, pos = select(steps, None), 0
+                fold_at: int = 1500, kind: str | None = None) -> None:
+    """The key loop, starting filtered to outcome `kind` (--outcome); `read`/`write` are injectable so it can
+    be driven by a test or a pipe."""
+    view, pos = select(steps, kind) or select(steps, None), 0
     write(render(steps[view[pos]], view[pos], len(steps), fold_at))
     while True:
         try:
@@ -217,7 +218,7 @@ def replay(run: str, plain: bool = False, outcome: str | None = None, fold_at: i
         return 0
     if not sys.stdin.isatty():
         raise RunError("replay needs a terminal for its keys; use --plain to print every step")
-    interactive(steps, fold_at=fold_at)
+    interactive(steps, fold_at=fold_at, kind=outcome)
     return 0
 
 

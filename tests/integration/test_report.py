@@ -104,3 +104,10 @@ def test_a_run_stopped_early_does_not_look_complete(run_dir):
     page = write_report(run_dir).read_text()
     assert f"Stopped early: 3 of 4 iterations after the seed (resume with: nasloop search --resume {run_dir})" in page
     assert "<td>iterations</td><td>4</td>" in page  # the run's settings
+
+
+def test_interactive_replay_starts_filtered_by_outcome(run_dir):
+    steps = load_steps(str(run_dir))
+    shown: list[str] = []
+    interactive(steps, read=lambda: "q", write=shown.append, kind="invalid_code")
+    assert "iteration 2 ·" in shown[0].splitlines()[0]  # the fixture's only invalid_code iteration
