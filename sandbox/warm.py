@@ -160,7 +160,15 @@ class WarmSandbox(DockerEngine):
         return None
 
     def _drop(self) -> None:
-        """Stop the current worker (if any); the next job starts a new one."""
+        """Stop the current worker (if any); the next job starts a new one. Called from a signal handler
+        too, while another thread may be blocked reading the socket: shut the socket down first, which
+        wakes that reader; closing its buffered file first would wait forever for the reader's lock."""
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for attr in ("reader", "sock"):
             try:
                 getattr(self, attr).close()

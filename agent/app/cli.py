@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from nasloop.agent.app.options import (  # noqa: F401 - parse_bytes, positive_int: part of the CLI's surface
-    add_data_args, add_sandbox_args, add_train_args, build_evaluator, parse_bytes, positive_int,
+    EXIT_NOTES, add_data_args, add_sandbox_args, add_train_args, build_evaluator, parse_bytes, positive_int,
 )
 from nasloop.errors import NasloopError, UsageError
 from nasloop.tools.outcome import KINDS
@@ -202,6 +205,9 @@ def _add_run_commands(sub) -> None:
     mo.set_defaults(func=cmd_model)
 
 
+GRACE_S = 3.0  # how long a stopped search waits for its running node before it leaves
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: handled like Ctrl-C, so every sandbox is stopped and the run can be resumed."""
 
@@ -211,9 +217,28 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_signal(signum: int, _frame) -> None:
+    """Ctrl-C, SIGTERM, SIGHUP: stop every sandbox at once (an evaluation may be running in another thread).
+    While a search streams, LangGraph runs the node in a worker thread and would wait for it (an LLM call can
+    take a minute) as the exception unwinds: everything recorded is already on disk (appended and fsynced,
+    checkpoints committed), so say how to resume and leave now."""
     from nasloop.sandbox.base import LIVE
 
-    LIVE.stop_all()  # at once: an evaluation may be running in another thread
+    LIVE.stop_all()
+    if EXIT_NOTES and threading.active_count() > 1:
+        # a node whose sandbox was just stopped fails fast and cleans up after itself: give it a moment,
+        # then stop whatever it may have started meanwhile
+        deadline = time.monotonic() + GRACE_S
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        LIVE.stop_all()
+        for note in EXIT_NOTES:
+            print(f"\n{note}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated(signum)
 
 
@@ -222,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = make_parser()
     args = parser.parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     try:
         return args.func(args)

@@ -14,6 +14,10 @@ from nasloop.tools.datasets import NAMES, prepare
 from nasloop.tools.evaluator import Evaluator, TrainSettings
 
 
+# What the CLI prints if it is stopped by a signal while a command runs (a search adds how to resume it).
+EXIT_NOTES: list[str] = []
+
+
 def parse_bytes(text: str) -> int:
     """'6g' -> 6 GiB, '512m' -> 512 MiB, plain numbers are bytes."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from nasloop.agent.app.options import positive_int
+from nasloop.agent.app.options import EXIT_NOTES, positive_int
 from nasloop.agent.deps import FIDELITIES, STRATEGIES, Deps, LoopOptions
 from nasloop.agent.fixes.registry import NAMES as FIX_NAMES
 from nasloop.agent.graph import build_graph, recursion_limit_for
@@ -186,6 +186,8 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
         print(f"nasloop: run {store.path} — {evaluator.data.describe()}", file=sys.stderr)
         if state:
             print(f"nasloop: resuming at iteration {state.get('iteration', 0)}", file=sys.stderr)
+        note = f"nasloop: stopped; everything recorded is kept. Resume with: nasloop search --resume {store.path}"
+        EXIT_NOTES.append(note)
         with Progress(args.iterations, state) as progress:
             try:
                 for mode, data in graph.stream(inp, config, context=deps, stream_mode=["updates", "custom"]):
@@ -196,9 +198,10 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
             except NasloopError as exc:
                 raise type(exc)(f"{exc} — resume with: nasloop search --resume {store.path}") from exc
             except KeyboardInterrupt:
-                print(f"\nnasloop: stopped; everything recorded is kept. Resume with: nasloop search --resume "
-                      f"{store.path}", file=sys.stderr)
+                print(f"\n{note}", file=sys.stderr)
                 raise
+            finally:
+                EXIT_NOTES.remove(note)
         return dict(graph.get_state(config).values)
     finally:
         conn.close()

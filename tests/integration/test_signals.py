@@ -72,3 +72,26 @@ def test_the_deadline_inside_holds_when_nasloop_is_killed(docker_engine, tmp_pat
         c.reload()
         assert c.status == "exited", c.status
         c.remove(force=True)
+
+
+def test_ctrl_c_during_an_llm_call_exits_at_once_with_the_resume_hint(docker_engine, tmp_path):
+    """LangGraph runs a node in a worker thread while the CLI streams its progress: Ctrl-C must not wait
+    for the LLM's reply to finish."""
+    from nasloop.agent.llm.models import resolve_model
+
+    resolve_model("qwen2.5-coder-0.5b")
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "nasloop.agent.app.cli", "search", "--dataset", "digits",
+                             "--train-subset", "256", "--min-steps", "5", "--llm", "llamacpp:qwen2.5-coder-0.5b",
+                             "--max-tokens", "1536", "--iterations", "1", "--runs-dir", str(runs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs.glob("*/results.jsonl")):  # the seed is recorded
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    time.sleep(2)  # the Improver is generating now
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - sent < 15, "Ctrl-C waited for the LLM call"
+    assert proc.returncode == 130 and "Resume with: nasloop search --resume" in err, err[-1500:]
