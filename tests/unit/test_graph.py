@@ -171,6 +171,7 @@ def test_partial_last_line_is_dropped(tmp_path):
         f.write('{"iteration": 1, "node": "evaluate", "outc')
     again = RunStore.open(store.path)
     assert [r["iteration"] for r in again.results()] == [0]
+    assert again.dropped and "results.jsonl: dropped a last line cut short" in again.dropped[0]  # named, not silent
     again.once("results", 1, "evaluate", lambda: {"outcome": "timeout"})
     assert [r["outcome"] for r in RunStore.open(store.path).results()] == ["ok", "timeout"]
 
@@ -259,13 +260,3 @@ def test_a_damaged_checkpoint_file_is_one_line_for_resume_and_fork(tmp_path, cap
     assert main(["fork", str(store.path), "--at", "1", "--runs-dir", str(tmp_path / "f")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is damaged" in err and "Traceback" not in err
-
-
-def test_a_cut_last_line_is_dropped_and_named(tmp_path):
-    store = RunStore.create(tmp_path, "unit", {})
-    store.once("results", 0, "evaluate", lambda: {"outcome": "ok"})
-    with open(store.path / "results.jsonl", "a") as f:
-        f.write('{"iteration": 1, "node": "eval')
-    again = RunStore.open(store.path)
-    assert [r["iteration"] for r in again.results()] == [0]
-    assert again.dropped and "results.jsonl: dropped a last line cut short" in again.dropped[0]
