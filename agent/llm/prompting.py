@@ -7,6 +7,7 @@ import json
 import math
 
 from nasloop import prompts
+from nasloop.agent.llm.stream import LONG_LINE
 from nasloop.tools.outcome import human
 
 FALLBACK_SUGGESTION = "Make one small, safe change to the best network that should raise its accuracy."
@@ -156,16 +157,13 @@ def generator_prompt(state: dict, note: str = "") -> str:
     return f"{text}\n\n{note}" if note else text
 
 
-DEGENERATE_LINE = 400  # characters: no sane line of a module is this long; a small model's repetition loop is
-
-
 def repair_prompt(state: dict, code: str | None, failed: dict, suggestion: str | None = None,
                   degenerated: bool = False) -> str:
     """`suggestion` replaces the Improver's (a repeat: the original change was too vague to be applied).
     A reply that degenerated into a repeating line (stopped early, or cut off at the token limit) is not
     shown back: the model would copy the loop; it gets the network it was asked to change instead."""
     diagnosis = failed.get("diagnosis", "")
-    if degenerated or code and max(map(len, code.splitlines()), default=0) > DEGENERATE_LINE:
+    if degenerated or code and max(map(len, code.splitlines()), default=0) > LONG_LINE:
         code = best_fields(state)["best_code"]
         diagnosis += ("; your reply degenerated into one endlessly repeating line and was cut off. Start again "
                       "from the network below and apply the change in a few short lines")
