@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from nasloop.agent.app.options import EXIT_NOTES, positive_int
+from nasloop.agent.app.options import EXIT_NOTES, non_negative_int, positive_int
 from nasloop.agent.deps import FIDELITIES, STRATEGIES, Deps, LoopOptions
 from nasloop.agent.fixes.registry import NAMES as FIX_NAMES
 from nasloop.agent.graph import build_graph, recursion_limit_for
@@ -54,7 +54,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="read every LLM reply to its end (by default it stops once its code or JSON is complete)")
     g.add_argument("--no-constrain", action="store_true",
                    help="leave the Improver's reply free text (by default held to its JSON schema where possible)")
-    g.add_argument("--lookup", type=int, default=llm.lookup, metavar="N",
+    g.add_argument("--lookup", type=non_negative_int, default=llm.lookup, metavar="N",
                    help="llama.cpp: prompt-lookup decoding for the Generator, drafting N tokens (0: off)")
     g.add_argument("--k", type=positive_int, default=DEFAULT_K, help="memory window: last K triples")
     g.add_argument("--target-accuracy", type=float, help="stop early once the best net reaches this")

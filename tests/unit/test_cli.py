@@ -128,3 +128,13 @@ def test_replay_refuses_an_unknown_outcome_class(capsys):
         main(["replay", "tests/fixtures/run-digits", "--plain", "--outcome", "nope"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "invalid choice: 'nope'" in err and "shape_error" in err
+
+
+def test_lookup_takes_a_count(capsys):
+    from nasloop.agent.app.cli import make_parser
+
+    assert make_parser().parse_args(["search", "--lookup", "0"]).lookup == 0
+    assert make_parser().parse_args(["search", "--lookup", "3"]).lookup == 3
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--lookup", "-1"])
+    assert exc.value.code == 2 and "must be 0 or more (got -1)" in capsys.readouterr().err
