@@ -71,9 +71,9 @@ test: setup lint sandbox-image  ## lint, then unit + integration tests (real Doc
 test-unit: setup  ## fast tests: no Docker, no model
 	$(PY) -m pytest -q -ra tests/unit
 
-search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATIONS=6 LLM=... [STRATEGY=evolution PROXY=naswot FIDELITY=ladder] [RESUME=runs/<id>]
+search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATIONS=6 LLM=... [STRATEGY=evolution PROXY=naswot FIDELITY=ladder WORKERS=4] [RESUME=runs/<id>]
 	$(NASLOOP) search --dataset '$(DATASET)' --iterations $(ITERATIONS) --llm '$(LLM)' \
-	  --runs-dir '$(RUNS_DIR)' $(if $(RESUME),--resume '$(RESUME)') \
+	  --runs-dir '$(RUNS_DIR)' $(if $(RESUME),--resume '$(RESUME)') $(if $(WORKERS),--workers '$(WORKERS)') \
 	  $(if $(STRATEGY),--strategy '$(STRATEGY)') $(if $(PROXY),--proxy '$(PROXY)') \
 	  $(if $(FIDELITY),--fidelity '$(FIDELITY)') $(SEARCH_ARGS)
 

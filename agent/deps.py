@@ -42,10 +42,13 @@ class LoopOptions:
     tournament: int = 3  # evolution: members drawn to pick each parent
     ladder_width: int = 3  # ladder: variants generated per step
     seed: int = 0  # makes parent selection reproducible (and the same on resume)
+    workers: int = 1  # candidates evaluated at once; more than one fans the graph out (agent/graph.py)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES or self.fidelity not in FIDELITIES:
             raise ValueError(f"strategy must be one of {STRATEGIES} and fidelity one of {FIDELITIES}")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         unknown = set(self.fixes) - set(FIX_NAMES)
         if unknown:
             raise ValueError(f"unknown fix {', '.join(sorted(unknown))}: choose from {', '.join(FIX_NAMES)}")

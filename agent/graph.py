@@ -13,6 +13,14 @@ evaluate adds the child to the population and removes the worst member:
 
     seed ─► select ─► improve ─► generate ─► evaluate ─► select ... (repair as above)
 
+With several workers (LoopOptions.workers = W > 1) each round fans out with LangGraph's `Send`: the
+Improver writes W different proposals (`propose`, in candidate order), W copies of the candidate subgraph
+(generate ─► evaluate ⇄ repair ─► report) run at once on the evaluation workers, and `merge` folds their
+results in candidate order, whichever finished first. Evolution sends W tournament picks instead:
+
+    seed ─► propose ─► candidate × W ─► merge ─► propose ...          (loop)
+    seed ─► candidate × W (select ─► improve ─► generate ─► ...) ─► merge ─► candidate × W ...  (evolution)
+
 `build_graph(...)` compiles WITHOUT a checkpointer, so a parent graph's checkpointer is inherited
 (and `langgraph dev` accepts it); the CLI compiles with SqliteSaver for resume. One iteration is three
 supersteps (four with select), plus two per repair: callers set `recursion_limit` with
@@ -24,10 +32,11 @@ from functools import partial
 from typing import Callable
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
 
 from nasloop.agent.deps import Deps
-from nasloop.agent.loop.nodes import make_nodes
-from nasloop.agent.state import DEFAULT_K, InputState, OutputState, make_state
+from nasloop.agent.loop.nodes import make_nodes, round_size
+from nasloop.agent.state import DEFAULT_K, BatchState, InputState, OutputState, make_state
 
 STEPS_PER_ITERATION = 4  # select (evolution), improve, generate, evaluate
 
@@ -59,8 +68,62 @@ def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
     return (STEPS_PER_ITERATION + 2 * repairs) * (iterations + 1) + 10
 
 
+SHARED = ("task", "best", "window", "last", "counts", "population")  # what each fanned-out candidate starts from
+
+
+def fan_out(state: dict, workers: int, strategy: str) -> list[Send] | str:
+    """One `Send` per candidate of the round (or END when the budget is spent or the target reached): each
+    starts from the same state, with its own iteration number (and, for the loop, its own proposal)."""
+    if route_next(state, "candidate") == END:
+        return END
+    it = state.get("iteration", 1)
+    base = {key: state[key] for key in SHARED if key in state}
+    if strategy == "evolution":
+        return [Send("candidate", {**base, "iteration": it + j}) for j in range(round_size(state, workers))]
+    return [Send("candidate", {**base, "iteration": it + j, "proposal": p})
+            for j, p in enumerate(state.get("proposals") or [])]
+
+
+def candidate_graph(nodes: dict, k: int, strategy: str):
+    """One fanned-out candidate, built from the loop's own nodes: ([select ─► improve ─►] with evolution)
+    generate ─► evaluate ⇄ repair ─► report. It returns only its result (`batch`) to the parent."""
+    g = StateGraph(make_state(k), output_schema=BatchState)
+    names = ("select", "improve", "generate") if strategy == "evolution" else ("generate",)
+    for name in (*names, "evaluate", "repair", "report"):
+        g.add_node(name, nodes[name])
+    g.add_edge(START, names[0])
+    for a, b in zip(names, names[1:], strict=False):
+        g.add_edge(a, b)
+    g.add_edge(names[-1], "evaluate")
+    g.add_conditional_edges("evaluate", lambda s: "repair" if (s.get("candidate") or {}).get("failed") else "report",
+                            ["repair", "report"])
+    g.add_edge("repair", "evaluate")
+    g.add_edge("report", END)
+    return g.compile(name="candidate")
+
+
+def _fanned(g: StateGraph, nodes: dict, k: int, strategy: str, workers: int) -> None:
+    """The parent graph's edges with several workers (see the module docstring)."""
+    fan = partial(fan_out, workers=workers, strategy=strategy)
+    first = "propose" if strategy == "loop" else "candidate"
+    g.add_node("seed", nodes["seed"])
+    g.add_node("candidate", candidate_graph(nodes, k, strategy))
+    g.add_node("merge", nodes["merge"])
+    if strategy == "loop":
+        g.add_node("propose", nodes["propose"])
+        g.add_conditional_edges(START, partial(route_start, first="propose"), ["seed", "propose", END])
+        g.add_conditional_edges("seed", partial(route_next, first="propose"), ["propose", END])
+        g.add_conditional_edges("merge", partial(route_next, first="propose"), ["propose", END])
+        g.add_conditional_edges("propose", fan, ["candidate", END])
+    else:
+        g.add_conditional_edges(START, lambda s: "seed" if s.get("iteration", 0) == 0 else fan(s), ["seed", first, END])
+        g.add_conditional_edges("seed", fan, [first, END])
+        g.add_conditional_edges("merge", fan, [first, END])
+    g.add_edge("candidate", "merge")
+
+
 def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = DEFAULT_K, checkpointer=None,
-                strategy: str | None = None):
+                strategy: str | None = None, workers: int | None = None):
     """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store; or is
     a function of the task that returns them (agent/app/studio.py); or is left out, and each invocation
     brings its own as LangGraph's runtime context: `graph.invoke(inp, config, context=Deps(...))` (a
@@ -68,12 +131,21 @@ def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = D
     `deps.options.strategy`."""
     if strategy is None:
         strategy = deps.options.strategy if isinstance(deps, Deps) else "loop"
+    if workers is None:
+        workers = deps.options.workers if isinstance(deps, Deps) else 1
     nodes = make_nodes(deps)
     first = "select" if strategy == "evolution" else "improve"
     # A task factory serves Studio, whose context must be JSON: only the others declare Deps as the context.
     context = None if deps is not None and not isinstance(deps, Deps) else Deps
     g = StateGraph(make_state(k), context_schema=context, input_schema=InputState, output_schema=OutputState)
+    # the name is what LangGraph Studio calls the assistant: the two strategies must not look alike
+    title = "nasloop" if strategy != "evolution" else "nasloop-evolution"
+    if workers > 1:
+        _fanned(g, nodes, k, strategy, workers)
+        return g.compile(checkpointer=checkpointer, name=title)
     for name, fn in nodes.items():
+        if name in ("propose", "report", "merge"):
+            continue
         if name != "select" or strategy == "evolution":
             g.add_node(name, fn)
     g.add_conditional_edges(START, partial(route_start, first=first), ["seed", first, END])
@@ -84,5 +156,4 @@ def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = D
     g.add_edge("generate", "evaluate")
     g.add_conditional_edges("evaluate", partial(route_after_evaluate, first=first), [first, "repair", END])
     g.add_edge("repair", "evaluate")
-    # the name is what LangGraph Studio calls the assistant: the two strategies must not look alike
-    return g.compile(checkpointer=checkpointer, name="nasloop" if strategy != "evolution" else "nasloop-evolution")
+    return g.compile(checkpointer=checkpointer, name=title)

@@ -7,6 +7,8 @@
 - `proposal`: the Improver's {problem, suggestion} on its way to the Generator.
 - `candidate`:the Generator's code (or why there is none) on its way to the Evaluator.
 - `iteration`, `counts`: counters (next iteration number; outcomes by class).
+- `proposals`, `batch` (with several workers only): the round's proposals on their way to the fanned-out
+  candidates, and the candidates' results on their way to `merge` (which folds them in candidate order).
 - `population`, `parent` (evolution strategy only): the members as small references (iteration,
   fitness, params: their code is in the run store), and the member being mutated now, with its code.
 """
@@ -49,6 +51,11 @@ def count_add(left: dict[str, int] | None, right: dict[str, int] | None) -> dict
     return out
 
 
+def batch_add(left: list[dict] | None, right: list[dict] | None) -> list[dict]:
+    """Collect the fanned-out candidates' results (in whatever order they finish); None empties it."""
+    return [] if right is None else [*(left or []), *right]
+
+
 def window_reducer(k: int) -> Callable[[Any, Any], list[Triple]]:
     """A reducer bound to window size `k`."""
 
@@ -63,6 +70,12 @@ class InputState(TypedDict, total=False):
     """What a caller (the CLI or a parent graph) sends."""
 
     task: dict
+
+
+class BatchState(TypedDict, total=False):
+    """What one fanned-out candidate hands back to the parent graph: its result, for `merge`."""
+
+    batch: list[dict]
 
 
 class OutputState(TypedDict, total=False):
@@ -90,6 +103,8 @@ def make_state(k: int = DEFAULT_K) -> type:
             "counts": Annotated[dict[str, int], count_add],
             "population": list[dict],
             "parent": dict | None,
+            "proposals": list[dict] | None,
+            "batch": Annotated[list[dict], batch_add],
         },
         total=False,
     )

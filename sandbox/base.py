@@ -53,7 +53,7 @@ class RawResult:
     """Raw facts about one run; `tools.outcome` classifies them.
 
     Host-observed: exit_code, timed_out, preflight_timed_out, oom_killed (the engine's flag),
-    peak_memory_bytes (the container's cgroup), wall_seconds, infra_error, worker_died.
+    peak_memory_bytes (the container's cgroup), wall_seconds, infra_error, worker_died, worker_lost.
     Produced inside the sandbox (reported): result, predictions, tensors (read by the host as data)."""
 
     exit_code: int | None = None
@@ -69,6 +69,7 @@ class RawResult:
     peak_memory_bytes: int | None = None
     infra_error: str | None = None  # the sandbox failed (engine gone...), not the candidate
     worker_died: bool = False  # a warm worker vanished under this candidate
+    worker_lost: bool = False  # a Ray evaluation worker was lost twice under it (sandbox/ray_pool.py): not its fault
 
 
 class Sandbox(Protocol):

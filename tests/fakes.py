@@ -20,6 +20,26 @@ def scripted(*responses: str, spec: str = "scripted") -> ChatClient:
     return ChatClient(GenericFakeChatModel(messages=itertools.cycle(responses)), spec)
 
 
+class Keyed(GenericFakeChatModel):
+    """Replies chosen by the prompt, not by call order: the first reply whose key occurs in the last message
+    (`default` when none does). Calls from fanned-out candidates race; their replies must not."""
+
+    replies: dict[str, str] = {}
+    default: str = ""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        from langchain_core.messages import AIMessage
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        text = str(messages[-1].content)
+        reply = next((r for key, r in self.replies.items() if key in text), self.default)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
+
+
+def keyed(replies: dict[str, str], default: str = "", spec: str = "keyed") -> ChatClient:
+    return ChatClient(Keyed(messages=iter(()), replies=replies, default=default), spec)
+
+
 def code_reply(code: str = SEED, tag: str = "") -> str:
     """A Generator reply; `tag` (e.g. acc=0.6 or fail=shape_error) becomes code, so tagged replies differ."""
     return f"Here you go:\n```python\nTAG = \"{tag}\"\n{code}```\n"

@@ -110,6 +110,9 @@ def clip(text: str, limit: int = DIAGNOSIS_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+WORKER_LOST = "worker"  # failure phase of a sandbox_error that concerns one candidate's worker only
+
+
 def last_error_line(log: str) -> str:
     """The last line of a log that looks like an exception, else its last non-empty line."""
     lines = [ln.strip() for ln in (log or "").splitlines() if ln.strip()]
@@ -124,8 +127,9 @@ def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, m
     the host holds: the accuracy is computed here from the predictions the sandbox returned. `mode` is what
     was asked (train, preflight, proxy): a result of another kind is not believed."""
     seconds = raw.wall_seconds
-    if raw.infra_error:
-        return Outcome("sandbox_error", clip(raw.infra_error), seconds=seconds)
+    if raw.infra_error:  # phase "worker": one candidate's worker was lost, the others go on (not a stop)
+        return Outcome("sandbox_error", clip(raw.infra_error), seconds=seconds,
+                       failure={"phase": WORKER_LOST} if raw.worker_lost else {})
     if raw.worker_died:
         return Outcome("runtime_error", "the sandbox worker died while it ran this candidate (killed by it, or "
                                         "by a limit); it was replaced", seconds=seconds)

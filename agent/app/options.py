@@ -6,10 +6,12 @@ importing each other (the CLI imports them; they import this).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+from dataclasses import replace
 
-from nasloop.sandbox import Limits, make_sandbox
+from nasloop.sandbox import Limits, Sandbox, make_sandbox
 from nasloop.tools.datasets import NAMES, prepare
 from nasloop.tools.evaluator import Evaluator, TrainSettings
 
@@ -103,14 +105,30 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
         # The warm worker talks over a Unix socket in a bind-mounted directory, which gVisor's file system
         # does not pass through: under runsc every candidate gets a fresh container.
         kind = "docker" if getattr(args, "no_warm", False) or runtime == "runsc" else "warm"
-        sandbox = make_sandbox(kind, image=args.sandbox_image, limits=limits)
+        options: dict = {"image": args.sandbox_image}
     else:
         print("nasloop: warning: --sandbox process has no network or file-system isolation", file=sys.stderr)
-        sandbox = make_sandbox("process", limits=limits)
+        kind, options = "process", {}
+    workers = getattr(args, "workers", 1) or 1
+    if workers > 1:
+        sandbox = ray_sandbox(kind, workers, limits, getattr(args, "ray_address", None), options)
+    else:
+        sandbox = make_sandbox(kind, limits=limits, **options)
     settings = TrainSettings(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
                              lr=args.lr, seed=args.seed, device=args.device, precision=args.precision,
                              max_params=args.max_params, preflight=not args.no_preflight)
     return Evaluator(data, sandbox, settings)
+
+
+def ray_sandbox(kind: str, workers: int, limits: Limits, address: str | None, options: dict) -> Sandbox:
+    """`workers` evaluation workers on Ray. On this machine (no address) each gets an equal share of its
+    cores, at most --cpus, so the workers' training threads fit the cores instead of oversubscribing them."""
+    from nasloop.sandbox.ray_pool import RaySandbox
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        limits = replace(limits, cpus=min(limits.cpus, (os.cpu_count() or 1) / workers))
+    return RaySandbox(kind, workers, limits, address=address, **options)
 
 
 def evaluation_defaults() -> argparse.Namespace:

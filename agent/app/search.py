@@ -23,7 +23,7 @@ from nasloop.agent.state import DEFAULT_K
 from nasloop.errors import NasloopError, RunError, SandboxFault
 from nasloop.sandbox.base import PROXY_NAMES
 from nasloop.tools.evaluator import Evaluator
-from nasloop.tools.outcome import human
+from nasloop.tools.outcome import WORKER_LOST, human
 
 THREAD = "search"
 DEFAULT_ITERATIONS = 6
@@ -34,7 +34,7 @@ RUN_OPTIONS = (
     "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "temperature", "max_tokens",
     "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight", "no_repeat_check", "no_replace",
     "no_fix", "no_fixes", "plain", "no_early_stop", "no_constrain", "lookup",
-    "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime",
+    "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime", "workers",
 )
 
 
@@ -72,6 +72,13 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runs-dir", default="runs", help="where new runs are created (default runs/)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (e.g. after kill -9)")
     add_learning_args(p, loop)
+    g = p.add_argument_group("scale-out (Ray)")
+    g.add_argument("--workers", type=positive_int, default=loop.workers,
+                   help="candidates evaluated at once, each on its own Ray worker and sandbox (one GPU each "
+                        "where there are enough); 1: no Ray")
+    g.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster ('auto', ray://HOST:10001) instead of starting Ray on this machine "
+                        "(default: RAY_ADDRESS, else local)")
 
 
 def add_learning_args(p: argparse.ArgumentParser, loop: LoopOptions) -> None:
@@ -126,7 +133,8 @@ def loop_options(args: argparse.Namespace) -> LoopOptions:
 
 def _shared_options(args: argparse.Namespace) -> dict:
     return dict(temperature=args.temperature, strategy=args.strategy, fidelity=args.fidelity, proxy=args.proxy,
-                population=args.population, tournament=args.tournament, ladder_width=args.ladder_width, seed=args.seed)
+                population=args.population, tournament=args.tournament, ladder_width=args.ladder_width, seed=args.seed,
+                workers=getattr(args, "workers", 1) or 1)
 
 
 def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
@@ -184,6 +192,8 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
         state = dict(snapshot.values or {})
         inp = None if snapshot.next else {"task": make_task(evaluator, args)}
         print(f"nasloop: run {store.path} — {evaluator.data.describe()}", file=sys.stderr)
+        if deps.options.workers > 1:
+            print(f"nasloop: {_scale_line(deps, evaluator)}", file=sys.stderr)
         if state:
             print(f"nasloop: resuming at iteration {state.get('iteration', 0)}", file=sys.stderr)
         note = f"nasloop: stopped; everything recorded is kept. Resume with: nasloop search --resume {store.path}"
@@ -205,6 +215,15 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
         return dict(graph.get_state(config).values)
     finally:
         conn.close()
+
+
+def _scale_line(deps: Deps, evaluator: Evaluator) -> str:
+    """Where the workers run and whether the LLM calls of a round overlap (a server) or queue (in-process)."""
+    sandbox = evaluator.sandbox
+    where = getattr(sandbox, "where", "Ray")
+    llm = ("concurrent requests" if deps.generator.concurrent and deps.improver.concurrent
+           else "queued (one in-process model)")
+    return f"{deps.options.workers} evaluation workers on {where}; LLM calls: {llm}"
 
 
 def _finish(store: RunStore, evaluator: Evaluator, options: LoopOptions, final: dict) -> None:
@@ -251,7 +270,7 @@ class _Guarded:
 
     def evaluate(self, source: str):
         out = self.inner.evaluate(source)
-        if out.kind == "sandbox_error":
+        if out.kind == "sandbox_error" and out.failure.get("phase") != WORKER_LOST:  # a lost worker: this one only
             raise SandboxFault(f"sandbox failure (not the candidate's fault): {out.diagnosis}")
         return out
 
@@ -333,28 +352,33 @@ class Progress:
 
     def update(self, update: dict) -> None:
         for node, delta in update.items():
-            if node not in ("seed", "evaluate") or not delta or "last" not in delta:  # a repair is pending
-                continue
-            last = delta["last"]
-            out = last["outcome"]
-            if "best" in delta:
-                self.best = record.best_fitness(delta["best"])
-            it = last["iteration"]
-            acc = f"{out['accuracy']:.3f}" if out.get("accuracy") is not None else "-"
-            if out.get("scores"):
-                acc += "  " + " ".join(f"{k} {v:.4g}" for k, v in out["scores"].items())
-            best = "-" if self.best is None else f"{self.best:.3f}" if abs(self.best) <= 1 else f"{self.best:.4g}"
-            llm = sum(v or 0 for v in (last.get("llm") or {}).values())
-            self.info = f"best {best} | last {out['kind']}"
-            line = (f"iter {it}/{self.total}  {out['kind']:<15} acc {acc}  best {best}  "
-                    f"params {human(out.get('params') or 0)}  llm {llm:.1f}s  eval {out.get('seconds') or 0:.1f}s")
-            if last.get("repairs"):
-                line += f"  (after {last['repairs']} repair{'s' if last['repairs'] > 1 else ''})"
-            if last.get("escape"):
-                line += f"  [escape: {last['escape']}]"
-            if out.get("diagnosis"):
-                line += f"  | {out['diagnosis'][:120]}"
-            self.console.print(line, markup=False, highlight=False)
-            self.done, self.finished = it + 1, self.finished + 1
-            self.bar.update(self.task, completed=it + 1)
-            self._show()
+            if node == "candidate":  # a fanned-out candidate finished (merge folds the round in order later)
+                for item in (delta or {}).get("batch") or []:
+                    self._finished(item["last"], item.get("best"))
+            elif node in ("seed", "evaluate") and delta and "last" in delta:  # else a repair is pending
+                self._finished(delta["last"], delta.get("best"))
+
+    def _finished(self, last: dict, new_best: dict | None) -> None:
+        out = last["outcome"]
+        fit = record.best_fitness(new_best) if new_best else None
+        if fit is not None and (self.best is None or fit > self.best):
+            self.best = fit
+        it = last["iteration"]
+        acc = f"{out['accuracy']:.3f}" if out.get("accuracy") is not None else "-"
+        if out.get("scores"):
+            acc += "  " + " ".join(f"{k} {v:.4g}" for k, v in out["scores"].items())
+        best = "-" if self.best is None else f"{self.best:.3f}" if abs(self.best) <= 1 else f"{self.best:.4g}"
+        llm = sum(v or 0 for v in (last.get("llm") or {}).values())
+        self.info = f"best {best} | last {out['kind']}"
+        line = (f"iter {it}/{self.total}  {out['kind']:<15} acc {acc}  best {best}  "
+                f"params {human(out.get('params') or 0)}  llm {llm:.1f}s  eval {out.get('seconds') or 0:.1f}s")
+        if last.get("repairs"):
+            line += f"  (after {last['repairs']} repair{'s' if last['repairs'] > 1 else ''})"
+        if last.get("escape"):
+            line += f"  [escape: {last['escape']}]"
+        if out.get("diagnosis"):
+            line += f"  | {out['diagnosis'][:120]}"
+        self.console.print(line, markup=False, highlight=False)
+        self.done, self.finished = max(self.done, it + 1), self.finished + 1
+        self.bar.update(self.task, completed=self.done)
+        self._show()

@@ -14,6 +14,7 @@ can be replaced by a thin chat model over llama-cpp-python without touching the 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -125,6 +126,11 @@ def _transient(exc: BaseException) -> bool:
         k in name for k in ("Timeout", "Connection", "RateLimit", "APIError", "InternalServer", "ServiceUnavailable"))
 
 
+# One in-process llama.cpp model at a time: concurrent calls (fanned-out candidates) wait their turn instead
+# of oversubscribing the cores (two llama.cpp calls on 2 cores run ~10x slower than one).
+IN_PROCESS = threading.Lock()
+
+
 class ChatClient:
     """What the nodes use: `ask(system, user) -> Reply`, streamed, with retries and token/time accounting."""
 
@@ -133,6 +139,11 @@ class ChatClient:
         self.settings = settings or LLMSettings()
         self._llama = LlamaCounter.attach(model)
         self.streams_usage = True  # False once a server's stream came without token counts
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether calls from several threads run at once (a server or an API) or are queued (in-process)."""
+        return self._llama is None
 
     def ask(self, system: str, user: str, temperature: float | None = None, *, schema: dict | None = None,
             stop: StopRule | None = None, progress: Callable[[int, float], None] | None = None) -> Reply:
@@ -154,7 +165,10 @@ class ChatClient:
             return self._stream(messages, kwargs, stop, progress)
 
         try:
-            return call()
+            if self._llama is None:  # a server (or a remote API) takes concurrent requests
+                return call()
+            with IN_PROCESS:
+                return call()
         except Exception as exc:
             raise LLMError(f"LLM '{self.spec}' failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
 

@@ -96,8 +96,9 @@ def make_nodes(deps: DepsSource) -> dict:
     """The node functions bound to `deps`: the collaborators themselves, a factory of them from the task
     (Studio, or a parent whose task names the data set and the LLM), or None (they come with each
     invocation as LangGraph's runtime context: `graph.invoke(inp, config, context=Deps(...))`)."""
-    return {name: partial(fn, deps) for name, fn in (("seed", seed), ("select", select), ("improve", improve),
-                                                      ("generate", generate), ("evaluate", evaluate), ("repair", repair))}
+    return {name: partial(fn, deps) for name, fn in (
+        ("seed", seed), ("select", select), ("improve", improve), ("generate", generate), ("evaluate", evaluate),
+        ("repair", repair), ("propose", propose), ("report", report), ("merge", merge))}
 
 
 def setup(source: DepsSource, state: dict, runtime: Runtime | None) -> tuple[Deps, dict]:
@@ -156,8 +157,10 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
                                                           "response": json.dumps(proposal), "seconds": 0.0})
         escape: dict | None = {**esc.to_dict(), "temperature": esc.temperature}
         return {"proposal": {**proposal, "source": "restart", "llm_seconds": 0.0, "escape": escape}, **changed}
+    # the memory as the Improver reads it; with several workers it also lists this round's pending changes
+    seen = (state.get("window") or []) + (state.get("round") or [])
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
-    prompt = make_prompt(state, esc.improver_note() if esc else "")
+    prompt = make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
     temperature = esc.temperature if esc else None
     schema = reply_schema("lesson" if state.get("parent") else "problem")
 
@@ -173,15 +176,85 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     if not opts.replace_suggestions:
         kept = parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION}
     else:
-        kept = usable_proposal(parsed, err, it, state.get("window"))
+        kept = usable_proposal(parsed, err, it, seen)
         if kept is not parsed and parsed is not None:  # a repeat or a placeholder: ask once more, with the list
-            rec = ask(1, f"{prompt}\n\n{tried_note(parsed, state.get('window'))}")
+            rec = ask(1, f"{prompt}\n\n{tried_note(parsed, seen)}")
             seconds, source = seconds + rec["seconds"], "model-retry"
             parsed, err = parse_improver(rec["response"])
-            kept = usable_proposal(parsed, err, it, state.get("window"))
+            kept = usable_proposal(parsed, err, it, seen)
     escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
     return {"proposal": {**kept, "source": source if kept is parsed else "fallback", "llm_seconds": seconds,
                          "escape": escape}, **changed}
+
+PENDING = "pending (tried in parallel now)"  # the outcome a sibling's change shows while the round runs
+
+
+def round_size(state: dict, workers: int) -> int:
+    """Candidates in the next round: one per worker, within the iteration budget."""
+    return max(1, min(workers, state["task"]["iterations"] - state.get("iteration", 1) + 1))
+
+
+def propose(source: DepsSource, state: dict, runtime: Runtime) -> dict:
+    """Several workers, loop strategy: the round's proposals, one per candidate, asked in candidate order
+    (so a seeded run is reproducible); each call sees the changes already chosen for this round as pending
+    memory entries, so the candidates try different changes."""
+    deps, _ = setup(source, state, runtime)
+    it = state.get("iteration", 1)
+    proposals: list[dict] = []
+    pending: list[dict] = []
+    changed: dict = {}
+    for j in range(round_size(state, deps.options.workers)):
+        update = improve(source, {**state, **changed, "iteration": it + j, "round": pending}, runtime)
+        changed = {"task": update["task"]} if "task" in update else changed
+        p = update["proposal"]
+        proposals.append(p)
+        pending.append({"iteration": it + j, "problem": p["problem"][:300], "suggestion": p["suggestion"][:300],
+                        "outcome": PENDING})
+    return {"proposals": proposals, **changed}
+
+
+def report(source: DepsSource, state: dict, runtime: Runtime) -> dict:
+    """The last step of one fanned-out candidate: hand its result to the parent graph's `merge`."""
+    last = state["last"]
+    best = state.get("best") or {}
+    member = None
+    if last.get("fitness") is not None:
+        member = {"iteration": last["iteration"], "fitness": last["fitness"], "params": last["outcome"].get("params")}
+    return {"batch": [{"iteration": last["iteration"], "triple": (state.get("window") or [])[-1], "last": last,
+                       "counts": {last["outcome"]["kind"]: 1, "evaluated": 1}, "member": member,
+                       "best": best if best.get("iteration") == last["iteration"] else None}]}
+
+
+def merge(source: DepsSource, state: dict, runtime: Runtime) -> dict:
+    """Fold a round's results into the state in candidate order, whichever worker finished first: the
+    memory, the counters, the best net (and the population) come out as if evaluated one after another."""
+    deps, _ = setup(source, state, runtime)
+    items = sorted(state.get("batch") or [], key=lambda b: b["iteration"])
+    if not items:
+        return {"batch": None, "proposals": None}
+    best, improved = state.get("best"), False
+    population = list(state.get("population") or [])
+    counts: dict[str, int] = {}
+    for b in items:
+        for key, n in b["counts"].items():
+            counts[key] = counts.get(key, 0) + n
+        new = record.best_fitness(b["best"]) if b["best"] else None
+        old = record.best_fitness(best)
+        if new is not None and (old is None or new > old):
+            best, improved = b["best"], True
+        if b["member"] is not None:
+            m = b["member"]
+            population = _survivors(population, m["iteration"], m["fitness"], m["params"], deps.options.population)
+    update: dict[str, Any] = {"batch": None, "proposals": None, "window": [b["triple"] for b in items],
+                              "counts": counts, "iteration": items[-1]["iteration"] + 1, "last": items[-1]["last"]}
+    if improved and best is not None:
+        update["best"] = best
+        if deps.store is not None and best.get("code"):
+            deps.store.save_best(best["code"])  # the branches wrote theirs in the order they finished
+    if deps.options.strategy == "evolution":
+        update["population"] = population
+    return update
+
 
 def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""

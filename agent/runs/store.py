@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from nasloop.errors import RunError
+
+_APPEND = threading.Lock()
 
 RUN_FILE = "run.json"
 
@@ -138,7 +141,8 @@ class RunStore:
         return self._memo.get((kind, iteration, node))
 
     def results(self) -> list[dict]:
-        return _read_jsonl(self.path / "results.jsonl")
+        """In candidate order: fanned-out candidates append theirs in the order they finish."""
+        return sorted(_read_jsonl(self.path / "results.jsonl"), key=lambda r: r.get("iteration", 0))
 
     def trace(self) -> list[dict]:
         return _read_jsonl(self.path / "trace.jsonl")
@@ -167,8 +171,9 @@ class RunStore:
 
     # -- low level ----------------------------------------------------------------------------------
     def _append(self, name: str, record: dict[str, Any]) -> None:
+        """One line, whole: fanned-out candidates append from several threads at once."""
         line = json.dumps(record, default=str) + "\n"
-        with open(self.path / name, "a", encoding="utf-8") as f:
+        with _APPEND, open(self.path / name, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -1,0 +1,167 @@
+"""Evaluation workers on Ray: W actors, each owning one sandbox (a warm container by default) on one GPU
+or a CPU share, behind the one `Sandbox` interface (`run(job) -> RawResult`).
+
+Only raw results cross back: the test labels stay in the driver, which classifies every result itself
+(tools/outcome.py), exactly as with one local sandbox. Local mode starts Ray in this process with the
+machine's resources (`ray.init`); an address (`auto`, `ray://...`, or RAY_ADDRESS) joins a cluster. The
+data set's arrays go into Ray's object store once; a worker on a node that lacks the data directory
+writes them out from there once.
+
+Faults: an actor that dies under a candidate (crash, `ray.kill`, node lost) is restarted by Ray and the
+candidate is run once more; a second loss is a `sandbox_error` for that candidate only (`RawResult.worker_lost`)
+— never the candidate's fault, and the search goes on. A restarted worker's sandbox removes the containers
+its dead predecessor left (their owner process is gone: sandbox/docker_sandbox.remove_orphans).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasloop.sandbox.base import LIVE, Job, Limits, RawResult, SandboxUnavailable
+
+RESTARTS = 4  # how often Ray restarts one worker over a run
+STOP_S = 20.0  # how long a worker may take to stop its container on close
+
+
+class SandboxWorker:
+    """A Ray actor: one sandbox of `kind`, and the data set where this node can read it."""
+
+    def __init__(self, kind: str, limits: Limits, options: dict):
+        import ray
+
+        from nasloop.sandbox import make_sandbox
+
+        gpus = ray.get_gpu_ids()
+        if gpus:  # the container sees only the GPU Ray gave this worker
+            limits = replace(limits, gpus=",".join(str(int(g)) for g in gpus))
+        self.sandbox = make_sandbox(kind, limits=limits, **options)
+        self.dirs: dict[str, Path] = {}
+
+    def _data_dir(self, host_dir: str, arrays: Any) -> Path:
+        """The data directory on this node: the driver's own where it exists (same machine or shared file
+        system), else the arrays from the object store, written out once."""
+        if host_dir not in self.dirs:
+            path = Path(host_dir)
+            if not path.is_dir():
+                path = Path(tempfile.mkdtemp(prefix="nasloop-data-"))
+                for name, array in arrays.items():
+                    np.save(path / f"{name}.npy", array, allow_pickle=False)
+                os.chmod(path, 0o755)
+            self.dirs[host_dir] = path
+        return self.dirs[host_dir]
+
+    def run(self, job: Job, arrays: Any) -> RawResult:
+        return self.sandbox.run(replace(job, data_dir=self._data_dir(str(job.data_dir), arrays)))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def close(self) -> None:
+        closer = getattr(self.sandbox, "close", None)
+        if closer is not None:
+            closer()
+
+
+class RaySandbox:
+    """`Sandbox` over `workers` Ray actors; `run` may be called from several threads at once (the graph's
+    fanned-out candidates), each call taking the next idle worker."""
+
+    def __init__(self, kind: str, workers: int, limits: Limits, *, address: str | None = None,
+                 gpus_per_worker: float | None = None, **options: Any):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.limits, self.workers, self.kind = limits, workers, kind
+        self._started = start_ray(address)
+        import ray
+
+        gpus = float((ray.cluster_resources() or {}).get("GPU", 0)) if gpus_per_worker is None else gpus_per_worker
+        self.gpus_per_worker = 1.0 if gpus_per_worker is None and gpus >= workers else (gpus_per_worker or 0.0)
+        actor = ray.remote(SandboxWorker).options(  # type: ignore[attr-defined]
+            num_cpus=limits.cpus, num_gpus=self.gpus_per_worker, max_restarts=RESTARTS, max_concurrency=2)
+        self.actors: list[Any] = [actor.remote(kind, limits, options) for _ in range(workers)]
+        self._idle: queue.Queue = queue.Queue()
+        for a in self.actors:
+            self._idle.put(a)
+        self._arrays: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.lost = 0  # candidates re-queued after their worker died
+        share = f"{limits.cpus:g} CPU" + (f", {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else "")
+        self.where = f"{'a Ray cluster' if address else 'local Ray'} ({share} each)"
+        self._cleanup_key = LIVE.add(self.close)
+
+    def _data_ref(self, data_dir: Path) -> Any:
+        """The data set's arrays in the object store: put once per data directory, shared by every worker."""
+        import ray
+
+        key = str(data_dir)
+        with self._lock:
+            if key not in self._arrays:
+                self._arrays[key] = ray.put({p.stem: np.load(p, allow_pickle=False)
+                                             for p in sorted(Path(data_dir).glob("*.npy"))})
+            return self._arrays[key]
+
+    def run(self, job: Job) -> RawResult:
+        import ray
+        from ray.exceptions import RayActorError
+
+        arrays = self._data_ref(job.data_dir)
+        actor = self._idle.get()
+        try:
+            for _ in range(2):  # a lost worker's candidate is run once more, on the restarted worker
+                try:
+                    return ray.get(actor.run.remote(job, arrays))
+                except RayActorError as exc:
+                    self.lost += 1
+                    why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+            return RawResult(infra_error=f"the evaluation worker was lost twice under this candidate ({why})",
+                             worker_lost=True)
+        finally:
+            self._idle.put(actor)
+
+    def close(self) -> None:
+        """Stop every worker's container, then the workers (and Ray, if this pool started it)."""
+        import ray
+
+        LIVE.discard(self._cleanup_key)
+        if not ray.is_initialized():
+            return
+        try:
+            ray.get([a.close.remote() for a in self.actors], timeout=STOP_S)
+        except Exception:  # noqa: BLE001 - a dead or stuck worker: killing it below is what is left
+            pass
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+        if self._started:
+            ray.shutdown()
+        from nasloop.sandbox.docker_sandbox import docker_client, remove_orphans
+
+        if self.kind in ("warm", "docker"):  # what a killed worker left behind
+            try:
+                remove_orphans(docker_client())
+            except Exception:  # noqa: BLE001 - no engine to clean: nothing was left there
+                pass
+
+
+def start_ray(address: str | None = None) -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), or start a local Ray with this machine's resources.
+    True when this call started it (so closing the pool shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(address=address, num_cpus=None if address else os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
+        raise SandboxUnavailable(f"could not start {where}: {str(exc).strip().splitlines()[0][:200]}") from exc
+    return True
