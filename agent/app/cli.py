@@ -64,7 +64,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
     from nasloop.agent.runs.fork import prepare_fork
 
     overrides = {"llm": args.llm, "improver_llm": args.improver_llm, "generator_llm": args.generator_llm,
-                 "iterations": args.iterations}
+                 "iterations": args.iterations, "workers": args.workers}
     new = prepare_fork(args.run, args.at, args.runs_dir, overrides)
     print(f"nasloop: forked {args.run} at iteration {args.at} into {new.path}", file=sys.stderr)
     ns = make_parser().parse_args(["search", "--resume", str(new.path)])
@@ -184,6 +184,7 @@ def _add_run_commands(sub) -> None:
     fk.add_argument("--improver-llm")
     fk.add_argument("--generator-llm")
     fk.add_argument("--iterations", type=positive_int, help="iterations to run after the fork point")
+    fk.add_argument("--workers", type=positive_int, help="evaluation workers from here on (default: the run's)")
     fk.add_argument("--runs-dir", default="runs")
     fk.set_defaults(func=cmd_fork)
 

@@ -179,7 +179,8 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
 
     conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
     try:
-        graph = build_graph(k=args.k, checkpointer=SqliteSaver(conn), strategy=deps.options.strategy)
+        graph = build_graph(k=args.k, checkpointer=SqliteSaver(conn), strategy=deps.options.strategy,
+                            workers=deps.options.workers)
         config = {"configurable": {"thread_id": THREAD},
                   "recursion_limit": recursion_limit_for(args.iterations, deps.options.repairs)}
         for note in store.dropped:
@@ -200,10 +201,13 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
         EXIT_NOTES.append(note)
         with Progress(args.iterations, state) as progress:
             try:
-                for mode, data in graph.stream(inp, config, context=deps, stream_mode=["updates", "custom"]):
+                # subgraphs: the fanned-out candidates' steps and tokens show too (their updates reach the
+                # parent as `candidate` updates, so only the parent's own are counted)
+                for ns, mode, data in graph.stream(inp, config, context=deps, stream_mode=["updates", "custom"],
+                                                   subgraphs=True):
                     if mode == "custom":
                         progress.event(data)
-                    else:
+                    elif not ns:
                         progress.update(data)
             except NasloopError as exc:
                 raise type(exc)(f"{exc} — resume with: nasloop search --resume {store.path}") from exc

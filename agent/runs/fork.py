@@ -24,9 +24,16 @@ from nasloop.agent.runs.store import RunStore
 THREAD = "search"
 
 
-def _graph(checkpointer, strategy: str = "loop") -> CompiledStateGraph:
-    """A graph used only to read or write checkpoints: its nodes never run here."""
-    return build_graph(checkpointer=checkpointer, strategy=strategy)
+def _graph(checkpointer, config: dict) -> CompiledStateGraph:
+    """A graph of the run's shape (strategy, workers), used only to read or write checkpoints: its nodes
+    never run here."""
+    args = config.get("args") or {}
+    return build_graph(checkpointer=checkpointer, strategy=args.get("strategy") or "loop",
+                       workers=args.get("workers") or 1)
+
+
+# the steps a round starts with: a fork point is a checkpoint whose next step is one of them
+ROUND_STARTS = ("improve", "select", "propose", "candidate")
 
 
 def state_at(run: RunStore, iteration: int) -> dict:
@@ -41,10 +48,10 @@ def state_at(run: RunStore, iteration: int) -> dict:
             shutil.copy2(wal, copy.with_name(copy.name + "-wal"))
         conn = sqlite3.connect(str(copy), check_same_thread=False)
         try:
-            graph = _graph(SqliteSaver(conn), _strategy(run.config))
+            graph = _graph(SqliteSaver(conn), run.config)
             for snap in graph.get_state_history({"configurable": {"thread_id": THREAD}}):
                 values = snap.values or {}
-                if values.get("iteration") == iteration and (not snap.next or snap.next[0] in ("improve", "select")):
+                if values.get("iteration") == iteration and (not snap.next or snap.next[0] in ROUND_STARTS):
                     return dict(values)
         except sqlite3.DatabaseError as exc:
             raise RunError(f"{run.checkpoint_path} is damaged ({exc}): there is no state to fork from") from exc
@@ -52,8 +59,10 @@ def state_at(run: RunStore, iteration: int) -> dict:
             conn.close()
     done = [r["iteration"] for r in run.results()]
     last = max(done) if done else -1
+    rounds = "; with several workers, at the first iteration of a round" if (run.config.get("args") or {}).get(
+        "workers", 1) > 1 else ""
     raise RunError(f"no checkpoint before iteration {iteration} in {run.path} (it has iterations 0..{last}; "
-                   f"fork at 1..{last + 1})")
+                   f"fork at 1..{last + 1}{rounds})")
 
 
 def prepare_fork(source: str | Path, at: int, runs_dir: str | Path, overrides: dict) -> RunStore:
@@ -83,15 +92,12 @@ def prepare_fork(source: str | Path, at: int, runs_dir: str | Path, overrides: d
     values["task"] = {**values.get("task", {}), "iterations": args["iterations"]}
     conn = sqlite3.connect(str(dst.checkpoint_path), check_same_thread=False)
     try:
-        graph = _graph(SqliteSaver(conn), _strategy({"args": args}))
-        graph.update_state({"configurable": {"thread_id": THREAD}}, _writable(values), as_node="evaluate")
+        graph = _graph(SqliteSaver(conn), {"args": args})
+        last = "merge" if (args.get("workers") or 1) > 1 else "evaluate"  # what ends an iteration (or a round)
+        graph.update_state({"configurable": {"thread_id": THREAD}}, _writable(values), as_node=last)
     finally:
         conn.close()
     return dst
-
-
-def _strategy(config: dict) -> str:
-    return (config.get("args") or {}).get("strategy") or "loop"
 
 
 def _writable(values: dict) -> dict:

@@ -180,6 +180,6 @@ class RunStore:
 
     def _write_atomic(self, name: str | Path, text: str) -> None:
         target = self.path / name
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = target.with_name(f"{target.name}.{threading.get_ident()}.tmp")  # writers in several threads
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
