@@ -40,6 +40,24 @@ def keyed(replies: dict[str, str], default: str = "", spec: str = "keyed") -> Ch
     return ChatClient(Keyed(messages=iter(()), replies=replies, default=default), spec)
 
 
+class Untried(Keyed):
+    """An Improver that proposes the first of `replies`' keys its prompt does not mention yet (as tried, or
+    as pending in this round): the same proposal for the same memory, in any process and any order."""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        from langchain_core.messages import AIMessage
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        text = str(messages[-1].content)
+        change = next((key for key in self.replies if key not in text), self.default)
+        reply = f'{{"problem": "p", "suggestion": "{change}"}}'
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
+
+
+def untried(changes, spec: str = "untried") -> ChatClient:
+    return ChatClient(Untried(messages=iter(()), replies={c: "" for c in changes}), spec)
+
+
 def code_reply(code: str = SEED, tag: str = "") -> str:
     """A Generator reply; `tag` (e.g. acc=0.6 or fail=shape_error) becomes code, so tagged replies differ."""
     return f"Here you go:\n```python\nTAG = \"{tag}\"\n{code}```\n"
