@@ -27,7 +27,7 @@ RUNS_DIR ?= runs
 RESUME ?=
 SEARCH_ARGS ?=
 
-.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-llm bench-search clean
+.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-llm bench-search bench-parallel clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -86,6 +86,9 @@ bench-proxies: setup sandbox-image  ## P3: Spearman rho of each zero-cost proxy 
 
 bench-llm: setup model  ## LLM seconds per iteration, each speed technique off and on (recorded prompts, 1.5B)
 	$(PY) bench/llm.py
+
+bench-parallel: setup sandbox-image model  ## candidates per hour with 1, 2, 4 Ray workers (scripted and real LLM)
+	$(PY) bench/parallel.py
 
 bench-search: setup sandbox-image  ## search quality, nasloop vs the plain loop (long: real LLM searches)
 	$(PY) bench/search_quality.py
