@@ -111,7 +111,7 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
         kind, options = "process", {}
     workers = getattr(args, "workers", 1) or 1
     if workers > 1:
-        sandbox = ray_sandbox(kind, workers, limits, getattr(args, "ray_address", None), options)
+        sandbox = ray_sandbox(kind, workers, limits, getattr(args, "ray_address", None), options, llm_in_process(args))
     else:
         sandbox = make_sandbox(kind, limits=limits, **options)
     settings = TrainSettings(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
@@ -120,14 +120,34 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
     return Evaluator(data, sandbox, settings)
 
 
-def ray_sandbox(kind: str, workers: int, limits: Limits, address: str | None, options: dict) -> Sandbox:
-    """`workers` evaluation workers on Ray. On this machine (no address) each gets an equal share of its
-    cores, at most --cpus, so the workers' training threads fit the cores instead of oversubscribing them."""
+def llm_in_process(args: argparse.Namespace) -> bool:
+    """Whether a role's model runs in this process (llama.cpp), competing with local trainers for cores."""
+    return any(str(getattr(args, key, "") or "").startswith("llamacpp:") for key in ("llm", "improver_llm", "generator_llm"))
+
+
+def thread_budget(workers: int, cpus: float, in_process_llm: bool, cores: int | None = None) -> tuple[float, int]:
+    """(CPUs per evaluation worker, llama.cpp threads; 0: all cores) on this machine. With several workers
+    the LLM's calls overlap training, and llama.cpp slows down many times over when its threads have to
+    share cores: an in-process model keeps half of the cores, the workers share the rest (at most `cpus`
+    each). With too few cores for that, the workers share them all and the LLM takes what it gets."""
+    cores = cores or os.cpu_count() or 1
+    if workers <= 1:
+        return cpus, 0
+    llm = max(1, cores // 2) if in_process_llm else 0
+    rest = cores - llm
+    share = rest / workers if rest >= 0.5 * workers else cores / workers
+    return min(cpus, share), llm
+
+
+def ray_sandbox(kind: str, workers: int, limits: Limits, address: str | None, options: dict,
+                in_process_llm: bool = False) -> Sandbox:
+    """`workers` evaluation workers on Ray. On this machine (no address) their CPU shares follow
+    `thread_budget`, so the trainers' and the LLM's threads fit the cores instead of oversubscribing them."""
     from nasloop.sandbox.ray_pool import RaySandbox
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
-        limits = replace(limits, cpus=min(limits.cpus, (os.cpu_count() or 1) / workers))
+        limits = replace(limits, cpus=thread_budget(workers, limits.cpus, in_process_llm)[0])
     return RaySandbox(kind, workers, limits, address=address, **options)
 
 

@@ -6,6 +6,7 @@ every node and the run store records each LLM reply and evaluation exactly once.
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import time
@@ -142,14 +143,16 @@ def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from nasloop.agent.app.options import build_evaluator
+    from nasloop.agent.app.options import build_evaluator, llm_in_process, thread_budget
 
     args, store = _resolve_args(args)
     specs = (args.improver_llm or args.llm, args.generator_llm or args.llm)
     for spec in set(specs):
         validate_spec(spec)  # bad model specs fail before the sandbox or any run dir exists
     evaluator = build_evaluator(args)  # so do data set and sandbox errors
-    settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
+    local = not (getattr(args, "ray_address", None) or os.environ.get("RAY_ADDRESS"))
+    _, threads = thread_budget(getattr(args, "workers", 1) or 1, args.cpus, llm_in_process(args)) if local else (0, 0)
+    settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, threads=threads,
                            early_stop=not getattr(args, "no_early_stop", False),
                            constrained=not getattr(args, "no_constrain", False), lookup=getattr(args, "lookup", 0))
     improver, generator = make_clients(*specs, settings)
@@ -225,8 +228,9 @@ def _scale_line(deps: Deps, evaluator: Evaluator) -> str:
     """Where the workers run and whether the LLM calls of a round overlap (a server) or queue (in-process)."""
     sandbox = evaluator.sandbox
     where = getattr(sandbox, "where", "Ray")
+    threads = deps.generator.settings.threads
     llm = ("concurrent requests" if deps.generator.concurrent and deps.improver.concurrent
-           else "queued (one in-process model)")
+           else f"queued (one in-process model{f', {threads} threads' if threads else ''})")
     return f"{deps.options.workers} evaluation workers on {where}; LLM calls: {llm}"
 
 

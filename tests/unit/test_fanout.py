@@ -152,3 +152,13 @@ def test_fork_of_a_fanned_out_run_starts_at_a_round(tmp_path):
     assert [r["iteration"] for r in new.results()] == [0, 1, 2]
     with pytest.raises(RunError, match="first iteration of a round"):
         prepare_fork(store.path, 2, tmp_path / "forks", {})
+
+
+def test_thread_budget_keeps_the_llm_and_the_trainers_within_the_cores():
+    from nasloop.agent.app.options import thread_budget
+
+    assert thread_budget(1, 2.0, True, cores=2) == (2.0, 0)  # one worker: as before, nothing reserved
+    assert thread_budget(2, 2.0, True, cores=2) == (0.5, 1)  # 1 core for llama.cpp, 0.5 for each trainer
+    assert thread_budget(2, 2.0, False, cores=2) == (1.0, 0)  # the LLM is elsewhere: trainers take all
+    assert thread_budget(4, 4.0, True, cores=16) == (2.0, 8)
+    assert thread_budget(8, 2.0, True, cores=2) == (0.25, 1)  # too few cores: everyone shares them
