@@ -254,6 +254,20 @@ def over_budget(params: int, max_params: int, model: nn.Module | None = None) ->
                    f"{largest}. Use fewer or narrower layers", largest=top)
 
 
+def over_flops(flops: int, max_flops: int, counts: dict) -> dict | None:
+    """A BudgetError naming the layers that cost the most FLOPs, so a repair knows what to shrink (often:
+    downsample earlier). `counts`: the FLOP counter's per-module totals."""
+    if not max_flops or flops <= max_flops:
+        return None
+    names = [n for n in counts if n != "Global"]
+    leaves = [n for n in names if not any(m.startswith(n + ".") for m in names)]
+    top = sorted(((int(sum(counts[n].values())) // 2, n.split(".", 1)[-1]) for n in leaves), reverse=True)[:3]
+    largest = "; most FLOPs: " + ", ".join(f"{name} {n:,}" for n, name in top) if top else ""
+    return failure("interface", "BudgetError", f"Net needs {flops:,} FLOPs per image; the budget is {max_flops:,}"
+                   f"{largest}. Downsample earlier (stride or pooling) or use narrower layers",
+                   flops=flops, max_flops=max_flops, largest=[{"name": name, "flops": n} for n, name in top])
+
+
 def wrong_output(out, num_classes: int, in_channels: int, size: int) -> dict | None:
     if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes):
         return None
@@ -270,8 +284,12 @@ def _meta_specific(exc: BaseException) -> bool:
     return isinstance(exc, NotImplementedError) or "meta" in text or "device" in text
 
 
-def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params: int) -> tuple[dict | None, dict]:
-    """Build and run the net on the meta device (no memory): (failure or None, facts to report)."""
+def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params: int,
+              max_flops: int = 0) -> tuple[dict | None, dict]:
+    """Build and run the net on the meta device (no memory), counting its FLOPs on the way: (failure or
+    None, facts to report). A net over the parameter or FLOP budget fails here, in milliseconds."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     t0 = time.perf_counter()
     try:
         with torch.device("meta"):
@@ -286,9 +304,10 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     if budget:
         return budget, {**info, "preflight_seconds": time.perf_counter() - t0}
     trace = None
+    counter = FlopCounterMode(display=False)
     try:
         trace = ShapeTrace(model)
-        with torch.device("meta"):
+        with torch.device("meta"), counter:
             out = model(torch.empty(2, in_channels, size, size, device="meta"))
     except BaseException as exc:  # noqa: BLE001
         if _meta_specific(exc):
@@ -300,7 +319,11 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     wrong = wrong_output(out, num_classes, in_channels, size)
     if wrong:
         return {**wrong, "trace": trace.record()}, info
-    return None, {"params": params, "preflight": "passed", "preflight_seconds": time.perf_counter() - t0}
+    flops = int(counter.get_total_flops()) // 2
+    costly = over_flops(flops, max_flops, counter.get_flop_counts())
+    if costly:
+        return costly, {**info, "flops": flops, "preflight_seconds": time.perf_counter() - t0}
+    return None, {"params": params, "flops": flops, "preflight": "passed", "preflight_seconds": time.perf_counter() - t0}
 
 
 # --- the candidate -----------------------------------------------------------------------------
@@ -386,7 +409,7 @@ class Run:
         if not self.cfg.get("preflight", True):
             return None
         fail, info = preflight(self.net_cls, self.num_classes, self.in_channels, self.size,
-                               int(self.cfg.get("max_params") or 0))
+                               int(self.cfg.get("max_params") or 0), int(self.cfg.get("max_flops") or 0))
         self.facts.update(info)
         return fail
 

@@ -31,10 +31,14 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32
     max_params: int = 2_000_000  # bigger nets are rejected (interface_error) before any training
+    max_flops: int = 0  # FLOPs per image, checked at the pre-flight like max_params (0: no cap; see calibrate)
     mode: str = "train"  # train | preflight (meta-device shapes and size only) | proxy (zero-cost scores)
     proxies: tuple[str, ...] = ()  # with mode="proxy": naswot, synflow, snip, grad_norm, zen, zico, params, flops
     preflight: bool = True  # run the meta-device pre-flight before allocating anything
     proxy_batch: int = 64  # minibatch the zero-cost proxies see
+
+
+CALIBRATION_SHARE = 0.5  # of the timeout that the FLOP budget derived from the seed's speed may use
 
 
 class Evaluator:
@@ -82,6 +86,20 @@ class Evaluator:
         raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.sandbox_dir,
                                    output_dir=output_dir))
         return classify(raw, self.limits, self.labels, self.settings.mode)
+
+    def calibrate(self, seed: Outcome, share: float = CALIBRATION_SHARE) -> int:
+        """Once the seed has trained: a FLOP budget from the timeout, so that a net whose training would be
+        killed by it is rejected at the pre-flight in milliseconds instead. Every candidate trains the same
+        number of steps, so its training time scales with its FLOPs per image: the budget is the seed's
+        FLOPs times how many of its training times fit in `share` of the timeout (the rest is margin for
+        start-up, the test predictions and nets slower per FLOP than the seed). --max-flops caps it."""
+        secs = seed.train_seconds or seed.seconds
+        if not seed.ok or not seed.flops or not secs:
+            return self.settings.max_flops
+        by_time = int(seed.flops * self.limits.timeout_s * share / secs)
+        cap = min(by_time, self.settings.max_flops) if self.settings.max_flops else by_time
+        self.settings = replace(self.settings, max_flops=cap)
+        return cap
 
     def score(self, source: str, proxies: tuple[str, ...]) -> Outcome:
         """Score one candidate with zero-cost proxies in the same sandbox (no training): outcome `ok`

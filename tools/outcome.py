@@ -225,6 +225,9 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     common["failure"] = {"phase": phase, "exc_type": exc, "line": frame.get("line") if frame else None,
                          "function": frame.get("function") if frame else None,
                          "layer": failed if isinstance(failed, dict) else None}
+    budget = _budget(res)
+    if budget:
+        common["failure"]["budget"] = budget
     oom = res.get("oom")
     if oom == "gpu":
         return Outcome("gpu_oom", clip(f"GPU out of memory during {phase}: {first}"), seconds=seconds, **common)
@@ -241,6 +244,18 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     if phase in ("forward", "train", "eval", "proxy") and _SHAPE_PATTERNS.search(msg):
         return Outcome("shape_error", clip(text), seconds=seconds, **common)
     return Outcome("runtime_error", clip(f"{text} [during {phase}]"), seconds=seconds, **common)
+
+
+def _budget(res: dict) -> dict | None:
+    """A BudgetError's numbers as data (reported by the harness; kept only as bounded ints and short
+    names): what was counted, the budget, and the layers that cost the most, for a repair to act on."""
+    out: dict = {k: int(res[k]) for k in ("flops", "max_flops") if type(res.get(k)) is int}
+    found = res.get("largest")
+    if isinstance(found, list):
+        out["largest"] = [{"name": _txt(lay.get("name"))[:60],
+                           **{k: int(lay[k]) for k in ("params", "flops") if type(lay.get(k)) is int}}
+                          for lay in found[:3] if isinstance(lay, dict)]
+    return out or None
 
 
 def location(where: object) -> str:

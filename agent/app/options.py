@@ -72,6 +72,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
     g.add_argument("--max-params", type=positive_int, default=d.max_params,
                    help="parameter budget: bigger nets are rejected before training")
+    g.add_argument("--max-flops", type=non_negative_int, default=d.max_flops,
+                   help="FLOPs per image a candidate may need, checked at the pre-flight (0: no fixed cap); "
+                        "a search also rejects nets its seed's speed says would not train within --timeout")
     g.add_argument("--no-preflight", action="store_true",
                    help="skip the meta-device pre-flight (shapes and size checked before any allocation)")
 
@@ -116,7 +119,8 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
         sandbox = make_sandbox(kind, limits=limits, **options)
     settings = TrainSettings(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
                              lr=args.lr, seed=args.seed, device=args.device, precision=args.precision,
-                             max_params=args.max_params, preflight=not args.no_preflight)
+                             max_params=args.max_params, max_flops=getattr(args, "max_flops", 0) or 0,
+                             preflight=not args.no_preflight)
     return Evaluator(data, sandbox, settings)
 
 

@@ -24,7 +24,7 @@ from nasloop.agent.state import DEFAULT_K
 from nasloop.errors import NasloopError, RunError, SandboxFault
 from nasloop.sandbox.base import PROXY_NAMES
 from nasloop.tools.evaluator import Evaluator
-from nasloop.tools.outcome import WORKER_LOST, human
+from nasloop.tools.outcome import WORKER_LOST, Outcome, human
 
 THREAD = "search"
 DEFAULT_ITERATIONS = 6
@@ -32,7 +32,7 @@ DEFAULT_ITERATIONS = 6
 RUN_OPTIONS = (
     "dataset", "data_root", "train_subset", "test_subset", "image_size", "epochs", "min_steps", "batch_size",
     "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
-    "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "temperature", "max_tokens",
+    "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "max_flops", "temperature", "max_tokens",
     "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight", "no_repeat_check", "no_replace",
     "no_fix", "no_fixes", "plain", "no_early_stop", "no_constrain", "lookup",
     "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime", "workers",
@@ -161,6 +161,9 @@ def run_search(args: argparse.Namespace) -> int:
     else:  # resumed: only --iterations may change
         store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
 
+    seed = next((r for r in store.results() if r["iteration"] == 0), None)
+    if seed is not None:  # resumed after the seed: the same FLOP budget as before
+        evaluator.calibrate(Outcome.from_dict(seed))
     options = loop_options(args)
     deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store, options=options)
     final = _stream(deps, evaluator, store, args)

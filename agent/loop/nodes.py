@@ -121,6 +121,9 @@ def seed(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     deps, task = setup(source, state, runtime)
     code = prompts.seed_source(task["dataset"])
     outcome, code, _ = assess(deps, 0, [code], 0, train=True)  # trained (and scored): the baseline
+    calibrate = getattr(deps.evaluator, "calibrate", None)
+    if callable(calibrate):  # the FLOP budget from the seed's speed (tools/evaluator.py)
+        calibrate(outcome)
     baseline = {"problem": "baseline: the seed architecture, unchanged", "suggestion": "(none: starting point)"}
     return {**_record(deps, state, 0, code, baseline, outcome, {}), "task": task}
 

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -159,6 +160,23 @@ def test_huge_net_is_rejected_without_allocation(evaluator):
     assert "parameters; the budget is 2,000,000" in out.diagnosis
     assert "largest layers: big Linear 268,451,840, fc Linear 170, conv Conv2d 160" in out.diagnosis
     assert out.params > 268_000_000
+
+
+def test_a_net_over_the_flop_budget_from_the_seeds_speed_is_rejected_at_the_preflight(docker_engine, digits):
+    from nasloop import prompts
+
+    ev = Evaluator(digits, make_sandbox("docker", limits=replace(LIMITS, timeout_s=20)), FAST)
+    seed = ev.evaluate(prompts.seed_source("digits"))
+    assert seed.kind == "ok" and seed.flops and seed.train_seconds
+    budget = ev.calibrate(seed)
+    assert budget == int(seed.flops * 20 * 0.5 / seed.train_seconds)
+    out = ev.evaluate(candidate("flops_hog"))  # 1.4M parameters: within the parameter budget
+    assert out.kind == "interface_error" and out.stage == "preflight", out.summary()
+    assert out.failure["exc_type"] == "BudgetError" and out.failure["budget"]["max_flops"] == budget
+    assert out.failure["budget"]["flops"] > 800_000_000
+    assert [lay["name"] for lay in out.failure["budget"]["largest"]][0] == "conv3"
+    assert f"the budget is {budget:,}; most FLOPs: conv3 " in out.diagnosis
+    assert out.steps is None and out.accuracy is None  # never trained
 
 
 def test_meta_inconclusive_falls_back_to_the_real_run(evaluator):

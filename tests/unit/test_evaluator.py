@@ -52,3 +52,17 @@ def test_langchain_tool_is_the_same_evaluation():
     assert tool.name == "evaluate_network"
     assert tool.invoke({"source": candidate("ok_tiny")})["accuracy"] == 0.6
     assert tool.invoke({"source": candidate("syntax_error")})["kind"] == "syntax_error"
+
+
+def test_the_seed_sets_a_flop_budget_from_the_timeout_that_travels_to_the_harness():
+    from nasloop.tools.outcome import Outcome
+
+    sb = RecordingSandbox()  # timeout 600 s
+    ev = Evaluator(DATA, sb)
+    seed = Outcome("ok", accuracy=0.5, flops=20_000_000, train_seconds=10.0, seconds=14.0)
+    assert ev.calibrate(seed) == 600_000_000  # 20M FLOPs x (half of 600 s / 10 s)
+    ev.evaluate(candidate("ok_tiny"))
+    assert sb.jobs[-1].config["max_flops"] == 600_000_000
+    capped = Evaluator(DATA, sb, TrainSettings(max_flops=50_000_000))
+    assert capped.calibrate(seed) == 50_000_000  # --max-flops caps it
+    assert Evaluator(DATA, sb).calibrate(Outcome("runtime_error", "boom")) == 0  # a failed seed sets nothing

@@ -77,3 +77,26 @@ def test_random_crop_keeps_shape_and_content_range():
 def test_one_cycle_schedule():
     lrs = [runner.lr_at(s, 100, 0.1) for s in range(100)]
     assert max(lrs) == 0.1 and lrs.index(0.1) == 19 and lrs[0] < 0.01 and lrs[-1] < 0.01
+
+
+def _load(name: str):
+    from tests.conftest import candidate
+
+    ns: dict = {}
+    exec(compile(candidate(name), f"{name}.py", "exec"), ns)  # noqa: S102 - a test fixture of ours
+    return ns["Net"]
+
+
+def test_preflight_counts_flops_on_the_meta_device_and_enforces_the_budget():
+    from nasloop import prompts
+
+    ns: dict = {}
+    exec(compile(prompts.seed_source("digits"), "seed.py", "exec"), ns)  # noqa: S102
+    fail, info = runner.preflight(ns["Net"], 10, 3, 32, 2_000_000, max_flops=100_000_000)
+    assert fail is None and info["preflight"] == "passed" and 15_000_000 < info["flops"] < 30_000_000
+    fail, info = runner.preflight(_load("flops_hog"), 10, 3, 32, 2_000_000, max_flops=100_000_000)
+    assert fail["exc_type"] == "BudgetError" and fail["phase"] == "interface"
+    assert fail["flops"] == info["flops"] > 800_000_000 and fail["max_flops"] == 100_000_000
+    assert [lay["name"] for lay in fail["largest"]] == ["conv3", "conv2", "conv1"]
+    assert "the budget is 100,000,000; most FLOPs: conv3 " in fail["message"]
+    assert runner.preflight(_load("flops_hog"), 10, 3, 32, 2_000_000, max_flops=0)[0] is None  # no cap
