@@ -16,9 +16,12 @@ from nasloop.tools.outcome import Outcome
 
 
 class EvaluatorLike(Protocol):
-    def evaluate(self, source: str) -> Outcome: ...
+    """`known_structures` (structure hash -> iteration) makes the pre-flight reject structural duplicates;
+    it is only passed when there are some."""
 
-    def score(self, source: str, proxies: tuple[str, ...]) -> Outcome: ...
+    def evaluate(self, source: str, **kwargs: Any) -> Outcome: ...
+
+    def score(self, source: str, proxies: tuple[str, ...], **kwargs: Any) -> Outcome: ...
 
 STRATEGIES = ("loop", "evolution")
 FIDELITIES = ("train", "proxy", "ladder")
@@ -82,6 +85,7 @@ class Deps:
     options: LoopOptions = field(default_factory=LoopOptions)
     _memo: dict = field(default_factory=dict)
     _codes: dict = field(default_factory=dict)
+    _structures: dict = field(default_factory=dict)
     _members: dict = field(default_factory=dict)
 
     def recorded(self, kind: str, iteration: int, node: str) -> dict | None:
@@ -105,6 +109,14 @@ class Deps:
     def remember_code(self, key: str, rec: dict) -> None:
         if self.store is None:
             self._codes.setdefault(key, rec)
+            if rec.get("structure"):
+                self._structures.setdefault(rec["structure"], rec.get("iteration", -1))
+
+    def structures(self, iteration: int) -> dict[str, int]:
+        """The structures (pre-flight hashes of operations and shapes) of earlier iterations: a candidate with
+        one of them is a duplicate of that iteration whatever its names and layout."""
+        found = self.store.structures() if self.store is not None else self._structures
+        return {key: it for key, it in found.items() if 0 <= it < iteration}
 
     def member_code(self, iteration: int) -> str | None:
         """A population member's code: from the run store, or (no store) from memory."""

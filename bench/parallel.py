@@ -126,7 +126,8 @@ def part_l(args: argparse.Namespace, tmp: str) -> None:
     from nasloop.agent.llm.models import resolve_model
 
     proc, url = llama_server(resolve_model("qwen2.5-coder-0.5b"), Path(tmp) / "server.log")
-    os.environ["OPENAI_BASE_URL"], os.environ.setdefault("OPENAI_API_KEY", "unused-by-a-local-server")
+    os.environ["OPENAI_BASE_URL"] = url
+    os.environ.setdefault("OPENAI_API_KEY", "unused-by-a-local-server")
     settings = LLMSettings(temperature=0.7, max_tokens=1024, seed=43)
     try:
         print(f"L  the 0.5B model through a local llama.cpp server, {args.llm_candidates} candidates + the seed")

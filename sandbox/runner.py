@@ -21,6 +21,7 @@ Usage:  python -I runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR OUT_DIR
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import linecache
 import math
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # --- RECIPE: the fixed training recipe; config keys of the same name override these ---------------
 RECIPE = {
@@ -237,6 +239,34 @@ class ShapeTrace:
         return {"layers": self.done[-60:], "failed": failed}
 
 
+class OpTrace(TorchDispatchMode):
+    """Every tensor operation of a forward, with its shapes and arguments (never values): the net's structure
+    as computed, blind to names, formatting and comments, and to how the code is written (a module or a
+    functional call). Two nets with equal traces train the same way (weight initialisation aside)."""
+
+    MAX_OPS = 5000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    @staticmethod
+    def _arg(a) -> str:
+        if isinstance(a, torch.Tensor):
+            return "T" + "x".join(str(int(d)) for d in a.shape) + str(a.dtype)[6:]
+        if isinstance(a, (list, tuple)):
+            return "[" + ",".join(OpTrace._arg(x) for x in a) + "]"
+        return repr(a) if isinstance(a, (int, float, bool, type(None), str)) else type(a).__name__
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if len(self.ops) < self.MAX_OPS:
+            self.ops.append(f"{func}({self._arg(list(args))};{self._arg(sorted((kwargs or {}).items()))})")
+        return func(*args, **(kwargs or {}))
+
+    def key(self) -> str:
+        return hashlib.sha256("\n".join(self.ops).encode()).hexdigest()[:16]
+
+
 def largest_layers(model: nn.Module) -> list[dict]:
     own = [(sum(p.numel() for p in m.parameters(recurse=False)) + sum(b.numel() for b in m.buffers(recurse=False)),
             name, type(m).__name__) for name, m in model.named_modules() if name]
@@ -285,7 +315,7 @@ def _meta_specific(exc: BaseException) -> bool:
 
 
 def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params: int,
-              max_flops: int = 0) -> tuple[dict | None, dict]:
+              max_flops: int = 0, known: dict | None = None) -> tuple[dict | None, dict]:
     """Build and run the net on the meta device (no memory), counting its FLOPs on the way: (failure or
     None, facts to report). A net over the parameter or FLOP budget fails here, in milliseconds."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -304,10 +334,10 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     if budget:
         return budget, {**info, "preflight_seconds": time.perf_counter() - t0}
     trace = None
-    counter = FlopCounterMode(display=False)
+    counter, ops = FlopCounterMode(display=False), OpTrace()
     try:
         trace = ShapeTrace(model)
-        with torch.device("meta"), counter:
+        with torch.device("meta"), counter, ops:
             out = model(torch.empty(2, in_channels, size, size, device="meta"))
     except BaseException as exc:  # noqa: BLE001
         if _meta_specific(exc):
@@ -319,11 +349,15 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     wrong = wrong_output(out, num_classes, in_channels, size)
     if wrong:
         return {**wrong, "trace": trace.record()}, info
-    flops = int(counter.get_total_flops()) // 2
+    flops, structure = int(counter.get_total_flops()) // 2, ops.key()
+    info = {**info, "flops": flops, "structure": structure, "preflight_seconds": time.perf_counter() - t0}
     costly = over_flops(flops, max_flops, counter.get_flop_counts())
     if costly:
-        return costly, {**info, "flops": flops, "preflight_seconds": time.perf_counter() - t0}
-    return None, {"params": params, "flops": flops, "preflight": "passed", "preflight_seconds": time.perf_counter() - t0}
+        return costly, info
+    if known and structure in known:  # the same net as an earlier candidate: no training, tell the LLM
+        return failure("duplicate", "DuplicateError", f"the same network as iteration {known[structure]} "
+                       f"(equal operations and shapes; only names or layout differ)", of=known[structure]), info
+    return None, {**info, "preflight": "passed"}
 
 
 # --- the candidate -----------------------------------------------------------------------------
@@ -408,8 +442,10 @@ class Run:
     def check(self) -> dict | None:
         if not self.cfg.get("preflight", True):
             return None
+        known = self.cfg.get("known_structures")
         fail, info = preflight(self.net_cls, self.num_classes, self.in_channels, self.size,
-                               int(self.cfg.get("max_params") or 0), int(self.cfg.get("max_flops") or 0))
+                               int(self.cfg.get("max_params") or 0), int(self.cfg.get("max_flops") or 0),
+                               known if isinstance(known, dict) else None)
         self.facts.update(info)
         return fail
 

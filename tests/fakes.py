@@ -70,22 +70,27 @@ class ScriptedEvaluator:
         self.calls = 0  # trainings
         self.scored = 0  # proxy scorings
 
-    def evaluate(self, source: str) -> Outcome:
+    def evaluate(self, source: str, known_structures: dict | None = None) -> Outcome:
         self.calls += 1
+        s = re.search(r"struct=(\w+)", source)  # struct=NAME: the pre-flight's structure hash
+        structure = f"{abs(hash(s.group(1))):016x}"[:16] if s else None
+        if structure and structure in (known_structures or {}):
+            return Outcome("invalid_code", "DuplicateError: the same network", seconds=0.0, stage="preflight",
+                           failure={"phase": "duplicate", "of": known_structures[structure]}, structure=structure)
         m = re.search(r"acc=([\d.]+)", source)
         if m:
-            return Outcome("ok", accuracy=float(m.group(1)), params=1000, flops=2000, seconds=0.0)
+            return Outcome("ok", accuracy=float(m.group(1)), params=1000, flops=2000, seconds=0.0, structure=structure)
         m = re.search(r"(p?)fail=(\w+)", source)
         if m:  # pfail=...: a failure found by the pre-flight (repairable), fail=...: during training
             stage = "preflight" if m.group(1) else None
             return Outcome(m.group(2), f"{m.group(2)} diagnosis", seconds=0.0, stage=stage)  # type: ignore[arg-type]
         return Outcome("ok", accuracy=0.5, params=1000, seconds=0.0)
 
-    def score(self, source: str, proxies: tuple[str, ...]) -> Outcome:
+    def score(self, source: str, proxies: tuple[str, ...], known_structures: dict | None = None) -> Outcome:
         """Proxy scoring: tag `score=12` sets the score (default 10 x the acc= tag); failures as above."""
         self.scored += 1
         m = re.search(r"score=([-\d.]+)", source)
-        trained = self.evaluate(source)
+        trained = self.evaluate(source, known_structures)
         self.calls -= 1
         if not trained.ok and not m:
             return trained

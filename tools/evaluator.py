@@ -76,15 +76,17 @@ class Evaluator:
             "steps_text": f"{s.epochs} epoch(s) or at least {s.min_steps} steps of batch {s.batch_size}",
         }
 
-    def evaluate(self, source: str, *, static_check: bool = True, output_dir: Path | None = None) -> Outcome:
+    def evaluate(self, source: str, *, static_check: bool = True, output_dir: Path | None = None,
+                 known_structures: dict[str, int] | None = None) -> Outcome:
         """Evaluate one candidate. `output_dir` receives the trained weights (weights.safetensors) when given.
+        `known_structures` (structure hash -> iteration): the pre-flight rejects a net equal to one of them.
         `static_check=False` exists only to test the sandbox layer itself."""
         if static_check:
             violation = check_source(source)
             if violation is not None:
                 return Outcome(violation.kind, violation.reason, seconds=0.0, stage="static")  # type: ignore[arg-type]
-        raw = self.sandbox.run(Job(source=source, config=self.harness_config(), data_dir=self.data.sandbox_dir,
-                                   output_dir=output_dir))
+        config = {**self.harness_config(), **({"known_structures": known_structures} if known_structures else {})}
+        raw = self.sandbox.run(Job(source=source, config=config, data_dir=self.data.sandbox_dir, output_dir=output_dir))
         return classify(raw, self.limits, self.labels, self.settings.mode)
 
     def calibrate(self, seed: Outcome, share: float = CALIBRATION_SHARE) -> int:
@@ -101,11 +103,11 @@ class Evaluator:
         self.settings = replace(self.settings, max_flops=cap)
         return cap
 
-    def score(self, source: str, proxies: tuple[str, ...]) -> Outcome:
+    def score(self, source: str, proxies: tuple[str, ...], known_structures: dict[str, int] | None = None) -> Outcome:
         """Score one candidate with zero-cost proxies in the same sandbox (no training): outcome `ok`
         with `scores`, or the same failure classes as training (pre-flight runs first)."""
         scorer = Evaluator(self.data, self.sandbox, replace(self.settings, mode="proxy", proxies=tuple(proxies)))
-        return scorer.evaluate(source)
+        return scorer.evaluate(source, known_structures=known_structures)
 
     def as_tool(self):
         """The same evaluation as a LangChain StructuredTool returning the outcome as a dict."""

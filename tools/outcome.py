@@ -61,6 +61,7 @@ class Outcome:
     proxy_seconds: dict[str, float] = field(default_factory=dict)  # seconds each proxy took in the sandbox
     stage: str | None = None  # where it failed: static (AST policy) | preflight (meta device) | None
     failure: dict = field(default_factory=dict)  # phase, exc_type, line, layer {name, type, repr, in}: as data
+    structure: str | None = None  # the pre-flight's hash of the net's operations and shapes (structural duplicates)
     verified: list[str] = field(default_factory=list)  # fields the host established (VERIFIABLE); others reported
 
     @property
@@ -110,6 +111,7 @@ def clip(text: str, limit: int = DIAGNOSIS_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+DUPLICATE_PHASE = "duplicate"  # failure phase of a structural duplicate of an earlier candidate (pre-flight)
 WORKER_LOST = "worker"  # failure phase of a sandbox_error that concerns one candidate's worker only
 
 
@@ -161,6 +163,8 @@ def _common(raw: RawResult, res: dict) -> dict:
     """Cost fields: the host's own count and measurement where it has them, else what was reported."""
     c = {k: _num(res.get(k)) for k in ("params", "flops", "steps")}
     c.update(device=_txt(res.get("device")), precision=_txt(res.get("precision")), seed=_num(res.get("seed")))
+    key = res.get("structure")
+    c["structure"] = key if isinstance(key, str) and re.fullmatch(r"[0-9a-f]{16}", key) else None
     verified = []
     if raw.tensors is not None:
         c["params"] = raw.tensors
@@ -228,6 +232,10 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     budget = _budget(res)
     if budget:
         common["failure"]["budget"] = budget
+    if phase == DUPLICATE_PHASE and type(res.get("of")) is int:  # costs no training; the repair is told
+        common["failure"]["of"] = res["of"]
+        return Outcome("invalid_code", clip(f"{first}: apply the suggested change instead of repeating that net"),
+                       seconds=seconds, **common)
     oom = res.get("oom")
     if oom == "gpu":
         return Outcome("gpu_oom", clip(f"GPU out of memory during {phase}: {first}"), seconds=seconds, **common)

@@ -279,8 +279,8 @@ class _Guarded:
     def __init__(self, evaluator: Evaluator):
         self.inner = evaluator
 
-    def evaluate(self, source: str):
-        out = self.inner.evaluate(source)
+    def evaluate(self, source: str, **kwargs):
+        out = self.inner.evaluate(source, **kwargs)
         if out.kind == "sandbox_error" and out.failure.get("phase") != WORKER_LOST:  # a lost worker: this one only
             raise SandboxFault(f"sandbox failure (not the candidate's fault): {out.diagnosis}")
         return out

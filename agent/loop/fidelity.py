@@ -114,8 +114,8 @@ def _score_once(deps: Deps, iteration: int, code: str, fix_round: int = 0, *, at
     """Each proxy scoring is recorded once (trace node `score<attempt>.<variant>[+<fix round>]`)."""
     proxy = deps.options.proxy
     step = TraceStep("score", attempt, variant, fix_round)
-    rec = deps.once("trace", iteration, step.node,
-                    lambda: {"outcome": deps.evaluator.score(code, (proxy,)).to_dict(), "step": step.to_dict()})
+    rec = deps.once("trace", iteration, step.node, lambda: {
+        "outcome": deps.evaluator.score(code, (proxy,), **_known(deps, iteration)).to_dict(), "step": step.to_dict()})
     return Outcome.from_dict(rec["outcome"])
 
 
@@ -123,6 +123,13 @@ def evaluate_once(deps: Deps, iteration: int, code: str, attempt: int = 0, fix_r
     """Each evaluation is recorded once (trace node `check<attempt>[+<fix round>]`): a redo after a crash
     reuses it."""
     step = TraceStep("check", attempt, fix_round=fix_round)
-    rec = deps.once("trace", iteration, step.node,
-                    lambda: {"outcome": deps.evaluator.evaluate(code).to_dict(), "step": step.to_dict()})
+    rec = deps.once("trace", iteration, step.node, lambda: {
+        "outcome": deps.evaluator.evaluate(code, **_known(deps, iteration)).to_dict(), "step": step.to_dict()})
     return Outcome.from_dict(rec["outcome"])
+
+
+def _known(deps: Deps, iteration: int) -> dict:
+    """The earlier structures, for the pre-flight to reject a structural duplicate without training it
+    (part of the repeat check: --no-repeat-check trains duplicates too)."""
+    known = deps.structures(iteration) if deps.options.repeat_check else {}
+    return {"known_structures": known} if known else {}

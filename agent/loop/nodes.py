@@ -30,7 +30,7 @@ from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, tried_note, usable_proposal)
-from nasloop.tools.outcome import Outcome
+from nasloop.tools.outcome import DUPLICATE_PHASE, Outcome
 
 IMPROVE = record.TraceStep("improve").to_dict()
 REPAIR_TEMPERATURE = 0.2  # a repair is a precise edit of given code: sample close to greedy
@@ -46,11 +46,11 @@ def _record(deps: Deps, state: dict, iteration: int, code: str | None, proposal:
     parent = state.get("parent") or {}
     res = deps.once("results", iteration, "evaluate", lambda: record.result_record(
         outcome, proposal, key, opts.fitness(outcome), parent, extra))
+    res = {**res, "iteration": iteration}
     if key:
         deps.remember_code(key, res)
     if deps.store is not None and code:
         deps.store.save_candidate(iteration, code)
-    res = {**res, "iteration": iteration}
     fit = record.fitness(res)
     update: dict[str, Any] = {
         "window": [record.triple(res, opts.proxy)],
@@ -321,7 +321,7 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     attempt = cand.get("attempt", 0) + 1
     # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
     # sampled at the base temperature (near-greedy would reproduce the same code).
-    repeat = (failed.get("failure") or {}).get("phase") == REPEAT_PHASE
+    repeat = (failed.get("failure") or {}).get("phase") in (REPEAT_PHASE, DUPLICATE_PHASE)
     change = FALLBACK_CHANGES[(it + attempt) % len(FALLBACK_CHANGES)] if repeat else None
     prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
     step = record.TraceStep("repair", attempt)

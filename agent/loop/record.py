@@ -25,9 +25,15 @@ def result_record(outcome: Outcome, proposal: dict, code_key: str | None, fitnes
     return {
         "outcome": outcome.kind, **outcome.to_dict(), "problem": proposal.get("problem", ""),
         "suggestion": proposal.get("suggestion", ""), "suggestion_source": proposal.get("source", "model"),
-        "code_key": code_key, "fitness": fitness,
+        "code_key": code_key, "fitness": fitness, **_duplicate(outcome),
         **({"parent": parent["iteration"], "parent_fitness": parent.get("fitness")} if parent else {}), **extra,
     }
+
+
+def _duplicate(outcome: Outcome) -> dict:
+    """`duplicate_of: N` for a verbatim repeat or a structural duplicate of iteration N (never trained)."""
+    failure = outcome.failure or {}
+    return {"duplicate_of": failure["of"]} if failure.get("phase") in ("repeat", "duplicate") and "of" in failure else {}
 
 
 def fitness(r: dict) -> float | None:

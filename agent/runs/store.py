@@ -58,6 +58,7 @@ class RunStore:
         self.path = Path(path)
         self._memo: dict[tuple[str, int, str], dict] = {}
         self._codes: dict[str, dict] = {}  # code_key -> first result with that code (repeat detection)
+        self._structures: dict[str, int] = {}  # pre-flight structure hash -> first iteration (duplicates)
         self.dropped: list[str] = []  # what opening the run had to repair (the CLI warns about it)
         for kind in ("trace", "results"):
             for rec in _read_jsonl(self.path / f"{kind}.jsonl", self.dropped):
@@ -131,6 +132,13 @@ class RunStore:
         self._memo[(kind, rec.get("iteration", -1), rec.get("node", ""))] = rec
         if kind == "results" and rec.get("code_key"):
             self._codes.setdefault(rec["code_key"], rec)
+        if kind == "results" and rec.get("structure"):  # the earliest iteration with each structure
+            it = rec.get("iteration", -1)
+            self._structures[rec["structure"]] = min(it, self._structures.get(rec["structure"], it))
+
+    def structures(self) -> dict[str, int]:
+        """Each pre-flight structure hash seen, with the first iteration that had it."""
+        return dict(self._structures)
 
     def first_with_code(self, key: str) -> dict | None:
         """The first result whose candidate had this code key."""

@@ -179,6 +179,20 @@ def test_a_net_over_the_flop_budget_from_the_seeds_speed_is_rejected_at_the_pref
     assert out.steps is None and out.accuracy is None  # never trained
 
 
+def test_a_structural_duplicate_is_rejected_at_the_preflight_without_training(evaluator):
+    from nasloop import prompts
+
+    seed = prompts.seed_source("digits")
+    first = evaluator.evaluate(seed)
+    assert first.kind == "ok" and first.structure and len(first.structure) == 16
+    renamed = seed.replace("conv1", "stem").replace("bn1", "norm_a").replace("One operation", "# One operation")
+    out = evaluator.evaluate(renamed, known_structures={first.structure: 0, "0123456789abcdef": 3})
+    assert out.kind == "invalid_code" and out.stage == "preflight", out.summary()
+    assert out.failure["phase"] == "duplicate" and out.failure["of"] == 0
+    assert "the same network as iteration 0" in out.diagnosis and out.steps is None and out.accuracy is None
+    assert evaluator.evaluate(renamed).kind == "ok"  # not a duplicate of anything it was told about
+
+
 def test_meta_inconclusive_falls_back_to_the_real_run(evaluator):
     out = run(evaluator, "data_dependent")
     assert out.kind == "ok", out.summary()

@@ -241,8 +241,10 @@ def test_collaborators_can_come_with_each_invocation_as_the_runtime_context():
     graph = build_graph()  # LangGraph 1.x style: context_schema=Deps, nothing bound at compile time
     ev = ScriptedEvaluator()
     out = graph.invoke({"task": task(2)}, config(2),
-                       context=Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.6")), ev))
+                       context=Deps(scripted(GOOD_IMPROVER),
+                                    scripted(code_reply(tag="acc=0.6"), code_reply(tag="acc=0.55")), ev))
     assert out["iteration"] == 3 and ev.calls == 3 and out["best"]["accuracy"] == 0.6
+
     bound, given = ScriptedEvaluator(), ScriptedEvaluator()
     built = build_graph(Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.6")), bound))
     built.invoke({"task": task(1)}, config(1), context=Deps(scripted(GOOD_IMPROVER),
@@ -250,6 +252,13 @@ def test_collaborators_can_come_with_each_invocation_as_the_runtime_context():
     assert bound.calls == 0 and given.calls == 2  # the invocation's context wins
     with pytest.raises(TypeError, match="no collaborators"):
         graph.invoke({"task": task(1)}, config(1))
+
+
+def test_a_verbatim_repeat_is_caught_without_a_run_store_too():
+    ev = ScriptedEvaluator()
+    out = build_graph(Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.6")), ev)).invoke(
+        {"task": task(2)}, config(2))
+    assert ev.calls == 2 and out["window"][-1]["outcome"] == "invalid_code"  # iteration 2 repeated 1: no run
 
 
 def test_a_damaged_checkpoint_file_is_one_line_for_resume_and_fork(tmp_path, capsys):
@@ -260,3 +269,27 @@ def test_a_damaged_checkpoint_file_is_one_line_for_resume_and_fork(tmp_path, cap
     assert main(["fork", str(store.path), "--at", "1", "--runs-dir", str(tmp_path / "f")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is damaged" in err and "Traceback" not in err
+
+
+def test_a_structural_duplicate_costs_no_training_and_goes_back_to_the_generator_once(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    replies = [code_reply(tag="acc=0.6 struct=a"), code_reply(tag="acc=0.7 struct=a renamed"),
+               code_reply(tag="acc=0.65 struct=b")]
+    ev = ScriptedEvaluator()
+    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ev, store), iterations=2)
+    results = store.results()
+    assert [r["outcome"] for r in results] == ["ok", "ok", "ok"]
+    assert results[2]["accuracy"] == 0.65 and results[2]["repairs"][0]["outcome"] == "invalid_code"
+    trace = {(t["iteration"], t["node"]): t for t in store.trace()}
+    assert trace[(2, "check0")]["outcome"]["failure"] == {"phase": "duplicate", "of": 1}
+    # the repair was given a concrete change, as for a verbatim repeat
+    assert "suggestion" in results[2]["repairs"][0]
+
+
+def test_a_duplicate_left_after_the_repairs_is_recorded_with_duplicate_of(tmp_path):
+    store = RunStore.create(tmp_path, "unit", {})
+    replies = [code_reply(tag="acc=0.6 struct=a"), code_reply(tag="acc=0.7 struct=a renamed")]
+    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store,
+             LoopOptions(repairs=0)), iterations=2)
+    last = store.results()[2]
+    assert last["outcome"] == "invalid_code" and last["duplicate_of"] == 1 and "accuracy" not in last

@@ -100,3 +100,28 @@ def test_preflight_counts_flops_on_the_meta_device_and_enforces_the_budget():
     assert [lay["name"] for lay in fail["largest"]] == ["conv3", "conv2", "conv1"]
     assert "the budget is 100,000,000; most FLOPs: conv3 " in fail["message"]
     assert runner.preflight(_load("flops_hog"), 10, 3, 32, 2_000_000, max_flops=0)[0] is None  # no cap
+
+
+def _net(source: str):
+    ns: dict = {}
+    exec(compile(source, "net.py", "exec"), ns)  # noqa: S102 - test sources of ours
+    return ns["Net"]
+
+
+def test_a_structural_duplicate_is_found_whatever_its_names_layout_and_comments():
+    from nasloop import prompts
+
+    seed = prompts.seed_source("digits")
+    renamed = (seed.replace("conv1", "stem").replace("bn1", "norm_a").replace("self.pool", "self.down")
+               .replace("    def forward", "    # the same net, written differently\n    def forward")
+               .replace("x = F.relu(x)", "x = torch.relu(x)"))  # a function instead of another: same operation
+    gelu = seed.replace("x = F.relu(x)\n        x = F.adaptive", "x = F.gelu(x)\n        x = F.adaptive")
+    wider = seed.replace("128", "160")
+    keys = {}
+    for name, src in (("seed", seed), ("renamed", renamed), ("gelu", gelu), ("wider", wider)):
+        fail, info = runner.preflight(_net(src), 10, 3, 32, 2_000_000)
+        assert fail is None, fail
+        keys[name] = info["structure"]
+    assert keys["renamed"] == keys["seed"] and len({keys["seed"], keys["gelu"], keys["wider"]}) == 3
+    fail, info = runner.preflight(_net(renamed), 10, 3, 32, 2_000_000, known={keys["seed"]: 0})
+    assert fail["phase"] == "duplicate" and fail["of"] == 0 and "iteration 0" in fail["message"]
