@@ -90,8 +90,8 @@ bench-llm: setup model  ## LLM seconds per iteration, each speed technique off a
 bench-parallel: setup sandbox-image model  ## candidates per hour with 1, 2, 4 Ray workers (scripted and real LLM)
 	$(PY) bench/parallel.py
 
-bench-search: setup sandbox-image  ## search quality, nasloop vs the plain loop (long: real LLM searches)
-	$(PY) bench/search_quality.py
+bench-search: setup sandbox-image  ## search quality, nasloop vs the plain loop per seed (long): make bench-search SEEDS=43,44,45
+	$(PY) bench/search_quality.py $(if $(SEEDS),--seeds '$(SEEDS)')
 
 clean:  ## remove the virtual environment (caches in NASLOOP_CACHE stay)
 	rm -rf $(VENV) *.egg-info

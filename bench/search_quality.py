@@ -6,11 +6,15 @@ loop) — and prints valid-candidate rate, best vs seed accuracy, iterations to 
 seconds per iteration for both rows. Nothing is asserted.
 
     python bench/search_quality.py [--iterations 20] [--llm llamacpp:qwen2.5-coder-1.5b] [--images DIR]
-                                   [--only nasloop --plain-run RUN_DIR]
+                                   [--seeds 43,44,45] [--only nasloop --plain-run RUN_DIR]
+
+With several seeds: one row per seed and loop, then each loop's mean and its worst seed (the goal must
+hold on the worst seed, not on the mean).
 
 Columns: `fixed` counts candidates changed by a deterministic fix (brackets, restored definitions, layer
 slips, channel sizes), `replaced` the Improver suggestions replaced by a concrete change (unreadable, a
-placeholder, or already tried).
+placeholder, or already tried); `model` is the share of suggestions the model wrote, `fix/valid` the
+share of valid nets that needed a fix, `streak` the longest run of one failure class.
 """
 from __future__ import annotations
 
@@ -64,8 +68,50 @@ def summarize(label: str, run_dir: Path) -> dict:
         "repaired": sum(1 for r in cands if r.get("repairs")), "escapes": sum(1 for r in cands if r.get("escape")),
         "fixed": sum(1 for r in cands if record.fixes_of(r)), "fix_counts": record.fix_counts(cands),
         "replaced": sum(1 for r in cands if record.suggestion_source(r) not in ("model", "model-retry")),
-        "outcomes": kinds,
+        "outcomes": kinds, "streak": longest_failure_streak(cands),
+        "model_share": sum(1 for r in cands if record.suggestion_source(r) in ("model", "model-retry")) / max(1, len(cands)),
+        "fixed_valid": sum(1 for r in valid if record.fixes_of(r)) / max(1, len(valid)),
+        "gain": max([r.get("accuracy") or 0 for r in results]) - (seed.get("accuracy") or 0),
     }
+
+
+def longest_failure_streak(cands: list[dict]) -> int:
+    """The longest run of candidates in a row that failed with the same outcome class."""
+    best = run = 0
+    prev = None
+    for r in cands:
+        kind = r["outcome"]
+        run = run + 1 if kind != "ok" and kind == prev else (1 if kind != "ok" else 0)
+        prev = kind
+        best = max(best, run)
+    return best
+
+
+COLUMNS = (("valid", "valid_rate", "{:>6.0%}"), ("seed acc", "seed_acc", "{:>8.3f}"), ("best acc", "best_acc", "{:>8.3f}"),
+           ("gain", "gain", "{:>+6.3f}"), ("1st valid", "first_valid", "{!s:>9}"), ("streak", "streak", "{:>6.3g}"),
+           ("s/iter", "s_per_iter", "{:>6.0f}"), ("model", "model_share", "{:>6.0%}"),
+           ("fix/valid", "fixed_valid", "{:>9.0%}"), ("repaired", "repaired", "{:>8.3g}"))
+WORST = {"valid_rate": min, "gain": min, "best_acc": min, "streak": max, "s_per_iter": max, "model_share": min,
+         "first_valid": lambda xs: None if None in xs else max(xs)}  # None: a seed never got a valid net
+
+
+def row(label: str, r: dict) -> str:
+    return f"{label:<14}" + " ".join(fmt.format(r.get(key)) if r.get(key) is not None else f"{'-':>6}"
+                                     for _, key, fmt in COLUMNS) + f"  {r.get('outcomes', '')}"
+
+
+def aggregate(rows: list[dict], how: str) -> dict:
+    """The mean, or the worst value of each column (the lowest rate and gain, the longest streak...)."""
+    out: dict = {}
+    for _, key, _ in COLUMNS:
+        values = [r[key] for r in rows if key in r]
+        if not values:
+            continue
+        if how == "worst" and key in WORST:
+            out[key] = WORST[key](values)
+        elif how == "mean" and all(isinstance(v, (int, float)) for v in values):
+            out[key] = sum(values) / len(values)
+    return out
 
 
 def main() -> int:
@@ -75,38 +121,42 @@ def main() -> int:
     ap.add_argument("--images", type=Path, help="ImageFolder tree (default: the CIFAR-10 JPEGs)")
     ap.add_argument("--train-subset", type=int, default=5000)
     ap.add_argument("--min-steps", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=43)
+    ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[43],
+                    help="comma list: one search per seed and loop")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "bench" / "out" / "search_quality")
     ap.add_argument("--only", choices=["nasloop", "plain"])
     ap.add_argument("--plain-run", type=Path, help="a finished plain run directory to use as the baseline row "
-                    "instead of running it again (same seed, same machine: its LLM replies repeat exactly)")
+                    "instead of running it again (one seed; same machine: its LLM replies repeat exactly)")
     args = ap.parse_args()
     args.images = args.images or cifar_images()
-    rows = []
-    for label, extra in (("plain", PLAIN), ("nasloop", [])):  # the baseline first
-        if label == "plain" and args.plain_run:
-            print(f"[plain] recorded run {args.plain_run}")
-            rows.append(summarize(label, args.plain_run))
-        elif args.only in (None, label):
-            rows.append(run(label, extra, args, args.runs_dir))
-    print(f"\nsearch quality: {args.llm}, {args.iterations} iterations, seed {args.seed}, "
+    rows: dict[str, list[dict]] = {"plain": [], "nasloop": []}
+    for seed in args.seeds:
+        args.seed = seed
+        for label, extra in (("plain", PLAIN), ("nasloop", [])):  # the baseline first
+            if label == "plain" and args.plain_run:
+                print(f"[plain] recorded run {args.plain_run}")
+                rows[label].append({**summarize(label, args.plain_run), "seed": seed})
+            elif args.only in (None, label):
+                rows[label].append({**run(label, extra, args, args.runs_dir / f"seed{seed}"), "seed": seed})
+    print(f"\nsearch quality: {args.llm}, {args.iterations} iterations, seeds {args.seeds}, "
           f"{args.train_subset} training images, >= {args.min_steps} steps per candidate")
-    print(f"{'loop':<8} {'valid':>9} {'seed acc':>9} {'best acc':>9} {'1st valid':>9} {'s/iter':>7} "
-          f"{'LLM share':>9} {'repaired':>8} {'escapes':>7} {'fixed':>5} {'replaced':>8}  outcomes")
-    for r in rows:
-        print(f"{r['label']:<8} {r['valid']:>3}/{r['candidates']:<3}{r['valid_rate']:>4.0%} {r['seed_acc']:>9.3f} "
-              f"{r['best_acc']:>9.3f} {str(r['first_valid']):>9} {r['s_per_iter']:>7.0f} {r['llm_share']:>9.0%} "
-              f"{r['repaired']:>8} {r['escapes']:>7} {r['fixed']:>5} {r['replaced']:>8}  {r['outcomes']}")
-    if len(rows) == 2:
-        b, a = rows
+    print(f"{'loop / seed':<14}" + " ".join(f"{name:>{max(6, len(name))}}" for name, _, _ in COLUMNS) + "  outcomes")
+    for label, found in rows.items():
+        for r in found:
+            print(row(f"{label} {r['seed']}", r))
+        if len(found) > 1:
+            print(row(f"{label} mean", aggregate(found, "mean")))
+            print(row(f"{label} worst", aggregate(found, "worst")))
+    if rows["plain"] and rows["nasloop"]:
+        b, a = aggregate(rows["plain"], "worst"), aggregate(rows["nasloop"], "worst")
 
         def ratio(key: str) -> str:
-            return f"{a[key] / b[key]:.2f}x" if b[key] else f"n/a (plain: {b[key]:.3g})"
+            return f"{a[key] / b[key]:.2f}x" if b.get(key) else f"n/a (plain: {b.get(key)})"
 
-        print(f"ratios nasloop/plain: valid rate {ratio('valid_rate')}, best accuracy {ratio('best_acc')}, "
+        print(f"worst seed, nasloop/plain: valid rate {ratio('valid_rate')}, best accuracy {ratio('best_acc')}, "
               f"seconds per iteration {ratio('s_per_iter')}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
