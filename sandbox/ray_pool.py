@@ -7,10 +7,15 @@ machine's resources (`ray.init`); an address (`auto`, `ray://...`, or RAY_ADDRES
 data set's arrays go into Ray's object store once; a worker on a node that lacks the data directory
 writes them out from there once.
 
-Faults: an actor that dies under a candidate (crash, `ray.kill`, node lost) is restarted by Ray and the
-candidate is run once more; a second loss is a `sandbox_error` for that candidate only (`RawResult.worker_lost`)
-— never the candidate's fault, and the search goes on. A restarted worker's sandbox removes the containers
-its dead predecessor left (their owner process is gone: sandbox/docker_sandbox.remove_orphans).
+Faults: an actor that dies under a candidate (crash, `ray.kill`, node lost) is restarted by Ray (or, once
+Ray gives up, replaced by a new one) and the candidate is run once more; a second loss is a `sandbox_error`
+for that candidate only (`RawResult.worker_lost`) — never the candidate's fault, and the search goes on.
+No worker at all is `SandboxUnavailable`: the search stops, resumable. A restarted worker's sandbox removes
+the containers its dead predecessor left (their owner process is gone: docker_sandbox.remove_orphans).
+After `close()` (Ctrl-C) nothing a worker returns is believed: the candidate is run again on resume.
+
+The process sandbox gives a candidate no network isolation: the CLI does not put it behind Ray workers,
+whose cluster a candidate on the same host could reach.
 """
 from __future__ import annotations
 
@@ -26,8 +31,10 @@ import numpy as np
 
 from nasloop.sandbox.base import LIVE, Job, Limits, RawResult, SandboxUnavailable
 
-RESTARTS = 4  # how often Ray restarts one worker over a run
+RESTARTS = 4  # how often Ray restarts one worker before the pool replaces it
 STOP_S = 20.0  # how long a worker may take to stop its container on close
+START_S = 120.0  # how long a restarted or new worker may take to answer
+RUN_GRACE_S = 120.0  # beyond the sandbox's own timeout: a worker silent for longer is taken as lost
 
 
 class SandboxWorker:
@@ -83,9 +90,11 @@ class RaySandbox:
 
         gpus = float((ray.cluster_resources() or {}).get("GPU", 0)) if gpus_per_worker is None else gpus_per_worker
         self.gpus_per_worker = 1.0 if gpus_per_worker is None and gpus >= workers else (gpus_per_worker or 0.0)
-        actor = ray.remote(SandboxWorker).options(  # type: ignore[attr-defined]
+        self.options = options
+        self._actor = ray.remote(SandboxWorker).options(  # type: ignore[attr-defined]
             num_cpus=limits.cpus, num_gpus=self.gpus_per_worker, max_restarts=RESTARTS, max_concurrency=2)
-        self.actors: list[Any] = [actor.remote(kind, limits, options) for _ in range(workers)]
+        self.actors: list[Any] = [self._actor.remote(kind, limits, options) for _ in range(workers)]
+        self.closing = False  # set by close(): results that arrive after it are not believed
         self._idle: queue.Queue = queue.Queue()
         for a in self.actors:
             self._idle.put(a)
@@ -109,26 +118,61 @@ class RaySandbox:
 
     def run(self, job: Job) -> RawResult:
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnschedulableError, GetTimeoutError, RayActorError
 
+        if self.closing:
+            raise SandboxUnavailable("the evaluation workers are stopping")
         arrays = self._data_ref(job.data_dir)
         actor = self._idle.get()
         try:
-            for _ in range(2):  # a lost worker's candidate is run once more, on the restarted worker
+            for _ in range(2):  # a lost worker's candidate is run once more, on a restarted (or new) worker
                 try:
-                    return ray.get(actor.run.remote(job, arrays))
-                except RayActorError as exc:
-                    self.lost += 1
+                    raw = ray.get(actor.run.remote(job, arrays), timeout=self.limits.timeout_s + RUN_GRACE_S)
+                    if self.closing:  # stopped under it (Ctrl-C): whatever it returned is not its outcome
+                        raise SandboxUnavailable("the evaluation workers were stopped during this candidate")
+                    return raw
+                except (RayActorError, ActorUnschedulableError, GetTimeoutError) as exc:
+                    if self.closing:
+                        raise SandboxUnavailable("the evaluation workers were stopped during this candidate") from exc
+                    with self._lock:
+                        self.lost += 1
                     why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+                    actor = self._revive(actor, timed_out=isinstance(exc, GetTimeoutError))
             return RawResult(infra_error=f"the evaluation worker was lost twice under this candidate ({why})",
                              worker_lost=True)
         finally:
             self._idle.put(actor)
 
+    def _revive(self, actor: Any, timed_out: bool) -> Any:
+        """The worker to run on next: the same one once Ray has restarted it, or a new one in its place when
+        Ray gave up (restarts spent, node gone) or it stopped answering. No worker at all stops the search."""
+        import ray
+
+        if not timed_out:
+            try:
+                ray.get(actor.pid.remote(), timeout=START_S)
+                return actor
+            except Exception:  # noqa: BLE001 - dead for good, or not back in time: replace it
+                pass
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        try:
+            fresh: Any = self._actor.remote(self.kind, self.limits, self.options)
+            ray.get(fresh.pid.remote(), timeout=START_S)
+        except Exception as exc:
+            raise SandboxUnavailable(f"no evaluation worker could be started in place of a lost one: "
+                                     f"{type(exc).__name__}: {str(exc).strip()[:200]}") from exc
+        with self._lock:
+            self.actors = [fresh if a is actor else a for a in self.actors]
+        return fresh
+
     def close(self) -> None:
         """Stop every worker's container, then the workers (and Ray, if this pool started it)."""
         import ray
 
+        self.closing = True
         LIVE.discard(self._cleanup_key)
         if not ray.is_initialized():
             return

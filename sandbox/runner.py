@@ -240,15 +240,14 @@ class ShapeTrace:
 
 
 class OpTrace(TorchDispatchMode):
-    """Every tensor operation of a forward, with its shapes and arguments (never values): the net's structure
-    as computed, blind to names, formatting and comments, and to how the code is written (a module or a
-    functional call). Two nets with equal traces train the same way (weight initialisation aside)."""
-
-    MAX_OPS = 5000
+    """Every tensor operation of building and running the net, with its shapes, arguments (never values)
+    and grad mode, hashed as it goes: the net's structure as computed, blind to names, formatting and
+    comments, and to how the code is written (a module or a functional call). The build's operations
+    carry the weight initialisation; `key()` adds which parameters train."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.ops: list[str] = []
+        self.hash = hashlib.sha256()
 
     @staticmethod
     def _arg(a) -> str:
@@ -259,12 +258,15 @@ class OpTrace(TorchDispatchMode):
         return repr(a) if isinstance(a, (int, float, bool, type(None), str)) else type(a).__name__
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if len(self.ops) < self.MAX_OPS:
-            self.ops.append(f"{func}({self._arg(list(args))};{self._arg(sorted((kwargs or {}).items()))})")
+        grad = "g" if torch.is_grad_enabled() else "n"
+        self.hash.update(f"{func}{grad}({self._arg(list(args))};{self._arg(sorted((kwargs or {}).items()))})\n".encode())
         return func(*args, **(kwargs or {}))
 
-    def key(self) -> str:
-        return hashlib.sha256("\n".join(self.ops).encode()).hexdigest()[:16]
+    def key(self, model: nn.Module) -> str:
+        trains = "".join("1" if p.requires_grad else "0" for p in model.parameters())
+        final = self.hash.copy()
+        final.update(trains.encode())
+        return final.hexdigest()[:16]
 
 
 def largest_layers(model: nn.Module) -> list[dict]:
@@ -284,14 +286,14 @@ def over_budget(params: int, max_params: int, model: nn.Module | None = None) ->
                    f"{largest}. Use fewer or narrower layers", largest=top)
 
 
-def over_flops(flops: int, max_flops: int, counts: dict) -> dict | None:
+def over_flops(flops: int, max_flops: int, counts: dict, batch: int = 2) -> dict | None:
     """A BudgetError naming the layers that cost the most FLOPs, so a repair knows what to shrink (often:
-    downsample earlier). `counts`: the FLOP counter's per-module totals."""
+    downsample earlier). `counts`: the FLOP counter's per-module totals for a batch of `batch` images."""
     if not max_flops or flops <= max_flops:
         return None
     names = [n for n in counts if n != "Global"]
     leaves = [n for n in names if not any(m.startswith(n + ".") for m in names)]
-    top = sorted(((int(sum(counts[n].values())) // 2, n.split(".", 1)[-1]) for n in leaves), reverse=True)[:3]
+    top = sorted(((int(sum(counts[n].values())) // batch, n.split(".", 1)[-1]) for n in leaves), reverse=True)[:3]
     largest = "; most FLOPs: " + ", ".join(f"{name} {n:,}" for n, name in top) if top else ""
     return failure("interface", "BudgetError", f"Net needs {flops:,} FLOPs per image; the budget is {max_flops:,}"
                    f"{largest}. Downsample earlier (stride or pooling) or use narrower layers",
@@ -321,8 +323,9 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     from torch.utils.flop_counter import FlopCounterMode
 
     t0 = time.perf_counter()
+    ops = OpTrace()
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), ops:
             model = net_cls(num_classes=num_classes, in_channels=in_channels)
         params = tensor_count(model)
     except BaseException as exc:  # noqa: BLE001 - everything the candidate raises is its outcome
@@ -334,7 +337,7 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     if budget:
         return budget, {**info, "preflight_seconds": time.perf_counter() - t0}
     trace = None
-    counter, ops = FlopCounterMode(display=False), OpTrace()
+    counter = FlopCounterMode(display=False)
     try:
         trace = ShapeTrace(model)
         with torch.device("meta"), counter, ops:
@@ -349,7 +352,7 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     wrong = wrong_output(out, num_classes, in_channels, size)
     if wrong:
         return {**wrong, "trace": trace.record()}, info
-    flops, structure = int(counter.get_total_flops()) // 2, ops.key()
+    flops, structure = int(counter.get_total_flops()) // 2, ops.key(model)
     info = {**info, "flops": flops, "structure": structure, "preflight_seconds": time.perf_counter() - t0}
     costly = over_flops(flops, max_flops, counter.get_flop_counts())
     if costly:
@@ -506,6 +509,10 @@ class Run:
                     with self.autocast:
                         logits = self._counted_forward(x) if step == 0 else model(x)
                         loss = loss_fn(logits.float(), y)
+                    if step == 0:  # the budget again, on the real forward (a pre-flight can be dodged on meta)
+                        costly = over_flops(self.facts["flops"], int(cfg.get("max_flops") or 0), *self.flop_counts)
+                        if costly:
+                            return {**costly, "steps": 0}
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
@@ -535,6 +542,7 @@ class Run:
         with counter:
             out = self.model(x)
         self.facts["flops"] = int(counter.get_total_flops()) // max(1, int(x.shape[0]))
+        self.flop_counts = (counter.get_flop_counts(), max(1, int(x.shape[0])))
         return out
 
     def predict(self) -> dict | None:

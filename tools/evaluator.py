@@ -98,7 +98,7 @@ class Evaluator:
         secs = seed.train_seconds or seed.seconds
         if not seed.ok or not seed.flops or not secs:
             return self.settings.max_flops
-        by_time = int(seed.flops * self.limits.timeout_s * share / secs)
+        by_time = max(seed.flops, int(seed.flops * self.limits.timeout_s * share / secs))  # never below the seed
         cap = min(by_time, self.settings.max_flops) if self.settings.max_flops else by_time
         self.settings = replace(self.settings, max_flops=cap)
         return cap

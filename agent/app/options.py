@@ -11,6 +11,7 @@ import re
 import sys
 from dataclasses import replace
 
+from nasloop.errors import UsageError
 from nasloop.sandbox import Limits, Sandbox, make_sandbox
 from nasloop.tools.datasets import NAMES, prepare
 from nasloop.tools.evaluator import Evaluator, TrainSettings
@@ -113,6 +114,9 @@ def build_evaluator(args: argparse.Namespace) -> Evaluator:
         print("nasloop: warning: --sandbox process has no network or file-system isolation", file=sys.stderr)
         kind, options = "process", {}
     workers = getattr(args, "workers", 1) or 1
+    if workers > 1 and kind == "process":
+        raise UsageError("--workers needs the Docker sandbox: a candidate in the process sandbox has the "
+                         "network of the host, and the Ray workers' cluster would be within its reach")
     if workers > 1:
         sandbox = ray_sandbox(kind, workers, limits, getattr(args, "ray_address", None), options, llm_in_process(args))
     else:

@@ -280,7 +280,13 @@ class _Guarded:
         self.inner = evaluator
 
     def evaluate(self, source: str, **kwargs):
-        out = self.inner.evaluate(source, **kwargs)
+        return self._checked(self.inner.evaluate(source, **kwargs))
+
+    def score(self, source: str, proxies: tuple[str, ...], **kwargs):
+        return self._checked(self.inner.score(source, proxies, **kwargs))
+
+    @staticmethod
+    def _checked(out):
         if out.kind == "sandbox_error" and out.failure.get("phase") != WORKER_LOST:  # a lost worker: this one only
             raise SandboxFault(f"sandbox failure (not the candidate's fault): {out.diagnosis}")
         return out

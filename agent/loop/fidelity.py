@@ -6,6 +6,7 @@ channel mismatch the pre-flight locates is fixed in place and pre-flighted again
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -20,9 +21,9 @@ from nasloop.tools.outcome import Outcome
 REPEAT_PHASE = "repeat"  # the failure phase of a verbatim repeat (the repair node gives it a concrete change)
 
 
-def repeat_outcome(deps: Deps, iteration: int, code: str) -> Outcome | None:
-    """A verbatim repeat of an earlier candidate costs no container: tell the LLM instead."""
-    prev = deps.earlier_code(code_key(code), iteration)
+def repeat_outcome(deps: Deps, before: int, code: str) -> Outcome | None:
+    """A verbatim repeat of a candidate from before iteration `before` costs no container: tell the LLM."""
+    prev = deps.earlier_code(code_key(code), before)
     if prev is None:
         return None
     got = prev.get("outcome", "?") + (f" {prev['accuracy']:.4f}" if prev.get("accuracy") is not None else "")
@@ -31,23 +32,25 @@ def repeat_outcome(deps: Deps, iteration: int, code: str) -> Outcome | None:
                    failure={"phase": REPEAT_PHASE, "of": prev["iteration"]})
 
 
-def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train: bool = False
-           ) -> tuple[Outcome, str, dict]:
+def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train: bool = False,
+           before: int | None = None) -> tuple[Outcome, str, dict]:
     """Evaluate at the run's fidelity: (outcome, the code it belongs to, what to add to the record).
 
     train: one epoch. proxy: the zero-cost score only (`train=True`, for the seed, also trains it).
     ladder: score every variant, train only the best-scoring valid one. A verbatim repeat of an earlier
     candidate costs no container, and channel mismatches the pre-flight locates are fixed in place
-    (the enabled pre-flight fixes)."""
+    (the enabled pre-flight fixes). Repeats and duplicates are of iterations before `before` (default: this
+    one; with several workers, the round's first: the verdict must not depend on which sibling finished first)."""
     opts = deps.options
+    check = Check(deps, iteration, attempt, iteration if before is None else before)
     if opts.fidelity == "train":
-        outcome, code, fixes = _check(deps, iteration, codes[0], lambda c, r: evaluate_once(deps, iteration, c, attempt, r))
+        outcome, code, fixes = _check(check, codes[0], lambda c, r: evaluate_once(check, c, r))
         return outcome, code, _fixes(fixes)
     scored, fixed, notes, seen = [], [], [], {}
     for j, code in enumerate(codes):
         key = code_key(code)
         if key not in seen:
-            seen[key] = _check(deps, iteration, code, partial(_score_once, deps, iteration, attempt=attempt, variant=j))
+            seen[key] = _check(check, code, partial(_score_once, check, variant=j))
         outcome, code, fixes = seen[key]
         scored.append(outcome)
         fixed.append(code)
@@ -59,7 +62,7 @@ def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train:
     j = max(valid, key=lambda j: (_finite(scored[j].scores.get(opts.proxy)), -j))
     if opts.fidelity == "proxy" and not train:
         return scored[j], fixed[j], _fixes(notes[j])
-    trained = evaluate_once(deps, iteration, fixed[j], attempt)
+    trained = evaluate_once(check, fixed[j])
     trained.scores = {**scored[j].scores, **trained.scores}
     trained.proxy_seconds = scored[j].proxy_seconds
     return trained, fixed[j], {**_ladder(opts, scored, j), **_fixes(notes[j])}
@@ -68,13 +71,12 @@ def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train:
 MAX_SHAPE_FIXES = 4  # pre-flight reruns per candidate (each fixes one layer and costs one short sandbox run)
 
 
-def _check(deps: Deps, iteration: int, code: str, run: Callable[[str, int], Outcome]
-           ) -> tuple[Outcome, str, list[dict]]:
+def _check(check: "Check", code: str, run: Callable[[str, int], Outcome]) -> tuple[Outcome, str, list[dict]]:
     """Repeat check, then `run(code, round)`; while an enabled pre-flight fix (agent/fixes/registry.py)
     edits the code the pre-flight failed on, run again. Returns (outcome, final code, fixes made)."""
-    opts = deps.options
+    opts = check.deps.options
     if opts.repeat_check:
-        rep = repeat_outcome(deps, iteration, code)
+        rep = repeat_outcome(check.deps, check.before, code)
         if rep is not None:
             return rep, code, []
     outcome, fixes, layers = run(code, 0), list[dict](), list[str]()
@@ -110,26 +112,39 @@ def _ladder(opts: LoopOptions, scored: list[Outcome], chosen: int | None) -> dic
         for o in scored]}}
 
 
-def _score_once(deps: Deps, iteration: int, code: str, fix_round: int = 0, *, attempt: int, variant: int) -> Outcome:
+@dataclass(frozen=True)
+class Check:
+    """One evaluation's context: which iteration and repair attempt, and which iterations count as earlier."""
+
+    deps: Deps
+    iteration: int
+    attempt: int
+    before: int
+
+    def known(self) -> dict:
+        """The earlier structures, for the pre-flight to reject a structural duplicate without training it
+        (part of the repeat check). The verdict comes from the candidate's side of the sandbox, so it is only
+        advisory: asked only while a repair can follow, a candidate the pre-flight still calls a duplicate
+        after its repairs is trained like any other."""
+        opts = self.deps.options
+        known = self.deps.structures(self.before) if opts.repeat_check and self.attempt < opts.repairs else {}
+        return {"known_structures": known} if known else {}
+
+
+def _score_once(check: Check, code: str, fix_round: int = 0, *, variant: int) -> Outcome:
     """Each proxy scoring is recorded once (trace node `score<attempt>.<variant>[+<fix round>]`)."""
-    proxy = deps.options.proxy
-    step = TraceStep("score", attempt, variant, fix_round)
-    rec = deps.once("trace", iteration, step.node, lambda: {
-        "outcome": deps.evaluator.score(code, (proxy,), **_known(deps, iteration)).to_dict(), "step": step.to_dict()})
+    deps = check.deps
+    step = TraceStep("score", check.attempt, variant, fix_round)
+    rec = deps.once("trace", check.iteration, step.node, lambda: {
+        "outcome": deps.evaluator.score(code, (deps.options.proxy,), **check.known()).to_dict(), "step": step.to_dict()})
     return Outcome.from_dict(rec["outcome"])
 
 
-def evaluate_once(deps: Deps, iteration: int, code: str, attempt: int = 0, fix_round: int = 0) -> Outcome:
+def evaluate_once(check: Check, code: str, fix_round: int = 0) -> Outcome:
     """Each evaluation is recorded once (trace node `check<attempt>[+<fix round>]`): a redo after a crash
     reuses it."""
-    step = TraceStep("check", attempt, fix_round=fix_round)
-    rec = deps.once("trace", iteration, step.node, lambda: {
-        "outcome": deps.evaluator.evaluate(code, **_known(deps, iteration)).to_dict(), "step": step.to_dict()})
+    deps = check.deps
+    step = TraceStep("check", check.attempt, fix_round=fix_round)
+    rec = deps.once("trace", check.iteration, step.node, lambda: {
+        "outcome": deps.evaluator.evaluate(code, **check.known()).to_dict(), "step": step.to_dict()})
     return Outcome.from_dict(rec["outcome"])
-
-
-def _known(deps: Deps, iteration: int) -> dict:
-    """The earlier structures, for the pre-flight to reject a structural duplicate without training it
-    (part of the repeat check: --no-repeat-check trains duplicates too)."""
-    known = deps.structures(iteration) if deps.options.repeat_check else {}
-    return {"known_structures": known} if known else {}

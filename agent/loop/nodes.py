@@ -302,13 +302,16 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         outcome = Outcome("invalid_code", cand.get("error") or "no code was generated", seconds=0.0,
                           stage="static")
     else:
-        outcome, code, ladder = assess(deps, it, codes, attempt)
+        # repeats and duplicates are of iterations before this round (with one worker: before this one)
+        before = (state.get("last") or {}).get("iteration", it - 1) + 1
+        outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it))
     if outcome.stage in ("static", "preflight") and attempt < opts.repairs:
         return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
     llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
     fixes = (cand.get("fixes") or []) + ladder.pop("fixes", [])
+    first = next((h["duplicate_of"] for h in cand.get("repairs", []) if "duplicate_of" in h), None)
     extra = {"llm": llm, "repairs": cand.get("repairs", []), "escape": proposal.get("escape"), **ladder,
-             **({"fixes": fixes} if fixes else {})}
+             **({"fixes": fixes} if fixes else {}), **({"duplicate_of": first} if first is not None else {})}
     return _record(deps, state, it, code, proposal, outcome, extra)
 
 def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
@@ -329,9 +332,11 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         **_ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE, stop=code_complete,
                progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
     code, err, made = _code(rec["response"], state, deps.options.fixes, attempt)
+    of = (failed.get("failure") or {}).get("of") if repeat else None
     history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
                                           "diagnosis": failed.get("diagnosis", ""),
-                                          **({"suggestion": change} if change else {})}]
+                                          **({"suggestion": change} if change else {}),
+                                          **({"duplicate_of": of} if of is not None else {})}]
     return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history, "stop": rec.get("stop"),
                           "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
                           "fixes": (cand.get("fixes") or []) + made}}

@@ -31,7 +31,8 @@ def result_record(outcome: Outcome, proposal: dict, code_key: str | None, fitnes
 
 
 def _duplicate(outcome: Outcome) -> dict:
-    """`duplicate_of: N` for a verbatim repeat or a structural duplicate of iteration N (never trained)."""
+    """`duplicate_of: N` for a candidate that repeated iteration N verbatim (never trained). A candidate whose
+    first version repeated or duplicated N and was repaired carries it too (from its repair history)."""
     failure = outcome.failure or {}
     return {"duplicate_of": failure["of"]} if failure.get("phase") in ("repeat", "duplicate") and "of" in failure else {}
 

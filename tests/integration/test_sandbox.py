@@ -179,6 +179,14 @@ def test_a_net_over_the_flop_budget_from_the_seeds_speed_is_rejected_at_the_pref
     assert out.steps is None and out.accuracy is None  # never trained
 
 
+def test_dodging_the_preflight_on_meta_does_not_dodge_the_flop_budget(docker_engine, digits):
+    ev = Evaluator(digits, make_sandbox("docker", limits=LIMITS), replace(FAST, max_flops=100_000_000))
+    out = ev.evaluate(candidate("attack_dodge_preflight"))
+    assert out.kind == "interface_error" and out.failure["exc_type"] == "BudgetError", out.summary()
+    assert out.steps == 0 and out.stage is None  # caught at the first real forward, before any optimizer step
+    assert "most FLOPs: conv3 " in out.diagnosis
+
+
 def test_a_structural_duplicate_is_rejected_at_the_preflight_without_training(evaluator):
     from nasloop import prompts
 

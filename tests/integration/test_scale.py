@@ -170,3 +170,37 @@ def test_a_worker_lost_twice_is_a_sandbox_error_for_that_candidate_only(digits, 
         assert quick.evaluate(NARROW).kind == "ok"  # the next candidate runs on the restarted worker
     finally:
         pool.close()
+
+
+def test_a_worker_ray_gave_up_on_is_replaced_and_close_during_a_candidate_records_nothing(digits):
+    """The process sandbox behind one Ray worker (allowed here, not from the CLI): a worker killed for good
+    is replaced by a new one; a candidate running when the pool is closed (Ctrl-C) gets no outcome at all."""
+    import ray
+
+    from nasloop.sandbox import Limits, SandboxUnavailable
+    from nasloop.sandbox.ray_pool import RaySandbox
+    from nasloop.tools.evaluator import Evaluator, TrainSettings
+
+    pool = RaySandbox("process", 1, Limits(cpus=1.0, timeout_s=120))
+    try:
+        ev = Evaluator(digits, pool, TrainSettings(min_steps=150, preflight=False))
+        first = pool.actors[0]
+        threading.Timer(3, lambda: ray.kill(first, no_restart=True)).start()
+        out = ev.evaluate(NARROW)
+        assert out.kind == "ok", out.summary()  # run again on a new worker
+        assert pool.lost == 1 and pool.actors[0] is not first
+        box: dict = {}
+
+        def evaluate():
+            try:
+                box["out"] = ev.evaluate(NARROW)
+            except SandboxUnavailable as exc:
+                box["stopped"] = exc
+
+        t = threading.Thread(target=evaluate)
+        t.start()
+        time.sleep(3)
+    finally:
+        pool.close()
+    t.join(60)
+    assert "out" not in box and "stopped" in box

@@ -162,3 +162,14 @@ def test_thread_budget_keeps_the_llm_and_the_trainers_within_the_cores():
     assert thread_budget(2, 2.0, False, cores=2) == (1.0, 0)  # the LLM is elsewhere: trainers take all
     assert thread_budget(4, 4.0, True, cores=16) == (2.0, 8)
     assert thread_budget(8, 2.0, True, cores=2) == (0.25, 1)  # too few cores: everyone shares them
+
+
+def test_workers_refuse_the_process_sandbox():
+    """A candidate in the process sandbox shares the host's network: Ray's cluster would be within reach."""
+    from nasloop.agent.app.options import build_evaluator, evaluation_defaults
+    from nasloop.errors import UsageError
+
+    args = evaluation_defaults()
+    args.sandbox, args.workers, args.train_subset = "process", 2, 64
+    with pytest.raises(UsageError, match="--workers needs the Docker sandbox"):
+        build_evaluator(args)

@@ -286,10 +286,18 @@ def test_a_structural_duplicate_costs_no_training_and_goes_back_to_the_generator
     assert "suggestion" in results[2]["repairs"][0]
 
 
-def test_a_duplicate_left_after_the_repairs_is_recorded_with_duplicate_of(tmp_path):
+def test_the_duplicate_verdict_is_advisory_a_duplicate_left_after_its_repair_is_trained(tmp_path):
+    """The structure hash comes from the candidate's side of the sandbox: a forged one must never keep
+    another candidate from being trained, so the verdict only ever buys one repair."""
     store = RunStore.create(tmp_path, "unit", {})
-    replies = [code_reply(tag="acc=0.6 struct=a"), code_reply(tag="acc=0.7 struct=a renamed")]
-    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store,
-             LoopOptions(repairs=0)), iterations=2)
+    replies = [code_reply(tag="acc=0.6 struct=a"), code_reply(tag="acc=0.7 struct=a renamed"),
+               code_reply(tag="acc=0.75 struct=a renamed again")]
+    ev = ScriptedEvaluator()
+    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ev, store), iterations=2)
     last = store.results()[2]
-    assert last["outcome"] == "invalid_code" and last["duplicate_of"] == 1 and "accuracy" not in last
+    assert last["outcome"] == "ok" and last["accuracy"] == 0.75 and last["duplicate_of"] == 1
+    assert ev.calls == 4  # seed, iteration 1, the duplicate's pre-flight, its repair trained
+    store2 = RunStore.create(tmp_path / "plain", "unit", {})
+    run(Deps(scripted(GOOD_IMPROVER), scripted(*replies[:2]), ScriptedEvaluator(), store2, LoopOptions(repairs=0)),
+        iterations=2)
+    assert store2.results()[2]["outcome"] == "ok"  # no repair to follow: not even asked

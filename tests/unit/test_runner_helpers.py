@@ -125,3 +125,18 @@ def test_a_structural_duplicate_is_found_whatever_its_names_layout_and_comments(
     assert keys["renamed"] == keys["seed"] and len({keys["seed"], keys["gelu"], keys["wider"]}) == 3
     fail, info = runner.preflight(_net(renamed), 10, 3, 32, 2_000_000, known={keys["seed"]: 0})
     assert fail["phase"] == "duplicate" and fail["of"] == 0 and "iteration 0" in fail["message"]
+
+
+def test_weight_initialisation_and_frozen_layers_are_part_of_the_structure():
+    from nasloop import prompts
+
+    seed = prompts.seed_source("digits")
+    kaiming = seed.replace("        self.fc = nn.Linear(128, num_classes)\n",
+                           "        self.fc = nn.Linear(128, num_classes)\n"
+                           "        nn.init.kaiming_normal_(self.conv1.weight)\n")
+    frozen = seed.replace("        self.fc = nn.Linear(128, num_classes)\n",
+                          "        self.fc = nn.Linear(128, num_classes)\n"
+                          "        self.conv1.weight.requires_grad_(False)\n")
+    keys = {name: runner.preflight(_net(src), 10, 3, 32, 2_000_000)[1]["structure"]
+            for name, src in (("seed", seed), ("kaiming", kaiming), ("frozen", frozen))}
+    assert len(set(keys.values())) == 3, keys
