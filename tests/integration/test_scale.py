@@ -183,7 +183,7 @@ def test_a_worker_ray_gave_up_on_is_replaced_and_close_during_a_candidate_record
 
     pool = RaySandbox("process", 1, Limits(cpus=1.0, timeout_s=120))
     try:
-        ev = Evaluator(digits, pool, TrainSettings(min_steps=150, preflight=False))
+        ev = Evaluator(digits, pool, TrainSettings(min_steps=80, preflight=False))
         first = pool.actors[0]
         threading.Timer(3, lambda: ray.kill(first, no_restart=True)).start()
         out = ev.evaluate(NARROW)
