@@ -17,7 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from nasloop.agent.loop import record  # noqa: E402
 from nasloop.agent.runs.store import RunStore  # noqa: E402
@@ -55,7 +55,7 @@ def _fig_accuracy(results: list[dict], path: Path, metric: str = "accuracy") -> 
     ax.set_ylabel(metric)
     if metric == "accuracy":
         ax.set_ylim(-0.03, 1.0)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=3, fontsize=8, frameon=False)  # above: hides nothing
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -118,7 +118,11 @@ def _fig_pareto(results: list[dict], path: Path) -> None:
             for c, a, it in front:
                 ax.annotate(str(it), (c, a), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.set_xscale("log")
-            ax.legend(fontsize=8, loc="lower right")
+            # short labels at 1-2-5 steps (95k, 200k, 500k), none on the minor ticks: they ran into each other
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
@@ -173,7 +177,7 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 8px; overflow-x:
 {iterations}
 </table>
 <h2>Top {top_n} nets</h2>
-<table><tr><th>#</th><th>iteration</th><th>{metric}</th><th>accuracy</th><th>params</th><th>FLOPs (reported)</th><th>code</th></tr>
+<table><tr><th>#</th><th>iteration</th>{rank_header}<th>accuracy</th><th>params</th><th>FLOPs (reported)</th><th>code</th></tr>
 {rows}
 </table>
 <p class="k">✓ verified by the host: accuracy from the returned predictions scored against test labels that never
@@ -232,8 +236,10 @@ def _iteration_rows(results: list[dict]) -> list[str]:
     return rows
 
 
-def _top_rows(store: RunStore, ranked: list[dict], final: dict | None) -> list[str]:
-    """The top-nets table: rank, iteration, fitness, accuracy (✓ when the host measured it), size, code."""
+def _top_rows(store: RunStore, ranked: list[dict], final: dict | None, by_accuracy: bool = True) -> list[str]:
+    """The top-nets table: rank, iteration, the proxy score it was ranked by (unless that is the accuracy),
+    accuracy (✓ when the host measured it), size, and the code: shown in place and as a download carried
+    in the page itself, so the report stays whole when it is mailed."""
     rows = []
     for i, r in enumerate(ranked, 1):
         code = store.candidate_code(r["iteration"]) or "(code not recorded)"
@@ -242,11 +248,14 @@ def _top_rows(store: RunStore, ranked: list[dict], final: dict | None) -> list[s
             acc = final.get("accuracy")
         ok = set(r.get("verified") or ())
         mark = {k: " ✓" if k in ok else "" for k in ("accuracy", "params")}
+        name = f"{r['iteration']:04d}.py"
+        embedded = base64.b64encode(code.encode()).decode()
+        score = "" if by_accuracy else f"<td>{record.fitness(r) or 0:.4g}</td>"
         rows.append(
-            f"<tr><td>{i}</td><td>{r['iteration']}</td><td>{record.fitness(r) or 0:.4g}</td>"
+            f"<tr><td>{i}</td><td>{r['iteration']}</td>{score}"
             f"<td>{'-' if acc is None else f'{acc:.4f}'}{mark['accuracy']}</td>"
             f"<td>{human(r.get('params') or 0)}{mark['params']}</td><td>{human(r.get('flops') or 0)}</td>"
-            f"<td><a href=\"candidates/{r['iteration']:04d}.py\">{r['iteration']:04d}.py</a>"
+            f"<td><a download=\"{name}\" href=\"data:text/x-python;base64,{embedded}\">{name}</a>"
             f"<details><summary>show</summary><pre>{html.escape(code)}</pre></details></td></tr>")
     return rows
 
@@ -278,7 +287,7 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
                          f'<img alt="proxy vs accuracy" src="data:image/png;base64,'
                          f'{base64.b64encode(png.read_bytes()).decode()}">')
     ranked = sorted((r for r in results if record.fitness(r) is not None), key=lambda r: -(record.fitness(r) or 0))[:top_n]
-    rows = _top_rows(store, ranked, final)
+    rows = _top_rows(store, ranked, final, by_accuracy=metric == "accuracy")
     n = len(results)
     valid = sum(r.get("outcome") == "ok" for r in results)
     best = ranked[0] if ranked else None
@@ -296,7 +305,8 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
     page = PAGE.format(title=html.escape(out.name), summary=html.escape(summary), rows="\n".join(rows),
                        iterations="\n".join(_iteration_rows(results)), status=html.escape(_status(results, cfg, out)),
                        settings=_settings_rows(cfg),
-                       top_n=len(ranked), metric=html.escape(metric), metric_title=html.escape(metric.capitalize()),
+                       top_n=len(ranked), metric=html.escape(metric),
+                       rank_header="" if metric == "accuracy" else f"<th>{html.escape(metric)} (ranked by)</th>", metric_title=html.escape(metric.capitalize()),
                        proxy_section=proxy_section, **images)
     target = out / "report.html"
     target.write_text(page, encoding="utf-8")

@@ -82,6 +82,10 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     table = page[page.index("<h2>Every iteration</h2>"):page.index("<h2>Top ")]
     assert table.count("<tr><td>") == 5  # the seed and four iterations: what was asked, by whom, what came of it
     assert "(seed)" in table and "(fallback)" in table and "1 repair(s)" in table and "SyntaxError" in table
+    top = page[page.index("<h2>Top "):]
+    assert top.count("<th>accuracy</th>") == 1  # ranked by accuracy: one column, not two both called so
+    # the code travels in the page (a mailed report has no candidates/ folder beside it)
+    assert 'href="candidates/' not in page and 'download="0000.py" href="data:text/x-python;base64,' in top
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
