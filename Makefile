@@ -27,7 +27,7 @@ RUNS_DIR ?= runs
 RESUME ?=
 SEARCH_ARGS ?=
 
-.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-llm bench-search bench-parallel clean
+.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-llm bench-search bench-parallel bench-gpu clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -89,6 +89,9 @@ bench-llm: setup model  ## LLM seconds per iteration, each speed technique off a
 
 bench-parallel: setup sandbox-image model  ## candidates per hour with 1, 2, 4 Ray workers (scripted and real LLM)
 	$(PY) bench/parallel.py
+
+bench-gpu:  ## the harness on CUDA through the process sandbox: P2, one epoch, proxies (a plain checkout will do)
+	$(if $(wildcard $(PY)),$(PY),python3) bench/gpu.py
 
 bench-search: setup sandbox-image  ## search quality, nasloop vs the plain loop per seed (long): make bench-search SEEDS=43,44,45
 	$(PY) bench/search_quality.py $(if $(SEEDS),--seeds '$(SEEDS)')
