@@ -182,7 +182,7 @@ def test_replay_and_report_of_an_evolution_run(tmp_path):
     text = render(child, 0, len(steps))
     assert "code vs parent (iteration" in text and "best so far: score 20 (iteration 2)" in text
     page = write_report(store.path).read_text()
-    assert "Naswot per iteration" in page and "<th>naswot</th>" in page
+    assert "Naswot per iteration" in page and "<th>naswot (ranked by)</th><th>accuracy</th>" in page
 
 
 class PreflightScript(ScriptedEvaluator):
