@@ -11,7 +11,7 @@ from nasloop import prompts
 from nasloop.agent.llm.client import ChatClient
 from nasloop.tools.outcome import Outcome
 
-SEED = prompts.seed_source("digits")
+SEED = prompts.seed_source("digits")  # the seed a digits task starts from
 
 
 def scripted(*responses: str, spec: str = "scripted") -> ChatClient:

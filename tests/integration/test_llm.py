@@ -34,7 +34,7 @@ def model_path():
 def test_lookup_decoding_gives_the_same_greedy_output(model_path):
     system = prompts.load("generator_system").template
     user = ("Rename the layer conv1 to stem in this module and change nothing else:\n```python\n"
-            f"{prompts.seed_source('digits')}```")
+            f"{prompts.seed_source('default')}```")
     texts = []
     for lookup in (0, 2):
         _, gen = make_clients(SPEC, SPEC, replace(GREEDY, lookup=lookup, max_tokens=400))

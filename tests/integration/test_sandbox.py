@@ -166,7 +166,7 @@ def test_a_net_over_the_flop_budget_from_the_seeds_speed_is_rejected_at_the_pref
     from nasloop import prompts
 
     ev = Evaluator(digits, make_sandbox("docker", limits=replace(LIMITS, timeout_s=20)), FAST)
-    seed = ev.evaluate(prompts.seed_source("digits"))
+    seed = ev.evaluate(prompts.seed_source("default"))
     assert seed.kind == "ok" and seed.flops and seed.train_seconds
     budget = ev.calibrate(seed)
     assert budget == int(seed.flops * 20 * 0.5 / seed.train_seconds)
@@ -190,7 +190,7 @@ def test_dodging_the_preflight_on_meta_does_not_dodge_the_flop_budget(docker_eng
 def test_a_structural_duplicate_is_rejected_at_the_preflight_without_training(evaluator):
     from nasloop import prompts
 
-    seed = prompts.seed_source("digits")
+    seed = prompts.seed_source("default")
     first = evaluator.evaluate(seed)
     assert first.kind == "ok" and first.structure and len(first.structure) == 16
     renamed = seed.replace("conv1", "stem").replace("bn1", "norm_a").replace("One operation", "# One operation")

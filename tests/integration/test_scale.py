@@ -22,7 +22,7 @@ from tests.fakes import code_reply, keyed, untried
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SEED = prompts.seed_source("digits")
+SEED = prompts.seed_source("default")
 WIDE = SEED.replace("128", "192")  # trains longer than the others: it finishes last in its round
 NARROW = SEED.replace("128", "48")
 BROKEN = SEED.replace("nn.Linear(128, num_classes)", "nn.Linear(100, num_classes)")  # fails in training

@@ -14,10 +14,21 @@ pytestmark = pytest.mark.integration
 def test_seed_net_learns_digits(docker_engine):
     data = prepare("digits")
     ev = Evaluator(data, make_sandbox("docker", limits=Limits(timeout_s=300)), TrainSettings(min_steps=60))
-    out = ev.evaluate(prompts.seed_source("digits"))
+    out = ev.evaluate(prompts.seed_source("default"))
     assert out.kind == "ok", out.summary()
     assert out.accuracy > 0.6, out.summary()  # chance is 0.1
     assert out.epochs == pytest.approx(60 / 5) and out.steps == 60
+
+
+def test_the_digits_seed_leaves_a_first_search_room_to_improve(docker_engine):
+    """digits is easy: the standard seed scores 0.99 and left nothing to find. Its own seed is deliberately
+    small; with the search's default budget it must learn, and score clearly below the standard net."""
+    data = prepare("digits")
+    ev = Evaluator(data, make_sandbox("warm", limits=Limits(timeout_s=300)), TrainSettings())
+    small, standard = ev.evaluate(prompts.seed_source("digits")), ev.evaluate(prompts.seed_source("default"))
+    assert small.kind == standard.kind == "ok", (small.summary(), standard.summary())
+    assert 0.5 < small.accuracy < standard.accuracy - 0.1, (small.accuracy, standard.accuracy)
+    assert small.params < 1000 < standard.params
 
 
 def test_seed_net_learns_cifar10_jpegs(docker_engine, cifar_folder):
@@ -32,7 +43,7 @@ def test_seed_net_learns_cifar10_jpegs(docker_engine, cifar_folder):
 
 def test_process_sandbox_trains_too(digits):
     ev = Evaluator(digits, make_sandbox("process", limits=Limits(timeout_s=300)), TrainSettings(min_steps=40))
-    out = ev.evaluate(prompts.seed_source("digits"))
+    out = ev.evaluate(prompts.seed_source("default"))
     assert out.kind == "ok" and out.accuracy > 0.3, out.summary()
 
 
@@ -66,7 +77,7 @@ def test_a_channel_mismatch_is_fixed_in_place_then_trained(docker_engine, digits
     from nasloop.agent.deps import Deps, LoopOptions
 
     ev = Evaluator(digits, make_sandbox("docker", limits=Limits(timeout_s=300)), TrainSettings(min_steps=60))
-    wider = prompts.seed_source("digits").replace("nn.Conv2d(32, 64, 3", "nn.Conv2d(32, 96, 3")
+    wider = prompts.seed_source("default").replace("nn.Conv2d(32, 64, 3", "nn.Conv2d(32, 96, 3")
     deps = Deps(improver=None, generator=None, evaluator=ev, options=LoopOptions())  # type: ignore[arg-type]
     outcome, code, extra = assess(deps, 1, [wider], 0)
     assert outcome.kind == "ok" and outcome.accuracy > 0.3, outcome.summary()

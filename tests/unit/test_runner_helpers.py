@@ -91,7 +91,7 @@ def test_preflight_counts_flops_on_the_meta_device_and_enforces_the_budget():
     from nasloop import prompts
 
     ns: dict = {}
-    exec(compile(prompts.seed_source("digits"), "seed.py", "exec"), ns)  # noqa: S102
+    exec(compile(prompts.seed_source("default"), "seed.py", "exec"), ns)  # noqa: S102
     fail, info = runner.preflight(ns["Net"], 10, 3, 32, 2_000_000, max_flops=100_000_000)
     assert fail is None and info["preflight"] == "passed" and 15_000_000 < info["flops"] < 30_000_000
     fail, info = runner.preflight(_load("flops_hog"), 10, 3, 32, 2_000_000, max_flops=100_000_000)
@@ -111,7 +111,7 @@ def _net(source: str):
 def test_a_structural_duplicate_is_found_whatever_its_names_layout_and_comments():
     from nasloop import prompts
 
-    seed = prompts.seed_source("digits")
+    seed = prompts.seed_source("default")
     renamed = (seed.replace("conv1", "stem").replace("bn1", "norm_a").replace("self.pool", "self.down")
                .replace("    def forward", "    # the same net, written differently\n    def forward")
                .replace("x = F.relu(x)", "x = torch.relu(x)"))  # a function instead of another: same operation
@@ -130,7 +130,7 @@ def test_a_structural_duplicate_is_found_whatever_its_names_layout_and_comments(
 def test_weight_initialisation_and_frozen_layers_are_part_of_the_structure():
     from nasloop import prompts
 
-    seed = prompts.seed_source("digits")
+    seed = prompts.seed_source("default")
     kaiming = seed.replace("        self.fc = nn.Linear(128, num_classes)\n",
                            "        self.fc = nn.Linear(128, num_classes)\n"
                            "        nn.init.kaiming_normal_(self.conv1.weight)\n")

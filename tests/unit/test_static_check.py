@@ -26,6 +26,7 @@ def src(top: str = "", extra: str = "") -> str:
 
 def test_seed_and_good_candidates_pass():
     assert check_source(prompts.seed_source("digits")) is None
+    assert check_source(prompts.seed_source("default")) is None
     assert check_source(candidate("ok_tiny")) is None
     assert check_source(src(extra="    def _make_layer(self, c):\n        return self._helper(c)\n")) is None
     assert check_source("from __future__ import annotations\n" + src("import math\nfrom typing import List\n")) is None
