@@ -122,7 +122,7 @@ def test_plain_loop_has_none_of_it(tmp_path):
 
 
 def test_progress_display_copes_with_repair_steps(capsys):
-    from nasloop.agent.app.search import Progress
+    from nasloop.agent.app.progress import Progress
 
     with Progress(3, {}) as progress:
         progress.update({"evaluate": {"candidate": {"failed": {"kind": "shape_error"}}}})  # repair pending

@@ -84,7 +84,7 @@ def test_a_degenerate_generator_reply_sends_the_repair_back_to_the_base_net(tmp_
 
 
 def test_the_progress_line_names_the_step_its_tokens_and_an_eta():
-    from nasloop.agent.app.search import Progress
+    from nasloop.agent.app.progress import Progress
 
     p = Progress(3, {"iteration": 1, "best": {"accuracy": 0.5, "iteration": 0}})
     fields = p.bar.tasks[0].fields
