@@ -39,6 +39,10 @@ class TrainSettings:
 
 
 CALIBRATION_SHARE = 0.5  # of the timeout that the FLOP budget derived from the seed's speed may use
+# No derived budget is lower: a small seed's training time is mostly fixed costs (data, steps, threads),
+# not FLOPs, so scaling it by FLOPs would reject nets that train in seconds (measured: the 435-parameter
+# digits seed gave 17M, below the standard 20M-FLOP seed, which trains in 16 s).
+MIN_FLOP_BUDGET = 200_000_000
 
 
 class Evaluator:
@@ -94,11 +98,12 @@ class Evaluator:
         killed by it is rejected at the pre-flight in milliseconds instead. Every candidate trains the same
         number of steps, so its training time scales with its FLOPs per image: the budget is the seed's
         FLOPs times how many of its training times fit in `share` of the timeout (the rest is margin for
-        start-up, the test predictions and nets slower per FLOP than the seed). --max-flops caps it."""
+        start-up, the test predictions and nets slower per FLOP than the seed), never below the seed's own
+        FLOPs nor MIN_FLOP_BUDGET. --max-flops caps it."""
         secs = seed.train_seconds or seed.seconds
         if not seed.ok or not seed.flops or not secs:
             return self.settings.max_flops
-        by_time = max(seed.flops, int(seed.flops * self.limits.timeout_s * share / secs))  # never below the seed
+        by_time = max(seed.flops, MIN_FLOP_BUDGET, int(seed.flops * self.limits.timeout_s * share / secs))
         cap = min(by_time, self.settings.max_flops) if self.settings.max_flops else by_time
         self.settings = replace(self.settings, max_flops=cap)
         return cap

@@ -164,12 +164,13 @@ def test_huge_net_is_rejected_without_allocation(evaluator):
 
 def test_a_net_over_the_flop_budget_from_the_seeds_speed_is_rejected_at_the_preflight(docker_engine, digits):
     from nasloop import prompts
+    from nasloop.tools.evaluator import MIN_FLOP_BUDGET
 
     ev = Evaluator(digits, make_sandbox("docker", limits=replace(LIMITS, timeout_s=20)), FAST)
     seed = ev.evaluate(prompts.seed_source("default"))
     assert seed.kind == "ok" and seed.flops and seed.train_seconds
     budget = ev.calibrate(seed)
-    assert budget == int(seed.flops * 20 * 0.5 / seed.train_seconds)
+    assert budget == max(MIN_FLOP_BUDGET, int(seed.flops * 20 * 0.5 / seed.train_seconds))
     out = ev.evaluate(candidate("flops_hog"))  # 1.4M parameters: within the parameter budget
     assert out.kind == "interface_error" and out.stage == "preflight", out.summary()
     assert out.failure["exc_type"] == "BudgetError" and out.failure["budget"]["max_flops"] == budget

@@ -23,11 +23,11 @@ from tests.fakes import code_reply, keyed, untried
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SEED = prompts.seed_source("default")
-WIDE = SEED.replace("128", "192")  # trains longer than the others: it finishes last in its round
+WIDE = SEED.replace("128", "384")  # trains far longer than the others: it finishes last in its round
 NARROW = SEED.replace("128", "48")
 BROKEN = SEED.replace("nn.Linear(128, num_classes)", "nn.Linear(100, num_classes)")  # fails in training
 DEEP = SEED.replace("x = self.conv3(x)", "x = self.conv3(x)\n        x = F.relu(x)")
-CHANGES = {"use 192 channels in conv3": WIDE, "use 48 channels in conv3": NARROW,
+CHANGES = {"use 384 channels in conv3": WIDE, "use 48 channels in conv3": NARROW,
            "make the head read 100 features": BROKEN, "add a second relu after conv3": DEEP}
 
 

@@ -66,3 +66,5 @@ def test_the_seed_sets_a_flop_budget_from_the_timeout_that_travels_to_the_harnes
     capped = Evaluator(DATA, sb, TrainSettings(max_flops=50_000_000))
     assert capped.calibrate(seed) == 50_000_000  # --max-flops caps it
     assert Evaluator(DATA, sb).calibrate(Outcome("runtime_error", "boom")) == 0  # a failed seed sets nothing
+    tiny = Outcome("ok", accuracy=0.8, flops=150_000, train_seconds=2.5)  # mostly fixed costs: not scaled
+    assert Evaluator(DATA, sb).calibrate(tiny) == 200_000_000
