@@ -6,7 +6,7 @@ P2  harness training images/s vs the loop most users write (ImageFolder + DataLo
 E   one epoch of the seed on the training images: seconds (training alone, and the whole evaluation).
 Z   the zero-cost proxies of one candidate: seconds each, in the same sandbox.
 
-    python bench/gpu.py [--images DIR] [--train-subset 10000] [--steps 100] [--batch 256]
+    python bench/gpu.py [--images DIR] [--train-subset 10000] [--steps 100] [--batch 256] [--loader-workers 8]
 
 Runs from a plain checkout too (only torch, numpy, pillow and torchvision are needed): the repository's
 folders are mapped onto the `nasloop` package when it is not installed. Without CUDA it runs on the CPU
@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--train-subset", type=int, default=10000)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--loader-workers", type=int, default=2, help="also time the DataLoader loop with this many")
     args = ap.parse_args()
     from bench.evaluator import cifar_images, naive_loop_images_per_s
 
@@ -62,6 +63,10 @@ def main() -> int:
     print(f"P2  training images/s, seed net, batch {args.batch}, {args.steps} steps, {out.precision}")
     print(f"    harness               {out.images_per_s:9.0f} img/s   {out.images_per_s / naive:5.2f}x the DataLoader loop")
     print(f"    naive DataLoader loop {naive:9.0f} img/s   1.00x")
+    if args.loader_workers != 2:
+        more = naive_loop_images_per_s(images, args.steps, args.batch, device=device, workers=args.loader_workers)
+        print(f"    ... num_workers={args.loader_workers:<5d} {more:9.0f} img/s   {more / naive:5.2f}x "
+              f"(the harness is {out.images_per_s / more:.2f}x this one)")
 
     epoch = Evaluator(data, sandbox, TrainSettings(epochs=1, min_steps=1, batch_size=args.batch, device=device))
     out = epoch.evaluate(seed)

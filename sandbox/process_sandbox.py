@@ -88,8 +88,10 @@ class ProcessSandbox:
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # `timeout` forwards it, then kills (-k) the group
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_FSIZE, (outputs.WEIGHT_BYTES + 2**20,) * 2)
-        if lim.memory_bytes:
-            # torch maps several GB of address space it never touches; leave headroom for that.
+        if lim.memory_bytes and lim.gpus == "none":
+            # torch maps several GB of address space it never touches; leave headroom for that. CUDA reserves
+            # a virtual range larger than host and device memory together, so with GPUs an address-space cap
+            # makes cudaGetDeviceCount fail: there only Docker's cgroup limits memory.
             cap = lim.memory_bytes + 8 * 1024**3
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
@@ -102,7 +104,7 @@ class ProcessSandbox:
         try:
             threads = str(max(1, int(lim.cpus)))
             env = {"HOME": str(jd.out), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": threads,
-                   "MKL_NUM_THREADS": threads, "PYTHONDONTWRITEBYTECODE": "1"}
+                   "MKL_NUM_THREADS": threads, "PYTHONDONTWRITEBYTECODE": "1", **gpu_env(lim.gpus)}
             drop = self.can_drop(Path(job.data_dir))
             ids = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if drop else {}
             proc = subprocess.Popen(
@@ -142,6 +144,11 @@ class ProcessSandbox:
         _killpg(proc)
         if raw.exit_code is None:
             raw.exit_code = proc.wait()
+
+
+def gpu_env(gpus: str) -> dict[str, str]:
+    """The devices the child may see, the way Docker's device requests decide them for a container."""
+    return {} if gpus == "all" else {"CUDA_VISIBLE_DEVICES": "" if gpus == "none" else gpus}
 
 
 def _stopper(proc: subprocess.Popen, jd: JobDir):

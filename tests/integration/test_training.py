@@ -56,6 +56,31 @@ def test_process_sandbox_times_out_and_classifies(digits):
     assert ev.evaluate(candidate("fake_result"), static_check=False).kind == "runtime_error"
 
 
+@pytest.mark.parametrize("gpus", ["none", "0"])
+def test_process_sandbox_limits_address_space_only_without_gpus(gpus):
+    """CUDA reserves more virtual address space than host and device memory together: under an address-space
+    cap cudaGetDeviceCount fails and every candidate looked like a runtime error on a GPU machine. The child
+    sees only the devices it was given, as in a container."""
+    import json
+    import subprocess
+    import sys
+
+    from nasloop.sandbox.process_sandbox import ProcessSandbox, gpu_env
+
+    probe = ("import json, os, resource; print(json.dumps([resource.getrlimit(resource.RLIMIT_AS)[0], "
+             "os.environ.get('CUDA_VISIBLE_DEVICES')]))")
+    sandbox = ProcessSandbox(Limits(gpus=gpus, memory_bytes=2 * 1024**3))
+    out = subprocess.run([sys.executable, "-c", probe], env=gpu_env(gpus), preexec_fn=sandbox._preexec,
+                         capture_output=True, text=True, check=True).stdout
+    cap, visible = json.loads(out)
+    assert visible == ("" if gpus == "none" else "0")
+    if gpus == "none":
+        assert cap == 10 * 1024**3
+    else:
+        assert cap == -1  # RLIM_INFINITY
+    assert gpu_env("all") == {}
+
+
 def test_cli_evaluate_prints_one_result(docker_engine, tmp_path):
     import subprocess
     import sys
