@@ -27,7 +27,7 @@ RUNS_DIR ?= runs
 RESUME ?=
 SEARCH_ARGS ?=
 
-.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-llm bench-search bench-parallel bench-gpu clean
+.PHONY: help setup docker-engine sandbox-image sandbox-image-cuda model lint test test-unit search bench bench-proxies bench-llm bench-search bench-parallel bench-gpu studio clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -76,6 +76,9 @@ search: setup sandbox-image  ## run a search: make search DATASET=digits ITERATI
 	  --runs-dir '$(RUNS_DIR)' $(if $(RESUME),--resume '$(RESUME)') $(if $(WORKERS),--workers '$(WORKERS)') \
 	  $(if $(STRATEGY),--strategy '$(STRATEGY)') $(if $(PROXY),--proxy '$(PROXY)') \
 	  $(if $(FIDELITY),--fidelity '$(FIDELITY)') $(SEARCH_ARGS)
+
+studio: setup sandbox-image  ## LangGraph Studio on this project's environment: langgraph dev on 127.0.0.1:2024
+	$(VENV)/bin/langgraph dev --host 127.0.0.1 --port 2024 $(if $(BROWSER),,--no-browser)
 
 bench: setup sandbox-image  ## print the benchmarks (ratios against a baseline run in the same process)
 	$(PY) bench/evaluator.py

@@ -123,12 +123,12 @@ def _fanned(g: StateGraph, nodes: dict, k: int, strategy: str, workers: int) -> 
 
 
 def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = DEFAULT_K, checkpointer=None,
-                strategy: str | None = None, workers: int | None = None):
+                strategy: str | None = None, workers: int | None = None, input_schema: type = InputState):
     """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store; or is
     a function of the task that returns them (agent/app/studio.py); or is left out, and each invocation
     brings its own as LangGraph's runtime context: `graph.invoke(inp, config, context=Deps(...))` (a
     context also overrides what the graph was built with). `strategy` ("loop" or "evolution") defaults to
-    `deps.options.strategy`."""
+    `deps.options.strategy`. `input_schema` types what a caller sends (Studio's form: agent/app/studio.py)."""
     if strategy is None:
         strategy = deps.options.strategy if isinstance(deps, Deps) else "loop"
     if workers is None:
@@ -137,7 +137,7 @@ def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = D
     first = "select" if strategy == "evolution" else "improve"
     # A task factory serves Studio, whose context must be JSON: only the others declare Deps as the context.
     context = None if deps is not None and not isinstance(deps, Deps) else Deps
-    g = StateGraph(make_state(k), context_schema=context, input_schema=InputState, output_schema=OutputState)
+    g = StateGraph(make_state(k), context_schema=context, input_schema=input_schema, output_schema=OutputState)
     # the name is what LangGraph Studio calls the assistant: the two strategies must not look alike
     title = "nasloop" if strategy != "evolution" else "nasloop-evolution"
     if workers > 1:

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from nasloop.agent.app.options import EXIT_NOTES, non_negative_int, positive_int
 from nasloop.agent.app.progress import Progress
@@ -144,40 +145,49 @@ def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    args, store = _resolve_args(args)
+    deps, evaluator, store = search_deps(args, store)
+    final = _stream(deps, evaluator, store, args)
+    _finish(store, evaluator, deps.options, final)
+    return 0
+
+
+def search_deps(args: argparse.Namespace, store: RunStore | None = None,
+                clients: Callable[..., tuple] = make_clients) -> tuple[Deps, Evaluator, RunStore]:
+    """A search's collaborators from its options, for the CLI and LangGraph Studio alike: checked specs,
+    the evaluator (guarded: a sandbox fault stops the run), the LLM clients, and the run store — a new
+    one unless `store` is a resumed run's. Bad specs, data sets and sandboxes fail before a run dir exists."""
     from nasloop.agent.app.options import build_evaluator, llm_in_process, thread_budget
 
-    args, store = _resolve_args(args)
     specs = (args.improver_llm or args.llm, args.generator_llm or args.llm)
     for spec in set(specs):
-        validate_spec(spec)  # bad model specs fail before the sandbox or any run dir exists
-    evaluator = build_evaluator(args)  # so do data set and sandbox errors
+        validate_spec(spec)
+    evaluator = build_evaluator(args)
     local = not (getattr(args, "ray_address", None) or os.environ.get("RAY_ADDRESS"))
     _, threads = thread_budget(getattr(args, "workers", 1) or 1, args.cpus, llm_in_process(args)) if local else (0, 0)
     settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, threads=threads,
                            early_stop=not getattr(args, "no_early_stop", False),
                            constrained=not getattr(args, "no_constrain", False), lookup=getattr(args, "lookup", 0))
-    improver, generator = make_clients(*specs, settings)
+    improver, generator = clients(*specs, settings)
     if store is None:
-        store = _new_store(args, evaluator)
+        store = new_store(args, evaluator)
     else:  # resumed: only --iterations may change
         store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
-
     seed = next((r for r in store.results() if r["iteration"] == 0), None)
     if seed is not None:  # resumed after the seed: the same FLOP budget as before
         evaluator.calibrate(Outcome.from_dict(seed))
-    options = loop_options(args)
-    deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store, options=options)
-    final = _stream(deps, evaluator, store, args)
-    _finish(store, evaluator, options, final)
-    return 0
+    deps = Deps(improver=improver, generator=generator, evaluator=_Guarded(evaluator), store=store,
+                options=loop_options(args))
+    return deps, evaluator, store
 
 
-def _new_store(args: argparse.Namespace, evaluator: Evaluator) -> RunStore:
+def new_store(args: argparse.Namespace, evaluator: Evaluator, **config) -> RunStore:
+    """A new run directory under --runs-dir, named by time and data set, with the options that define it."""
     saved = {k: getattr(args, k) for k in RUN_OPTIONS if hasattr(args, k)}
     label = evaluator.data.name
     if label.startswith("folder:"):
         label = "folder-" + Path(label[7:]).name
-    return RunStore.create(args.runs_dir, label, {"args": saved, "started": time.time()})
+    return RunStore.create(args.runs_dir, label, {"args": saved, "started": time.time(), **config})
 
 
 def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Namespace) -> dict:

@@ -39,7 +39,8 @@ ROUND_STARTS = ("improve", "select", "propose", "candidate")
 def state_at(run: RunStore, iteration: int) -> dict:
     """The source's checkpointed state just before `iteration` began."""
     if not run.checkpoint_path.is_file():
-        raise RunError(f"{run.path} has no checkpoints to fork from")
+        studio = " (a LangGraph Studio run: its server keeps the checkpoints)" if run.config.get("studio_thread") else ""
+        raise RunError(f"{run.path} has no checkpoints to fork from{studio}")
     with tempfile.TemporaryDirectory() as tmp:  # read a copy: SQLite would add -wal/-shm files to the source
         copy = Path(tmp) / "checkpoints.sqlite"
         shutil.copy2(run.checkpoint_path, copy)

@@ -2,7 +2,7 @@
 run for real (Docker sandbox, real digits) with a scripted chat model under the parent's checkpointer."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sqlite3
 
@@ -21,25 +21,26 @@ TINY = (ROOT / "tests" / "candidates" / "ok_tiny.py").read_text()
 
 
 def load_langgraph_json_graph(key: str = "nasloop"):
+    """As langgraph dev does: the module named in langgraph.json (installed, so any working directory will do)."""
     cfg = json.loads((ROOT / "langgraph.json").read_text())
-    path, name = cfg["graphs"][key].split(":")
-    spec = importlib.util.spec_from_file_location("nasloop_studio", ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
+    module, name = cfg["graphs"][key].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def test_langgraph_json_graph_compiles_without_checkpointer_and_streams(docker_engine):
+def test_langgraph_json_graph_compiles_without_checkpointer_and_streams(docker_engine, tmp_path):
     graph = load_langgraph_json_graph()
     assert graph.checkpointer is None
     assert set(graph.get_input_jsonschema()["properties"]) == {"task"}
     assert set(graph.get_output_jsonschema()["properties"]) == {"best", "window", "counts", "iteration", "population"}
     # Budget 0: only the seed is evaluated (in the real sandbox); the LLM is never loaded.
     updates = list(graph.stream({"task": {"dataset": "digits", "iterations": 0, "train_subset": 256,
-                                          "min_steps": 10}}, stream_mode="updates"))
+                                          "min_steps": 10, "runs_dir": str(tmp_path)}}, stream_mode="updates"))
     assert [list(u) for u in updates] == [["seed"]]
     seed = updates[0]["seed"]
     assert seed["last"]["outcome"]["kind"] == "ok" and seed["task"]["description"].startswith("digits")
+    (run,) = tmp_path.iterdir()  # recorded like a search: the seed's result is in the run directory
+    assert '"iteration": 0' in (run / "results.jsonl").read_text()
+    importlib.import_module("nasloop.agent.app.studio").close_runs()  # its warm container
 
 
 def test_langgraph_json_names_the_evolution_graph_too():

@@ -85,13 +85,3 @@ def test_fix_counts_read_new_and_old_records():
     assert fix_counts(records) == {"brackets": 1, "shapes": 4, "source (older run)": 1}
 
 
-def test_a_studio_task_maps_onto_the_same_settings_dataclasses():
-    from nasloop.agent.app.studio import from_task
-    from nasloop.tools.evaluator import TrainSettings
-
-    task = {"dataset": "digits", "iterations": 3, "strategy": "evolution", "fidelity": "proxy",
-            "fixes": ["shapes"], "min_steps": 50, "repairs": None}
-    assert from_task(LoopOptions, task) == LoopOptions(strategy="evolution", fidelity="proxy", fixes=("shapes",))
-    assert from_task(TrainSettings, task) == TrainSettings(min_steps=50)
-    with pytest.raises(ValueError, match="unknown fix"):
-        from_task(LoopOptions, {"fixes": ["nope"]})
