@@ -168,12 +168,23 @@ def select(steps: list[Step], kind: str | None) -> list[int]:
     return [i for i, s in enumerate(steps) if s.iteration in keep]
 
 
+KEYS = "n/Enter next · p previous · j N jump to iteration N · f KIND filter by outcome (f: all) · q quit"
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: each step replaces the last on a terminal
+
+
 def interactive(steps: list[Step], read: Callable[[], str] = input, write: Callable[[str], None] = print,
-                fold_at: int = 1500, kind: str | None = None) -> None:
+                fold_at: int = 1500, kind: str | None = None, redraw: bool = False) -> None:
     """The key loop, starting filtered to outcome `kind` (--outcome); `read`/`write` are injectable so it can
-    be driven by a test or a pipe."""
+    be driven by a test or a pipe. Each step ends with the keys; `redraw` clears the screen before it."""
     view, pos = select(steps, kind) or select(steps, None), 0
-    write(render(steps[view[pos]], view[pos], len(steps), fold_at))
+
+    def show() -> None:
+        where = f"{pos + 1}/{len(view)} in this view" if len(view) < len(steps) else f"{pos + 1}/{len(steps)}"
+        last = "  (last step: p back, q quit)" if pos == len(view) - 1 else ""
+        write((CLEAR if redraw else "") + render(steps[view[pos]], view[pos], len(steps), fold_at)
+              + f"\n[{where}{last}] {KEYS}")
+
+    show()
     while True:
         try:
             cmd = read().strip()
@@ -182,9 +193,15 @@ def interactive(steps: list[Step], read: Callable[[], str] = input, write: Calla
         if cmd in ("q", "quit"):
             return
         if cmd in ("", "n"):
-            pos = min(pos + 1, len(view) - 1)
+            if pos == len(view) - 1:
+                write(f"end of the run: that was the last of {len(view)} steps (p back, q quit)")
+                continue
+            pos += 1
         elif cmd == "p":
-            pos = max(pos - 1, 0)
+            if pos == 0:
+                write("this is the first step (n next, q quit)")
+                continue
+            pos -= 1
         elif cmd.startswith("j"):
             try:
                 target = int(cmd[1:].strip())
@@ -204,9 +221,9 @@ def interactive(steps: list[Step], read: Callable[[], str] = input, write: Calla
                 continue
             view, pos = new, 0
         else:
-            write("keys: n(ext) p(revious) j N(jump) f KIND(filter) q(uit)")
+            write(f"keys: {KEYS}")
             continue
-        write(render(steps[view[pos]], view[pos], len(steps), fold_at))
+        show()
 
 
 def replay(run: str, plain: bool = False, outcome: str | None = None, fold_at: int = 1500,
@@ -218,7 +235,7 @@ def replay(run: str, plain: bool = False, outcome: str | None = None, fold_at: i
         return 0
     if not sys.stdin.isatty():
         raise RunError("replay needs a terminal for its keys; use --plain to print every step")
-    interactive(steps, fold_at=fold_at, kind=outcome)
+    interactive(steps, fold_at=fold_at, kind=outcome, redraw=sys.stdout.isatty())
     return 0
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from nasloop.agent.runs.replay import interactive, load_steps, replay
+from nasloop.agent.runs.replay import CLEAR, KEYS, interactive, load_steps, replay
 from nasloop.agent.runs.report import pareto, write_report
 from tests.conftest import ROOT
 
@@ -56,6 +56,20 @@ def test_replay_keys(run_dir):
     heads = [s.splitlines()[0] for s in shown]
     assert heads[0].startswith("── step 1/") and heads[1].startswith("── step 2/") and heads[3].startswith("── step 2/")
     assert "iteration 2" in heads[4] and shown[5].startswith("keys:")
+    assert all(KEYS in s.splitlines()[-1] for s in shown[:5])  # every step shows the keys
+    assert not any(s.startswith(CLEAR) for s in shown)  # no terminal: no escape codes
+
+
+def test_replay_says_where_it_ends_and_redraws_on_a_terminal(run_dir):
+    steps = load_steps(str(run_dir))
+    keys = iter(["p", "f ok", *["n"] * len(steps), "q"])
+    shown: list[str] = []
+    interactive(steps, read=lambda: next(keys), write=shown.append, redraw=True)
+    assert shown[1] == "this is the first step (n next, q quit)"
+    assert shown[-1].startswith("end of the run: that was the last of") and "p back" in shown[-1]
+    pages = [s for s in shown if s.startswith(CLEAR)]
+    assert len(pages) >= 3 and "last step" in pages[-1].splitlines()[-1]
+    assert "in this view" in pages[-1].splitlines()[-1]  # filtered to ok: where in the filtered list
 
 
 def test_replay_of_an_unreadable_run(tmp_path):
