@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class Job:
     config: dict
     data_dir: Path
     output_dir: Path | None = None  # where the host exports the trained weights (train-best); None: nowhere
+    # called with (step, steps) as training goes, for a display; stays on the host (never sent to a worker)
+    on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

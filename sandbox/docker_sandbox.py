@@ -160,7 +160,8 @@ class DockerSandbox(DockerEngine):
             container.start()
             sampler = PeakSampler(container.id)
             sampler.start()
-            self._wait(container, jd.out, raw)
+            with outputs.ProgressWatcher(jd.out, job.on_progress):
+                self._wait(container, jd.out, raw)
             container.reload()
             state = container.attrs.get("State", {})
             raw.oom_killed = bool(state.get("OOMKilled"))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +20,7 @@ import numpy as np
 from nasloop.sandbox.base import Limits, RawResult, printable
 
 RESULT, PREDICTIONS, WEIGHTS, TRAINING_MARK = "result.json", "predictions.safetensors", "weights.safetensors", "training"
+PROGRESS = "progress"  # the harness's "<step> <steps>" (sandbox/runner.py)
 RESULT_BYTES = 256 * 1024
 PREDICTION_BYTES = 64 * 1024**2
 WEIGHT_BYTES = 512 * 1024**2
@@ -212,3 +215,52 @@ def wait_in_phases(wait: Callable[[float], int], limits: Limits, out_dir: Path, 
                 continue
             raw.timed_out, raw.preflight_timed_out = True, in_preflight
             return
+
+
+def read_progress(out_dir: Path) -> tuple[int, int] | None:
+    """The harness's training progress as (step, steps), or None: hostile bytes (the candidate shares the
+    harness's process), so only a short, well-formed, consistent pair is believed — and only displayed."""
+    try:
+        data = read_regular(out_dir, PROGRESS, 64)
+    except Refused:
+        return None
+    m = re.fullmatch(rb"(\d{1,9}) (\d{1,9})", data or b"")
+    if not m:
+        return None
+    step, steps = int(m.group(1)), int(m.group(2))
+    return (step, steps) if 0 <= step <= steps else None
+
+
+class ProgressWatcher:
+    """While a job runs, calls `report(step, steps)` whenever the harness notes new training progress
+    (polled from the job's out/ directory, which every backend shares with the host). A no-op without
+    `report`; a failing `report` only stops the reporting."""
+
+    def __init__(self, out_dir: Path, report: Callable[[int, int], None] | None, every: float = 0.5):
+        self.out_dir, self.report, self.every = out_dir, report, every
+        self.stop = threading.Event()
+        self.last: tuple[int, int] | None = None
+        self.thread = threading.Thread(target=self._poll, daemon=True, name="nasloop-progress")
+
+    def __enter__(self) -> "ProgressWatcher":
+        if self.report is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.report is not None:
+            self.stop.set()
+            self.thread.join(5)
+
+    def _poll(self) -> None:
+        while True:
+            stopping = self.stop.wait(self.every)
+            now = read_progress(self.out_dir)
+            if now is not None and now != self.last and self.report is not None:
+                self.last = now
+                try:
+                    self.report(*now)
+                except Exception:  # noqa: BLE001 - a display must not fail an evaluation
+                    return
+            if stopping:
+                return

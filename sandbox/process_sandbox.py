@@ -117,7 +117,8 @@ class ProcessSandbox:
             key = LIVE.add(_stopper(proc, jd))
             log = _TailReader(proc.stdout, lim.log_bytes)
             log.start()
-            self._wait(proc, jd.out, raw)
+            with outputs.ProgressWatcher(jd.out, job.on_progress):
+                self._wait(proc, jd.out, raw)
             log.join(5)
             raw.stderr_tail = tail_text(bytes(log.data), lim.log_bytes)
             outputs.collect(jd.out, raw, job.output_dir)

@@ -123,6 +123,7 @@ class RaySandbox:
         if self.closing:
             raise SandboxUnavailable("the evaluation workers are stopping")
         arrays = self._data_ref(job.data_dir)
+        job = replace(job, on_progress=None)  # a display callback stays here (the worker's out/ is not ours)
         actor = self._idle.get()
         try:
             for _ in range(2):  # a lost worker's candidate is run once more, on a restarted (or new) worker

@@ -46,6 +46,7 @@ RECIPE = {
 }
 TEXT = 1500  # characters of any one text field (message, traceback) in the result
 RESULT, PREDICTIONS, WEIGHTS, TRAINING_MARK = "result.json", "predictions.safetensors", "weights.safetensors", "training"
+PROGRESS, PROGRESS_EVERY_S = "progress", 0.5  # "<step> <steps>": what a display shows during training
 
 
 # --- failures as data --------------------------------------------------------------------------
@@ -498,7 +499,7 @@ class Run:
         self.facts.update(batch_size=batch, train_images=len(train), test_images=len(self.test))
         model.train()
         t0 = time.perf_counter()
-        step, recent = 0, []
+        step, recent, noted = 0, [], t0
         try:
             while step < steps:
                 order = torch.randperm(len(train), device=dev, generator=gen)
@@ -518,6 +519,9 @@ class Run:
                     nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
                     opt.step()
                     step += 1
+                    if time.perf_counter() - noted >= PROGRESS_EVERY_S or step == steps:
+                        noted = time.perf_counter()
+                        note_progress(self.out_dir, step, steps)
                     if step % 10 == 0 or step == steps:
                         recent.append(float(loss.detach()))
                         if not math.isfinite(recent[-1]):
@@ -579,6 +583,17 @@ class Run:
         except BaseException as exc:  # noqa: BLE001
             return self._err("save", exc)
         return None
+
+
+def note_progress(out_dir: str, step: int, steps: int) -> None:
+    """Training steps done so far, for the host's display (replaced atomically; never worth a failure)."""
+    try:
+        tmp = os.path.join(out_dir, PROGRESS + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{step} {steps}")
+        os.replace(tmp, os.path.join(out_dir, PROGRESS))
+    except OSError:
+        pass
 
 
 def mark_training(out_dir: str) -> None:

@@ -114,7 +114,8 @@ class WarmSandbox(DockerEngine):
             self._reset_peak()
             self.sock.sendall((json.dumps({"job": jd.path.name, "timeout": lim.timeout_s,
                                            "preflight": min(lim.preflight_s, lim.timeout_s)}) + "\n").encode())
-            reply = self._read(lim.timeout_s + GRACE_S)
+            with outputs.ProgressWatcher(jd.out, job.on_progress):
+                reply = self._read(lim.timeout_s + GRACE_S)
             self._account(raw, reply, ooms)
             raw.stderr_tail = tail_text(outputs.read_tail(jd.out, "log", lim.log_bytes), lim.log_bytes)
             outputs.collect(jd.out, raw, job.output_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from typing import Callable
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
@@ -70,8 +71,12 @@ class ScriptedEvaluator:
         self.calls = 0  # trainings
         self.scored = 0  # proxy scorings
 
-    def evaluate(self, source: str, known_structures: dict | None = None) -> Outcome:
+    def evaluate(self, source: str, known_structures: dict | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> Outcome:
         self.calls += 1
+        if on_progress is not None:  # as the harness notes it: half-way, then done
+            on_progress(5, 10)
+            on_progress(10, 10)
         s = re.search(r"struct=(\w+)", source)  # struct=NAME: the pre-flight's structure hash
         structure = f"{abs(hash(s.group(1))):016x}"[:16] if s else None
         if structure and structure in (known_structures or {}):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -81,16 +82,19 @@ class Evaluator:
         }
 
     def evaluate(self, source: str, *, static_check: bool = True, output_dir: Path | None = None,
-                 known_structures: dict[str, int] | None = None) -> Outcome:
+                 known_structures: dict[str, int] | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> Outcome:
         """Evaluate one candidate. `output_dir` receives the trained weights (weights.safetensors) when given.
         `known_structures` (structure hash -> iteration): the pre-flight rejects a net equal to one of them.
+        `on_progress(step, steps)` is called as training goes (a display; the harness's word, not a fact).
         `static_check=False` exists only to test the sandbox layer itself."""
         if static_check:
             violation = check_source(source)
             if violation is not None:
                 return Outcome(violation.kind, violation.reason, seconds=0.0, stage="static")  # type: ignore[arg-type]
         config = {**self.harness_config(), **({"known_structures": known_structures} if known_structures else {})}
-        raw = self.sandbox.run(Job(source=source, config=config, data_dir=self.data.sandbox_dir, output_dir=output_dir))
+        raw = self.sandbox.run(Job(source=source, config=config, data_dir=self.data.sandbox_dir, output_dir=output_dir,
+                                   on_progress=on_progress))
         return classify(raw, self.limits, self.labels, self.settings.mode)
 
     def calibrate(self, seed: Outcome, share: float = CALIBRATION_SHARE) -> int:

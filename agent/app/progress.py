@@ -9,7 +9,7 @@ from nasloop.tools.outcome import human
 
 class Progress:
     """A live line on a terminal — iteration, the step running now (Improver, Generator, repair, sandbox), an
-    LLM call's tokens and tokens/s, the best so far and an ETA from the mean iteration time — plus one plain
+    LLM call's tokens and tokens/s, a candidate's training steps, the best so far and an ETA from the mean iteration time — plus one plain
     line per finished iteration (always: logs and CI read those)."""
 
     STEPS = {"seed": "training the seed", "select": "selecting a parent", "improve": "Improver",
@@ -52,7 +52,7 @@ class Progress:
         self.bar.update(self.task, info=" | ".join(parts) + self.eta())
 
     def event(self, data: dict) -> None:
-        """A node's custom stream event: a step starting, or an LLM call's tokens so far."""
+        """A node's custom stream event: a step starting, an LLM call's tokens so far, or training steps."""
         if not isinstance(data, dict):
             return
         if "step" in data:
@@ -64,6 +64,10 @@ class Progress:
             llm = data["llm"]
             rate = llm["tokens"] / llm["seconds"] if llm.get("seconds") else 0.0
             self._show(f"{llm['tokens']} tokens, {rate:.1f} tok/s")
+        elif "train" in data:  # the harness's steps so far (its word: shown, never recorded)
+            train = data["train"]
+            self.step = "training the seed" if train.get("iteration") == 0 else "training"
+            self._show(f"step {train['step']}/{train['steps']}")
 
     def update(self, update: dict) -> None:
         for node, delta in update.items():

@@ -33,7 +33,7 @@ def repeat_outcome(deps: Deps, before: int, code: str) -> Outcome | None:
 
 
 def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train: bool = False,
-           before: int | None = None) -> tuple[Outcome, str, dict]:
+           before: int | None = None, progress: Callable[[int, int], None] | None = None) -> tuple[Outcome, str, dict]:
     """Evaluate at the run's fidelity: (outcome, the code it belongs to, what to add to the record).
 
     train: one epoch. proxy: the zero-cost score only (`train=True`, for the seed, also trains it).
@@ -42,7 +42,7 @@ def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train:
     (the enabled pre-flight fixes). Repeats and duplicates are of iterations before `before` (default: this
     one; with several workers, the round's first: the verdict must not depend on which sibling finished first)."""
     opts = deps.options
-    check = Check(deps, iteration, attempt, iteration if before is None else before)
+    check = Check(deps, iteration, attempt, iteration if before is None else before, progress)
     if opts.fidelity == "train":
         outcome, code, fixes = _check(check, codes[0], lambda c, r: evaluate_once(check, c, r))
         return outcome, code, _fixes(fixes)
@@ -120,6 +120,11 @@ class Check:
     iteration: int
     attempt: int
     before: int
+    progress: Callable[[int, int], None] | None = None  # (step, steps) while the candidate trains: a display
+
+    def training(self) -> dict:
+        """What the evaluator takes besides the code: where to report training progress, if anywhere."""
+        return {"on_progress": self.progress} if self.progress is not None else {}
 
     def known(self) -> dict:
         """The earlier structures, for the pre-flight to reject a structural duplicate without training it
@@ -146,5 +151,6 @@ def evaluate_once(check: Check, code: str, fix_round: int = 0) -> Outcome:
     deps = check.deps
     step = TraceStep("check", check.attempt, fix_round=fix_round)
     rec = deps.once("trace", check.iteration, step.node, lambda: {
-        "outcome": deps.evaluator.evaluate(code, **check.known()).to_dict(), "step": step.to_dict()})
+        "outcome": deps.evaluator.evaluate(code, **check.known(), **check.training()).to_dict(),
+        "step": step.to_dict()})
     return Outcome.from_dict(rec["outcome"])

@@ -120,7 +120,7 @@ def seed(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     _announce(runtime, state, "seed")
     deps, task = setup(source, state, runtime)
     code = prompts.seed_source(task["dataset"])
-    outcome, code, _ = assess(deps, 0, [code], 0, train=True)  # trained (and scored): the baseline
+    outcome, code, _ = assess(deps, 0, [code], 0, train=True, progress=_training(runtime, 0))  # the baseline
     calibrate = getattr(deps.evaluator, "calibrate", None)
     if callable(calibrate):  # the FLOP budget from the seed's speed (tools/evaluator.py)
         calibrate(outcome)
@@ -304,7 +304,7 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     else:
         # repeats and duplicates are of iterations before this round (with one worker: before this one)
         before = (state.get("last") or {}).get("iteration", it - 1) + 1
-        outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it))
+        outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it), progress=_training(runtime, it))
     if outcome.stage in ("static", "preflight") and attempt < opts.repairs:
         return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
     llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
@@ -370,6 +370,15 @@ def _announce(runtime: Runtime | None, state: dict, node: str) -> None:
     writer = getattr(runtime, "stream_writer", None)
     if writer is not None:
         writer({"step": {"iteration": state.get("iteration", 0), "node": node}})
+
+
+def _training(runtime: Runtime | None, iteration: int) -> Callable[[int, int], None] | None:
+    """Training steps so far of the candidate being evaluated, as LangGraph custom stream events (the
+    harness notes them twice a second at most)."""
+    writer = getattr(runtime, "stream_writer", None)
+    if writer is None:
+        return None
+    return lambda step, steps: writer({"train": {"iteration": iteration, "step": step, "steps": steps}})
 
 
 def _progress(runtime: Runtime | None, iteration: int, node: str, every: float = 0.5) -> Callable[[int, float], None]:

@@ -26,7 +26,7 @@ class Logged:
     def __init__(self, inner, log: Path):
         self.inner, self.log = inner, log
 
-    def evaluate(self, source: str):
+    def evaluate(self, source: str, **_):
         tag = next((s for s, code in CHANGES.items() if code.strip() in source), "seed")
         with open(self.log, "a") as f:
             f.write(f"{tag}\t{os.getpid()}\n")

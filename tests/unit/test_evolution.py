@@ -192,7 +192,7 @@ class PreflightScript(ScriptedEvaluator):
         super().__init__()
         self.diagnoses = list(diagnoses)
 
-    def evaluate(self, source):
+    def evaluate(self, source, **_):
         self.calls += 1
         if self.diagnoses:
             from nasloop.tools.outcome import Outcome

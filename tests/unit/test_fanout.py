@@ -33,7 +33,7 @@ def generator():
 class SlowFirst(ScriptedEvaluator):
     """The first candidate of every round finishes last."""
 
-    def evaluate(self, source):
+    def evaluate(self, source, **_):
         if "acc=0.51" in source or "acc=0.53" in source:
             time.sleep(0.5)
         return super().evaluate(source)
@@ -71,7 +71,7 @@ def test_the_rounds_candidates_overlap():
     class Counting(ScriptedEvaluator):
         running = 0
 
-        def evaluate(self, source):
+        def evaluate(self, source, **_):
             with lock:
                 Counting.running += 1
                 seen.append(Counting.running)
@@ -119,7 +119,7 @@ def test_a_crash_mid_round_resumes_without_repeating_a_finished_evaluation(tmp_p
     class CrashOnce(ScriptedEvaluator):
         crashed = False
 
-        def evaluate(self, source):
+        def evaluate(self, source, **_):
             if "acc=0.51" in source and not CrashOnce.crashed:  # the slow first candidate of round 1
                 time.sleep(0.3)  # its sibling has finished by now
                 CrashOnce.crashed = True

@@ -124,7 +124,7 @@ class CrashingEvaluator(ScriptedEvaluator):
         super().__init__()
         self.at = at
 
-    def evaluate(self, source):
+    def evaluate(self, source, **_):
         if self.calls == self.at:
             self.calls += 1
             raise Crash("killed")

@@ -61,6 +61,8 @@ def test_every_call_records_its_costs_and_streams_progress(tmp_path):
     assert all(e["iteration"] == 1 and e["tokens"] > 0 for e in llm)
     steps = [(e["step"]["iteration"], e["step"]["node"]) for e in events if "step" in e]
     assert steps == [(0, "seed"), (1, "improve"), (1, "generate"), (1, "evaluate")]
+    train = [(e["train"]["iteration"], e["train"]["step"], e["train"]["steps"]) for e in events if "train" in e]
+    assert train == [(0, 5, 10), (0, 10, 10), (1, 5, 10), (1, 10, 10)]  # the evaluator's progress, streamed
     calls = {r["node"]: r for r in store.trace() if r["iteration"] == 1 and r.get("prompt")}
     assert calls["improve"]["stop"] == "json_closed" and calls["generate"]["stop"] == "code_closed"
     for rec in calls.values():
@@ -92,6 +94,9 @@ def test_the_progress_line_names_the_step_its_tokens_and_an_eta():
     p.event({"llm": {"iteration": 1, "node": "generate", "tokens": 120, "seconds": 10.0}})
     assert fields["current"] == 1 and fields["of"] == 3
     assert "Generator" in fields["info"] and "120 tokens, 12.0 tok/s" in fields["info"]
+    p.event({"step": {"iteration": 1, "node": "evaluate"}})
+    p.event({"train": {"iteration": 1, "step": 40, "steps": 200}})
+    assert fields["info"].startswith("training | step 40/200")
     p.update({"evaluate": {"last": {"iteration": 1, "outcome": {"kind": "ok", "accuracy": 0.6, "params": 10},
                                     "llm": {}}, "best": {"accuracy": 0.6, "fitness": 0.6}}})
     assert "best 0.600 | last ok" in fields["info"] and "ETA" in fields["info"]

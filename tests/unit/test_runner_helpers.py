@@ -140,3 +140,24 @@ def test_weight_initialisation_and_frozen_layers_are_part_of_the_structure():
     keys = {name: runner.preflight(_net(src), 10, 3, 32, 2_000_000)[1]["structure"]
             for name, src in (("seed", seed), ("kaiming", kaiming), ("frozen", frozen))}
     assert len(set(keys.values())) == 3, keys
+
+
+def test_only_a_well_formed_progress_note_is_believed(tmp_path):
+    """The progress file is written in the candidate's process: the host reads it as hostile bytes."""
+    import os
+
+    from nasloop.sandbox.outputs import PROGRESS, read_progress
+
+    note = tmp_path / PROGRESS
+    assert read_progress(tmp_path) is None  # not written yet
+    for bad in (b"", b"12", b"5 3", b"-1 10", b"1 2 3", b"9" * 40 + b" 1", b"1e3 2000", b"7 10\n" + b"x" * 100):
+        note.write_bytes(bad)
+        assert read_progress(tmp_path) is None, bad
+    note.write_bytes(b"7 10")
+    assert read_progress(tmp_path) == (7, 10)
+    note.unlink()
+    os.symlink("/etc/hostname", note)  # a link to a host file is not followed
+    assert read_progress(tmp_path) is None
+    note.unlink()
+    os.mkfifo(note)  # nor does a FIFO block the host
+    assert read_progress(tmp_path) is None
