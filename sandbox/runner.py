@@ -1,7 +1,8 @@
 """nasloop evaluation harness: trains one untrusted candidate `Net` and writes what it produced.
 
 This file runs INSIDE the sandbox (container, warm worker or process sandbox) and imports nothing of
-the project: only the standard library, numpy, torch and safetensors. It owns the whole training
+the project but its neighbours (preflight.py, zero_cost.py): only the standard library, numpy, torch and
+safetensors. It owns the whole training
 recipe (the RECIPE block below); the candidate only supplies `class Net(nn.Module)`.
 
 Trust: everything in this process can be patched by the candidate, so nothing written here decides
@@ -16,12 +17,14 @@ Outputs, in OUT_DIR (the only writable place the host reads back):
   predictions.safetensors   {"predictions": int64 (N_test,)}    (train mode)
   weights.safetensors       the trained state_dict, float32         (train mode)
   training                  an empty marker: the pre-flight is over, training starts
+  progress                  "<step> <steps>", replaced twice a second while training (a display)
+
+The pre-flight on the meta device and the failure records live in preflight.py beside this file.
 
 Usage:  python -I runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR OUT_DIR
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import linecache
 import math
@@ -30,79 +33,34 @@ import resource
 import signal
 import sys
 import time
-import traceback
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+
+if __package__:  # imported as part of nasloop (tests, host tools): no top-level names added to sys.path
+    from nasloop.sandbox.preflight import (
+        ShapeTrace, error, failure, over_budget, over_flops, preflight, safe_str, tensor_count, type_name,
+        wrong_output,
+    )
+else:  # the harness, run as a script (or imported by worker.py): preflight.py sits beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from preflight import (  # type: ignore[no-redef]
+        ShapeTrace, error, failure, over_budget, over_flops, preflight, safe_str, tensor_count, type_name,
+        wrong_output,
+    )
 
 # --- RECIPE: the fixed training recipe; config keys of the same name override these ---------------
 RECIPE = {
     "epochs": 1, "min_steps": 0, "batch_size": 256, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
     "label_smoothing": 0.1, "grad_clip": 5.0, "warmup": 0.2, "flip": True, "eval_batch": 1024,
 }
-TEXT = 1500  # characters of any one text field (message, traceback) in the result
 RESULT, PREDICTIONS, WEIGHTS, TRAINING_MARK = "result.json", "predictions.safetensors", "weights.safetensors", "training"
 PROGRESS, PROGRESS_EVERY_S = "progress", 0.5  # "<step> <steps>": what a display shows during training
 
 
-# --- failures as data --------------------------------------------------------------------------
-def safe_str(obj: object, limit: int = TEXT) -> str:
-    """str(obj) that never raises (a candidate's exception may define a __str__ that does)."""
-    try:
-        text = str(obj)
-    except BaseException:  # noqa: BLE001 - anything the candidate's __str__ throws
-        try:
-            text = object.__repr__(obj)
-        except BaseException:  # noqa: BLE001
-            text = "<unprintable>"
-    return text[:limit] if isinstance(text, str) else "<unprintable>"
-
-
-def type_name(exc: BaseException) -> str:
-    try:
-        name = type.__dict__["__name__"].__get__(type(exc))
-        return name if isinstance(name, str) else "Exception"
-    except BaseException:  # noqa: BLE001
-        return "Exception"
-
-
-def oom_kind(exc: BaseException, device: str) -> str | None:
-    """'gpu' or 'host' when the exception is the allocator's own out-of-memory type."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return "gpu" if device == "cuda" else "host"
-    if isinstance(exc, MemoryError):
-        return "host"
-    return None
-
-
-def error(phase: str, exc: BaseException, device: str = "cpu") -> dict:
-    """A failure record: phase, exception type, message, the deepest candidate frame, traceback tail."""
-    try:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "candidate.py"]
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except BaseException:  # noqa: BLE001 - formatting touches the candidate's objects
-        frames, tb = [], ""
-    where = None
-    if frames:
-        f = frames[-1]
-        where = {"line": f.lineno, "function": safe_str(f.name, 80), "code": safe_str((f.line or "").strip(), 200)}
-    rec = {"status": "error", "phase": phase, "exc_type": type_name(exc), "message": safe_str(exc),
-           "traceback": tb[-TEXT:], "where": where}
-    oom = oom_kind(exc, device)
-    if oom:
-        rec["oom"] = oom
-    return rec
-
-
-def failure(phase: str, exc_type: str, message: str, **extra) -> dict:
-    return {"status": "error", "phase": phase, "exc_type": exc_type, "message": message, **extra}
-
-
-# --- device and precision -----------------------------------------------------------------------
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -179,189 +137,6 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def tensor_count(model: nn.Module) -> int:
-    """Parameters AND buffers: a net cannot hide weights from the budget in register_buffer."""
-    return int(sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()))
-
-
-# --- pre-flight on the meta device: shapes, interface and size before any real allocation ------------
-class ShapeTrace:
-    """Forward hooks recording each leaf module's output shape, and which module was running at a failure.
-
-    Modules are keyed by id(): a candidate module that defines __eq__ (and so loses __hash__) must not
-    break the harness."""
-
-    def __init__(self, model: nn.Module):
-        self.names = {id(m): (n or "net") for n, m in model.named_modules()}
-        self.done: list[dict] = []
-        self.stack: list[tuple[nn.Module, list[int] | str]] = []
-        self.handles = []
-        for _, m in model.named_modules():
-            self.handles.append(m.register_forward_pre_hook(self._pre))
-            self.handles.append(m.register_forward_hook(self._post))
-
-    @staticmethod
-    def shape(x) -> list[int] | str:
-        if isinstance(x, torch.Tensor):
-            return [int(d) for d in x.shape[1:]]
-        if isinstance(x, (tuple, list)) and x:
-            return ShapeTrace.shape(x[0])
-        return type(x).__name__
-
-    @staticmethod
-    def _leaf(mod: nn.Module) -> bool:
-        return not any(True for _ in mod.children())
-
-    def _pre(self, mod, args) -> None:
-        self.stack.append((mod, self.shape(args)))
-
-    def _post(self, mod, args, out) -> None:
-        if self.stack:
-            self.stack.pop()
-        if self._leaf(mod) and len(self.done) < 200:
-            self.done.append({"name": self.names.get(id(mod), "?"), "type": type(mod).__name__,
-                              "out": self.shape(out)})
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-    def record(self) -> dict:
-        """{"layers": [{name, type, out}], "failed": {name, type, repr, args, in} | None}."""
-        failed = None
-        if self.stack:
-            mod, shape_in = self.stack[-1]
-            leaf = self._leaf(mod)
-            failed = {"name": self.names.get(id(mod), "?"), "type": type(mod).__name__, "leaf": leaf,
-                      "repr": safe_str(mod, 200).splitlines()[0][:120] if leaf else type(mod).__name__,
-                      "in": shape_in}
-        return {"layers": self.done[-60:], "failed": failed}
-
-
-class OpTrace(TorchDispatchMode):
-    """Every tensor operation of building and running the net, with its shapes, arguments (never values)
-    and grad mode, hashed as it goes: the net's structure as computed, blind to names, formatting and
-    comments, and to how the code is written (a module or a functional call). The build's operations
-    carry the weight initialisation; `key()` adds which parameters train."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hash = hashlib.sha256()
-
-    @staticmethod
-    def _arg(a) -> str:
-        if isinstance(a, torch.Tensor):
-            return "T" + "x".join(str(int(d)) for d in a.shape) + str(a.dtype)[6:]
-        if isinstance(a, (list, tuple)):
-            return "[" + ",".join(OpTrace._arg(x) for x in a) + "]"
-        return repr(a) if isinstance(a, (int, float, bool, type(None), str)) else type(a).__name__
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        grad = "g" if torch.is_grad_enabled() else "n"
-        self.hash.update(f"{func}{grad}({self._arg(list(args))};{self._arg(sorted((kwargs or {}).items()))})\n".encode())
-        return func(*args, **(kwargs or {}))
-
-    def key(self, model: nn.Module) -> str:
-        trains = "".join("1" if p.requires_grad else "0" for p in model.parameters())
-        final = self.hash.copy()
-        final.update(trains.encode())
-        return final.hexdigest()[:16]
-
-
-def largest_layers(model: nn.Module) -> list[dict]:
-    own = [(sum(p.numel() for p in m.parameters(recurse=False)) + sum(b.numel() for b in m.buffers(recurse=False)),
-            name, type(m).__name__) for name, m in model.named_modules() if name]
-    return [{"name": name, "type": kind, "params": int(n)} for n, name, kind in sorted(
-        (t for t in own if t[0]), reverse=True)[:3]]
-
-
-def over_budget(params: int, max_params: int, model: nn.Module | None = None) -> dict | None:
-    """A BudgetError naming the largest layers, so a repair knows which ones to shrink."""
-    if not max_params or params <= max_params:
-        return None
-    top = largest_layers(model) if model is not None else []
-    largest = ("; largest layers: " + ", ".join(f"{t['name']} {t['type']} {t['params']:,}" for t in top)) if top else ""
-    return failure("interface", "BudgetError", f"Net has {params:,} parameters; the budget is {max_params:,}"
-                   f"{largest}. Use fewer or narrower layers", largest=top)
-
-
-def over_flops(flops: int, max_flops: int, counts: dict, batch: int = 2) -> dict | None:
-    """A BudgetError naming the layers that cost the most FLOPs, so a repair knows what to shrink (often:
-    downsample earlier). `counts`: the FLOP counter's per-module totals for a batch of `batch` images."""
-    if not max_flops or flops <= max_flops:
-        return None
-    names = [n for n in counts if n != "Global"]
-    leaves = [n for n in names if not any(m.startswith(n + ".") for m in names)]
-    top = sorted(((int(sum(counts[n].values())) // batch, n.split(".", 1)[-1]) for n in leaves), reverse=True)[:3]
-    largest = "; most FLOPs: " + ", ".join(f"{name} {n:,}" for n, name in top) if top else ""
-    return failure("interface", "BudgetError", f"Net needs {flops:,} FLOPs per image; the budget is {max_flops:,}"
-                   f"{largest}. Downsample earlier (stride or pooling) or use narrower layers",
-                   flops=flops, max_flops=max_flops, largest=[{"name": name, "flops": n} for n, name in top])
-
-
-def wrong_output(out, num_classes: int, in_channels: int, size: int) -> dict | None:
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes):
-        return None
-    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    return failure("interface", "InterfaceError",
-                   f"Net returned {got} for input (2, {in_channels}, {size}, {size}); expected (2, {num_classes})")
-
-
-def _meta_specific(exc: BaseException) -> bool:
-    """Errors that only the meta device causes (data-dependent ops, .item(), mixed devices)."""
-    if not isinstance(exc, Exception):
-        return False  # SystemExit, KeyboardInterrupt...: the candidate's, on any device
-    text = f"{type_name(exc)}: {safe_str(exc)}".lower()
-    return isinstance(exc, NotImplementedError) or "meta" in text or "device" in text
-
-
-def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params: int,
-              max_flops: int = 0, known: dict | None = None) -> tuple[dict | None, dict]:
-    """Build and run the net on the meta device (no memory), counting its FLOPs on the way: (failure or
-    None, facts to report). A net over the parameter or FLOP budget fails here, in milliseconds."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    t0 = time.perf_counter()
-    ops = OpTrace()
-    try:
-        with torch.device("meta"), ops:
-            model = net_cls(num_classes=num_classes, in_channels=in_channels)
-        params = tensor_count(model)
-    except BaseException as exc:  # noqa: BLE001 - everything the candidate raises is its outcome
-        if _meta_specific(exc):
-            return None, {"preflight": "inconclusive"}
-        return error("build", exc), {"preflight": "failed"}
-    info = {"params": params, "preflight": "failed"}
-    budget = over_budget(params, max_params, model)
-    if budget:
-        return budget, {**info, "preflight_seconds": time.perf_counter() - t0}
-    trace = None
-    counter = FlopCounterMode(display=False)
-    try:
-        trace = ShapeTrace(model)
-        with torch.device("meta"), counter, ops:
-            out = model(torch.empty(2, in_channels, size, size, device="meta"))
-    except BaseException as exc:  # noqa: BLE001
-        if _meta_specific(exc):
-            return None, {"params": params, "preflight": "inconclusive"}
-        return {**error("forward", exc), **({"trace": trace.record()} if trace else {})}, info
-    finally:
-        if trace is not None:
-            trace.remove()
-    wrong = wrong_output(out, num_classes, in_channels, size)
-    if wrong:
-        return {**wrong, "trace": trace.record()}, info
-    flops, structure = int(counter.get_total_flops()) // 2, ops.key(model)
-    info = {**info, "flops": flops, "structure": structure, "preflight_seconds": time.perf_counter() - t0}
-    costly = over_flops(flops, max_flops, counter.get_flop_counts())
-    if costly:
-        return costly, info
-    if known and structure in known:  # the same net as an earlier candidate: no training, tell the LLM
-        return failure("duplicate", "DuplicateError", f"the same network as iteration {known[structure]} "
-                       f"(equal operations and shapes; only names or layout differ)", of=known[structure]), info
-    return None, {**info, "preflight": "passed"}
 
 
 # --- the candidate -----------------------------------------------------------------------------

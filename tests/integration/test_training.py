@@ -25,7 +25,10 @@ def test_the_digits_seed_leaves_a_first_search_room_to_improve(docker_engine):
     small; with the search's default budget it must learn, and score clearly below the standard net."""
     data = prepare("digits")
     ev = Evaluator(data, make_sandbox("warm", limits=Limits(timeout_s=300)), TrainSettings())
-    small, standard = ev.evaluate(prompts.seed_source("digits")), ev.evaluate(prompts.seed_source("default"))
+    try:
+        small, standard = ev.evaluate(prompts.seed_source("digits")), ev.evaluate(prompts.seed_source("default"))
+    finally:
+        ev.sandbox.close()  # its warm container
     assert small.kind == standard.kind == "ok", (small.summary(), standard.summary())
     assert 0.5 < small.accuracy < standard.accuracy - 0.1, (small.accuracy, standard.accuracy)
     assert small.params < 1000 < standard.params
