@@ -61,7 +61,7 @@ class Row:
 
 def calls(run: Path, iterations: int) -> list[dict]:
     """The run's LLM calls of its first `iterations` iterations, in the order they were made."""
-    recs = [r for r in RunStore.open(run).trace() if r.get("prompt") and 1 <= r["iteration"] <= iterations]
+    recs = [r for r in RunStore.open(run, writable=False).trace() if r.get("prompt") and 1 <= r["iteration"] <= iterations]
     return sorted(recs, key=lambda r: (r["iteration"], *TraceStep.of(r).order()))
 
 

@@ -40,11 +40,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         evaluator.settings = replace(evaluator.settings, mode="proxy", proxies=names)
     outcome = evaluator.evaluate(source)
+    # the harness calls every candidate candidate.py: the user reads the name of their own file
+    named = _renamed(outcome.to_dict(), "candidate.py:", f"{path}:")
     if args.json:
-        print(json.dumps({"outcome": outcome.kind, **outcome.to_dict()}))
-    else:  # the harness calls every candidate candidate.py: name the user's file instead
+        print(json.dumps({"outcome": outcome.kind, "candidate": str(path), **named}))
+    else:
         print(outcome.summary().replace("candidate.py:", f"{path}:"))
     return 0 if outcome.ok else 3 if outcome.kind == "sandbox_error" else 1
+
+
+def _renamed(value, old: str, new: str):
+    """`value` with `old` replaced by `new` in every string inside it (dicts and lists walked)."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {k: _renamed(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, old, new) for v in value]
+    return value
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -53,9 +66,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     return run_search(args)
 
 
+def _warn_cut(run: str) -> None:
+    """Readers change nothing in a run, but say what they had to ignore (a line cut short by a crash)."""
+    from nasloop.agent.runs.store import RunStore
+
+    for note in RunStore.open(run, writable=False).dropped:
+        print(f"nasloop: warning: {note}", file=sys.stderr)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from nasloop.agent.runs.replay import replay
 
+    _warn_cut(args.run)
     return replay(args.run, plain=args.plain, outcome=args.outcome, fold_at=args.fold)
 
 
@@ -80,6 +102,7 @@ def cmd_train_best(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from nasloop.agent.runs.report import write_report
 
+    _warn_cut(args.run)
     print(write_report(args.run))
     return 0
 
@@ -95,20 +118,24 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-class DefaultsFormatter(argparse.HelpFormatter):
-    """--help shows each option's default, unless it has none worth showing or its help already says."""
+class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help shows each option's default, unless it has none worth showing or its help already says; the
+    examples under a command keep their lines."""
+
+    @staticmethod
+    def _shown(action: argparse.Action) -> bool:  # `is`, not `in`: a default of 0 equals False
+        return action.nargs != 0 and not any(action.default is v for v in (None, False, argparse.SUPPRESS))
 
     def _format_action(self, action: argparse.Action) -> str:
-        if not action.help and action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0:
+        if not action.help and self._shown(action):
             action.help = f"(default: {action.default})"  # an option without help text still shows its default
         return super()._format_action(action)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        default = action.default
-        if "default" in text or default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+        if "default" in text or not self._shown(action):
             return text
-        return f"{text} (default: {default})".strip()
+        return f"{text} (default: {action.default})".strip()
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -132,9 +159,31 @@ def _version() -> str:
         return "(not installed)"
 
 
+EXAMPLES = {
+    "nasloop": """examples:
+  nasloop search                                   digits, the bundled 1.5B model, 6 iterations
+  nasloop search --dataset cifar10 --train-subset 5000 --iterations 20
+  nasloop report runs/20261127-101500-digits       the run's report.html
+  nasloop replay runs/20261127-101500-digits       step through it, node by node
+  nasloop fork runs/20261127-101500-digits --at 4 --llm llamacpp:qwen2.5-coder-0.5b
+  nasloop evaluate my_net.py                       train one file in the sandbox""",
+    "search": """examples:
+  nasloop search --iterations 10
+  nasloop search --dataset folder:/data/my-images --train-subset 10000 --gpus all
+  nasloop search --strategy evolution --proxy naswot --iterations 40
+  nasloop search --llm openai:gpt-4o-mini            any init_chat_model provider (key from the environment)
+  nasloop search --workers 4                         four candidates at a time on Ray workers
+  nasloop search --resume runs/20261127-101500-digits --iterations 12""",
+    "evaluate": """examples:
+  nasloop evaluate my_net.py                         train it for the search's budget; exit 1 if it fails
+  nasloop evaluate my_net.py --json --min-steps 50
+  nasloop evaluate my_net.py --proxy naswot,synflow  score without training""",
+}
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="nasloop",
+        prog="nasloop", epilog=EXAMPLES["nasloop"],
         description="LLM-driven neural architecture search: a Prompt Improver and a Code Generator LLM propose "
                     "PyTorch nets, a sandboxed evaluator trains each for one epoch, the loop learns from the "
                     "last K outcomes.",
@@ -142,7 +191,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nasloop {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
-    ev = sub.add_parser("evaluate", help="train one candidate file in the sandbox and print its outcome "
+    ev = sub.add_parser("evaluate", epilog=EXAMPLES["evaluate"], help="train one candidate file in the sandbox and print its outcome "
                                          "(exit 0: ok, 1: the candidate failed, 3: the sandbox failed)")
     ev.add_argument("candidate", help="a Python file defining class Net(nn.Module)")
     ev.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
@@ -155,7 +204,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     from nasloop.agent.app.search import add_search_args
 
-    se = sub.add_parser("search", help="run (or --resume) an architecture search")
+    se = sub.add_parser("search", help="run (or --resume) an architecture search", epilog=EXAMPLES["search"])
     add_search_args(se)
     add_data_args(se)
     add_train_args(se)
@@ -180,10 +229,11 @@ def _add_run_commands(sub) -> None:
     fk.add_argument("run", help="the source run directory (left untouched)")
     fk.add_argument("--at", type=positive_int, required=True, metavar="ITERATION",
                     help="the iteration the new run starts with")
-    fk.add_argument("--llm", help="a different model for both roles from here on")
-    fk.add_argument("--improver-llm")
-    fk.add_argument("--generator-llm")
-    fk.add_argument("--iterations", type=positive_int, help="iterations to run after the fork point")
+    fk.add_argument("--llm", help="a different model for both roles from here on (default: the run's)")
+    fk.add_argument("--improver-llm", help="a different model for the Prompt Improver (default: the run's)")
+    fk.add_argument("--generator-llm", help="a different model for the Code Generator (default: the run's)")
+    fk.add_argument("--iterations", type=positive_int,
+                    help="iterations to run after the fork point (default: up to the source's own total)")
     fk.add_argument("--workers", type=positive_int, help="evaluation workers from here on (default: the run's)")
     fk.add_argument("--runs-dir", default="runs")
     fk.set_defaults(func=cmd_fork)

@@ -53,9 +53,9 @@ def positive_int(text: str) -> int:
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits", help=f"{NAMES} (default: digits, needs no download)")
-    g.add_argument("--data-root", help="where torchvision data sets are (or get downloaded)")
-    g.add_argument("--train-subset", type=positive_int, help="use N training images (CPU-sized runs)")
-    g.add_argument("--test-subset", type=positive_int, help="evaluate on N test images")
+    g.add_argument("--data-root", help="where torchvision data sets are (or get downloaded; default: the cache, NASLOOP_CACHE)")
+    g.add_argument("--train-subset", type=positive_int, help="use N training images (CPU-sized runs; default: all)")
+    g.add_argument("--test-subset", type=positive_int, help="evaluate on N test images (default: all)")
     g.add_argument("--image-size", type=positive_int, help="resize images to SxS (default per data set)")
     g.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
 
@@ -68,7 +68,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="train at least this many optimizer steps even if that is more than --epochs")
     g.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the one-cycle schedule")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=int, default=d.seed, help="seeds training, data subsets and the LLM's sampling")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
     g.add_argument("--max-params", type=positive_int, default=d.max_params,
@@ -88,7 +88,8 @@ def add_sandbox_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-warm", action="store_true",
                    help="docker: a fresh container per candidate instead of one warm worker per run")
     g.add_argument("--runtime", default=None,
-                   help="docker runtime for the sandbox, e.g. runsc (gVisor; see 'make docker-engine RUNSC=1')")
+                   help="docker runtime for the sandbox, e.g. runsc (gVisor; see 'make docker-engine RUNSC=1'; "
+                        "default: the engine's own)")
     g.add_argument("--sandbox-image", default="nasloop-sandbox:local")
     g.add_argument("--gpus", default="none", help="all, none or a comma list of GPU ids (docker only)")
     g.add_argument("--memory", type=parse_bytes, default=d.memory_bytes,

@@ -60,7 +60,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lookup", type=non_negative_int, default=llm.lookup, metavar="N",
                    help="llama.cpp: prompt-lookup decoding for the Generator, drafting N tokens (0: off)")
     g.add_argument("--k", type=positive_int, default=DEFAULT_K, help="memory window: last K triples")
-    g.add_argument("--target-accuracy", type=float, help="stop early once the best net reaches this")
+    g.add_argument("--target-accuracy", type=float, help="stop early once the best net reaches this (default: none, run every iteration)")
     g.add_argument("--strategy", choices=STRATEGIES, default=loop.strategy,
                    help="loop: improve the best net (default); evolution: mutate a population (RZ-NAS style)")
     g.add_argument("--fidelity", choices=FIDELITIES,
@@ -208,6 +208,7 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
             raise RunError(f"{store.checkpoint_path} is damaged ({exc}); results.jsonl and trace.jsonl are "
                            f"intact: 'nasloop report {store.path}' still works") from exc
         state = dict(snapshot.values or {})
+        _check_agreement(store, state)
         inp = None if snapshot.next else {"task": make_task(evaluator, args)}
         print(f"nasloop: run {store.path} — {evaluator.data.describe()}", file=sys.stderr)
         if deps.options.workers > 1:
@@ -236,6 +237,18 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
         return dict(graph.get_state(config).values)
     finally:
         conn.close()
+
+
+def _check_agreement(store: RunStore, state: dict) -> None:
+    """On resume: the checkpoint says which iterations are done; each should have its record. A missing one
+    (results.jsonl cut or edited) is not redone — the report and replay will lack it — so the user is told."""
+    done = {r["iteration"] for r in store.results()}
+    missing = [i for i in range(int(state.get("iteration") or 0)) if i not in done] if state else []
+    if missing:
+        shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
+        print(f"nasloop: warning: results.jsonl and the checkpoints disagree: the checkpoint has iterations "
+              f"0..{state['iteration'] - 1} done but results.jsonl has no record of {shown}; the search goes on "
+              f"from the checkpoint, and the report and replay will lack those", file=sys.stderr)
 
 
 def _scale_line(deps: Deps, evaluator: Evaluator) -> str:

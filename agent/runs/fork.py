@@ -55,7 +55,8 @@ def state_at(run: RunStore, iteration: int) -> dict:
                 if values.get("iteration") == iteration and (not snap.next or snap.next[0] in ROUND_STARTS):
                     return dict(values)
         except sqlite3.DatabaseError as exc:
-            raise RunError(f"{run.checkpoint_path} is damaged ({exc}): there is no state to fork from") from exc
+            raise RunError(f"{run.checkpoint_path} is damaged ({exc}): there is no state to fork from; results.jsonl "
+                           f"and trace.jsonl are intact: 'nasloop report {run.path}' still works") from exc
         finally:
             conn.close()
     done = [r["iteration"] for r in run.results()]
@@ -68,7 +69,7 @@ def state_at(run: RunStore, iteration: int) -> dict:
 
 def prepare_fork(source: str | Path, at: int, runs_dir: str | Path, overrides: dict) -> RunStore:
     """Create the new run directory and its first checkpoint; return its store."""
-    src = RunStore.open(source)
+    src = RunStore.open(source, writable=False)
     if at < 1:
         raise RunError("--at must be at least 1 (iteration 0 is the seed)")
     values = state_at(src, at)

@@ -48,7 +48,7 @@ def _order(rec: dict) -> tuple:
 
 def load_steps(run: str) -> list[Step]:
     """All steps of a run, in the order they happened. Raises RunError with one line if unreadable."""
-    store = RunStore.open(run)
+    store = RunStore.open(run, writable=False)
     args = _run_args(store, run)
     records = [dict(r, _kind="trace") for r in store.trace()] + [dict(r, _kind="result") for r in store.results()]
     if not records:
@@ -230,7 +230,11 @@ def replay(run: str, plain: bool = False, outcome: str | None = None, fold_at: i
            out: Callable[[str], None] = print) -> int:
     steps = load_steps(run)
     if plain:
-        for i in select(steps, outcome):
+        chosen = select(steps, outcome)
+        if outcome and not chosen:
+            print(f"nasloop: no iteration of {run} ended with outcome {outcome}", file=sys.stderr)
+            return 1
+        for i in chosen:
             out(render(steps[i], i, len(steps), fold_at))
         return 0
     if not sys.stdin.isatty():

@@ -262,7 +262,7 @@ def _top_rows(store: RunStore, ranked: list[dict], final: dict | None, by_accura
 
 def write_report(run: str | Path, top_n: int = 10) -> Path:
     """Write runs/<id>/report.html and its PNGs; returns the HTML path."""
-    store = RunStore.open(run)
+    store = RunStore.open(run, writable=False)
     results = sorted(store.results(), key=lambda r: r["iteration"])
     out = store.path
     cfg = store.config.get("args", {})

@@ -28,19 +28,20 @@ _APPEND = threading.Lock()
 RUN_FILE = "run.json"
 
 
-def _read_jsonl(path: Path, dropped: list[str] | None = None) -> list[dict]:
-    """Records of a JSONL file; a line cut short by a crash is dropped (and truncated away, and named in
-    `dropped` so the user is told)."""
+def _read_jsonl(path: Path, dropped: list[str] | None = None, repair: bool = True) -> list[dict]:
+    """Records of a JSONL file; a line cut short by a crash is dropped (named in `dropped` so the user is
+    told) and, when the run will be written to (`repair`), truncated away so the next record starts clean."""
     if not path.exists():
         return []
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         if dropped is not None:
-            dropped.append(f"{path.name}: dropped a last line cut short ({len(data) - cut} bytes, "
-                           f"written when the run was stopped)")
-        with open(path, "r+b") as f:
-            f.truncate(cut)
+            dropped.append(f"{path.name}: {'dropped' if repair else 'ignored'} a last line cut short "
+                           f"({len(data) - cut} bytes, written when the run was stopped)")
+        if repair:
+            with open(path, "r+b") as f:
+                f.truncate(cut)
         data = data[:cut]
     out = []
     for line in data.decode("utf-8", "replace").splitlines():
@@ -54,14 +55,14 @@ def _read_jsonl(path: Path, dropped: list[str] | None = None) -> list[dict]:
 class RunStore:
     """Files of one run; see the module docstring."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, writable: bool = True):
         self.path = Path(path)
         self._memo: dict[tuple[str, int, str], dict] = {}
         self._codes: dict[str, dict] = {}  # code_key -> first result with that code (repeat detection)
         self._structures: dict[str, int] = {}  # pre-flight structure hash -> first iteration (duplicates)
         self.dropped: list[str] = []  # what opening the run had to repair (the CLI warns about it)
         for kind in ("trace", "results"):
-            for rec in _read_jsonl(self.path / f"{kind}.jsonl", self.dropped):
+            for rec in _read_jsonl(self.path / f"{kind}.jsonl", self.dropped, repair=writable):
                 self._remember(kind, rec)
 
     # -- creation ---------------------------------------------------------------------------------
@@ -88,11 +89,13 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunStore":
+    def open(cls, path: str | Path, writable: bool = True) -> "RunStore":
+        """An existing run; `writable=False` for readers (replay, report, a fork's source): nothing in the
+        directory is changed, not even a line cut short."""
         path = Path(path)
         if not (path / RUN_FILE).is_file():
             raise RunError(f"'{path}' is not a nasloop run (no {RUN_FILE})")
-        return cls(path)
+        return cls(path, writable)
 
     @property
     def config(self) -> dict:
@@ -150,10 +153,11 @@ class RunStore:
 
     def results(self) -> list[dict]:
         """In candidate order: fanned-out candidates append theirs in the order they finish."""
-        return sorted(_read_jsonl(self.path / "results.jsonl"), key=lambda r: r.get("iteration", 0))
+        # never repairs: a line cut short here may be another thread's append in progress (opening repaired)
+        return sorted(_read_jsonl(self.path / "results.jsonl", repair=False), key=lambda r: r.get("iteration", 0))
 
     def trace(self) -> list[dict]:
-        return _read_jsonl(self.path / "trace.jsonl")
+        return _read_jsonl(self.path / "trace.jsonl", repair=False)
 
     def save_candidate(self, iteration: int, code: str) -> Path:
         path = self.path / "candidates" / f"{iteration:04d}.py"

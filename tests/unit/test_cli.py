@@ -1,6 +1,8 @@
 """Bad input: one line on stderr, a non-zero exit, and no run directory created or clobbered."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from nasloop.agent.app.cli import main
@@ -109,6 +111,10 @@ def test_evaluate_exits_non_zero_for_a_failed_candidate_and_names_the_users_file
     out = capsys.readouterr().out
     assert code == 1 and "outcome: syntax_error" in out
     assert f"{net}:2" in out and "candidate.py" not in out and "None" not in out
+    code = main(["evaluate", str(net), "--sandbox", "process", "--train-subset", "50", "--json"])
+    record = json.loads(capsys.readouterr().out)
+    assert code == 1 and record["outcome"] == "syntax_error" and record["candidate"] == str(net)
+    assert f"{net}:2" in record["diagnosis"] and "candidate.py" not in json.dumps(record)
 
 
 def test_version_and_defaults_in_help(capsys):
@@ -119,8 +125,30 @@ def test_version_and_defaults_in_help(capsys):
         main(["search", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     for shown in ("--temperature TEMPERATURE (default: 0.7)", "--epochs EPOCHS (default: 1)",
-                  "--memory MEMORY memory limit, e.g. 6g (default: 6g)", "--repairs R repair attempts"):
-        assert shown in out, shown
+                  "--memory MEMORY memory limit, e.g. 6g (default: 6g)", "--repairs R repair attempts",
+                  "(default: 0)", "--seed SEED seeds training, data subsets and the LLM's sampling (default: 0)",
+                  "--train-subset TRAIN_SUBSET use N training images (CPU-sized runs; default: all)"):
+        assert shown in out, shown  # a default of 0 is shown too (0 == False once hid it)
+    assert out.count("(default: 0)") >= 3  # --seed, --max-flops, --lookup
+    assert "examples: nasloop search --iterations 10" in out
+
+
+def test_every_option_says_its_default(capsys):
+    """Each option of search, evaluate and fork either shows a default or is a switch (off unless given)."""
+    import re
+
+    for command in ("search", "evaluate", "fork"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out.split("options:", 1)[1].split("examples:")[0]
+        entries = re.split(r"\n  (?=-)", "\n" + text)
+        for entry in entries:
+            flat = " ".join(entry.split())
+            if not flat.startswith("--") or flat.startswith(("--help", "--no-", "--plain", "--json", "--resume",
+                                                              "--full-data", "--proxy", "--at", "--ray-address")):
+                continue
+            switch = re.match(r"--[\w-]+ (?:\{|[A-Z_]+)", flat) is None
+            assert switch or "default" in flat, f"{command}: {flat[:90]}"
 
 
 def test_replay_refuses_an_unknown_outcome_class(capsys):

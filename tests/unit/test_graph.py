@@ -176,6 +176,37 @@ def test_partial_last_line_is_dropped(tmp_path):
     assert [r["outcome"] for r in RunStore.open(store.path).results()] == ["ok", "timeout"]
 
 
+def test_readers_change_nothing_in_a_cut_run_but_say_what_they_ignored(tmp_path, capsys):
+    from nasloop.agent.app.cli import main
+
+    store = RunStore.create(tmp_path, "unit", {"args": {"iterations": 1}})
+    store.once("results", 0, "evaluate", lambda: {"outcome": "ok", "accuracy": 0.5})
+    with open(store.path / "results.jsonl", "a") as f:
+        f.write('{"iteration": 1, "node": "evaluate", "outc')
+    before = (store.path / "results.jsonl").read_bytes()
+    reader = RunStore.open(store.path, writable=False)
+    assert [r["iteration"] for r in reader.results()] == [0] and "ignored a last line cut short" in reader.dropped[0]
+    assert main(["replay", str(store.path), "--plain"]) == 0
+    assert (store.path / "results.jsonl").read_bytes() == before  # a reader wrote nothing
+    assert "nasloop: warning: results.jsonl: ignored a last line cut short" in capsys.readouterr().err
+    assert main(["replay", str(store.path), "--plain", "--outcome", "timeout"]) == 1
+    assert "no iteration of" in capsys.readouterr().err
+
+
+def test_resume_warns_when_results_and_checkpoints_disagree(tmp_path, capsys):
+    from nasloop.agent.app.search import _check_agreement
+
+    store = RunStore.create(tmp_path, "unit", {})
+    for it in (0, 2):
+        store.once("results", it, "evaluate", lambda: {"outcome": "ok"})
+    _check_agreement(store, {"iteration": 3})
+    err = capsys.readouterr().err
+    assert "disagree" in err and "no record of 1;" in err and len(err.splitlines()) == 1
+    _check_agreement(store, {"iteration": 1})  # a record ahead of its checkpoint is normal (redone from it)
+    _check_agreement(store, {})
+    assert capsys.readouterr().err == ""
+
+
 def test_2000_iterations_without_recursion_error_and_bounded_checkpoints(tmp_path):
     conn = sqlite3.connect(str(tmp_path / "cp.sqlite"), check_same_thread=False)
     saver = SqliteSaver(conn)
@@ -269,6 +300,7 @@ def test_a_damaged_checkpoint_file_is_one_line_for_resume_and_fork(tmp_path, cap
     assert main(["fork", str(store.path), "--at", "1", "--runs-dir", str(tmp_path / "f")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is damaged" in err and "Traceback" not in err
+    assert "results.jsonl and trace.jsonl are intact" in err
 
 
 def test_a_structural_duplicate_costs_no_training_and_goes_back_to_the_generator_once(tmp_path):
