@@ -217,6 +217,7 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
             print(f"nasloop: resuming at iteration {state.get('iteration', 0)}", file=sys.stderr)
         note = f"nasloop: stopped; everything recorded is kept. Resume with: nasloop search --resume {store.path}"
         EXIT_NOTES.append(note)
+        store.mark_running()
         with Progress(args.iterations, state) as progress:
             try:
                 # subgraphs: the fanned-out candidates' steps and tokens show too (their updates reach the
@@ -234,6 +235,7 @@ def _stream(deps: Deps, evaluator: Evaluator, store: RunStore, args: argparse.Na
                 raise
             finally:
                 EXIT_NOTES.remove(note)
+                store.clear_running()
         return dict(graph.get_state(config).values)
     finally:
         conn.close()

@@ -64,7 +64,7 @@ def load_steps(run: str) -> list[Step]:
     for r in records:
         if r["_kind"] == "result":  # the memory and best-so-far, exactly as the graph's nodes built them
             code = store.candidate_code(r["iteration"])
-            diff = _diff(store, r, code, best)
+            diff = parent_diff(store, r, code, best)
             window = window_add(window, [record.triple(r, proxy)], k)
             if record.improves(best, r):
                 best = record.best_entry(r, code, proxy)
@@ -83,7 +83,7 @@ def _run_args(store: RunStore, run: str) -> dict:
     return cfg.get("args") or {}
 
 
-def _diff(store: RunStore, r: dict, code: str | None, best: dict | None) -> str:
+def parent_diff(store: RunStore, r: dict, code: str | None, best: dict | None) -> str:
     """The candidate against what it was made from: its parent (evolution) or the best net so far."""
     parent = r.get("parent")
     base = (store.candidate_code(parent) if parent is not None else (best or {}).get("code")) or ""

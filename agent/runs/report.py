@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from nasloop.agent.loop import record  # noqa: E402
+from nasloop.agent.runs.replay import parent_diff  # noqa: E402
 from nasloop.agent.runs.store import RunStore  # noqa: E402
 from nasloop.tools.outcome import KINDS, human  # noqa: E402
 
@@ -167,13 +168,14 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 8px; overflow-x:
 <p><b>{status}</b></p>
 <p class="k">{summary}</p>
 <details><summary>Run settings</summary><table>{settings}</table></details>
+{best_section}
 <h2>{metric_title} per iteration</h2><img alt="{metric} per iteration" src="data:image/png;base64,{img_accuracy}">
 {proxy_section}
 <h2>Outcome classes over time</h2><img alt="outcomes over time" src="data:image/png;base64,{img_outcomes}">
 <h2>Accuracy vs size (Pareto front)</h2><img alt="accuracy vs params and FLOPs" src="data:image/png;base64,{img_pareto}">
 <h2>Where the time went</h2><img alt="LLM vs training time" src="data:image/png;base64,{img_time}">
 <h2>Every iteration</h2>
-<table><tr><th>iteration</th><th>outcome</th><th>accuracy</th><th>suggestion (who wrote it)</th><th>repairs, fixes</th><th>diagnosis</th></tr>
+<table><tr><th>iteration</th><th>outcome</th><th>accuracy</th><th>suggestion (who wrote it)</th><th>repairs, fixes</th><th>diagnosis</th><th>change</th></tr>
 {iterations}
 </table>
 <h2>Top {top_n} nets</h2>
@@ -197,10 +199,14 @@ window.addEventListener("load", function () {{
 """
 
 
-def _status(results: list[dict], cfg: dict, path: Path) -> str:
-    """Whether the run did all it was asked to: a run stopped at 6 of 7 must not look complete."""
+def _status(results: list[dict], cfg: dict, path: Path, running: bool = False) -> str:
+    """Whether the run did all it was asked to: a run stopped at 6 of 7 must not look complete, nor a run
+    still going look stopped."""
     asked = cfg.get("iterations")
     last = max((r["iteration"] for r in results), default=-1)
+    if running:
+        return (f"Running: {max(last, 0)} of {asked if isinstance(asked, int) else '?'} iterations after the seed "
+                f"so far (this page is a snapshot: run nasloop report {path} again for more).")
     if not isinstance(asked, int) or last >= asked:
         return f"Complete: {last} of {asked if isinstance(asked, int) else '?'} iterations after the seed."
     target = cfg.get("target_accuracy")
@@ -216,9 +222,43 @@ def _settings_rows(cfg: dict) -> str:
                    for k, v in sorted(cfg.items()) if v not in (None, False, [], ""))
 
 
-def _iteration_rows(results: list[dict]) -> list[str]:
+def _changes(store: RunStore, results: list[dict], proxy: str | None) -> dict[int, str]:
+    """Each candidate's diff against what it was made from (its parent, or the best net so far), as replay
+    shows it."""
+    best: dict | None = None
+    out = {}
+    for r in results:
+        code = store.candidate_code(r["iteration"])
+        out[r["iteration"]] = parent_diff(store, r, code, best) if r["iteration"] else ""
+        if record.improves(best, r):
+            best = record.best_entry(r, code, proxy)
+    return out
+
+
+def _change_cell(diff: str) -> str:
+    if not diff:
+        return "<td>-</td>"
+    lines = diff.splitlines()
+    plus = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
+    minus = sum(1 for x in lines if x.startswith("-") and not x.startswith("---"))
+    return (f"<td><details><summary>+{plus} −{minus}</summary><pre>{html.escape(diff)}</pre></details></td>")
+
+
+def _best_section(store: RunStore, best: dict | None, metric: str) -> str:
+    """The best net's code near the top of the page (and as a download carried in the page)."""
+    if not best:
+        return ""
+    code = store.candidate_code(best["iteration"]) or "(code not recorded)"
+    name = f"{best['iteration']:04d}.py"
+    embedded = base64.b64encode(code.encode()).decode()
+    return (f"<h2>Best net: iteration {best['iteration']}, {html.escape(metric)} {record.fitness(best) or 0:.4g}</h2>"
+            f"<p><a download=\"{name}\" href=\"data:text/x-python;base64,{embedded}\">download {name}</a></p>"
+            f"<details open><summary>code</summary><pre>{html.escape(code)}</pre></details>")
+
+
+def _iteration_rows(results: list[dict], changes: dict[int, str] | None = None) -> list[str]:
     """One row per iteration: what was asked (and whether the model, a fallback or an escape asked it),
-    what came of it, and which repairs and fixes it took."""
+    what came of it, which repairs and fixes it took, and the change against its parent (collapsed)."""
     rows = []
     for r in results:
         acc = r.get("accuracy")
@@ -232,7 +272,8 @@ def _iteration_rows(results: list[dict]) -> list[str]:
             f"<td>{'-' if acc is None else f'{acc:.4f}'}</td>"
             f"<td>{html.escape(sugg[:220])}{' …' if len(sugg) > 220 else ''} "
             f"<span class=\"k\">({html.escape(record.suggestion_source(r)) if r['iteration'] else 'seed'})</span></td>"
-            f"<td>{html.escape(extra) or '-'}</td><td class=\"k\">{html.escape((r.get('diagnosis') or '')[:200])}</td></tr>")
+            f"<td>{html.escape(extra) or '-'}</td><td class=\"k\">{html.escape((r.get('diagnosis') or '')[:200])}</td>"
+            f"{_change_cell((changes or {}).get(r['iteration'], ''))}</tr>")
     return rows
 
 
@@ -303,7 +344,9 @@ def write_report(run: str | Path, top_n: int = 10) -> Path:
     if fixes:
         summary += "; fixes applied: " + ", ".join(f"{name} {n}" for name, n in sorted(fixes.items()))
     page = PAGE.format(title=html.escape(out.name), summary=html.escape(summary), rows="\n".join(rows),
-                       iterations="\n".join(_iteration_rows(results)), status=html.escape(_status(results, cfg, out)),
+                       iterations="\n".join(_iteration_rows(results, _changes(store, results, cfg.get("proxy")))),
+                       status=html.escape(_status(results, cfg, out, store.running())),
+                       best_section=_best_section(store, best, metric),
                        settings=_settings_rows(cfg),
                        top_n=len(ranked), metric=html.escape(metric),
                        rank_header="" if metric == "accuracy" else f"<th>{html.escape(metric)} (ranked by)</th>", metric_title=html.escape(metric.capitalize()),

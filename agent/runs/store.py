@@ -6,6 +6,7 @@
     runs/<id>/results.jsonl       one line per iteration: outcome, metrics, LLM costs
     runs/<id>/trace.jsonl         every LLM step: node, prompt, response, seconds, tokens
     runs/<id>/best.py, summary.json
+    runs/<id>/running             which process is searching now (removed when it stops; stale after a kill)
 
 Exactly-once: a node that is re-run after a crash (LangGraph redoes the step whose checkpoint was not
 written) finds its earlier record through `once()` and reuses it, so nothing is duplicated or lost and
@@ -26,6 +27,7 @@ from nasloop.errors import RunError
 _APPEND = threading.Lock()
 
 RUN_FILE = "run.json"
+RUNNING = "running"
 
 
 def _read_jsonl(path: Path, dropped: list[str] | None = None, repair: bool = True) -> list[dict]:
@@ -180,6 +182,29 @@ class RunStore:
 
     def save_summary(self, summary: dict) -> None:
         self._write_atomic("summary.json", json.dumps(summary, indent=1, default=str))
+
+    # -- who is searching -----------------------------------------------------------------------------
+    def mark_running(self) -> None:
+        """This process is searching in the run now (the report says "running", not "stopped early")."""
+        from nasloop.sandbox.host import owner_label
+
+        self._write_atomic(RUNNING, owner_label())
+
+    def clear_running(self) -> None:
+        try:
+            (self.path / RUNNING).unlink()
+        except FileNotFoundError:
+            pass
+
+    def running(self) -> bool:
+        """Whether a live process marked the run (a killed search's mark is stale, and not believed)."""
+        from nasloop.sandbox.host import owner_state
+
+        try:
+            label = (self.path / RUNNING).read_text()[:200]
+        except OSError:
+            return False
+        return owner_state(label.strip()) in ("self", "alive")
 
     # -- low level ----------------------------------------------------------------------------------
     def _append(self, name: str, record: dict[str, Any]) -> None:

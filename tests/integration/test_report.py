@@ -100,6 +100,10 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert top.count("<th>accuracy</th>") == 1  # ranked by accuracy: one column, not two both called so
     # the code travels in the page (a mailed report has no candidates/ folder beside it)
     assert 'href="candidates/' not in page and 'download="0000.py" href="data:text/x-python;base64,' in top
+    # the best net's code near the top, before the charts; each candidate's change against its parent, collapsed
+    best = page.index("<h2>Best net: iteration ")
+    assert best < page.index("<h2>Accuracy per iteration</h2>") and "class Net(nn.Module)" in page[best:best + 4000]
+    assert table.count("<details><summary>+") >= 2 and "@@ " in table and "best so far" in table
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
@@ -122,6 +126,22 @@ def test_a_run_stopped_early_does_not_look_complete(run_dir):
     page = write_report(run_dir).read_text()
     assert f"Stopped early: 3 of 4 iterations after the seed (resume with: nasloop search --resume {run_dir})" in page
     assert "<td>iterations</td><td>4</td>" in page  # the run's settings
+
+
+def test_a_run_still_searching_says_running(run_dir):
+    from nasloop.agent.runs.store import RunStore
+
+    store = RunStore.open(run_dir)
+    store.mark_running()  # as nasloop search does while it streams
+    assert store.running()
+    assert "Running: 4 of 4 iterations after the seed so far" in write_report(run_dir).read_text()
+    lines = (run_dir / "results.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "results.jsonl").write_text("".join(lines[:-1]))
+    assert "Running: 3 of 4 iterations after the seed so far" in write_report(run_dir).read_text()
+    (run_dir / "running").write_text("0/0/999999/1")  # another machine's (or a killed search's) mark: not believed
+    assert not store.running() and "Stopped early: 3 of 4" in write_report(run_dir).read_text()
+    store.clear_running()
+    assert not (run_dir / "running").exists()
 
 
 def test_interactive_replay_starts_filtered_by_outcome(run_dir):
