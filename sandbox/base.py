@@ -50,6 +50,12 @@ class Job:
     on_progress: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
 
 
+# What every backend runs once with its interpreter before any candidate: without these the harness cannot
+# start, and that is the sandbox's fault (e.g. nasloop run by another interpreter), never a candidate's.
+CHECK_IMPORTS = ("import importlib.util as u, sys; "
+                 "sys.exit(0 if all(u.find_spec(m) for m in ('torch', 'numpy', 'safetensors')) else 3)")
+
+
 @dataclass
 class RawResult:
     """Raw facts about one run; `tools.outcome` classifies them.

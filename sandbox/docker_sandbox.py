@@ -28,7 +28,9 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, LogConfig, Ulimit
 
 from nasloop.sandbox import outputs
-from nasloop.sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text
+from nasloop.sandbox.base import (
+    CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text,
+)
 from nasloop.sandbox.host import PeakSampler, owner_label, owner_state
 from nasloop.sandbox.visible import masking_mounts
 
@@ -40,8 +42,6 @@ IMAGE_DIR = "/nasloop"  # where the image (or the host mounts) keep the harness
 HARNESS_FILES = ("runner.py", "preflight.py", "zero_cost.py", "worker.py")
 ENGINE_HINT = ("Docker engine not reachable: start it (e.g. 'sudo systemctl start docker' or 'make docker-engine') "
                "or pass --sandbox process")
-CHECK_IMPORTS = ("import importlib.util as u, sys; "
-                 "sys.exit(0 if all(u.find_spec(m) for m in ('torch', 'numpy', 'safetensors')) else 3)")
 
 
 def docker_client(timeout: float = 30.0) -> docker.DockerClient:

@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 from nasloop.sandbox import outputs
-from nasloop.sandbox.base import LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, tail_text
+from nasloop.sandbox.base import (
+    CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text,
+)
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 
@@ -60,6 +62,19 @@ class ProcessSandbox:
         _prctl(PR_SET_DUMPABLE, 0)  # a same-user child must not read our environment or memory
         self.timeout_bin = shutil.which("timeout") or "/usr/bin/timeout"
         self._droppable: dict[str, bool] = {}
+        self.check_runtime()
+
+    def check_runtime(self) -> None:
+        """The child's interpreter (this one, isolated: -I drops user site-packages) must have what the
+        harness imports; if not, the sandbox is unusable — a one-line error, never a candidate's failure."""
+        try:
+            code = subprocess.run([sys.executable, "-I", "-c", CHECK_IMPORTS], env={"PATH": "/usr/bin:/bin"},
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=60).returncode
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SandboxUnavailable(f"the process sandbox cannot start {sys.executable}: {exc}") from exc
+        if code != 0:
+            raise SandboxUnavailable(f"the sandbox interpreter {sys.executable} (isolated, -I) lacks torch, numpy or "
+                                     f"safetensors (exit {code}): run nasloop from the project's environment")
 
     def can_drop(self, data_dir: Path) -> bool:
         """Whether the child can run as nobody here: we are root, and nobody can start the interpreter and

@@ -161,3 +161,22 @@ def test_only_a_well_formed_progress_note_is_believed(tmp_path):
     note.unlink()
     os.mkfifo(note)  # nor does a FIFO block the host
     assert read_progress(tmp_path) is None
+
+
+def test_a_process_sandbox_whose_interpreter_lacks_torch_is_unusable_not_a_candidate_failure(monkeypatch):
+    """As when nasloop's graph runs under another interpreter (e.g. langgraph dev from elsewhere): one line
+    at start, before any candidate could be blamed."""
+    import shutil
+    import sys
+
+    import pytest
+
+    from nasloop.sandbox.base import SandboxUnavailable
+    from nasloop.sandbox.process_sandbox import ProcessSandbox
+
+    bare = "/usr/bin/python3" if shutil.os.path.exists("/usr/bin/python3") else None
+    if bare is None or bare == sys.executable:
+        pytest.skip("no interpreter without torch on this machine")
+    monkeypatch.setattr(sys, "executable", bare)
+    with pytest.raises(SandboxUnavailable, match="lacks torch, numpy or safetensors"):
+        ProcessSandbox()
