@@ -2,7 +2,9 @@
 
 The deterministic fixes of generated code live in agent/fixes/ (one module per fix; registry.py lists them).
 
-Improver: a JSON object {problem, suggestion} (a reflection's {lesson, suggestion} reads the same) — also accepted with single quotes (Python literal),
+Improver: a JSON object, a typed change {problem, operator, target, arguments, reason} (the loop's, held to
+`change_schema()` where the backend can) or {problem, suggestion} (a reflection's {lesson, suggestion} reads
+the same) — also accepted with single quotes (Python literal),
 inside a code fence, or as `problem: ... / suggestion: ...` lines. Generator: one python code block
 defining `class Net`. Anything unreadable returns an error string instead of raising, so the loop can
 record it as an outcome.
@@ -20,6 +22,16 @@ def _lenient_json(blob: str) -> object:
 
 REPLY_CHARS = 300  # per field of the Improver's reply: as much as the memory window keeps
 
+# The Improver's typed change: what kind of edit, to which layer, with which arguments, and why. The
+# Generator implements it; the loop compares kind, target and arguments (not the prose) to spot a repeat.
+CHANGE_OPS = ("widen", "deepen", "change_kernel", "change_activation", "add_normalisation",
+              "remove_normalisation", "add_residual", "change_downsampling", "change_head", "other")
+_OP_TEXT = {"widen": "Widen", "deepen": "Deepen (add layers)", "change_kernel": "Change the kernel size of",
+            "change_activation": "Change the activation of", "add_normalisation": "Add normalisation to",
+            "remove_normalisation": "Remove normalisation from", "add_residual": "Add a residual connection around",
+            "change_downsampling": "Change the downsampling of", "change_head": "Change the classifier head",
+            "other": "Change"}
+
 
 def reply_schema(first: str) -> dict:
     """The JSON schema of the Improver's reply: {first, suggestion}, `first` being problem (loop) or lesson
@@ -27,6 +39,26 @@ def reply_schema(first: str) -> dict:
     makes a constrained reply end well within the token limit (a small model can ramble inside a string)."""
     fields = {name: {"type": "string", "maxLength": REPLY_CHARS} for name in (first, "suggestion")}
     return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
+
+
+def change_schema() -> dict:
+    """The JSON schema of the loop Improver's reply: the diagnosis and one typed change. Backends that can
+    constrain their output (llama.cpp grammars, structured output) are held to it: every reply parses."""
+    text = {"type": "string", "maxLength": REPLY_CHARS}
+    fields = {"problem": text, "operator": {"type": "string", "enum": list(CHANGE_OPS)},
+              "target": {"type": "string", "maxLength": 60}, "arguments": {"type": "string", "maxLength": 120},
+              "reason": text}
+    return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
+
+
+def describe_change(change: dict) -> str:
+    """The typed change as the one-line suggestion the memory, the repeat check and the Generator read
+    (without its reason: the same edit with a new reason is still a repeat)."""
+    op = change.get("operator", "other")
+    target = str(change.get("target") or "").strip()
+    args = str(change.get("arguments") or "").strip()
+    head = " ".join(x for x in (_OP_TEXT.get(op, "Change"), target) if x)
+    return f"{head}: {args}" if args else head
 
 
 CODE_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -66,6 +98,16 @@ def _json_candidates(text: str) -> list[str]:
 
 def _pick(data: dict) -> dict | None:
     norm = {str(k).lower().strip(): v for k, v in data.items()}
+    if isinstance(norm.get("change"), dict):  # the typed change nested one level down
+        norm = {**norm, **{str(k).lower().strip(): v for k, v in norm.pop("change").items()}}
+    op = str(norm.get("operator") or "").strip().lower().replace(" ", "_")
+    if op in CHANGE_OPS:  # a typed change
+        change = {"operator": op, **{k: str(norm.get(k) or "").strip()[:REPLY_CHARS]
+                                     for k in ("target", "arguments", "reason")}}
+        if not (change["target"] or change["arguments"]):
+            return None  # "widen" what, by how much: not a change anyone can implement
+        return {"problem": str(norm.get("problem") or "").strip(), "suggestion": describe_change(change),
+                "change": change}
     sugg = norm.get("suggestion") or norm.get("suggestions") or norm.get("change")
     if isinstance(sugg, list):
         sugg = " ".join(str(s) for s in sugg)

@@ -7,6 +7,7 @@ import json
 import math
 
 from nasloop import prompts
+from nasloop.agent.llm.parsing import CHANGE_OPS
 from nasloop.agent.llm.stream import LONG_LINE
 from nasloop.tools.outcome import human
 
@@ -77,7 +78,7 @@ def improver_prompt(state: dict, note: str = "") -> str:
     text = prompts.render(
         "improver", **_task_fields(task), **best_fields(state),
         last_iteration=last.get("iteration", "-"), last_outcome=out.get("kind", "none"), last_details=details,
-        window=window_text(state),
+        window=window_text(state), operators=", ".join(CHANGE_OPS),
     )
     return f"{text}\n\n{note}" if note else text
 
@@ -152,8 +153,12 @@ def reflect_prompt(state: dict, note: str = "") -> str:
 
 
 def generator_prompt(state: dict, note: str = "") -> str:
-    text = prompts.render("generator", **_task_fields(state["task"]), **best_fields(state),
-                          suggestion=(state.get("proposal") or {}).get("suggestion", FALLBACK_SUGGESTION))
+    proposal = state.get("proposal") or {}
+    suggestion = proposal.get("suggestion", FALLBACK_SUGGESTION)
+    reason = ((proposal.get("change") or {}).get("reason") or "").strip()
+    if reason:  # a typed change: what to edit, then why (the Generator implements it; the memory keeps the edit)
+        suggestion = f"{suggestion} (why: {reason})"
+    text = prompts.render("generator", **_task_fields(state["task"]), **best_fields(state), suggestion=suggestion)
     return f"{text}\n\n{note}" if note else text
 
 

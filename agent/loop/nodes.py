@@ -26,7 +26,7 @@ from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema
+from nasloop.agent.llm.parsing import change_schema, extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
                              reflect_prompt, repair_prompt, tried_note, usable_proposal)
@@ -165,7 +165,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
     prompt = make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
     temperature = esc.temperature if esc else None
-    schema = reply_schema("lesson" if state.get("parent") else "problem")
+    schema = reply_schema("lesson") if state.get("parent") else change_schema()
 
     def ask(attempt: int, text: str) -> dict:
         step = record.TraceStep("improve", variant=attempt)

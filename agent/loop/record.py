@@ -25,6 +25,7 @@ def result_record(outcome: Outcome, proposal: dict, code_key: str | None, fitnes
     return {
         "outcome": outcome.kind, **outcome.to_dict(), "problem": proposal.get("problem", ""),
         "suggestion": proposal.get("suggestion", ""), "suggestion_source": proposal.get("source", "model"),
+        **({"change": proposal["change"]} if isinstance(proposal.get("change"), dict) else {}),
         "code_key": code_key, "fitness": fitness, **_duplicate(outcome),
         **({"parent": parent["iteration"], "parent_fitness": parent.get("fitness")} if parent else {}), **extra,
     }

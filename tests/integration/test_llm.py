@@ -15,7 +15,7 @@ import pytest
 
 from nasloop import prompts
 from nasloop.agent.llm.client import LLMSettings, make_chat_model, make_clients, ChatClient
-from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema
+from nasloop.agent.llm.parsing import CHANGE_OPS, change_schema, extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import code_complete, json_complete
 
 SPEC = "llamacpp:qwen2.5-coder-0.5b"
@@ -50,6 +50,9 @@ def test_a_constrained_improver_reply_parses_even_when_asked_for_prose(model_pat
     for first in ("problem", "lesson"):
         reply = improver.ask(system, PROSE, schema=reply_schema(first), stop=json_complete)
         assert parse_improver(reply.text)[0] is not None, reply.text
+    typed = improver.ask(system, PROSE, schema=change_schema(), stop=json_complete)  # the loop's typed change
+    parsed = parse_improver(typed.text)[0]
+    assert parsed is not None and parsed["change"]["operator"] in CHANGE_OPS, typed.text
 
 
 def test_token_counts_and_prefix_reuse_in_process(model_path):

@@ -1,0 +1,62 @@
+"""The Improver's typed change: {problem, operator, target, arguments, reason} parses (also nested or with
+sloppy keys), reaches the Generator's prompt with its reason, is recorded in results.jsonl, and a repeat of
+an earlier change — the same edit with a new reason — goes back to the Improver with the tried list."""
+from __future__ import annotations
+
+import json
+
+from nasloop.agent import Deps, build_graph, recursion_limit_for
+from nasloop.agent.llm.parsing import CHANGE_OPS, change_schema, parse_improver
+from nasloop.agent.runs.store import RunStore
+from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
+
+WIDEN = {"problem": "too narrow", "operator": "widen", "target": "conv2", "arguments": "32 -> 64 channels",
+         "reason": "more features per layer"}
+
+
+def test_a_typed_change_parses_into_a_suggestion_and_its_fields():
+    parsed, err = parse_improver(json.dumps(WIDEN))
+    assert not err and parsed["suggestion"] == "Widen conv2: 32 -> 64 channels"
+    assert parsed["change"] == {"operator": "widen", "target": "conv2", "arguments": "32 -> 64 channels",
+                                "reason": "more features per layer"}
+    nested = {"problem": "p", "change": {"Operator": "add residual", "target": "block2", "arguments": "identity"}}
+    assert parse_improver(json.dumps(nested))[0]["change"]["operator"] == "add_residual"
+    assert parse_improver(json.dumps({**WIDEN, "target": "", "arguments": ""}))[0] is None  # widen what?
+    assert parse_improver('{"problem": "p", "suggestion": "add dropout"}')[0]["suggestion"] == "add dropout"
+
+
+def test_the_schema_offers_exactly_the_operators_and_every_field_is_required():
+    schema = change_schema()
+    assert schema["properties"]["operator"]["enum"] == list(CHANGE_OPS)
+    assert set(schema["required"]) == {"problem", "operator", "target", "arguments", "reason"}
+    for op in CHANGE_OPS:  # whatever a grammar-held reply chooses, it parses
+        assert parse_improver(json.dumps({**WIDEN, "operator": op}))[0]["change"]["operator"] == op
+
+
+def _run(tmp_path, improver_replies: list[str], iterations: int) -> RunStore:
+    store = RunStore.create(tmp_path, "unit", {})
+    generator = scripted(*[code_reply(tag=f"acc=0.{5 + i}") for i in range(iterations + 2)])
+    deps = Deps(scripted(*improver_replies), generator, ScriptedEvaluator(), store)
+    build_graph(deps).invoke({"task": task(iterations)}, {"configurable": {"thread_id": "t"},
+                                                         "recursion_limit": recursion_limit_for(iterations)})
+    return store
+
+
+def test_the_typed_change_reaches_the_generator_and_the_record(tmp_path):
+    store = _run(tmp_path, [json.dumps(WIDEN)], iterations=1)
+    gen = next(r for r in store.trace() if r["node"] == "generate" and r["iteration"] == 1)
+    assert "Change to make: Widen conv2: 32 -> 64 channels (why: more features per layer)" in gen["prompt"]
+    improve = next(r for r in store.trace() if r["node"] == "improve" and r["iteration"] == 1)
+    assert '"operator": "<one of: widen, deepen, change_kernel' in improve["prompt"]  # the format it is asked for
+    result = next(r for r in store.results() if r["iteration"] == 1)
+    assert result["change"]["operator"] == "widen" and result["suggestion_source"] == "model"
+
+
+def test_a_repeated_typed_change_goes_back_to_the_improver_with_the_tried_list(tmp_path):
+    again = {**WIDEN, "reason": "a new reason for the same edit"}
+    other = {**WIDEN, "operator": "add_normalisation", "target": "all", "arguments": "BatchNorm2d after each conv"}
+    store = _run(tmp_path, [json.dumps(WIDEN), json.dumps(again), json.dumps(other)], iterations=2)
+    retry = next(r for r in store.trace() if r["iteration"] == 2 and r["node"] == "improve.1")
+    assert "was already tried" in retry["prompt"] and "- Widen conv2: 32 -> 64 channels" in retry["prompt"]
+    result = next(r for r in store.results() if r["iteration"] == 2)
+    assert result["suggestion_source"] == "model-retry" and result["change"]["operator"] == "add_normalisation"
