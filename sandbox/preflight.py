@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 TEXT = 1500  # characters of any one text field (message, traceback) in the result
+LAYERS = 40  # leaf layers reported from a passed pre-flight
 
 # --- failures as data --------------------------------------------------------------------------
 def safe_str(obj: object, limit: int = TEXT) -> str:
@@ -115,7 +116,14 @@ class ShapeTrace:
             self.stack.pop()
         if self._leaf(mod) and len(self.done) < 200:
             self.done.append({"name": self.names.get(id(mod), "?"), "type": type(mod).__name__,
-                              "out": self.shape(out)})
+                              "out": self.shape(out), "params": self.params(mod)})
+
+    @staticmethod
+    def params(mod: nn.Module) -> int:
+        try:
+            return int(sum(p.numel() for p in mod.parameters(recurse=False)))
+        except Exception:  # noqa: BLE001 - the candidate's module: a count is a fact to report, not a need
+            return -1
 
     def remove(self) -> None:
         for h in self.handles:
@@ -247,7 +255,8 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     if wrong:
         return {**wrong, "trace": trace.record()}, info
     flops, structure = int(counter.get_total_flops()) // 2, ops.key(model)
-    info = {**info, "flops": flops, "structure": structure, "preflight_seconds": time.perf_counter() - t0}
+    info = {**info, "flops": flops, "structure": structure, "preflight_seconds": time.perf_counter() - t0,
+            "layers": trace.record()["layers"][:LAYERS]}  # for the Improver: what each layer makes, and costs
     costly = over_flops(flops, max_flops, counter.get_flop_counts())
     if costly:
         return costly, info

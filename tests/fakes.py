@@ -84,12 +84,13 @@ class ScriptedEvaluator:
                            failure={"phase": "duplicate", "of": known_structures[structure]}, structure=structure)
         m = re.search(r"acc=([\d.]+)", source)
         if m:
-            return Outcome("ok", accuracy=float(m.group(1)), params=1000, flops=2000, seconds=0.0, structure=structure)
+            return Outcome("ok", accuracy=float(m.group(1)), params=1000, flops=2000, seconds=0.0, structure=structure,
+                           layers="conv1 Conv2d -> 8x32x32 (80)\nfc Linear -> 10 (920)")
         m = re.search(r"(p?)fail=(\w+)", source)
         if m:  # pfail=...: a failure found by the pre-flight (repairable), fail=...: during training
             stage = "preflight" if m.group(1) else None
             return Outcome(m.group(2), f"{m.group(2)} diagnosis", seconds=0.0, stage=stage)  # type: ignore[arg-type]
-        return Outcome("ok", accuracy=0.5, params=1000, seconds=0.0)
+        return Outcome("ok", accuracy=0.5, params=1000, seconds=0.0, layers="conv1 Conv2d -> 8x32x32 (80)")
 
     def score(self, source: str, proxies: tuple[str, ...], known_structures: dict | None = None) -> Outcome:
         """Proxy scoring: tag `score=12` sets the score (default 10 x the acc= tag); failures as above."""

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from nasloop.sandbox.base import Limits, RawResult
+from nasloop.sandbox.base import Limits, RawResult, printable
 
 OutcomeKind = Literal[
     "ok", "syntax_error", "invalid_code", "interface_error", "shape_error", "runtime_error",
@@ -62,6 +62,7 @@ class Outcome:
     stage: str | None = None  # where it failed: static (AST policy) | preflight (meta device) | None
     failure: dict = field(default_factory=dict)  # phase, exc_type, line, layer {name, type, repr, in}: as data
     structure: str | None = None  # the pre-flight's hash of the net's operations and shapes (structural duplicates)
+    layers: str | None = None  # reported: one line per leaf layer (name, type, output shape, parameters)
     verified: list[str] = field(default_factory=list)  # fields the host established (VERIFIABLE); others reported
 
     @property
@@ -165,6 +166,7 @@ def _common(raw: RawResult, res: dict) -> dict:
     c.update(device=_txt(res.get("device")), precision=_txt(res.get("precision")), seed=_num(res.get("seed")))
     key = res.get("structure")
     c["structure"] = key if isinstance(key, str) and re.fullmatch(r"[0-9a-f]{16}", key) else None
+    c["layers"] = layer_lines(res.get("layers"))
     verified = []
     if raw.tensors is not None:
         c["params"] = raw.tensors
@@ -293,6 +295,25 @@ def _shape(value: object) -> str:
     if isinstance(value, list):
         return "x".join(str(d) for d in value) or "scalar"
     return _txt(value)
+
+
+def layer_lines(layers: object, limit: int = 40) -> str | None:
+    """The pre-flight's layer list as short lines, `conv2 Conv2d -> 64x16x16 (18.5k)`: reported by the
+    candidate's side, so only well-formed entries are kept, every field bounded."""
+    if not isinstance(layers, list):
+        return None
+    lines = []
+    for lay in layers[:limit]:
+        if not isinstance(lay, dict):
+            continue
+        name, kind, out, n = lay.get("name"), lay.get("type"), lay.get("out"), lay.get("params")
+        if not (isinstance(name, str) and isinstance(kind, str)):
+            continue
+        shape = ("x".join(str(d) for d in out[:4]) if isinstance(out, list) and all(isinstance(d, int) for d in out)
+                 else "?")
+        size = f" ({human(n)})" if isinstance(n, int) and n > 0 else ""
+        lines.append(printable(f"{name[:60]} {kind[:40]} -> {shape}{size}"))
+    return "\n".join(lines) or None
 
 
 def _txt(value: object) -> str:

@@ -50,6 +50,7 @@ def best_fields(state: dict) -> dict:
         "best_accuracy": acc, "base_label": label,
         "best_iteration": best.get("iteration", "-"),
         "best_params": human(best["params"]) if best.get("params") else "n/a",
+        "best_layers": best.get("layers") or "(not traced)",
     }
 
 

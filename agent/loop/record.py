@@ -86,7 +86,7 @@ def best_entry(r: dict, code: str | None, proxy: str | None = None) -> dict:
     """The graph's `best` for a record that improves on it: small, plus the code the prompts show."""
     scores = r.get("scores") or {}
     return {"iteration": r["iteration"], "accuracy": r.get("accuracy"), "params": r.get("params"),
-            "flops": r.get("flops"), "code": code, "fitness": fitness(r),
+            "flops": r.get("flops"), "code": code, "fitness": fitness(r), "layers": r.get("layers"),
             **({"score": scores[proxy]} if proxy and proxy in scores else {})}
 
 

@@ -48,6 +48,10 @@ def test_process_sandbox_trains_too(digits):
     ev = Evaluator(digits, make_sandbox("process", limits=Limits(timeout_s=300)), TrainSettings(min_steps=40))
     out = ev.evaluate(prompts.seed_source("default"))
     assert out.kind == "ok" and out.accuracy > 0.3, out.summary()
+    # the pre-flight's layer facts, for the Improver: each leaf layer's output shape and parameters
+    lines = (out.layers or "").splitlines()
+    assert len(lines) >= 4 and any(" Conv2d -> " in x and x.endswith(")") for x in lines), out.layers
+    assert lines[-1].split(" -> ")[1].startswith("10"), out.layers  # the head makes the 10 class logits
 
 
 def test_process_sandbox_times_out_and_classifies(digits):

@@ -48,6 +48,7 @@ def test_the_typed_change_reaches_the_generator_and_the_record(tmp_path):
     assert "Change to make: Widen conv2: 32 -> 64 channels (why: more features per layer)" in gen["prompt"]
     improve = next(r for r in store.trace() if r["node"] == "improve" and r["iteration"] == 1)
     assert '"operator": "<one of: widen, deepen, change_kernel' in improve["prompt"]  # the format it is asked for
+    assert "conv1 Conv2d -> 8x32x32 (80)" in improve["prompt"]  # facts: the best net's layers, as traced
     result = next(r for r in store.results() if r["iteration"] == 1)
     assert result["change"]["operator"] == "widen" and result["suggestion_source"] == "model"
 
@@ -60,3 +61,17 @@ def test_a_repeated_typed_change_goes_back_to_the_improver_with_the_tried_list(t
     assert "was already tried" in retry["prompt"] and "- Widen conv2: 32 -> 64 channels" in retry["prompt"]
     result = next(r for r in store.results() if r["iteration"] == 2)
     assert result["suggestion_source"] == "model-retry" and result["change"]["operator"] == "add_normalisation"
+
+
+def test_only_well_formed_layer_facts_reach_the_prompt():
+    from nasloop.tools.outcome import layer_lines
+
+    reported = [{"name": "conv1", "type": "Conv2d", "out": [32, 16, 16], "params": 896},
+                {"name": "x" * 500, "type": "Linear", "out": [10], "params": 330},
+                {"name": 5, "type": "Evil"}, "not a dict", {"name": "act", "type": "ReLU", "out": "Tensor?", "params": 0},
+                {"name": "bell\x07", "type": "Conv2d", "out": [1, "2"], "params": True}]
+    text = layer_lines(reported)
+    lines = text.splitlines()
+    assert lines[0] == "conv1 Conv2d -> 32x16x16 (896)" and lines[1] == "x" * 60 + " Linear -> 10 (330)"
+    assert lines[2] == "act ReLU -> ?" and len(lines) == 4 and "\x07" not in text
+    assert layer_lines("a string") is None and layer_lines([{"type": "X"}] * 100) is None
