@@ -169,8 +169,8 @@ def search_deps(args: argparse.Namespace, store: RunStore | None = None,
                            early_stop=not getattr(args, "no_early_stop", False),
                            constrained=not getattr(args, "no_constrain", False), lookup=getattr(args, "lookup", 0))
     improver, generator = clients(*specs, settings)
-    if store is None:
-        store = new_store(args, evaluator)
+    if store is None:  # run.json keeps the task too: a run whose checkpoints are lost can still be forked
+        store = new_store(args, evaluator, task=make_task(evaluator, args))
     else:  # resumed: only --iterations may change
         store.update_config(lambda cfg: cfg["args"].update(iterations=args.iterations))
     seed = next((r for r in store.results() if r["iteration"] == 0), None)

@@ -115,6 +115,9 @@ def _lazy_clients(*specs_and_settings: Any) -> tuple[Any, Any]:
 
 
 _RUNS: dict[tuple[str, str], Deps] = {}
+# the graph's task: the data set's facts and the budget (nasloop search's make_task makes the same)
+TASK_KEYS = ("dataset", "description", "num_classes", "in_channels", "image_size", "max_params", "steps_text",
+             "iterations", "target_accuracy")
 _RUNS_LOCK = threading.Lock()
 
 
@@ -136,9 +139,11 @@ def deps_for_task(task: dict) -> Deps:
     with _RUNS_LOCK:
         if key not in _RUNS:
             deps, evaluator, store = search_deps(search_args(task), clients=_lazy_clients)
-            store.update_config(lambda cfg: cfg.update(studio_thread=thread or None))
+            completed = complete_task(task, evaluator)  # what fork needs to start a run from the records
+            store.update_config(lambda cfg: cfg.update(studio_thread=thread or None,
+                                                       task={k: v for k, v in completed.items() if k in TASK_KEYS}))
             print(f"nasloop: run {store.path} (thread {thread or '-'})", file=sys.stderr)
-            _RUNS[key] = _RUNS[_key(thread, complete_task(task, evaluator))] = deps
+            _RUNS[key] = _RUNS[_key(thread, completed)] = deps
         return _RUNS[key]
 
 

@@ -54,10 +54,7 @@ def _record(deps: Deps, state: dict, iteration: int, code: str | None, proposal:
     fit = record.fitness(res)
     update: dict[str, Any] = {
         "window": [record.triple(res, opts.proxy)],
-        "last": {"iteration": iteration, "code": code, "outcome": Outcome.from_dict(res).to_dict(),
-                 "llm": extra.get("llm", {}), "repairs": len(extra.get("repairs", [])),
-                 "escape": (extra.get("escape") or {}).get("name"), "fitness": fit,
-                 **({"parent": parent["iteration"], "parent_fitness": parent.get("fitness")} if parent else {})},
+        "last": record.last_entry(res, code),
         "iteration": iteration + 1,
         "counts": {res["outcome"]: 1, "evaluated": 1},
         "proposal": None,

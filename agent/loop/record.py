@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from nasloop.agent.state import Triple
+from nasloop.agent.state import DEFAULT_K, Triple, window_add
 from nasloop.tools.outcome import Outcome
 
 TEXT_CHARS = 300  # of the Improver's problem and suggestion kept in the memory window
@@ -188,3 +188,30 @@ class TraceStep:
 
 
 _OLD_NODE = re.compile(r"^(improve|generate|repair|check|score)(\d*)(?:\.(\d+))?(?:\+(\d+))?$")
+
+
+def last_entry(r: dict, code: str | None) -> dict:
+    """The graph's `last` for a results record: what the Improver diagnoses next."""
+    return {"iteration": r["iteration"], "code": code, "outcome": Outcome.from_dict(r).to_dict(),
+            "llm": r.get("llm") or {}, "repairs": len(r.get("repairs") or []),
+            "escape": (r.get("escape") or {}).get("name"), "fitness": fitness(r),
+            **({"parent": r["parent"], "parent_fitness": r.get("parent_fitness")} if "parent" in r else {})}
+
+
+def state_from_results(results: list[dict], code_of: Callable[[int], str | None], k: int = DEFAULT_K,
+                       proxy: str | None = None) -> dict:
+    """The loop's graph state after the records `results` (iterations 0..n-1, in order), derived by the same
+    functions the nodes build it with: window, best, last, counters. For a run whose checkpoints are
+    elsewhere (a LangGraph Studio server's) or damaged."""
+    window: list = []
+    best: dict | None = None
+    counts: dict[str, int] = {}
+    for r in results:
+        window = window_add(window, [triple(r, proxy)], k)
+        if improves(best, r):
+            best = best_entry(r, code_of(r["iteration"]), proxy)
+        for key in (r.get("outcome", ""), "evaluated"):
+            counts[key] = counts.get(key, 0) + 1
+    last = results[-1]
+    return {"best": best, "window": window, "last": last_entry(last, code_of(last["iteration"])),
+            "iteration": last["iteration"] + 1, "counts": counts}

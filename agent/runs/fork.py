@@ -1,5 +1,7 @@
 """`nasloop fork RUN_DIR --at ITERATION`: a NEW run that starts from the source's checkpointed state at
-that iteration ("what if a different model had taken over here?"). The source is never written to.
+that iteration ("what if a different model had taken over here?"). The source is never written to. A
+run without checkpoints (LangGraph Studio's server keeps its own) is forked from the state its records
+give, derived as the nodes derive it.
 
 The state comes from the source's LangGraph checkpoint history: the snapshot taken after iteration
 ITERATION-1 was recorded and before iteration ITERATION's Improver ran. The new run gets that state as
@@ -19,7 +21,9 @@ from langgraph.graph.state import CompiledStateGraph
 
 from nasloop.errors import RunError
 from nasloop.agent.graph import build_graph
+from nasloop.agent.loop import record
 from nasloop.agent.runs.store import RunStore
+from nasloop.agent.state import DEFAULT_K
 
 THREAD = "search"
 
@@ -37,10 +41,10 @@ ROUND_STARTS = ("improve", "select", "propose", "candidate")
 
 
 def state_at(run: RunStore, iteration: int) -> dict:
-    """The source's checkpointed state just before `iteration` began."""
+    """The source's checkpointed state just before `iteration` began; for a run without checkpoints (a
+    LangGraph Studio run: its server keeps them), the same state derived from its records."""
     if not run.checkpoint_path.is_file():
-        studio = " (a LangGraph Studio run: its server keeps the checkpoints)" if run.config.get("studio_thread") else ""
-        raise RunError(f"{run.path} has no checkpoints to fork from{studio}")
+        return state_from_records(run, iteration)
     with tempfile.TemporaryDirectory() as tmp:  # read a copy: SQLite would add -wal/-shm files to the source
         copy = Path(tmp) / "checkpoints.sqlite"
         shutil.copy2(run.checkpoint_path, copy)
@@ -65,6 +69,22 @@ def state_at(run: RunStore, iteration: int) -> dict:
         "workers", 1) > 1 else ""
     raise RunError(f"no checkpoint before iteration {iteration} in {run.path} (it has iterations 0..{last}; "
                    f"fork at 1..{last + 1}{rounds})")
+
+
+def state_from_records(run: RunStore, iteration: int) -> dict:
+    """The loop's state before `iteration`, from results.jsonl and the candidates (agent/loop/record.py builds
+    it with the nodes' own functions). Needs every earlier iteration's record and the run's task."""
+    args, task = run.config.get("args") or {}, run.config.get("task")
+    if (args.get("strategy") or "loop") != "loop" or (args.get("workers") or 1) > 1 or not isinstance(task, dict):
+        raise RunError(f"{run.path} has no checkpoints to fork from (a run without them can be forked only if it is "
+                       f"a one-worker loop run whose run.json records its task, as LangGraph Studio runs do)")
+    results = [r for r in run.results() if r["iteration"] < iteration]
+    if [r["iteration"] for r in results] != list(range(iteration)):
+        last = max((r["iteration"] for r in run.results()), default=-1)
+        raise RunError(f"{run.path} has no record of every iteration before {iteration} (it has 0..{last}; "
+                       f"fork at 1..{last + 1})")
+    state = record.state_from_results(results, run.candidate_code, int(args.get("k") or DEFAULT_K), args.get("proxy"))
+    return {**state, "task": task}
 
 
 def prepare_fork(source: str | Path, at: int, runs_dir: str | Path, overrides: dict) -> RunStore:

@@ -11,6 +11,7 @@ from nasloop.agent.graph import route_next, route_start
 from nasloop.agent.deps import LoopOptions
 from nasloop.agent.llm.prompting import FALLBACK_CHANGES
 from nasloop.agent.runs.store import RunStore
+from nasloop.errors import RunError
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, scripted, task
 
 GOOD_IMPROVER = '{"problem": "too shallow", "suggestion": "add a block"}'
@@ -333,3 +334,42 @@ def test_the_duplicate_verdict_is_advisory_a_duplicate_left_after_its_repair_is_
     run(Deps(scripted(GOOD_IMPROVER), scripted(*replies[:2]), ScriptedEvaluator(), store2, LoopOptions(repairs=0)),
         iterations=2)
     assert store2.results()[2]["outcome"] == "ok"  # no repair to follow: not even asked
+
+
+def test_the_state_from_the_records_is_the_checkpointed_state(tmp_path):
+    """A run without checkpoints (a LangGraph Studio run) is forked from the state its records give: the
+    same window, best, last, counters and iteration the checkpoint holds, iteration by iteration."""
+    from nasloop.agent.runs.fork import state_at, state_from_records
+
+    t = task(4)
+    store = RunStore.create(tmp_path, "unit", {"args": {"iterations": 4, "k": 5}, "task": t})
+    replies = [code_reply(tag="acc=0.6"), code_reply(tag="fail=shape_error"), code_reply(tag="acc=0.7"),
+               code_reply(tag="acc=0.65")]
+    conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
+    try:
+        graph = build_graph(Deps(scripted(GOOD_IMPROVER), scripted(*replies), ScriptedEvaluator(), store),
+                            checkpointer=SqliteSaver(conn))
+        graph.invoke({"task": t}, config(4, thread="search"))  # the thread nasloop search uses
+    finally:
+        conn.close()
+    for at in (1, 2, 3, 4):
+        checkpointed = state_at(store, at)
+        rebuilt = state_from_records(store, at)
+        for key in ("best", "window", "last", "iteration", "counts", "task"):
+            assert rebuilt[key] == checkpointed[key], (at, key)
+    with pytest.raises(RunError, match="fork at 1..5"):
+        state_from_records(store, 7)
+
+
+def test_a_run_without_checkpoints_is_forked_from_its_records(tmp_path):
+    from nasloop.agent.runs.fork import prepare_fork
+
+    store = RunStore.create(tmp_path, "unit", {"args": {"iterations": 2, "k": 5}, "task": task(2)})
+    run(Deps(scripted(GOOD_IMPROVER), scripted(code_reply(tag="acc=0.6"), code_reply(tag="acc=0.7")),
+             ScriptedEvaluator(), store), iterations=2)  # no checkpointer: as under a LangGraph Studio server
+    assert not store.checkpoint_path.exists()
+    fork = prepare_fork(store.path, 2, tmp_path / "forks", {})
+    assert [r["iteration"] for r in fork.results()] == [0, 1] and fork.checkpoint_path.is_file()
+    evolution = RunStore.create(tmp_path, "evo", {"args": {"strategy": "evolution"}, "task": task(2)})
+    with pytest.raises(RunError, match="no checkpoints to fork from"):
+        prepare_fork(evolution.path, 1, tmp_path / "forks", {})
