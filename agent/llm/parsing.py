@@ -102,8 +102,7 @@ def _pick(data: dict) -> dict | None:
         norm = {**norm, **{str(k).lower().strip(): v for k, v in norm.pop("change").items()}}
     op = str(norm.get("operator") or "").strip().lower().replace(" ", "_")
     if op in CHANGE_OPS:  # a typed change
-        change = {"operator": op, **{k: str(norm.get(k) or "").strip()[:REPLY_CHARS]
-                                     for k in ("target", "arguments", "reason")}}
+        change = {"operator": op, **{k: _field(norm.get(k)) for k in ("target", "arguments", "reason")}}
         if not (change["target"] or change["arguments"]):
             return None  # "widen" what, by how much: not a change anyone can implement
         return {"problem": str(norm.get("problem") or "").strip(), "suggestion": describe_change(change),
@@ -117,6 +116,12 @@ def _pick(data: dict) -> dict | None:
     if isinstance(prob, list):
         prob = " ".join(str(p) for p in prob)
     return {"problem": str(prob).strip(), "suggestion": str(sugg).strip()}
+
+
+def _field(value: object) -> str:
+    """One field of a typed change; a null written as text ("None", "null", "n/a") is no value."""
+    text = str(value if value is not None else "").strip()[:REPLY_CHARS]
+    return "" if text.lower() in ("none", "null", "n/a", "-") else text
 
 
 def extract_code(text: str) -> tuple[str | None, str]:

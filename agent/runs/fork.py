@@ -42,7 +42,7 @@ ROUND_STARTS = ("improve", "select", "propose", "candidate")
 
 def state_at(run: RunStore, iteration: int) -> dict:
     """The source's checkpointed state just before `iteration` began; for a run without checkpoints (a
-    LangGraph Studio run: its server keeps them), the same state derived from its records."""
+    LangGraph Studio run: its server keeps them) or with damaged ones, the same state derived from its records."""
     if not run.checkpoint_path.is_file():
         return state_from_records(run, iteration)
     with tempfile.TemporaryDirectory() as tmp:  # read a copy: SQLite would add -wal/-shm files to the source
@@ -59,6 +59,10 @@ def state_at(run: RunStore, iteration: int) -> dict:
                 if values.get("iteration") == iteration and (not snap.next or snap.next[0] in ROUND_STARTS):
                     return dict(values)
         except sqlite3.DatabaseError as exc:
+            try:  # the records still give the state, where they can
+                return state_from_records(run, iteration)
+            except RunError:
+                pass
             raise RunError(f"{run.checkpoint_path} is damaged ({exc}): there is no state to fork from; results.jsonl "
                            f"and trace.jsonl are intact: 'nasloop report {run.path}' still works") from exc
         finally:

@@ -370,6 +370,8 @@ def test_a_run_without_checkpoints_is_forked_from_its_records(tmp_path):
     assert not store.checkpoint_path.exists()
     fork = prepare_fork(store.path, 2, tmp_path / "forks", {})
     assert [r["iteration"] for r in fork.results()] == [0, 1] and fork.checkpoint_path.is_file()
+    store.checkpoint_path.write_bytes(b"this is not a database" * 100)  # damaged: the records still serve
+    assert [r["iteration"] for r in prepare_fork(store.path, 2, tmp_path / "forks", {}).results()] == [0, 1]
     evolution = RunStore.create(tmp_path, "evo", {"args": {"strategy": "evolution"}, "task": task(2)})
     with pytest.raises(RunError, match="no checkpoints to fork from"):
         prepare_fork(evolution.path, 1, tmp_path / "forks", {})

@@ -22,6 +22,9 @@ def test_a_typed_change_parses_into_a_suggestion_and_its_fields():
     nested = {"problem": "p", "change": {"Operator": "add residual", "target": "block2", "arguments": "identity"}}
     assert parse_improver(json.dumps(nested))[0]["change"]["operator"] == "add_residual"
     assert parse_improver(json.dumps({**WIDEN, "target": "", "arguments": ""}))[0] is None  # widen what?
+    # the 1.5B model writes a null as text: "Widen all: None" is not an argument
+    assert parse_improver(json.dumps({**WIDEN, "target": "all", "arguments": "None"}))[0]["suggestion"] == "Widen all"
+    assert parse_improver(json.dumps({**WIDEN, "target": "null", "arguments": None}))[0] is None
     assert parse_improver('{"problem": "p", "suggestion": "add dropout"}')[0]["suggestion"] == "add dropout"
 
 
