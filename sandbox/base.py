@@ -160,17 +160,35 @@ def tail_text(data: bytes, limit: int) -> str:
 
 @dataclass
 class LiveSet:
-    """What this process has running in sandboxes, so a signal handler can end all of it at once."""
+    """What this process has running in sandboxes, so a signal handler can end all of it at once.
+
+    `close()` is for a process that is leaving: it ends everything registered, and from then on anything
+    registered late (a container whose creation was in flight when the signal came) is ended as it is added,
+    so a node still running in another thread cannot start what nobody would stop. `sweeps` run at every
+    close, after the cleanups: they catch what no cleanup was registered for yet (the docker sandboxes sweep
+    this process's own containers by label)."""
 
     cleanups: dict[int, Any] = field(default_factory=dict)
+    sweeps: dict[str, Any] = field(default_factory=dict)
+    closing: bool = False
 
     def add(self, fn) -> int:
         key = id(fn)
         self.cleanups[key] = fn
+        if self.closing:
+            self.stop_all()
         return key
 
     def discard(self, key: int) -> None:
         self.cleanups.pop(key, None)
+
+    def check_open(self) -> None:
+        """Called before a sandbox creates anything (a job directory, a container, a process)."""
+        if self.closing:
+            raise SandboxUnavailable("nasloop is stopping: no new sandbox is started")
+
+    def add_sweep(self, name: str, fn) -> None:
+        self.sweeps[name] = fn
 
     def stop_all(self) -> int:
         """Run every registered cleanup (kill containers and processes, remove job directories)."""
@@ -178,12 +196,25 @@ class LiveSet:
         for key in list(self.cleanups):
             fn = self.cleanups.pop(key, None)
             if fn is not None:
-                try:
-                    fn()
-                    n += 1
-                except Exception:  # noqa: BLE001 - best effort at shutdown; each cleanup is independent
-                    pass
+                n += _quietly(fn)
         return n
+
+    def close(self) -> int:
+        """End everything now and refuse to keep anything started from here on (see the class)."""
+        self.closing = True
+        n = self.stop_all()
+        for fn in list(self.sweeps.values()):
+            _quietly(fn)
+        return n
+
+
+def _quietly(fn) -> int:
+    """Best effort at shutdown: each cleanup is independent, one failing must not skip the others."""
+    try:
+        fn()
+        return 1
+    except Exception:  # noqa: BLE001
+        return 0
 
 
 LIVE = LiveSet()

@@ -26,6 +26,7 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, LogConfig, Ulimit
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from nasloop.sandbox import outputs
 from nasloop.sandbox.base import (
@@ -40,6 +41,7 @@ HOST_MOUNTS = "host-mounts"
 CONTAINER_LABEL = "nasloop.owner"  # boot id / pid namespace / pid / start time of the nasloop process
 IMAGE_DIR = "/nasloop"  # where the image (or the host mounts) keep the harness
 HARNESS_FILES = ("runner.py", "preflight.py", "zero_cost.py", "worker.py")
+REMOVE_TRIES = 4
 ENGINE_HINT = ("Docker engine not reachable: start it (e.g. 'sudo systemctl start docker' or 'make docker-engine') "
                "or pass --sandbox process")
 
@@ -92,6 +94,7 @@ class DockerEngine:
         self.host_mounts = (img.labels or {}).get(MODE_LABEL) == HOST_MOUNTS
         self.python = sys.executable if self.host_mounts else "python"
         remove_orphans(self.client)
+        LIVE.add_sweep("docker", lambda: remove_own(self.client))
         self.check_runtime()
 
     def check_runtime(self) -> None:
@@ -132,8 +135,13 @@ class DockerEngine:
         return settings
 
     def remove(self, container) -> None:
+        """Force-remove, never raising. An engine under load can answer with an error (a kill that got no
+        exit event in time) and leave the container running, so a failed removal is tried again."""
         try:
-            container.remove(force=True)
+            for attempt in Retrying(stop=stop_after_attempt(REMOVE_TRIES), wait=wait_fixed(0.5),
+                                    retry=retry_if_exception(_worth_retrying), reraise=True):
+                with attempt:
+                    container.remove(force=True)
         except (DockerException, requests.RequestException):
             pass
 
@@ -143,6 +151,7 @@ class DockerSandbox(DockerEngine):
     infrastructure faults go to `infra_error`."""
 
     def run(self, job: Job) -> RawResult:
+        LIVE.check_open()
         lim = self.limits
         t0 = time.perf_counter()
         raw = RawResult()
@@ -213,6 +222,35 @@ def leftover_containers(client: docker.DockerClient | None = None) -> list:
     client = client or docker_client()
     return [c for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
             if owner_state((c.labels or {}).get(CONTAINER_LABEL, "")) in ("self", "dead")]
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Gone already, or being removed by another thread: done. Anything else from the engine: try again."""
+    if isinstance(exc, NotFound):
+        return False
+    if isinstance(exc, APIError) and exc.status_code == 409 and "in progress" in str(exc):
+        return False
+    if isinstance(exc, requests.Timeout):
+        return False  # a hung engine: waiting again only delays a process that is leaving
+    return isinstance(exc, (DockerException, requests.RequestException))
+
+
+def remove_own(client: docker.DockerClient) -> int:
+    """Remove this process's own sandbox containers: run when it leaves on a signal, to catch one whose
+    creation was in flight when its node was stopped."""
+    removed = 0
+    try:
+        mine = [c for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+                if owner_state((c.labels or {}).get(CONTAINER_LABEL, "")) == "self"]
+    except (DockerException, requests.RequestException):
+        return 0
+    for c in mine:
+        try:
+            c.remove(force=True)
+            removed += 1
+        except (DockerException, requests.RequestException):
+            pass
+    return removed
 
 
 def remove_orphans(client: docker.DockerClient) -> int:

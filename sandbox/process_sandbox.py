@@ -111,6 +111,7 @@ class ProcessSandbox:
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     def run(self, job: Job) -> RawResult:
+        LIVE.check_open()
         lim = self.limits
         raw = RawResult()
         t0 = time.perf_counter()

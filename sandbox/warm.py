@@ -37,6 +37,7 @@ class WarmSandbox(DockerEngine):
     container: Any = None  # the worker's docker Container, None until the first job
 
     def _start(self) -> None:
+        LIVE.check_open()
         self.jobs = Path(tempfile.mkdtemp(prefix="nasloop-jobs-"))
         os.chmod(self.jobs, 0o755)
         self.data_dir: str | None = None
@@ -45,6 +46,7 @@ class WarmSandbox(DockerEngine):
     def _launch(self, data_dir: Path) -> None:
         """Start the worker container with this data set mounted, and accept its one connection on a socket
         in a fresh host directory that the container sees read-only."""
+        LIVE.check_open()
         if getattr(self, "jobs", None) is None:
             self._start()
         self.ctl = Path(tempfile.mkdtemp(prefix="nasloop-ctl-"))

@@ -267,14 +267,25 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+_STOPPING = threading.Event()  # set by the first signal: the stop it starts is not interrupted by another
+
+
 def _on_signal(signum: int, _frame) -> None:
     """Ctrl-C, SIGTERM, SIGHUP: stop every sandbox at once (an evaluation may be running in another thread).
     While a search streams, LangGraph runs the node in a worker thread and would wait for it (an LLM call can
     take a minute) as the exception unwinds: everything recorded is already on disk (appended and fsynced,
-    checkpoints committed), so say how to resume and leave now."""
+    checkpoints committed), so say how to resume and leave now.
+
+    A second signal during that stop is ignored: `timeout` signals nasloop and then its whole process group,
+    and Python would run this handler again inside the first one, which would leave (os._exit) while the
+    first was still removing a container or a job directory."""
     from nasloop.sandbox.base import LIVE
 
-    LIVE.stop_all()
+    if _STOPPING.is_set():
+        return
+    _STOPPING.set()
+
+    LIVE.close()  # from here on, a sandbox started by a node still running is ended as it registers
     if EXIT_NOTES and threading.active_count() > 1:
         # a node whose sandbox was just stopped fails fast and cleans up after itself: give it a moment,
         # then stop whatever it may have started meanwhile
@@ -282,7 +293,7 @@ def _on_signal(signum: int, _frame) -> None:
         for thread in threading.enumerate():
             if thread is not threading.current_thread() and not thread.daemon:
                 thread.join(max(0.0, deadline - time.monotonic()))
-        LIVE.stop_all()
+        LIVE.close()
         for note in EXIT_NOTES:
             print(f"\n{note}", file=sys.stderr)
         sys.stdout.flush()

@@ -258,6 +258,31 @@ def test_orphans_of_a_killed_owner_are_removed(docker_engine):
                 pass
 
 
+def test_a_process_that_is_leaving_ends_what_its_nodes_start_late(evaluator, docker_engine):
+    """On a signal nasloop closes its LiveSet: a node still running cannot start a sandbox afterwards, and the
+    sweep removes a container of this process that no cleanup knew of (one whose creation was in flight)."""
+    from nasloop.errors import SandboxUnavailable
+    from nasloop.sandbox.base import LIVE
+    from nasloop.sandbox.docker_sandbox import CONTAINER_LABEL, DEFAULT_IMAGE
+    from nasloop.sandbox.host import owner_label
+
+    def mine() -> list:
+        return [c for c in docker_engine.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+                if c.labels.get(CONTAINER_LABEL) == owner_label()]
+
+    stray = docker_engine.containers.create(DEFAULT_IMAGE, command=["/nonexistent"],
+                                            labels={CONTAINER_LABEL: owner_label()})
+    try:
+        LIVE.close()
+        assert stray.id not in {c.id for c in mine()}
+        with pytest.raises(SandboxUnavailable, match="stopping"):
+            evaluator.evaluate(candidate("ok_tiny"))
+        assert mine() == []
+    finally:
+        LIVE.closing = False
+    assert evaluator.evaluate(candidate("ok_tiny")).ok  # a process that stays (these tests) can reopen it
+
+
 def test_a_worker_that_dies_under_a_candidate_is_replaced(warm_evaluator):
     """The search survives: the candidate running when the worker died is recorded against it."""
     import threading
