@@ -75,20 +75,47 @@ def _llamacpp(path: str, s: LLMSettings, lookup: int = 0) -> BaseChatModel:
         warnings.simplefilter("ignore", DeprecationWarning)
         from langchain_community.chat_models import ChatLlamaCpp
     # Prompt-lookup decoding drafts the next tokens from n-grams of the prompt (the Generator mostly copies
-    # the net it was given) and verifies them in one batch; llama-cpp-python needs every position's logits.
+    # the net it was given) and verifies them in one batch (see lookup_eval).
     draft: dict[str, Any] = {}
     if lookup:
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-        draft = {"logits_all": True, "model_kwargs": {"draft_model": LlamaPromptLookupDecoding(num_pred_tokens=lookup)}}
+        draft = {"model_kwargs": {"draft_model": LlamaPromptLookupDecoding(num_pred_tokens=lookup)}}
     try:
-        return ChatLlamaCpp(
+        model = ChatLlamaCpp(
             model_path=str(model_path), n_ctx=s.n_ctx, max_tokens=s.max_tokens, temperature=s.temperature,
             seed=s.seed, n_threads=s.threads or os.cpu_count() or 2, n_batch=512, verbose=False,
             n_gpu_layers=-1, **draft,
         )
     except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on unreadable files
         raise ModelError(f"cannot load GGUF '{model_path}': {str(exc).splitlines()[0][:200]}") from exc
+    if lookup:
+        model.client.eval = lookup_eval(model.client)
+    return model
+
+
+VERIFY_MAX = 16  # a batch this short is a drafted continuation to verify (1 + drafted tokens), or a short suffix
+
+
+def lookup_eval(llm: Any) -> Callable[[Any], None]:
+    """llama-cpp-python's `eval` for a model with a draft: it asks llama.cpp for the logits of every position
+    of every batch, so the ~1,500-token prompt pays the vocabulary projection (151,936 columns) per token —
+    prompt reading got 40 % slower and ate the gain. Every position's logits are needed only where drafted
+    tokens are verified; a long batch (the prompt) needs its last. The sampler reads llama.cpp's outputs by
+    negative index, so that is all that changes; the greedy reply is the same (tests/integration/test_llm.py).
+    Written against llama-cpp-python 0.3.x (`_ctx`, `_batch`, `input_ids`, `n_tokens`), pinned in pyproject."""
+    def eval_tokens(tokens: Any) -> None:
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        every = len(tokens) <= VERIFY_MAX
+        for i in range(0, len(tokens), llm.n_batch):
+            batch = tokens[i: i + llm.n_batch]
+            n_past = llm.n_tokens
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=every)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past: n_past + len(batch)] = batch
+            llm.n_tokens += len(batch)
+            llm._requires_eval = False
+    return eval_tokens
 
 
 def validate_spec(spec: str) -> None:

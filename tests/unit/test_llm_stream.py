@@ -27,6 +27,37 @@ def test_stop_rules():
     assert degenerate("a\nb\nc\n") is None and degenerate("") is None
 
 
+HEAD = "```python\nimport torch\nimport torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+COPYING = "".join(f"        x = self.conv3(x)  # kernel {i % 2}\n        x = self.bn3(x)\n        x = F.relu(x)\n"
+                  "        x = self.pool(x)\n" for i in range(40))  # a block of four lines, copied on
+COUNTING = "".join(f"        self.conv3_{i} = nn.Conv2d(256, 256, kernel_size=(50, 50), padding=(1, 1))\n"
+                   f"        self.bn3_{i} = nn.BatchNorm2d(256)\n        self.pool = nn.MaxPool2d(2)\n"
+                   for i in range(40))  # conv3_9, conv3_10 ... a loop that counts
+
+
+def real_net(stages: int) -> str:
+    """A legitimate net written out layer by layer: each stage's lines have the same shape."""
+    init = "".join(f"        self.conv{i} = nn.Conv2d({16 * i}, {32 * i}, 3, padding=1)\n"
+                   f"        self.bn{i} = nn.BatchNorm2d({32 * i})\n" for i in range(1, stages + 1))
+    fwd = "".join(f"        x = F.relu(self.bn{i}(self.conv{i}(x)))\n        x = self.pool(x)\n"
+                  for i in range(1, stages + 1))
+    return HEAD + init + "\n    def forward(self, x):\n" + fwd + "        return self.fc(x.flatten(1))\n```\n"
+
+
+@pytest.mark.parametrize("loop", [COPYING, COUNTING], ids=["copying", "counting"])
+def test_a_reply_looping_over_a_block_of_lines_is_cut(loop):
+    """Both shapes the 1.5B model produced in a CIFAR-10 search ran to the 1,536-token limit (100 s each)."""
+    reply = scripted(HEAD + loop).ask("sys", "user", stop=code_complete)
+    assert reply.stop == "repeated_block" and len(reply.text) < len(HEAD + loop) / 3
+
+
+@pytest.mark.parametrize("stages", [3, 5, 7])
+def test_a_real_net_with_stages_of_one_shape_is_read_to_its_end(stages):
+    text = real_net(stages)
+    reply = scripted(text).ask("sys", "user", stop=code_complete)
+    assert reply.stop == "code_closed" and extract_code(reply.text)[0] == extract_code(text)[0]
+
+
 def test_a_degenerate_stream_is_stopped_early_and_the_reply_says_why():
     client = scripted(DEGENERATE_REPLY)
     seen = []
