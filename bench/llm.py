@@ -2,13 +2,14 @@
 off and on, printed as ratios against today's way of calling the model, measured in the same process.
 
     python bench/llm.py [--run tests/fixtures/run-digits] [--llm llamacpp:qwen2.5-coder-1.5b]
-                        [--iterations 2] [--configs today,contexts,early_stop,lookup2,constrained]
+                        [--iterations 2] [--configs today,contexts,early_stop,repair_context,lookup2,constrained]
 
 Every call is greedy (temperature 0), in the order the run made them (Improver, Generator, repairs):
 
 - today:       one llama.cpp context shared by both roles, the reply read to its end, free-text JSON
 - contexts:    one context per role, so each call re-reads only what changed since that role's last call
 - early_stop:  as contexts, and a reply stops once its code block (or JSON object) is complete
+- repair_context: as early_stop, and the Generator's repairs run on a context of their own
 - lookupN:     as early_stop, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
 - constrained: as early_stop, and the Improver's reply is held to the JSON schema by a grammar
 
@@ -34,11 +35,13 @@ from nasloop.agent.llm.stream import code_complete, json_complete  # noqa: E402
 from nasloop.agent.loop.record import TraceStep  # noqa: E402
 from nasloop.agent.runs.store import RunStore  # noqa: E402
 
-TODAY = LLMSettings(temperature=0.0, context_per_role=False, early_stop=False, constrained=False, lookup=0)
+TODAY = LLMSettings(temperature=0.0, context_per_role=False, repair_context=False, early_stop=False, constrained=False,
+                    lookup=0)
 CONFIGS = {
     "today": TODAY,
     "contexts": replace(TODAY, context_per_role=True),
     "early_stop": replace(TODAY, context_per_role=True, early_stop=True),
+    "repair_context": replace(TODAY, context_per_role=True, early_stop=True, repair_context=True),
     "constrained": replace(TODAY, context_per_role=True, early_stop=True, constrained=True),
 }
 
@@ -71,7 +74,7 @@ def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row
     row = Row(name)
     for r in recs:
         is_improver = TraceStep.of(r).kind == "improve"
-        client = improver if is_improver else generator
+        client = improver if is_improver else generator.repairs if TraceStep.of(r).kind == "repair" else generator
         first = "lesson" if '"lesson"' in r["prompt"] else "problem"
         reply = client.ask(r["system"], r["prompt"], temperature=0.0,
                            schema=reply_schema(first) if is_improver else None,
@@ -98,7 +101,7 @@ def main() -> int:
     ap.add_argument("--llm", default="llamacpp:qwen2.5-coder-1.5b")
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=LLMSettings.max_tokens)
-    ap.add_argument("--configs", default="today,contexts,early_stop,lookup2,constrained")
+    ap.add_argument("--configs", default="today,contexts,early_stop,repair_context,lookup2,constrained")
     args = ap.parse_args()
     recs = calls(args.run, args.iterations)
     print(f"{len(recs)} recorded calls of {args.iterations} iterations from {args.run}, model {args.llm}", flush=True)

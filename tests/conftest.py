@@ -2,6 +2,10 @@
 they skip (with the reason) only where a prerequisite is truly absent on the machine."""
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CANDIDATES = Path(__file__).parent / "candidates"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_server(url: str, proc: subprocess.Popen, log: Path, timeout: float, what: str) -> None:
+    """Until `url` answers; fail with the server's log when it exits or the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what} did not come up: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
 
 
 def candidate(name: str) -> str:

@@ -41,6 +41,7 @@ class LLMSettings:
     seed: int = 0
     threads: int = 0  # 0: all cores
     context_per_role: bool = True  # llama.cpp: each role keeps its own KV cache (weights are mapped once)
+    repair_context: bool = True  # llama.cpp: and repairs get theirs, so the Generator's prefix outlives them
     lookup: int = 0  # llama.cpp: prompt-lookup decoding for the Generator, drafting this many tokens (0: off)
     early_stop: bool = True  # stop a streamed reply once its code block or JSON is complete, or it degenerates
     constrained: bool = True  # the Improver's JSON is grammar-constrained where the backend can
@@ -161,11 +162,25 @@ IN_PROCESS = threading.Lock()
 class ChatClient:
     """What the nodes use: `ask(system, user) -> Reply`, streamed, with retries and token/time accounting."""
 
-    def __init__(self, model: BaseChatModel, spec: str, attempts: int = 3, settings: LLMSettings | None = None):
+    def __init__(self, model: BaseChatModel, spec: str, attempts: int = 3, settings: LLMSettings | None = None,
+                 repairs: Callable[[], "ChatClient"] | None = None):
         self.model, self.spec, self.attempts = model, spec, attempts
         self.settings = settings or LLMSettings()
         self._llama = LlamaCounter.attach(model)
         self.streams_usage = True  # False once a server's stream came without token counts
+        self._repairs, self._repair_client = repairs, None
+
+    @property
+    def repairs(self) -> "ChatClient":
+        """The client for repair calls: this one, or (llama.cpp, `repair_context`) the same model on its own
+        context, made at the first repair. A repair's prompt shares only the fixed instructions with a
+        generation; on one context, the next generation would re-read the ~400 tokens of the net it was given
+        (about 6 s on 2 cores) after every repair."""
+        if self._repairs is None:
+            return self
+        if self._repair_client is None:
+            self._repair_client = self._repairs()
+        return self._repair_client
 
     @property
     def concurrent(self) -> bool:
@@ -296,10 +311,17 @@ class LlamaCounter:
 def make_clients(improver_spec: str, generator_spec: str, settings: LLMSettings | None = None) -> tuple[ChatClient, ChatClient]:
     """Clients for both roles. One model instance when both specs are equal, except that a llama.cpp model
     gets one context per role (`context_per_role`): the two roles' prompts share little, so on one context
-    each call would re-read its whole prompt; on two, each re-reads only what changed since its last call."""
+    each call would re-read its whole prompt; on two, each re-reads only what changed since its last call.
+    The Generator's repairs get a third (`ChatClient.repairs`)."""
     s = settings or LLMSettings()
     improver = ChatClient(make_chat_model(improver_spec, s), improver_spec, settings=s)
     own_context = improver_spec.startswith("llamacpp:") and s.context_per_role
     if generator_spec == improver_spec and not own_context and not s.lookup:
         return improver, improver
-    return improver, ChatClient(make_chat_model(generator_spec, s, role="generator"), generator_spec, settings=s)
+
+    def generator_client(repairs: Callable[[], ChatClient] | None = None) -> ChatClient:
+        return ChatClient(make_chat_model(generator_spec, s, role="generator"), generator_spec, settings=s,
+                          repairs=repairs)
+
+    lane = generator_spec.startswith("llamacpp:") and s.context_per_role and s.repair_context
+    return improver, generator_client(generator_client if lane else None)

@@ -166,12 +166,12 @@ def generator_prompt(state: dict, note: str = "") -> str:
 def repair_prompt(state: dict, code: str | None, failed: dict, suggestion: str | None = None,
                   degenerated: bool = False) -> str:
     """`suggestion` replaces the Improver's (a repeat: the original change was too vague to be applied).
-    A reply that degenerated into a repeating line (stopped early, or cut off at the token limit) is not
+    A reply that degenerated into a loop of lines (stopped early, or cut off at the token limit) is not
     shown back: the model would copy the loop; it gets the network it was asked to change instead."""
     diagnosis = failed.get("diagnosis", "")
     if degenerated or code and max(map(len, code.splitlines()), default=0) > LONG_LINE:
         code = best_fields(state)["best_code"]
-        diagnosis += ("; your reply degenerated into one endlessly repeating line and was cut off. Start again "
+        diagnosis += ("; your reply degenerated into endlessly repeated lines and was cut off. Start again "
                       "from the network below and apply the change in a few short lines")
     return prompts.render("repair", **_task_fields(state["task"]), code=(code or "(no code)").strip(),
                           outcome=failed.get("kind", ""), diagnosis=diagnosis,

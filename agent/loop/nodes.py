@@ -326,7 +326,8 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
     step = record.TraceStep("repair", attempt)
     rec = deps.once("trace", it, step.node, lambda: {
-        **_ask(deps.generator, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE, stop=code_complete,
+        **_ask(deps.generator.repairs, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE,
+               stop=code_complete,
                progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
     code, err, made = _code(rec["response"], state, deps.options.fixes, attempt)
     of = (failed.get("failure") or {}).get("of") if repeat else None

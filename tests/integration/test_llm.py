@@ -4,11 +4,8 @@ OpenAI-compatible server (llama-cpp-python's own, started here on 127.0.0.1)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import replace
 
 import pytest
@@ -17,6 +14,7 @@ from nasloop import prompts
 from nasloop.agent.llm.client import LLMSettings, make_chat_model, make_clients, ChatClient
 from nasloop.agent.llm.parsing import CHANGE_OPS, change_schema, extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import code_complete, json_complete
+from tests.conftest import free_port, wait_for_server
 
 SPEC = "llamacpp:qwen2.5-coder-0.5b"
 GREEDY = LLMSettings(temperature=0.0, max_tokens=300, n_ctx=2048)
@@ -66,10 +64,18 @@ def test_token_counts_and_prefix_reuse_in_process(model_path):
     assert second.prompt_tokens > first.prompt_tokens and second.prefix_tokens >= first.prompt_tokens - 10
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_a_repair_does_not_evict_the_generators_prefix(model_path):
+    """Repairs run on a context of their own: the next generation re-reads only what changed."""
+    _, generator = make_clients(SPEC, SPEC, GREEDY)
+    assert generator.repairs is generator.repairs and generator.repairs.model.client is not generator.model.client
+    system = prompts.load("generator_system").template
+    net = f"```python\n{prompts.seed_source('default')}```"
+    first = generator.ask(system, f"Base network:\n{net}\nChange: widen conv1.", stop=code_complete)
+    generator.repairs.ask(system, "Your code failed: NameError: name 'nn' is not defined. Fix it.", stop=code_complete)
+    second = generator.ask(system, f"Base network:\n{net}\nChange: add dropout.", stop=code_complete)
+    assert second.prefix_tokens >= first.prompt_tokens - 20  # all but the change's few tokens
+    _, shared = make_clients(SPEC, SPEC, replace(GREEDY, repair_context=False))
+    assert shared.repairs is shared
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +88,7 @@ def openai_server(model_path, tmp_path_factory):
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server did not come up: {log.read_text()[-1500:]}")
-                time.sleep(0.5)
+        wait_for_server(f"{url}/models", proc, log, 180, "llama_cpp.server")
         yield url
     finally:
         proc.terminate()

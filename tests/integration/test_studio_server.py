@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, wait_for_server
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _call(url: str, body: dict | None = None, timeout: float = 30) -> dict:
@@ -37,7 +29,7 @@ def _call(url: str, body: dict | None = None, timeout: float = 30) -> dict:
 def studio(tmp_path, docker_engine):
     langgraph = shutil.which("langgraph", path=str(Path(sys.executable).parent))
     assert langgraph, "langgraph-cli[inmem] is part of the dev install (pyproject: studio extra)"
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([langgraph, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port",
@@ -45,15 +37,7 @@ def studio(tmp_path, docker_engine):
                                 cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/ok", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"langgraph dev did not come up: {log.read_text()[-2000:]}")
-                time.sleep(1)
+        wait_for_server(f"{url}/ok", proc, log, 120, "langgraph dev")
         yield url, log
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops it: the runs' warm containers go with it

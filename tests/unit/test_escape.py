@@ -83,7 +83,7 @@ def test_a_degenerate_reply_is_not_shown_back_to_the_repair(tmp_path):
     gen = scripted(broken, code_reply(tag="acc=0.7"))
     out, store, _ = run(tmp_path, gen, 1)
     rep = next(t for t in store.trace() if t["node"] == "repair1")
-    assert loop not in rep["prompt"] and "degenerated into one endlessly repeating line" in rep["prompt"]
+    assert loop not in rep["prompt"] and "degenerated into endlessly repeated lines" in rep["prompt"]
     assert "class Net(nn.Module)" in rep["prompt"]  # the network it was asked to change, instead
     assert store.results()[-1]["outcome"] == "ok"
 

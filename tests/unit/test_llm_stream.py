@@ -101,9 +101,9 @@ def test_every_call_records_its_costs_and_streams_progress(tmp_path):
         assert {"prompt_tokens", "prefix_tokens", "first_token_seconds"} <= set(rec)
 
 
-@pytest.mark.parametrize("stop", ["repeated_line", "long_line"])
+@pytest.mark.parametrize("stop", ["repeated_line", "repeated_block", "long_line"])
 def test_a_degenerate_generator_reply_sends_the_repair_back_to_the_base_net(tmp_path, stop):
-    loop = LOOP_LINE * 40 if stop == "repeated_line" else "x = " + "torch.cat((" * 60
+    loop = {"repeated_line": LOOP_LINE * 40, "repeated_block": COUNTING, "long_line": "x = " + "torch.cat((" * 60}[stop]
     broken = "```python\nimport torch\n" + loop
     store = RunStore.create(tmp_path, "unit", {})
     deps = Deps(scripted('{"problem": "p", "suggestion": "s"}'), scripted(broken, code_reply(SEED, tag="acc=0.7")),
@@ -112,8 +112,8 @@ def test_a_degenerate_generator_reply_sends_the_repair_back_to_the_base_net(tmp_
                                                  "recursion_limit": recursion_limit_for(1)})
     gen = next(r for r in store.trace() if r["node"] == "generate")
     rep = next(r for r in store.trace() if r["node"] == "repair1")
-    assert gen["stop"] == stop and "degenerated into one endlessly repeating line" in rep["prompt"]
-    assert "class Net(nn.Module)" in rep["prompt"] and store.results()[-1]["outcome"] == "ok"
+    assert gen["stop"] == stop and "degenerated into endlessly repeated lines" in rep["prompt"]
+    assert "class Net(nn.Module)" in rep["prompt"] and "conv3_9" not in rep["prompt"] and store.results()[-1]["outcome"] == "ok"
 
 
 def test_the_progress_line_names_the_step_its_tokens_and_an_eta():
