@@ -168,7 +168,8 @@ class ChatClient:
         self.settings = settings or LLMSettings()
         self._llama = LlamaCounter.attach(model)
         self.streams_usage = True  # False once a server's stream came without token counts
-        self._repairs, self._repair_client = repairs, None
+        self._repairs = repairs
+        self._repair_client: ChatClient | None = None
 
     @property
     def repairs(self) -> "ChatClient":
