@@ -10,7 +10,7 @@ Every call is greedy (temperature 0), in the order the run made them (Improver, 
 - contexts:    one context per role, so each call re-reads only what changed since that role's last call
 - early_stop:  as contexts, and a reply stops once its code block (or JSON object) is complete
 - repair_context: as early_stop, and the Generator's repairs run on a context of their own
-- lookupN:     as early_stop, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
+- lookupN:     as repair_context, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
 - constrained: as early_stop, and the Improver's reply is held to the JSON schema by a grammar
 
 "same" says whether what the loop reads from each reply (the code block, the {problem, suggestion} object)
@@ -48,7 +48,7 @@ CONFIGS = {
 
 def config(name: str) -> LLMSettings:
     if name.startswith("lookup"):
-        return replace(CONFIGS["early_stop"], lookup=int(name[6:] or 2))
+        return replace(CONFIGS["repair_context"], lookup=int(name[6:] or 2))
     return CONFIGS[name]
 
 
