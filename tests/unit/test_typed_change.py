@@ -33,7 +33,24 @@ def test_the_schema_offers_exactly_the_operators_and_every_field_is_required():
     assert schema["properties"]["operator"]["enum"] == list(CHANGE_OPS)
     assert set(schema["required"]) == {"problem", "operator", "target", "arguments", "reason"}
     for op in CHANGE_OPS:  # whatever a grammar-held reply chooses, it parses
-        assert parse_improver(json.dumps({**WIDEN, "operator": op}))[0]["change"]["operator"] == op
+        reply = {**WIDEN, "operator": op, "arguments": "as needed"}
+        assert parse_improver(json.dumps(reply))[0]["change"]["operator"] == op
+
+
+def test_the_small_models_slips_are_settled_before_the_generator_reads_them():
+    """Seen in a CIFAR-10 search with the 1.5B model: a channel change labelled change_kernel (the Generator,
+    told to change a kernel size to 64 channels, returned the net unchanged), and a layer fact from the
+    prompt copied as the target."""
+    slip = {**WIDEN, "operator": "change_kernel", "target": "conv3 Conv2d 73,728, fc Linear 65,290."}
+    parsed = parse_improver(json.dumps(slip))[0]
+    assert parsed["suggestion"] == "Widen conv3: 32 -> 64 channels"
+    assert parsed["change"]["operator_given"] == "change_kernel"
+    kernel = parse_improver(json.dumps({**WIDEN, "arguments": "3x3 -> 5x5"}))[0]
+    assert kernel["suggestion"] == "Change the kernel size of conv2: 3x3 -> 5x5"
+    both = parse_improver(json.dumps({**WIDEN, "operator": "change_kernel", "arguments": "kernel 5, 64 channels"}))[0]
+    assert both["change"]["operator"] == "change_kernel" and "operator_given" not in both["change"]  # unclear: kept
+    assert parse_improver(json.dumps({**WIDEN, "target": "the classifier head"}))[0]["change"]["target"] == \
+        "the classifier head"
 
 
 def _run(tmp_path, improver_replies: list[str], iterations: int) -> RunStore:
