@@ -183,7 +183,10 @@ def over_budget(params: int, max_params: int, model: nn.Module | None = None) ->
     if not max_params or params <= max_params:
         return None
     top = largest_layers(model) if model is not None else []
-    largest = ("; largest layers: " + ", ".join(f"{t['name']} {t['type']} {t['params']:,}" for t in top)) if top else ""
+    # "conv3 (Conv2d, 73,728 parameters)": written bare ("conv3 Conv2d 73,728"), the 1.5B model took the
+    # counts for channel numbers and the whole fact for a layer's name in its next suggestions
+    largest = ("; largest layers: " + ", ".join(f"{t['name']} ({t['type']}, {t['params']:,} parameters)"
+                                                for t in top)) if top else ""
     return failure("interface", "BudgetError", f"Net has {params:,} parameters; the budget is {max_params:,}"
                    f"{largest}. Use fewer or narrower layers", largest=top)
 
@@ -196,7 +199,7 @@ def over_flops(flops: int, max_flops: int, counts: dict, batch: int = 2) -> dict
     names = [n for n in counts if n != "Global"]
     leaves = [n for n in names if not any(m.startswith(n + ".") for m in names)]
     top = sorted(((int(sum(counts[n].values())) // batch, n.split(".", 1)[-1]) for n in leaves), reverse=True)[:3]
-    largest = "; most FLOPs: " + ", ".join(f"{name} {n:,}" for n, name in top) if top else ""
+    largest = "; most FLOPs: " + ", ".join(f"{name} ({n:,} FLOPs)" for n, name in top) if top else ""
     return failure("interface", "BudgetError", f"Net needs {flops:,} FLOPs per image; the budget is {max_flops:,}"
                    f"{largest}. Downsample earlier (stride or pooling) or use narrower layers",
                    flops=flops, max_flops=max_flops, largest=[{"name": name, "flops": n} for n, name in top])

@@ -118,7 +118,7 @@ def _pick(data: dict) -> dict | None:
     return {"problem": str(prob).strip(), "suggestion": str(sugg).strip()}
 
 
-_COPIED_FACT = re.compile(r"^([A-Za-z_][\w.]*)\s+[A-Z][A-Za-z0-9]*\b")  # "conv3 Conv2d 73,728, fc Linear ..."
+_COPIED_FACT = re.compile(r"^([A-Za-z_][\w.]*)\s+\(?[A-Z][A-Za-z0-9]*\b")  # "conv3 Conv2d 73,728, fc ...", "conv3 (Conv2d, ..."
 _CHANNELS = re.compile(r"channel|width|wider|filters|neurons|units", re.IGNORECASE)
 _KERNEL = re.compile(r"kernel|\b\d+\s*x\s*\d+\b", re.IGNORECASE)
 

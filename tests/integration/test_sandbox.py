@@ -158,7 +158,8 @@ def test_huge_net_is_rejected_without_allocation(evaluator):
     out = run(evaluator, "huge_net", limits=Limits(memory_bytes=1200 * 1024**2, timeout_s=60))
     assert out.kind == "interface_error", out.summary()
     assert "parameters; the budget is 2,000,000" in out.diagnosis
-    assert "largest layers: big Linear 268,451,840, fc Linear 170, conv Conv2d 160" in out.diagnosis
+    assert ("largest layers: big (Linear, 268,451,840 parameters), fc (Linear, 170 parameters), "
+            "conv (Conv2d, 160 parameters)") in out.diagnosis
     assert out.params > 268_000_000
 
 

@@ -255,4 +255,5 @@ def test_a_net_over_budget_is_told_which_layers_to_shrink():
     code = (Path(__file__).parents[1] / "candidates" / "huge_net.py").read_text()
     diag = preflight_diagnosis(code)
     assert diag.startswith("BudgetError: Net has 268,452,458 parameters; the budget is 2,000,000; largest layers: "
-                           "big Linear 268,451,840, conv Conv2d 448, fc Linear 170")
+                           "big (Linear, 268,451,840 parameters), conv (Conv2d, 448 parameters), "
+                           "fc (Linear, 170 parameters)")

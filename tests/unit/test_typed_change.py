@@ -49,6 +49,8 @@ def test_the_small_models_slips_are_settled_before_the_generator_reads_them():
     assert kernel["suggestion"] == "Change the kernel size of conv2: 3x3 -> 5x5"
     both = parse_improver(json.dumps({**WIDEN, "operator": "change_kernel", "arguments": "kernel 5, 64 channels"}))[0]
     assert both["change"]["operator"] == "change_kernel" and "operator_given" not in both["change"]  # unclear: kept
+    copied = parse_improver(json.dumps({**WIDEN, "target": "conv3 (Conv2d, 73,728 parameters)"}))[0]
+    assert copied["change"]["target"] == "conv3"
     assert parse_improver(json.dumps({**WIDEN, "target": "the classifier head"}))[0]["change"]["target"] == \
         "the classifier head"
 
