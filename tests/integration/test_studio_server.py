@@ -63,13 +63,15 @@ def test_a_studio_run_searches_and_leaves_a_run_directory(studio, tmp_path):
     out = _call(f"{url}/threads/{thread}/runs/wait", {"assistant_id": "nasloop", "input": {"task": task}},
                 timeout=900)
     assert out.get("iteration") == 2, (out, log.read_text()[-3000:])
-    assert out["counts"]["evaluated"] >= 2 and out["best"]["accuracy"] > 0.1
+    assert out["counts"]["evaluated"] >= 2
 
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     config = json.loads((run / "run.json").read_text())
     assert config["studio_thread"] == thread and config["args"]["iterations"] == 1
     results = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in results] == [0, 1]
+    # the state's best is the run's best trained net (10 steps on 256 images: near chance, 0.08 happens)
+    assert out["best"]["accuracy"] == pytest.approx(max(r["accuracy"] for r in results if r["outcome"] == "ok"))
     nasloop = [sys.executable, "-m", "nasloop.agent.app.cli"]
     replay = subprocess.run([*nasloop, "replay", str(run), "--plain"], capture_output=True, text=True, timeout=120)
     assert replay.returncode == 0 and "iteration 1" in replay.stdout.lower(), replay.stdout[-2000:] + replay.stderr
