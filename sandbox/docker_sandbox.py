@@ -238,29 +238,26 @@ def _worth_retrying(exc: BaseException) -> bool:
 def remove_own(client: docker.DockerClient) -> int:
     """Remove this process's own sandbox containers: run when it leaves on a signal, to catch one whose
     creation was in flight when its node was stopped."""
+    return _remove_owned(client, "self")
+
+
+def remove_orphans(client: docker.DockerClient) -> int:
+    """Remove sandbox containers whose owner process died (e.g. a search killed with kill -9)."""
+    return _remove_owned(client, "dead")
+
+
+def _remove_owned(client: docker.DockerClient, state: str) -> int:
+    """Remove the sandbox containers whose owner is in `state` (host.owner_state); never raises."""
     removed = 0
     try:
-        mine = [c for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
-                if owner_state((c.labels or {}).get(CONTAINER_LABEL, "")) == "self"]
+        found = [c for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL})
+                 if owner_state((c.labels or {}).get(CONTAINER_LABEL, "")) == state]
     except (DockerException, requests.RequestException):
         return 0
-    for c in mine:
+    for c in found:
         try:
             c.remove(force=True)
             removed += 1
         except (DockerException, requests.RequestException):
             pass
-    return removed
-
-
-def remove_orphans(client: docker.DockerClient) -> int:
-    """Remove sandbox containers whose owner process died (e.g. a search killed with kill -9)."""
-    removed = 0
-    for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
-        if owner_state((c.labels or {}).get(CONTAINER_LABEL, "")) == "dead":
-            try:
-                c.remove(force=True)
-                removed += 1
-            except (DockerException, requests.RequestException):
-                pass
     return removed
