@@ -64,8 +64,9 @@ def describe_change(change: dict) -> str:
 CODE_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-def parse_improver(text: str) -> tuple[dict | None, str]:
-    """({'problem', 'suggestion'}, '') or (None, why it could not be read)."""
+def parse_improver(text: str, layers: str = "") -> tuple[dict | None, str]:
+    """({'problem', 'suggestion'}, '') or (None, why it could not be read). `layers`: the best net's traced
+    layers, which settle a typed change's channel numbers (`settle_change`)."""
     text = (text or "").strip()
     if not text:
         return None, "the Improver returned an empty reply"
@@ -76,7 +77,7 @@ def parse_improver(text: str) -> tuple[dict | None, str]:
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 continue
             if isinstance(data, dict):
-                got = _pick(data)
+                got = _pick(data, layers)
                 if got:
                     return got, ""
     lines = dict(re.findall(r"(?im)^\W*(problem|suggestion)\W*[:=]\s*(.+)$", text))
@@ -96,13 +97,14 @@ def _json_candidates(text: str) -> list[str]:
     return out
 
 
-def _pick(data: dict) -> dict | None:
+def _pick(data: dict, layers: str = "") -> dict | None:
     norm = {str(k).lower().strip(): v for k, v in data.items()}
     if isinstance(norm.get("change"), dict):  # the typed change nested one level down
         norm = {**norm, **{str(k).lower().strip(): v for k, v in norm.pop("change").items()}}
     op = str(norm.get("operator") or "").strip().lower().replace(" ", "_")
     if op in CHANGE_OPS:  # a typed change
-        change = settle_change({"operator": op, **{k: _field(norm.get(k)) for k in ("target", "arguments", "reason")}})
+        fields = {k: _field(norm.get(k)) for k in ("target", "arguments", "reason")}
+        change = settle_change({"operator": op, **fields}, layers)
         if not (change["target"] or change["arguments"]):
             return None  # "widen" what, by how much: not a change anyone can implement
         return {"problem": str(norm.get("problem") or "").strip(), "suggestion": describe_change(change),
@@ -123,7 +125,11 @@ _CHANNELS = re.compile(r"channel|width|wider|filters|neurons|units", re.IGNORECA
 _KERNEL = re.compile(r"kernel|\b\d+\s*x\s*\d+\b", re.IGNORECASE)
 
 
-def settle_change(change: dict) -> dict:
+_LAYER_WIDTH = re.compile(r"^([A-Za-z_][\w.]*) Conv\w* -> (\d+)", re.MULTILINE)
+_FROM_TO = re.compile(r"\b(\d{1,4})\s*(?:->|→|to)\s*(\d{1,4})\b")
+
+
+def settle_change(change: dict, layers: str = "") -> dict:
     """Two slips of the 1.5B model, measured in a CIFAR-10 search (seed 44): it labels a channel change
     `change_kernel` (4 of the first 8 changes), and the Generator, told "Change the kernel size of conv1: 32
     -> 64 channels", returned the net unchanged three times; and it copies a layer fact from its prompt as the
@@ -138,7 +144,24 @@ def settle_change(change: dict) -> dict:
         "change_kernel" if op == "widen" and kernel and not channels else op
     if settled != op:
         change = {**change, "operator": settled, "operator_given": op}
-    return change
+    return _settle_widths(change, layers) if settled == "widen" else change
+
+
+def _settle_widths(change: dict, layers: str) -> dict:
+    """A width change whose "from" is not the target's width in the traced best net ("Widen conv2: 16 -> 32
+    channels" where conv2 has 64; the 1.5B model copies numbers from the history) keeps its ratio from the
+    traced width: "64 -> 128 channels". Told to change 16 channels that do not exist, the Generator returned the
+    best net unchanged. `arguments_given` keeps what the model wrote."""
+    widths = dict(_LAYER_WIDTH.findall(layers or ""))
+    args = change["arguments"]
+    pairs = _FROM_TO.findall(args)
+    have = widths.get(change["target"])
+    if have is None or len(pairs) != 1 or len(re.findall(r"\d+", args)) != 2 or int(pairs[0][0]) in (0, int(have)):
+        return change
+    (old, new), width = pairs[0], int(have)
+    target = max(1, round(width * int(new) / int(old)))
+    settled = _FROM_TO.sub(f"{width} -> {target}", args, count=1)
+    return {**change, "arguments": settled, "arguments_given": args}
 
 
 def _field(value: object) -> str:

@@ -3,8 +3,11 @@ reflection's), the Generator's and the repair's. The templates themselves are te
 """
 from __future__ import annotations
 
+import difflib
+import io
 import json
 import math
+import tokenize
 
 from nasloop import prompts
 from nasloop.agent.llm.parsing import CHANGE_OPS
@@ -45,13 +48,32 @@ def best_fields(state: dict) -> dict:
         best = parent
         label = f"Parent network (iteration {parent['iteration']}, {parent.get('fitness_name', 'fitness')} " \
                 f"{_num(parent.get('fitness'))})"
+    seed = prompts.seed_source(state["task"]["dataset"])
     return {
-        "best_code": (best.get("code") or prompts.seed_source(state["task"]["dataset"])).strip(),
+        "best_code": plain_code(best.get("code") or seed, seed).strip(),
         "best_accuracy": acc, "base_label": label,
         "best_iteration": best.get("iteration", "-"),
         "best_params": human(best["params"]) if best.get("params") else "n/a",
         "best_layers": best.get("layers") or "(not traced)",
     }
+
+
+def plain_code(code: str, seed: str) -> str:
+    """The code as the prompts show it: without the comments the seed does not have. The Generator writes its
+    instructions into comments ("# Widen conv1 to 32 channels (why: ...)") that go stale with the next change;
+    the 1.5B Improver read their numbers as facts (it asked to widen conv1 "32 -> 64" where conv1 had 64), and
+    every later prompt read them again. Code that does not tokenize is shown as it is."""
+    keep = {line.strip() for line in seed.splitlines()}
+    try:
+        comments = [t.start for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type == tokenize.COMMENT]
+    except (tokenize.TokenError, SyntaxError):
+        return code
+    lines: list[str | None] = list(code.splitlines())
+    for row, col in comments:
+        line = lines[row - 1]
+        if line is not None and line.strip() not in keep:
+            lines[row - 1] = line[:col].rstrip() or None  # a comment line of its own goes altogether
+    return "\n".join(line for line in lines if line is not None)
 
 
 def _num(value: float | None) -> str:
@@ -75,13 +97,33 @@ def improver_prompt(state: dict, note: str = "") -> str:
     else:
         details = f"diagnosis: {out.get('diagnosis', '')}"
     if last.get("code") and last.get("iteration") != (state.get("best") or {}).get("iteration"):
-        details += f"\nIts code:\n```python\n{last['code'].strip()}\n```"
+        seed = prompts.seed_source(task["dataset"])
+        details += "\n" + changes_text(best_fields(state)["best_code"], plain_code(last["code"], seed))
     text = prompts.render(
         "improver", **_task_fields(task), **best_fields(state),
         last_iteration=last.get("iteration", "-"), last_outcome=out.get("kind", "none"), last_details=details,
         window=window_text(state), operators=", ".join(CHANGE_OPS),
     )
     return f"{text}\n\n{note}" if note else text
+
+
+def changes_text(best_code: str, code: str) -> str:
+    """The latest candidate as the Improver reads it: its edits to the best network as a diff, which says
+    what was tried in a few lines and leaves the rest of the prompt unread-again (the Improver's prompt is
+    read anew from the latest candidate on, each iteration); its whole code where it is a rewrite."""
+    old, new = best_code.strip().splitlines(), code.strip().splitlines()
+    if old == new:
+        return "Its code is the best network's, unchanged."
+    lines = []
+    for line in difflib.unified_diff(old, new, n=1, lineterm=""):
+        if line.startswith(("---", "+++")):
+            continue
+        lines.append("..." if line.startswith("@@") else line)
+    body = "\n".join(lines)
+    if len(body) >= len(code.strip()) * 3 // 4:  # mostly rewritten: the code itself reads better
+        return f"Its code:\n```python\n{code.strip()}\n```"
+    return ("Its changes to the best network (- a line removed, + a line added, ... lines left as they were):"
+            f"\n```diff\n{body}\n```")
 
 
 def shown_window(state: dict) -> list[dict]:
@@ -93,8 +135,8 @@ def shown_window(state: dict) -> list[dict]:
 
 def window_text(state: dict) -> str:
     """The memory window as it appears in the Improver's prompt."""
-    window = shown_window(state)
-    return json.dumps(window, indent=1) if window else "(empty)"
+    window = shown_window(state)  # one line per entry: the same JSON in fewer tokens than an indented dump
+    return "[\n" + ",\n".join(json.dumps(t) for t in window) + "\n]" if window else "(empty)"
 
 
 def usable_proposal(parsed: dict | None, err: str, iteration: int, window: list[dict] | None = None) -> dict:

@@ -172,7 +172,8 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
     rec = ask(0, prompt)
     seconds, source = rec["seconds"], "model"
-    parsed, err = parse_improver(rec["response"])
+    layers = "" if state.get("parent") else best_fields(state)["best_layers"]
+    parsed, err = parse_improver(rec["response"], layers)
     if not opts.replace_suggestions:
         kept = parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION}
     else:
@@ -180,7 +181,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         if kept is not parsed and parsed is not None:  # a repeat or a placeholder: ask once more, with the list
             rec = ask(1, f"{prompt}\n\n{tried_note(parsed, seen)}")
             seconds, source = seconds + rec["seconds"], "model-retry"
-            parsed, err = parse_improver(rec["response"])
+            parsed, err = parse_improver(rec["response"], layers)
             kept = usable_proposal(parsed, err, it, seen)
     escape = {**esc.to_dict(), "temperature": esc.temperature} if esc else None
     return {"proposal": {**kept, "source": source if kept is parsed else "fallback", "llm_seconds": seconds,

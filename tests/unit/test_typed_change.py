@@ -97,3 +97,24 @@ def test_only_well_formed_layer_facts_reach_the_prompt():
     assert lines[0] == "conv1 Conv2d -> 32x16x16 (896)" and lines[1] == "x" * 60 + " Linear -> 10 (330)"
     assert lines[2] == "act ReLU -> ?" and len(lines) == 4 and "\x07" not in text
     assert layer_lines("a string") is None and layer_lines([{"type": "X"}] * 100) is None
+
+
+def test_a_width_change_from_a_width_the_layer_does_not_have_keeps_its_ratio_from_the_traced_width():
+    """Seen in a CIFAR-10 search (seed 44): "Widen conv2: 16 -> 32 channels" where conv2 had 64 channels, a
+    number copied from the history; the Generator returned the best net unchanged."""
+    layers = "conv1 Conv2d -> 64x32x32 (5k)\nbn1 BatchNorm2d -> 64x32x32 (128)\nconv2 Conv2d -> 128x16x16 (205k)\n" \
+             "fc Linear -> 10 (3k)"
+    parsed = parse_improver(json.dumps({**WIDEN, "arguments": "16 -> 32 channels"}), layers)[0]
+    assert parsed["suggestion"] == "Widen conv2: 128 -> 256 channels"
+    assert parsed["change"]["arguments_given"] == "16 -> 32 channels"
+    slip = {**WIDEN, "operator": "change_kernel", "target": "conv1", "arguments": "32 to 16 channels"}
+    assert parse_improver(json.dumps(slip), layers)[0]["suggestion"] == "Widen conv1: 64 -> 32 channels"
+    right = parse_improver(json.dumps({**WIDEN, "arguments": "128 -> 192 channels"}), layers)[0]
+    assert right["suggestion"] == "Widen conv2: 128 -> 192 channels" and "arguments_given" not in right["change"]
+    for unsure in ({**WIDEN, "target": "fc", "arguments": "256 -> 512 features"},  # a head: not a conv width
+                   {**WIDEN, "target": "all", "arguments": "16 -> 32 channels"},  # no one layer
+                   {**WIDEN, "arguments": "16 -> 32 -> 64 channels"},  # two pairs
+                   {**WIDEN, "operator": "deepen", "arguments": "16 -> 32 channels"}):  # not a width change
+        assert parse_improver(json.dumps(unsure), layers)[0]["change"]["arguments"] == unsure["arguments"]
+    assert parse_improver(json.dumps({**WIDEN, "arguments": "16 -> 32 channels"}))[0]["suggestion"] == \
+        "Widen conv2: 16 -> 32 channels"  # no trace: as written
