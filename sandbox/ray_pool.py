@@ -23,6 +23,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ RESTARTS = 4  # how often Ray restarts one worker before the pool replaces it
 STOP_S = 20.0  # how long a worker may take to stop its container on close
 START_S = 120.0  # how long a restarted or new worker may take to answer
 RUN_GRACE_S = 120.0  # beyond the sandbox's own timeout: a worker silent for longer is taken as lost
+POLL_S = 0.5  # how often the driver asks a busy worker for its candidate's training steps (a display)
 
 
 class SandboxWorker:
@@ -50,6 +52,7 @@ class SandboxWorker:
             limits = replace(limits, gpus=",".join(str(int(g)) for g in gpus))
         self.sandbox = make_sandbox(kind, limits=limits, **options)
         self.dirs: dict[str, Path] = {}
+        self.steps: tuple[int, int] | None = None  # the running candidate's (step, steps), for `progress`
 
     def _data_dir(self, host_dir: str, arrays: Any) -> Path:
         """The data directory on this node: the driver's own where it exists (same machine or shared file
@@ -65,7 +68,15 @@ class SandboxWorker:
         return self.dirs[host_dir]
 
     def run(self, job: Job, arrays: Any) -> RawResult:
-        return self.sandbox.run(replace(job, data_dir=self._data_dir(str(job.data_dir), arrays)))
+        self.steps = None
+        return self.sandbox.run(replace(job, data_dir=self._data_dir(str(job.data_dir), arrays), on_progress=self._note))
+
+    def _note(self, step: int, steps: int) -> None:
+        self.steps = (step, steps)
+
+    def progress(self) -> tuple[int, int] | None:
+        """The running candidate's training steps so far: answered while `run` runs (max_concurrency=2)."""
+        return self.steps
 
     def pid(self) -> int:
         return os.getpid()
@@ -123,12 +134,13 @@ class RaySandbox:
         if self.closing:
             raise SandboxUnavailable("the evaluation workers are stopping")
         arrays = self._data_ref(job.data_dir)
-        job = replace(job, on_progress=None)  # a display callback stays here (the worker's out/ is not ours)
+        report = job.on_progress
+        job = replace(job, on_progress=None)  # a display callback stays here: the worker is asked for its steps
         actor = self._idle.get()
         try:
             for _ in range(2):  # a lost worker's candidate is run once more, on a restarted (or new) worker
                 try:
-                    raw = ray.get(actor.run.remote(job, arrays), timeout=self.limits.timeout_s + RUN_GRACE_S)
+                    raw = _result(actor, actor.run.remote(job, arrays), self.limits.timeout_s + RUN_GRACE_S, report)
                     if self.closing:  # stopped under it (Ctrl-C): whatever it returned is not its outcome
                         raise SandboxUnavailable("the evaluation workers were stopped during this candidate")
                     return raw
@@ -193,6 +205,26 @@ class RaySandbox:
                 remove_orphans(docker_client())
             except Exception:  # noqa: BLE001 - no engine to clean: nothing was left there
                 pass
+
+
+def _result(actor: Any, ref: Any, timeout: float, report: Any) -> RawResult:
+    """`ray.get(ref, timeout)`, asking the busy worker for its candidate's training steps meanwhile so the
+    display shows them as with a local sandbox. A worker that does not answer is left to `ray.get` to judge."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    deadline = time.monotonic() + timeout
+    while not ray.wait([ref], timeout=POLL_S)[0]:
+        if time.monotonic() > deadline:
+            raise GetTimeoutError(f"no result from the worker in {timeout:.0f} s")
+        if report is not None:
+            try:
+                steps = ray.get(actor.progress.remote(), timeout=POLL_S)
+            except Exception:  # noqa: BLE001 - a lost or busy worker: the result's ray.get says what happened
+                steps = None
+            if steps:
+                report(*steps)
+    return ray.get(ref)
 
 
 def start_ray(address: str | None = None) -> bool:

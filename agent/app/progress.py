@@ -31,6 +31,7 @@ class Progress:
         self.total, self.done = total, done
         self.info = ""  # best and last outcome
         self.step = ""
+        self.training: dict[int, str] = {}  # iteration -> "step/steps": several at once with --workers > 1
         self.started = time.monotonic()  # of this session's first iteration: for the ETA
         self.finished = 0  # iterations finished in this session
 
@@ -67,7 +68,14 @@ class Progress:
         elif "train" in data:  # the harness's steps so far (its word: shown, never recorded)
             train = data["train"]
             self.step = "training the seed" if train.get("iteration") == 0 else "training"
-            self._show(f"step {train['step']}/{train['steps']}")
+            self.training[train.get("iteration", 0)] = f"{train['step']}/{train['steps']}"
+            self._show(self._steps())
+
+    def _steps(self) -> str:
+        """Training steps of the candidate in training, or of each one training now (fanned out)."""
+        if len(self.training) == 1:
+            return f"step {next(iter(self.training.values()))}"
+        return ", ".join(f"iter {it} step {s}" for it, s in sorted(self.training.items()))
 
     def update(self, update: dict) -> None:
         for node, delta in update.items():
@@ -83,6 +91,7 @@ class Progress:
         if fit is not None and (self.best is None or fit > self.best):
             self.best = fit
         it = last["iteration"]
+        self.training.pop(it, None)
         acc = f"{out['accuracy']:.3f}" if out.get("accuracy") is not None else "-"
         if out.get("scores"):
             acc += "  " + " ".join(f"{k} {v:.4g}" for k, v in out["scores"].items())

@@ -125,13 +125,15 @@ def test_a_killed_worker_is_replaced_and_its_candidate_run_again(docker_engine, 
         assert quick.evaluate(NARROW).kind == "ok"  # the worker and its container are up
         first = ray.get(pool.actors[0].pid.remote())
         box: dict = {}
-        t = threading.Thread(target=lambda: box.update(out=ev.evaluate(WIDE)))
+        steps: list[tuple[int, int]] = []  # the display's training steps, asked of the busy worker
+        t = threading.Thread(target=lambda: box.update(out=ev.evaluate(WIDE, on_progress=lambda *s: steps.append(s))))
         t.start()
         time.sleep(4)  # training now
         ray.kill(pool.actors[0], no_restart=False)
         t.join(300)
         out = box["out"]
         assert out.kind == "ok" and out.accuracy is not None, out  # run again on the restarted worker
+        assert steps and all(0 < s <= n for s, n in steps) and steps[-1][1] >= 80, steps
         assert pool.lost == 1
         assert ray.get(pool.actors[0].pid.remote()) != first
     finally:

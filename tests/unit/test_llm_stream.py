@@ -132,6 +132,13 @@ def test_the_progress_line_names_the_step_its_tokens_and_an_eta():
                                     "llm": {}}, "best": {"accuracy": 0.6, "fitness": 0.6}}})
     assert "best 0.600 | last ok" in fields["info"] and "ETA" in fields["info"]
     assert p.bar.tasks[0].completed == 2
+    p.event({"train": {"iteration": 2, "step": 10, "steps": 200}})  # two workers: two candidates in training
+    p.event({"train": {"iteration": 3, "step": 70, "steps": 200}})
+    assert "iter 2 step 10/200, iter 3 step 70/200" in fields["info"]
+    p.update({"candidate": {"batch": [{"last": {"iteration": 2, "outcome": {"kind": "ok", "accuracy": 0.5},
+                                                "llm": {}}}]}})
+    p.event({"train": {"iteration": 3, "step": 80, "steps": 200}})
+    assert "training | step 80/200" in fields["info"]
 
 
 def test_prompts_are_ordered_stable_first_so_a_role_reuses_its_cached_prefix():
