@@ -12,6 +12,8 @@ Every call is greedy (temperature 0), in the order the run made them (Improver, 
 - repair_context: as early_stop, and the Generator's repairs run on a context of their own
 - lookupN:     as repair_context, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
 - constrained: as early_stop, and the Improver's reply is held to the JSON schema by a grammar
+- rendered:    as repair_context, with each Improver prompt rendered by today's code from the state the run's
+               records give before its iteration (not the recorded text): what a change of the prompts saves
 
 "same" says whether what the loop reads from each reply (the code block, the {problem, suggestion} object)
 is identical to today's; the constrained row changes the Improver's text by design and reports how many of
@@ -31,8 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from nasloop.agent.llm.client import LLMSettings, make_clients  # noqa: E402
 from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema  # noqa: E402
+from nasloop.agent.llm.prompting import improver_prompt  # noqa: E402
 from nasloop.agent.llm.stream import code_complete, json_complete  # noqa: E402
 from nasloop.agent.loop.record import TraceStep  # noqa: E402
+from nasloop.agent.runs.fork import state_at  # noqa: E402
 from nasloop.agent.runs.store import RunStore  # noqa: E402
 
 TODAY = LLMSettings(temperature=0.0, context_per_role=False, repair_context=False, early_stop=False, constrained=False,
@@ -47,6 +51,8 @@ CONFIGS = {
 
 
 def config(name: str) -> LLMSettings:
+    if name == "rendered":
+        return CONFIGS["repair_context"]
     if name.startswith("lookup"):
         return replace(CONFIGS["repair_context"], lookup=int(name[6:] or 2))
     return CONFIGS[name]
@@ -57,7 +63,8 @@ class Row:
     name: str
     seconds: dict[str, float] = field(default_factory=dict)  # by role
     tokens: dict[str, int] = field(default_factory=dict)  # completion tokens by role
-    read: list = field(default_factory=list)  # what the loop reads from each reply
+    read: dict[str, int] = field(default_factory=dict)  # prompt tokens read anew (not from the KV cache), by role
+    replies: list = field(default_factory=list)  # what the loop reads from each reply
     parsed: int = 0
     improver_calls: int = 0
 
@@ -66,6 +73,16 @@ def calls(run: Path, iterations: int) -> list[dict]:
     """The run's LLM calls of its first `iterations` iterations, in the order they were made."""
     recs = [r for r in RunStore.open(run, writable=False).trace() if r.get("prompt") and 1 <= r["iteration"] <= iterations]
     return sorted(recs, key=lambda r: (r["iteration"], *TraceStep.of(r).order()))
+
+
+def rendered(run: Path, rec: dict) -> str:
+    """An Improver call's prompt as today's code renders it from the run's records (a retry keeps the note
+    it was sent with); other calls' prompts as recorded."""
+    if TraceStep.of(rec).kind != "improve" or '"lesson"' in rec["prompt"]:
+        return rec["prompt"]
+    note = rec["prompt"].partition("\n\nYour suggestion ")
+    prompt = improver_prompt(state_at(RunStore.open(run, writable=False), rec["iteration"]))
+    return f"{prompt}\n\nYour suggestion {note[2]}" if note[1] else prompt
 
 
 def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row:
@@ -82,13 +99,14 @@ def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row
         role = "improver" if is_improver else "generator"
         row.seconds[role] = row.seconds.get(role, 0.0) + reply.seconds
         row.tokens[role] = row.tokens.get(role, 0) + (reply.completion_tokens or 0)
+        row.read[role] = row.read.get(role, 0) + (reply.prompt_tokens or 0) - (reply.prefix_tokens or 0)
         if is_improver:
             got = parse_improver(reply.text)[0]
             row.improver_calls += 1
             row.parsed += got is not None
-            row.read.append(json.dumps(got, sort_keys=True))
+            row.replies.append(json.dumps(got, sort_keys=True))
         else:
-            row.read.append(extract_code(reply.text)[0])
+            row.replies.append(extract_code(reply.text)[0])
         print(f"  [{name}] iteration {r['iteration']} {r['node']}: {reply.seconds:.1f} s, "
               f"{reply.completion_tokens} tokens, prompt {reply.prompt_tokens} (reused {reply.prefix_tokens}), "
               f"stop {reply.stop}", flush=True)
@@ -108,22 +126,26 @@ def main() -> int:
     rows = []
     for name in args.configs.split(","):
         t0 = time.perf_counter()
-        rows.append(replay(name, replace(config(name), max_tokens=args.max_tokens), args.llm, recs))
+        these = [{**r, "prompt": rendered(args.run, r)} for r in recs] if name == "rendered" else recs
+        rows.append(replay(name, replace(config(name), max_tokens=args.max_tokens), args.llm, these))
         print(f"  [{name}] {time.perf_counter() - t0:.0f} s", flush=True)
     base = rows[0]
     per_it = sum(base.seconds.values()) / args.iterations
-    print(f"\n| config | LLM s / iteration | vs {base.name} | improver s | generator s | generator tok/s | same as {base.name} |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n| config | LLM s / iteration | vs {base.name} | improver s | improver tokens read | generator s | "
+          f"generator tok/s | same as {base.name} |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         total = sum(row.seconds.values()) / args.iterations
         gen_rate = row.tokens.get("generator", 0) / max(row.seconds.get("generator", 0.0), 1e-9)
         if row.name == "constrained":
             same = f"{row.parsed}/{row.improver_calls} Improver replies parse"
+        elif row.name == "rendered":
+            same = "its Improver prompts differ by design"
         else:
-            same = "yes" if row.read == base.read else "NO: " + ", ".join(
-                str(i) for i, (a, b) in enumerate(zip(row.read, base.read, strict=False)) if a != b)
+            same = "yes" if row.replies == base.replies else "NO: " + ", ".join(
+                str(i) for i, (a, b) in enumerate(zip(row.replies, base.replies, strict=False)) if a != b)
         print(f"| {row.name} | {total:.1f} | {total / per_it:.2f}x | {row.seconds.get('improver', 0):.1f} | "
-              f"{row.seconds.get('generator', 0):.1f} | {gen_rate:.1f} | {same} |")
+              f"{row.read.get('improver', 0)} | {row.seconds.get('generator', 0):.1f} | {gen_rate:.1f} | {same} |")
     return 0
 
 
