@@ -6,7 +6,8 @@ import pytest
 from nasloop import prompts
 from nasloop.agent.llm.parsing import extract_code
 from tests.conftest import CANDIDATES, ROOT, candidate
-from nasloop.tools.static_check import _fallback, check_source
+from nasloop.tools.static_check import check_source
+from nasloop.tools.torch_names import fallback
 
 HEADER = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
 NET = """
@@ -320,6 +321,6 @@ def test_attack_candidates_stay_rejected():
 
 
 def test_without_torch_on_the_host_known_namespaces_are_still_refused():
-    assert "'torch.utils'" in _fallback(("torch", "utils", "data"))
-    assert "'torch.load'" in _fallback(("torch", "load"))
-    assert _fallback(("torch", "nn", "Conv2d")) is None
+    assert "'torch.utils'" in fallback(("torch", "utils", "data"))
+    assert "'torch.load'" in fallback(("torch", "load"))
+    assert fallback(("torch", "nn", "Conv2d")) is None
