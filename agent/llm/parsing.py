@@ -126,7 +126,7 @@ _KERNEL = re.compile(r"kernel|\b\d+\s*x\s*\d+\b", re.IGNORECASE)
 
 
 _LAYER_WIDTH = re.compile(r"^([A-Za-z_][\w.]*) Conv\w* -> (\d+)", re.MULTILINE)
-_FROM_TO = re.compile(r"\b(\d{1,4})\s*(?:->|→|to)\s*(\d{1,4})\b")
+_FROM_TO = re.compile(r"\b(\d{1,4})\s*(?:channels?|filters?)?\s*(?:->|→|to)\s*(\d{1,4})\b")
 
 
 def settle_change(change: dict, layers: str = "") -> dict:

@@ -109,6 +109,8 @@ def test_a_width_change_from_a_width_the_layer_does_not_have_keeps_its_ratio_fro
     assert parsed["change"]["arguments_given"] == "16 -> 32 channels"
     slip = {**WIDEN, "operator": "change_kernel", "target": "conv1", "arguments": "32 to 16 channels"}
     assert parse_improver(json.dumps(slip), layers)[0]["suggestion"] == "Widen conv1: 64 -> 32 channels"
+    spelled = parse_improver(json.dumps({**WIDEN, "arguments": "48 channels -> 96 channels"}), layers)[0]
+    assert spelled["suggestion"] == "Widen conv2: 128 -> 256 channels"  # seen in a seed-43 search
     right = parse_improver(json.dumps({**WIDEN, "arguments": "128 -> 192 channels"}), layers)[0]
     assert right["suggestion"] == "Widen conv2: 128 -> 192 channels" and "arguments_given" not in right["change"]
     for unsure in ({**WIDEN, "target": "fc", "arguments": "256 -> 512 features"},  # a head: not a conv width
