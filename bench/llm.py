@@ -3,6 +3,7 @@ off and on, printed as ratios against today's way of calling the model, measured
 
     python bench/llm.py [--run tests/fixtures/run-digits] [--llm llamacpp:qwen2.5-coder-1.5b]
                         [--iterations 2] [--configs today,contexts,early_stop,repair_context,lookup2,constrained]
+                        [--roles improver,generator]
 
 Every call is greedy (temperature 0), in the order the run made them (Improver, Generator, repairs):
 
@@ -120,8 +121,12 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=LLMSettings.max_tokens)
     ap.add_argument("--configs", default="today,contexts,early_stop,repair_context,lookup2,constrained")
+    ap.add_argument("--roles", default="improver,generator",
+                    help="the calls to replay: improver (Improver and reflection), generator (with its repairs)")
     args = ap.parse_args()
-    recs = calls(args.run, args.iterations)
+    roles = set(args.roles.split(","))
+    recs = [r for r in calls(args.run, args.iterations)
+            if ("improver" if TraceStep.of(r).kind == "improve" else "generator") in roles]
     print(f"{len(recs)} recorded calls of {args.iterations} iterations from {args.run}, model {args.llm}", flush=True)
     rows = []
     for name in args.configs.split(","):
