@@ -223,8 +223,12 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     found = res.get("trace")
     trace: dict = found if isinstance(found, dict) else {}
     text = f"{exc}: {first}" + (f" ({where})" if where else "")
-    if trace:  # where the shapes went wrong, module by module (bounded)
-        text = clip(text, 130) + " | trace: " + trace_text(trace)
+    if trace:  # where the shapes went wrong, module by module (bounded), and what a pooling step had left
+        hint = _pool_hint(trace.get("failed"), msg)
+        if hint:  # the hint and the trace say what the sizes were: the error's last sentence is enough
+            text = f"{exc}: {first.rsplit('. ', 1)[-1]}" + (f" ({where})" if where else "")
+        head = clip(text, 130) + hint
+        text = head + " | trace: " + trace_text(trace, limit=min(160, DIAGNOSIS_CHARS - 10 - len(head)))
     where_rec = res.get("where")
     frame: dict = where_rec if isinstance(where_rec, dict) else {}
     failed = trace.get("failed")
@@ -254,6 +258,17 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     if phase in ("forward", "train", "eval", "proxy") and _SHAPE_PATTERNS.search(msg):
         return Outcome("shape_error", clip(text), seconds=seconds, **common)
     return Outcome("runtime_error", clip(f"{text} [during {phase}]"), seconds=seconds, **common)
+
+
+def _pool_hint(failed: object, msg: str) -> str:
+    """A pooling step given a map smaller than its window. In a CIFAR-10 search the 1.5B model's repair
+    enlarged the kernel instead (three times, three shape errors): say how small the map already is."""
+    if not isinstance(failed, dict) or "Pool" not in _txt(failed.get("type")) or "too small" not in msg:
+        return ""
+    shape = failed.get("in")
+    if not (isinstance(shape, list) and len(shape) >= 2 and all(type(d) is int for d in shape[-2:])):
+        return ""
+    return f" — the map is {shape[-2]}x{shape[-1]} at {_txt(failed.get('name'))[:30]}: remove a pooling step, not enlarge a kernel"
 
 
 def _budget(res: dict) -> dict | None:

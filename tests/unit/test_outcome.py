@@ -87,6 +87,20 @@ def test_failure_travels_as_fields():
     assert out.diagnosis.endswith("trace: conv Conv2d→32x16x16 | ✗ fc Linear(in_features=2048, out_features=10) got 8192")
 
 
+def test_a_pooling_step_left_without_a_map_says_how_small_the_map_is():
+    """Seen in a CIFAR-10 search: the repair of "Output size is too small" enlarged the pooling kernel."""
+    trace = {"layers": [{"name": f"conv{i}", "type": "Conv2d", "out": [96, 1, 1]} for i in range(9)],
+             "failed": {"name": "pool", "type": "MaxPool2d", "in": [96, 1, 1],
+                        "repr": "MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)"}}
+    msg = "Given input size: (96x1x1). Calculated output size: (96x0x0). Output size is too small"
+    out = classify(err("forward", "RuntimeError", msg, trace=trace), LIM, LABELS)
+    assert out.kind == "shape_error" and len(out.diagnosis) <= 300
+    assert "the map is 1x1 at pool: remove a pooling step, not enlarge a kernel" in out.diagnosis
+    assert out.diagnosis.endswith("✗ pool MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False) got 96x1x1")
+    other = classify(err("forward", "RuntimeError", "shapes cannot be multiplied", trace=trace), LIM, LABELS)
+    assert "the map is" not in other.diagnosis
+
+
 def test_every_kind_is_reachable_by_name():
     assert set(KINDS) == {"ok", "syntax_error", "invalid_code", "interface_error", "shape_error", "runtime_error",
                           "host_oom", "gpu_oom", "timeout", "diverged", "sandbox_error"}
