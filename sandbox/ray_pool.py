@@ -128,7 +128,6 @@ class RaySandbox:
             return self._arrays[key]
 
     def run(self, job: Job) -> RawResult:
-        import ray
         from ray.exceptions import ActorUnschedulableError, GetTimeoutError, RayActorError
 
         if self.closing:
