@@ -109,6 +109,11 @@ def test_a_width_change_from_a_width_the_layer_does_not_have_keeps_its_ratio_fro
     assert parsed["change"]["arguments_given"] == "16 -> 32 channels"
     slip = {**WIDEN, "operator": "change_kernel", "target": "conv1", "arguments": "32 to 16 channels"}
     assert parse_improver(json.dumps(slip), layers)[0]["suggestion"] == "Widen conv1: 64 -> 32 channels"
+    # a "to" that widens the layer is kept; a ratio at most doubles it (seed 44: 1024 -> 16384 channels)
+    assert parse_improver(json.dumps({**WIDEN, "arguments": "96 -> 144 channels"}), layers)[0]["suggestion"] == \
+        "Widen conv2: 128 -> 144 channels"
+    assert parse_improver(json.dumps({**WIDEN, "arguments": "8 -> 128 channels"}), layers)[0]["suggestion"] == \
+        "Widen conv2: 128 -> 256 channels"
     spelled = parse_improver(json.dumps({**WIDEN, "arguments": "48 channels -> 96 channels"}), layers)[0]
     assert spelled["suggestion"] == "Widen conv2: 128 -> 256 channels"  # seen in a seed-43 search
     right = parse_improver(json.dumps({**WIDEN, "arguments": "128 -> 192 channels"}), layers)[0]
