@@ -33,6 +33,7 @@ class Triple(TypedDict, total=False):
     score: float  # the proxy score, when candidates are scored instead of (or before) being trained
     parent: int  # evolution: the iteration of the member that was mutated
     delta: float  # evolution: the child's fitness minus its parent's
+    over_budget: bool  # the pre-flight refused it for its parameters or FLOPs (a BudgetError)
 
 
 def window_add(left: list[Triple] | None, right: list[Triple] | Triple | None, k: int = DEFAULT_K) -> list[Triple]:

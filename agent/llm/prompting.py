@@ -10,7 +10,7 @@ import math
 import tokenize
 
 from nasloop import prompts
-from nasloop.agent.llm.parsing import CHANGE_OPS
+from nasloop.agent.llm.parsing import CHANGE_OPS, describe_change
 from nasloop.agent.llm.stream import LONG_LINE
 from nasloop.tools.outcome import human
 
@@ -145,12 +145,15 @@ def usable_proposal(parsed: dict | None, err: str, iteration: int, window: list[
     copy their last suggestion word for word: the Generator then repeats its code, or its last slip)."""
     sugg = (parsed or {}).get("suggestion", "").strip()
     tried = {_words(t.get("suggestion", "")): t.get("iteration") for t in window or [] if t.get("iteration") != 0}
+    over = over_budget_again(parsed, window)
     if parsed is None:
         why = f"(improver failure) {err}"
     elif sugg.startswith("(") or not sugg:
         why = f"(improver failure) placeholder suggestion {sugg!r}"
     elif _words(sugg[:300]) in tried:  # the window keeps 300 characters of each suggestion
         why = f"(improver repeat) suggestion of iteration {tried[_words(sugg[:300])]} again;"
+    elif over is not None:
+        why = f"(improver repeat) a larger layer where iteration {over} went over the budget;"
     else:
         return parsed
     fresh = [c for c in FALLBACK_CHANGES if _words(c) not in tried] or list(FALLBACK_CHANGES)
@@ -158,11 +161,24 @@ def usable_proposal(parsed: dict | None, err: str, iteration: int, window: list[
             "suggestion": fresh[iteration % len(fresh)]}
 
 
+def over_budget_again(parsed: dict | None, window: list[dict] | None) -> int | None:
+    """The iteration whose change grew the same layer the same way (widen or deepen it) and went over the
+    budget, if the proposal does that again. In a CIFAR-10 search (seed 44) the 1.5B model widened conv3 five
+    times after the first budget error, each time a few more channels: each a new suggestion, each refused."""
+    change = (parsed or {}).get("change") or {}
+    if change.get("operator") not in ("widen", "deepen") or not change.get("target"):
+        return None
+    head = describe_change({**change, "arguments": ""}) + ":"
+    return next((t.get("iteration") for t in reversed(window or []) if t.get("over_budget")
+                 and (t.get("suggestion") or "").startswith(head)), None)
+
+
 def tried_note(parsed: dict, window: list[dict] | None) -> str:
     """What the Improver is told when its suggestion repeats one already tried (or is a placeholder):
     the list of tried changes, and to suggest a different one. Asked once, before any fallback is used."""
-    tried = [t.get("suggestion", "") for t in window or [] if t.get("iteration") != 0 and t.get("suggestion")]
-    lines = "\n".join(f"- {s[:200]}" for s in dict.fromkeys(tried)) or "- (none yet)"
+    tried = [t.get("suggestion", "")[:200] + (" (over the budget)" if t.get("over_budget") else "")
+             for t in window or [] if t.get("iteration") != 0 and t.get("suggestion")]
+    lines = "\n".join(f"- {s}" for s in dict.fromkeys(tried)) or "- (none yet)"
     return (f"Your suggestion \"{parsed.get('suggestion', '')[:200]}\" was already tried or is not a concrete "
             f"change. Changes already tried:\n{lines}\nSuggest a DIFFERENT concrete change (same JSON format).")
 

@@ -62,6 +62,8 @@ def triple(r: dict, proxy: str | None = None) -> Triple:
             t["score"] = round(score, 4)
     else:
         t["diagnosis"] = r.get("diagnosis", "")
+        if (r.get("failure") or {}).get("exc_type") == "BudgetError":
+            t["over_budget"] = True
     if r.get("parent") is not None:
         t["parent"] = r["parent"]
         fit, before = fitness(r), r.get("parent_fitness")

@@ -125,3 +125,25 @@ def test_a_width_change_from_a_width_the_layer_does_not_have_keeps_its_ratio_fro
         assert parse_improver(json.dumps(unsure), layers)[0]["change"]["arguments"] == unsure["arguments"]
     assert parse_improver(json.dumps({**WIDEN, "arguments": "16 -> 32 channels"}))[0]["suggestion"] == \
         "Widen conv2: 16 -> 32 channels"  # no trace: as written
+
+
+def test_growing_a_layer_that_went_over_the_budget_again_goes_back_to_the_improver():
+    """Seen in a CIFAR-10 search (seed 44): after conv3 went over the budget, the 1.5B model widened it five
+    more times, each a new number of channels (so no word-for-word repeat), each refused by the pre-flight."""
+    from nasloop.agent.llm.prompting import tried_note, usable_proposal
+    from nasloop.agent.loop.record import triple
+
+    refused = {"iteration": 7, "suggestion": "Widen conv3: 1024 -> 2048 channels", "outcome": "interface_error",
+               "diagnosis": "BudgetError: Net has 2,453,965 parameters; the budget is 2,000,000",
+               "failure": {"phase": "interface", "exc_type": "BudgetError", "budget": {"largest": []}}}
+    window = [triple(refused), triple({"iteration": 8, "suggestion": "Widen conv2: 64 -> 96 channels",
+                                       "outcome": "shape_error", "failure": {"exc_type": "RuntimeError"}})]
+    assert window[0]["over_budget"] is True and "over_budget" not in window[1]
+    wider = parse_improver(json.dumps({**WIDEN, "target": "conv3", "arguments": "1024 -> 4096 channels"}))[0]
+    kept = usable_proposal(wider, "", 9, window)
+    assert kept is not wider and "iteration 7 went over the budget" in kept["problem"]
+    assert "- Widen conv3: 1024 -> 2048 channels (over the budget)" in tried_note(wider, window)
+    for fine in ({**WIDEN, "target": "conv2", "arguments": "64 -> 128 channels"},  # another layer (its try failed otherwise)
+                 {**WIDEN, "target": "conv3", "operator": "change_kernel", "arguments": "3x3 -> 5x5"}):
+        parsed = parse_improver(json.dumps(fine))[0]
+        assert usable_proposal(parsed, "", 9, window) is parsed
