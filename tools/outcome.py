@@ -227,7 +227,7 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
         hint = _pool_hint(trace.get("failed"), msg)
         if hint:  # the hint and the trace say what the sizes were: the error's last sentence is enough
             text = f"{exc}: {first.rsplit('. ', 1)[-1]}" + (f" ({where})" if where else "")
-        head = clip(text, 130) + hint
+        head = clip(text, 100 if hint else 130) + hint
         text = head + " | trace: " + trace_text(trace, limit=min(160, DIAGNOSIS_CHARS - 10 - len(head)))
     where_rec = res.get("where")
     frame: dict = where_rec if isinstance(where_rec, dict) else {}
