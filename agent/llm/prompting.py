@@ -96,11 +96,12 @@ def improver_prompt(state: dict, note: str = "") -> str:
         details = f"accuracy {out.get('accuracy', 0):.4f}, {human(out.get('params') or 0)} parameters"
     else:
         details = f"diagnosis: {out.get('diagnosis', '')}"
+    base = best_fields(state)
     if last.get("code") and last.get("iteration") != (state.get("best") or {}).get("iteration"):
         seed = prompts.seed_source(task["dataset"])
-        details += "\n" + changes_text(best_fields(state)["best_code"], plain_code(last["code"], seed))
+        details += "\n" + changes_text(base["best_code"], plain_code(last["code"], seed))
     text = prompts.render(
-        "improver", **_task_fields(task), **best_fields(state),
+        "improver", **_task_fields(task), **base,
         last_iteration=last.get("iteration", "-"), last_outcome=out.get("kind", "none"), last_details=details,
         window=window_text(state), operators=", ".join(CHANGE_OPS),
     )
