@@ -64,8 +64,9 @@ def route_after_evaluate(state: dict, first: str = "improve") -> str:
 
 
 def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
-    """The recursion limit one invocation needs to run `iterations` iterations with up to `repairs` each."""
-    return (STEPS_PER_ITERATION + 2 * repairs) * (iterations + 1) + 10
+    """The recursion limit one invocation needs to run `iterations` iterations with up to `repairs` each
+    (and one more where a repair repeated an earlier net: agent/loop/fidelity.py repairs_allowed)."""
+    return (STEPS_PER_ITERATION + 2 * (repairs + bool(repairs))) * (iterations + 1) + 10
 
 
 SHARED = ("task", "best", "window", "last", "counts", "population")  # what each fanned-out candidate starts from

@@ -172,10 +172,22 @@ class OpTrace(TorchDispatchMode):
 
 
 def largest_layers(model: nn.Module) -> list[dict]:
+    """The three modules holding the most tensors, each with the width a repair would cut (a convolution's
+    output channels, a linear layer's output features) so the host can say how far to cut it."""
     own = [(sum(p.numel() for p in m.parameters(recurse=False)) + sum(b.numel() for b in m.buffers(recurse=False)),
-            name, type(m).__name__) for name, m in model.named_modules() if name]
-    return [{"name": name, "type": kind, "params": int(n)} for n, name, kind in sorted(
-        (t for t in own if t[0]), reverse=True)[:3]]
+            name, m) for name, m in model.named_modules() if name]
+    top = sorted((t for t in own if t[0]), key=lambda t: (t[0], t[1]), reverse=True)[:3]
+    return [{"name": name, "type": type(m).__name__, "params": int(n), **_width(m)} for n, name, m in top]
+
+
+def _width(module: nn.Module) -> dict:
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
+        width = module.out_channels
+    elif isinstance(module, nn.Linear):
+        width = module.out_features
+    else:
+        return {}
+    return {"width": width} if type(width) is int else {}
 
 
 def over_budget(params: int, max_params: int, model: nn.Module | None = None) -> dict | None:
@@ -188,7 +200,7 @@ def over_budget(params: int, max_params: int, model: nn.Module | None = None) ->
     largest = ("; largest layers: " + ", ".join(f"{t['name']} ({t['type']}, {t['params']:,} parameters)"
                                                 for t in top)) if top else ""
     return failure("interface", "BudgetError", f"Net has {params:,} parameters; the budget is {max_params:,}"
-                   f"{largest}. Use fewer or narrower layers", largest=top)
+                   f"{largest}. Use fewer or narrower layers", largest=top, max_params=max_params)
 
 
 def over_flops(flops: int, max_flops: int, counts: dict, batch: int = 2) -> dict | None:

@@ -238,6 +238,8 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     budget = _budget(res)
     if budget:
         common["failure"]["budget"] = budget
+        hint = _budget_hint(budget, common.get("params"))
+        text = clip(text, DIAGNOSIS_CHARS - len(hint)) + hint if hint else text
     if phase == DUPLICATE_PHASE and type(res.get("of")) is int:  # costs no training; the repair is told
         common["failure"]["of"] = res["of"]
         return Outcome("invalid_code", clip(f"{first}: apply the suggested change instead of repeating that net"),
@@ -275,12 +277,33 @@ def _budget(res: dict) -> dict | None:
     """A BudgetError's numbers as data (reported by the harness; kept only as bounded ints and short
     names): what was counted, the budget, and the layers that cost the most, for a repair to act on."""
     out: dict = {k: int(res[k]) for k in ("flops", "max_flops") if type(res.get(k)) is int}
+    if type(res.get("max_params")) is int:
+        out["max_params"] = int(res["max_params"])
     found = res.get("largest")
     if isinstance(found, list):
-        out["largest"] = [{"name": _txt(lay.get("name"))[:60],
-                           **{k: int(lay[k]) for k in ("params", "flops") if type(lay.get(k)) is int}}
+        out["largest"] = [{"name": _txt(lay.get("name"))[:60], "type": _txt(lay.get("type"))[:30],
+                           **{k: int(lay[k]) for k in ("params", "flops", "width") if type(lay.get(k)) is int}}
                           for lay in found[:3] if isinstance(lay, dict)]
     return out or None
+
+
+def _budget_hint(budget: dict | None, params: object) -> str:
+    """How far to narrow the largest layer to fit the parameter budget, in its own units. Told only 'use
+    fewer or narrower layers', the 1.5B model's repairs came back over the budget every time (seed 44,
+    seven iterations): a number to write is a change it can make. The estimate counts the layer alone
+    (its BatchNorm and the next layer's inputs shrink too), less 10 %: the cut is enough, never too little."""
+    if not budget or type(params) is not int or not budget.get("max_params"):
+        return ""
+    excess = params - budget["max_params"]
+    layer = next((lay for lay in budget.get("largest", []) if lay.get("width") and lay.get("params")), None)
+    if excess <= 0 or layer is None:
+        return ""
+    name, width = layer["name"][:30], layer["width"]
+    units = "output features" if layer.get("type") == "Linear" else "output channels"
+    fits = int(width * (1 - excess / layer["params"]) * 0.9) // 8 * 8
+    if fits < 8:
+        return f" — narrowing {name} alone cannot fit the budget: halve the channels of every large layer"
+    return f" — {name} has {width} {units}: give it at most {fits}"
 
 
 def location(where: object) -> str:

@@ -28,6 +28,9 @@ FALLBACK_CHANGES = (
     "Increase the number of output channels of the first convolution by 50% (and of its BatchNorm and the "
     "input channels of the second convolution), keeping every other layer as it is.",
 )
+# The fallbacks that add no parameters: once a change in the memory went over the budget, the others could
+# push the net over it too (seed 44: "widen the first conv by 50%" came right after a budget error).
+NO_GROWTH = frozenset(FALLBACK_CHANGES[3:5])
 
 
 def input_shape(task: dict) -> str:
@@ -157,9 +160,18 @@ def usable_proposal(parsed: dict | None, err: str, iteration: int, window: list[
         why = f"(improver repeat) a larger layer where iteration {over} went over the budget;"
     else:
         return parsed
-    fresh = [c for c in FALLBACK_CHANGES if _words(c) not in tried] or list(FALLBACK_CHANGES)
     return {"problem": f"{why} {(parsed or {}).get('problem', '')}"[:300].strip(),
-            "suggestion": fresh[iteration % len(fresh)]}
+            "suggestion": fallback_change(iteration, window)}
+
+
+def fallback_change(n: int, window: list[dict] | None) -> str:
+    """The n-th (cyclically) of the concrete changes the memory window has not tried; only those adding no
+    parameters while the window holds a change that went over the budget."""
+    tried = {_words(t.get("suggestion", "")) for t in window or [] if t.get("iteration") != 0}
+    fresh = [c for c in FALLBACK_CHANGES if _words(c) not in tried] or list(FALLBACK_CHANGES)
+    if any(t.get("over_budget") for t in window or []):
+        fresh = [c for c in fresh if c in NO_GROWTH] or fresh
+    return fresh[n % len(fresh)]
 
 
 def over_budget_again(parsed: dict | None, window: list[dict] | None) -> int | None:

@@ -21,15 +21,15 @@ from langgraph.runtime import Runtime
 
 from nasloop import prompts
 from nasloop.agent.loop import record
-from nasloop.agent.loop.fidelity import REPEAT_PHASE, assess
+from nasloop.agent.loop.fidelity import REPEAT_PHASE, assess, repairs_allowed
 from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
 from nasloop.agent.llm.parsing import change_schema, extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
-from nasloop.agent.llm.prompting import (FALLBACK_CHANGES, FALLBACK_SUGGESTION, best_fields, generator_prompt, improver_prompt,
-                             reflect_prompt, repair_prompt, tried_note, usable_proposal)
+from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, fallback_change, generator_prompt,
+                                         improver_prompt, reflect_prompt, repair_prompt, tried_note, usable_proposal)
 from nasloop.tools.outcome import DUPLICATE_PHASE, Outcome
 
 IMPROVE = record.TraceStep("improve").to_dict()
@@ -303,7 +303,7 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         # repeats and duplicates are of iterations before this round (with one worker: before this one)
         before = (state.get("last") or {}).get("iteration", it - 1) + 1
         outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it), progress=_training(runtime, it))
-    if outcome.stage in ("static", "preflight") and attempt < opts.repairs:
+    if outcome.stage in ("static", "preflight") and attempt < repairs_allowed(opts.repairs, outcome):
         return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
     llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
     fixes = (cand.get("fixes") or []) + ladder.pop("fixes", [])
@@ -323,7 +323,7 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
     # sampled at the base temperature (near-greedy would reproduce the same code).
     repeat = (failed.get("failure") or {}).get("phase") in (REPEAT_PHASE, DUPLICATE_PHASE)
-    change = FALLBACK_CHANGES[(it + attempt) % len(FALLBACK_CHANGES)] if repeat else None
+    change = fallback_change(it + attempt, state.get("window")) if repeat else None
     prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
     step = record.TraceStep("repair", attempt)
     rec = deps.once("trace", it, step.node, lambda: {

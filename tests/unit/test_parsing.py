@@ -1,6 +1,7 @@
 """Replies small models really give: single quotes, fences, chatter, no code."""
 import pytest
 
+from nasloop import prompts
 from nasloop.agent.fixes.definitions import restore_definitions
 from nasloop.agent.fixes.shapes import fix_shapes
 from nasloop.agent.llm.parsing import extract_code, parse_improver
@@ -86,8 +87,8 @@ def preflight_outcome(code: str):
 
     ns: dict = {}
     exec(compile(code, "candidate.py", "exec"), ns)  # noqa: S102 - our own test input
-    failure, _ = runner.preflight(ns["Net"], 10, 3, 32, 2_000_000)
-    return None if failure is None else _from_error(failure, 0.0, {})
+    failure, facts = runner.preflight(ns["Net"], 10, 3, 32, 2_000_000)
+    return None if failure is None else _from_error(failure, 0.0, {"params": facts.get("params")})
 
 
 def preflight_diagnosis(code: str) -> str | None:
@@ -257,3 +258,19 @@ def test_a_net_over_budget_is_told_which_layers_to_shrink():
     assert diag.startswith("BudgetError: Net has 268,452,458 parameters; the budget is 2,000,000; largest layers: "
                            "big (Linear, 268,451,840 parameters), conv (Conv2d, 448 parameters), "
                            "fc (Linear, 170 parameters)")
+    assert diag.endswith(" — big has 16384 output features: give it at most 104")
+
+
+def test_a_net_over_budget_is_told_a_width_that_fits():
+    """Seed 44 widened conv3 to 1024 and beyond; its repairs, told 'use fewer or narrower layers', stayed
+    over the budget. The diagnosis now names a width, and the net with that width fits."""
+    seed = prompts.seed_source("default")
+    wide = seed.replace("nn.BatchNorm2d(128)", "nn.BatchNorm2d(2048)").replace("nn.Linear(128,", "nn.Linear(2048,")
+    wide = wide.replace("nn.Conv2d(64, 128, 3", "nn.Conv2d(128, 2048, 3").replace("nn.Conv2d(32, 64, 3", "nn.Conv2d(32, 128, 3")
+    wide = wide.replace("nn.BatchNorm2d(64)", "nn.BatchNorm2d(128)")
+    out = preflight_outcome(wide)
+    assert out is not None and out.failure["exc_type"] == "BudgetError", out
+    fits = int(out.diagnosis.rsplit("give it at most ", 1)[1])
+    assert "conv3 has 2048 output channels" in out.diagnosis and 1024 <= fits < 2048
+    narrow = wide.replace("2048", str(fits))
+    assert preflight_outcome(narrow) is None  # the width it names fits the budget

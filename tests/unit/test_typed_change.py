@@ -147,3 +147,11 @@ def test_growing_a_layer_that_went_over_the_budget_again_goes_back_to_the_improv
                  {**WIDEN, "target": "conv3", "operator": "change_kernel", "arguments": "3x3 -> 5x5"}):
         parsed = parse_improver(json.dumps(fine))[0]
         assert usable_proposal(parsed, "", 9, window) is parsed
+    # the fallback that replaces it adds no parameters (seed 44's "widen the first conv by 50%" came right
+    # after a budget error); once both such changes are in the window, any untried one will do
+    from nasloop.agent.llm.prompting import FALLBACK_CHANGES, NO_GROWTH, fallback_change
+
+    assert all(usable_proposal(wider, "", n, window)["suggestion"] in NO_GROWTH for n in range(6))
+    assert {fallback_change(n, window[1:]) for n in range(6)} == set(FALLBACK_CHANGES)  # no budget error: all
+    tried = window + [triple({"iteration": 9 + i, "suggestion": c, "outcome": "ok"}) for i, c in enumerate(NO_GROWTH)]
+    assert fallback_change(0, tried) in set(FALLBACK_CHANGES) - NO_GROWTH
