@@ -125,8 +125,14 @@ def main() -> int:
                     help="the calls to replay: improver (Improver and reflection), generator (with its repairs)")
     args = ap.parse_args()
     roles = set(args.roles.split(","))
+    if roles - {"improver", "generator"}:
+        raise SystemExit(f"bench/llm.py: unknown role(s) {', '.join(sorted(roles - {'improver', 'generator'}))}: "
+                         f"use improver and/or generator")
     recs = [r for r in calls(args.run, args.iterations)
             if ("improver" if TraceStep.of(r).kind == "improve" else "generator") in roles]
+    if not recs:
+        raise SystemExit(f"bench/llm.py: no recorded {args.roles} calls in the first {args.iterations} "
+                         f"iterations of {args.run}")
     print(f"{len(recs)} recorded calls of {args.iterations} iterations from {args.run}, model {args.llm}", flush=True)
     rows = []
     for name in args.configs.split(","):
