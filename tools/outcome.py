@@ -291,16 +291,21 @@ def _budget_hint(budget: dict | None, params: object) -> str:
     """How far to narrow the largest layer to fit the parameter budget, in its own units. Told only 'use
     fewer or narrower layers', the 1.5B model's repairs came back over the budget every time (seed 44,
     seven iterations): a number to write is a change it can make. The estimate counts the layer alone
-    (its BatchNorm and the next layer's inputs shrink too), less 10 %: the cut is enough, never too little."""
+    (its BatchNorm and the next layer's inputs shrink too), less 10 %: the cut is enough, never too little.
+    A Linear layer that costs most through its inputs (a flatten of a large map) is told to pool instead.
+    The numbers are the candidate's own report: the hint only advises its repair."""
     if not budget or type(params) is not int or not budget.get("max_params"):
         return ""
     excess = params - budget["max_params"]
-    layer = next((lay for lay in budget.get("largest", []) if lay.get("width") and lay.get("params")), None)
-    if excess <= 0 or layer is None:
+    layer = (budget.get("largest") or [{}])[0]
+    width, cost = layer.get("width"), layer.get("params")
+    if excess <= 0 or not width or not cost:
         return ""
-    name, width = layer["name"][:30], layer["width"]
+    name = layer["name"][:30]
+    if layer.get("type") == "Linear" and cost // width >= 4 * width:
+        return f" — {name} costs most through its inputs: average-pool the feature map to 1x1 before it"
     units = "output features" if layer.get("type") == "Linear" else "output channels"
-    fits = int(width * (1 - excess / layer["params"]) * 0.9) // 8 * 8
+    fits = int(width * (1 - excess / cost) * 0.9) // 8 * 8
     if fits < 8:
         return f" — narrowing {name} alone cannot fit the budget: halve the channels of every large layer"
     return f" — {name} has {width} {units}: give it at most {fits}"

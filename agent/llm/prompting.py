@@ -164,13 +164,16 @@ def usable_proposal(parsed: dict | None, err: str, iteration: int, window: list[
             "suggestion": fallback_change(iteration, window)}
 
 
-def fallback_change(n: int, window: list[dict] | None) -> str:
-    """The n-th (cyclically) of the concrete changes the memory window has not tried; only those adding no
-    parameters while the window holds a change that went over the budget."""
+def fallback_change(n: int, window: list[dict] | None, also_tried: tuple[str, ...] = ()) -> str:
+    """The n-th (cyclically) of the concrete changes neither the memory window nor `also_tried` (this
+    iteration's own proposal and repairs) holds; while the window holds a change that went over the budget,
+    one that adds no parameters where one is left."""
     tried = {_words(t.get("suggestion", "")) for t in window or [] if t.get("iteration") != 0}
-    fresh = [c for c in FALLBACK_CHANGES if _words(c) not in tried] or list(FALLBACK_CHANGES)
+    tried |= {_words(s) for s in also_tried}
+    fresh = [c for c in FALLBACK_CHANGES if _words(c) not in tried]
     if any(t.get("over_budget") for t in window or []):
-        fresh = [c for c in fresh if c in NO_GROWTH] or fresh
+        fresh = [c for c in fresh if c in NO_GROWTH] or fresh or [c for c in FALLBACK_CHANGES if c in NO_GROWTH]
+    fresh = fresh or list(FALLBACK_CHANGES)
     return fresh[n % len(fresh)]
 
 

@@ -15,7 +15,7 @@ from nasloop.agent.loop.escape import code_key
 from nasloop.agent.loop.record import TraceStep
 from nasloop.agent.fixes.registry import Context, apply_stage
 from nasloop.agent.fixes.shapes import failing_layer
-from nasloop.tools.outcome import DUPLICATE_PHASE, Outcome
+from nasloop.tools.outcome import Outcome
 
 
 REPEAT_PHASE = "repeat"  # the failure phase of a verbatim repeat (the repair node gives it a concrete change)
@@ -33,9 +33,11 @@ def repeat_outcome(deps: Deps, before: int, code: str) -> Outcome | None:
 
 
 def repairs_allowed(repairs: int, outcome: Outcome) -> int:
-    """Repair attempts for a candidate that failed this way: one more for a repeat of an earlier net (it cost
-    no training; in a CIFAR-10 search half of the repeats' repairs gave a valid net, 7 of 17 a repeat again)."""
-    again = repairs and (outcome.failure or {}).get("phase") in (REPEAT_PHASE, DUPLICATE_PHASE)
+    """Repair attempts for a candidate that failed this way: one more for a verbatim repeat of an earlier net
+    (the host's own check, no training; in a CIFAR-10 search half of the repeats' repairs gave a valid net,
+    7 of 17 a repeat again). Not for a structural duplicate: that verdict comes from the candidate's process
+    and buys one repair only."""
+    again = repairs and (outcome.failure or {}).get("phase") == REPEAT_PHASE
     return repairs + 1 if again else repairs
 
 

@@ -323,7 +323,9 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
     # sampled at the base temperature (near-greedy would reproduce the same code).
     repeat = (failed.get("failure") or {}).get("phase") in (REPEAT_PHASE, DUPLICATE_PHASE)
-    change = fallback_change(it + attempt, state.get("window")) if repeat else None
+    asked = ((state.get("proposal") or {}).get("suggestion", ""),
+             *(h.get("suggestion", "") for h in cand.get("repairs", [])))
+    change = fallback_change(it + attempt, state.get("window"), asked) if repeat else None
     prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
     step = record.TraceStep("repair", attempt)
     rec = deps.once("trace", it, step.node, lambda: {

@@ -161,7 +161,7 @@ def test_huge_net_is_rejected_without_allocation(evaluator):
     assert "parameters; the budget is 2,000,000" in out.diagnosis
     assert ("largest layers: big (Linear, 268,451,840 parameters), fc (Linear, 170 parameters), "
             "conv (Conv2d, 160 parameters)") in out.diagnosis
-    assert out.diagnosis.endswith(" — big has 16384 output features: give it at most 104")  # host-computed
+    assert out.diagnosis.endswith(" — big has 16384 output features: give it at most 104")  # the host's words
     assert out.params > 268_000_000
 
 

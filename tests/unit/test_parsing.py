@@ -274,3 +274,15 @@ def test_a_net_over_budget_is_told_a_width_that_fits():
     assert "conv3 has 2048 output channels" in out.diagnosis and 1024 <= fits < 2048
     narrow = wide.replace("2048", str(fits))
     assert preflight_outcome(narrow) is None  # the width it names fits the budget
+
+
+def test_a_net_over_budget_through_a_flatten_is_told_to_pool():
+    """A Linear that costs most through its inputs (a flattened 8x8 map) is not told to narrow its outputs."""
+    seed = prompts.seed_source("default")
+    flat = seed.replace("self.fc = nn.Linear(128, num_classes)",
+                        "self.fc1 = nn.Linear(128 * 8 * 8, 256)\n        self.fc = nn.Linear(256, num_classes)")
+    flat = flat.replace("        x = F.adaptive_avg_pool2d(x, 1)\n", "").replace("return self.fc(x)", "return self.fc(self.fc1(x))")
+    out = preflight_outcome(flat)
+    assert out is not None and out.failure["budget"]["largest"][0] == {
+        "name": "fc1", "type": "Linear", "params": 8192 * 256 + 256, "width": 256}
+    assert out.diagnosis.endswith(" — fc1 costs most through its inputs: average-pool the feature map to 1x1 before it")

@@ -155,3 +155,8 @@ def test_growing_a_layer_that_went_over_the_budget_again_goes_back_to_the_improv
     assert {fallback_change(n, window[1:]) for n in range(6)} == set(FALLBACK_CHANGES)  # no budget error: all
     tried = window + [triple({"iteration": 9 + i, "suggestion": c, "outcome": "ok"}) for i, c in enumerate(NO_GROWTH)]
     assert fallback_change(0, tried) in set(FALLBACK_CHANGES) - NO_GROWTH
+    dropout, silu = [c for c in FALLBACK_CHANGES if c in NO_GROWTH]
+    assert {fallback_change(n, window, (dropout,)) for n in range(4)} == {silu}  # this iteration's own tries count
+    everything = window + [triple({"iteration": 20 + i, "suggestion": c, "outcome": "ok"})
+                           for i, c in enumerate(FALLBACK_CHANGES)]
+    assert {fallback_change(n, everything) for n in range(4)} == set(NO_GROWTH)  # all tried: still no growth
