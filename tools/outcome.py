@@ -237,8 +237,9 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
                          "layer": failed if isinstance(failed, dict) else None}
     budget = _budget(res)
     if budget:
-        common["failure"]["budget"] = budget
-        hint = _budget_hint(budget, common.get("params"))
+        fit = _fit(budget, common.get("params"))
+        common["failure"]["budget"] = {**budget, **({"fit": fit} if fit else {})}
+        hint = _fit_text(fit)
         text = clip(text, DIAGNOSIS_CHARS - len(hint)) + hint if hint else text
     if phase == DUPLICATE_PHASE and type(res.get("of")) is int:  # costs no training; the repair is told
         common["failure"]["of"] = res["of"]
@@ -287,28 +288,38 @@ def _budget(res: dict) -> dict | None:
     return out or None
 
 
-def _budget_hint(budget: dict | None, params: object) -> str:
-    """How far to narrow the largest layer to fit the parameter budget, in its own units. Told only 'use
-    fewer or narrower layers', the 1.5B model's repairs came back over the budget every time (seed 44,
-    seven iterations): a number to write is a change it can make. The estimate counts the layer alone
-    (its BatchNorm and the next layer's inputs shrink too), less 10 %: the cut is enough, never too little.
-    A Linear layer that costs most through its inputs (a flatten of a large map) is told to pool instead.
-    The numbers are the candidate's own report: the hint only advises its repair."""
-    if not budget or type(params) is not int or not budget.get("max_params"):
-        return ""
+def _fit(budget: dict, params: object) -> dict | None:
+    """What would bring a net over the parameter budget under it, as data: its largest layer narrowed to
+    `to` (a Conv2d's output channels, a Linear's output features), or `pool` for a Linear that costs most
+    through its inputs (a flattened map). The estimate counts the layer alone (its BatchNorm and the next
+    layer's inputs shrink too), less 10 %, in multiples of 8: the cut is enough, never too little. The
+    numbers are the candidate's own report: the fit only advises its repair and the `budget` fix, whose
+    result is pre-flighted again."""
+    if type(params) is not int or not budget.get("max_params"):
+        return None
     excess = params - budget["max_params"]
     layer = (budget.get("largest") or [{}])[0]
     width, cost = layer.get("width"), layer.get("params")
     if excess <= 0 or not width or not cost:
-        return ""
-    name = layer["name"][:30]
+        return None
+    fit = {"name": layer["name"][:30], "type": layer.get("type", ""), "width": width}
     if layer.get("type") == "Linear" and cost // width >= 4 * width:
+        return {**fit, "pool": True}
+    return {**fit, "to": int(width * (1 - excess / cost) * 0.9) // 8 * 8}
+
+
+def _fit_text(fit: dict | None) -> str:
+    """The fit in words, after the diagnosis. Told only 'use fewer or narrower layers', the 1.5B model's
+    repairs came back over the budget every time (seed 44, seven iterations): a number is a change it can make."""
+    if not fit:
+        return ""
+    name, width = fit["name"], fit["width"]
+    if fit.get("pool"):
         return f" — {name} costs most through its inputs: average-pool the feature map to 1x1 before it"
-    units = "output features" if layer.get("type") == "Linear" else "output channels"
-    fits = int(width * (1 - excess / cost) * 0.9) // 8 * 8
-    if fits < 8:
+    if fit["to"] < 8:
         return f" — narrowing {name} alone cannot fit the budget: halve the channels of every large layer"
-    return f" — {name} has {width} {units}: give it at most {fits}"
+    units = "output features" if fit["type"] == "Linear" else "output channels"
+    return f" — {name} has {width} {units}: give it at most {fit['to']}"
 
 
 def location(where: object) -> str:

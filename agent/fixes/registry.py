@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Collection, Literal
 
 from nasloop.agent.fixes.brackets import autofix
+from nasloop.agent.fixes.budget import budget_fit, fit_budget
 from nasloop.agent.fixes.definitions import restore_definitions
 from nasloop.agent.fixes.example_usage import drop_example_usage
 from nasloop.agent.fixes.float_sizes import fix_float_sizes
 from nasloop.agent.fixes.layer_slips import fix_layer_slips
 from nasloop.agent.fixes.rename_net import adopt_net
-from nasloop.agent.fixes.shapes import fix_shapes
+from nasloop.agent.fixes.shapes import failing_layer, fix_shapes
 
 Stage = Literal["reply", "source", "preflight"]
 
@@ -77,8 +78,20 @@ FIXES: tuple[Fix, ...] = (
         "module-level code that runs on import is removed"),
     Fix("shapes", "preflight", lambda code, ctx: fix_shapes(code, ctx.failure),
         "the size argument of the layer the pre-flight caught is set to the input it gets"),
+    Fix("budget", "preflight", lambda code, ctx: fit_budget(code, ctx.failure),
+        "a net over the parameter budget gets its largest layer narrowed to the width that fits"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIXES)
+
+
+def fix_target(failure: dict | None) -> str | None:
+    """The layer a pre-flight fix would edit: the one the shape trace caught failing, or the one the host's
+    budget fit narrows (the fix loop stops when the same layer comes back)."""
+    found = failing_layer(failure or {})
+    if found is not None:
+        return found[0]
+    fit = budget_fit(failure)
+    return fit["name"] if fit else None
 
 
 def apply_stage(stage: Stage, text: str, ctx: Context, enabled: Collection[str]) -> tuple[str | None, list[Edit]]:

@@ -13,8 +13,7 @@ from typing import Callable
 from nasloop.agent.deps import Deps, LoopOptions
 from nasloop.agent.loop.escape import code_key
 from nasloop.agent.loop.record import TraceStep
-from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.fixes.shapes import failing_layer
+from nasloop.agent.fixes.registry import Context, apply_stage, fix_target
 from nasloop.tools.outcome import Outcome
 
 
@@ -90,15 +89,15 @@ def _check(check: "Check", code: str, run: Callable[[str, int], Outcome]) -> tup
             return rep, code, []
     outcome, fixes, layers = run(code, 0), list[dict](), list[str]()
     while outcome.stage == "preflight" and len(fixes) < MAX_SHAPE_FIXES:
-        layer = failing_layer(outcome.failure)
-        if layer is None or layer[0] in layers:
-            break  # nothing located, or the same layer again: it is used with two input sizes (a design error)
+        layer = fix_target(outcome.failure)
+        if layer is None or layer in layers:
+            break  # nothing located, or the same layer again (used with two input sizes: a design error)
         fixed, edits = apply_stage("preflight", code, Context(failure=outcome.failure), opts.fixes)
         if not edits or fixed is None:
             break
         code = fixed
         fixes += [e.to_dict() for e in edits]
-        layers.append(layer[0])
+        layers.append(layer)
         outcome = run(code, len(fixes))
     return outcome, code, fixes
 

@@ -10,7 +10,7 @@ from nasloop import prompts
 from nasloop.agent.app.cli import make_parser
 from nasloop.agent.app.search import loop_options
 from nasloop.agent.deps import LoopOptions
-from nasloop.agent.fixes.registry import FIXES, NAMES, Context, apply_stage
+from nasloop.agent.fixes.registry import FIXES, NAMES, Context, apply_stage, fix_target
 from nasloop.agent.loop.record import fix_counts
 from tests.unit.test_parsing import preflight_failure
 
@@ -24,6 +24,10 @@ SLIPS = {  # fix name -> (stage, the text a model produced, what the context hol
     "float-sizes": ("source", BASE.replace("nn.Linear(128, num_classes)", "nn.Linear(128 * 1.5, num_classes)"), {}),
     "example-usage": ("source", BASE + "\nnet = Net()\nprint(net)\n", {}),
     "shapes": ("preflight", BASE.replace("self.conv3 = nn.Conv2d(64, 128, 3", "self.conv3 = nn.Conv2d(64, 256, 3"),
+               {"failure": True}),
+    # seed 43 and 44's slip: conv3 widened far past the parameter budget, the repair told so came back as wide
+    "budget": ("preflight", BASE.replace("nn.Conv2d(64, 128, 3", "nn.Conv2d(64, 4096, 3")
+               .replace("nn.BatchNorm2d(128)", "nn.BatchNorm2d(4096)").replace("nn.Linear(128,", "nn.Linear(4096,"),
                {"failure": True}),
 }
 
@@ -85,3 +89,20 @@ def test_fix_counts_read_new_and_old_records():
     assert fix_counts(records) == {"brackets": 1, "shapes": 4, "source (older run)": 1}
 
 
+
+
+def test_a_net_over_the_budget_is_narrowed_then_resized_until_the_preflight_passes():
+    """The loop agent/loop/fidelity.py runs: the budget fix narrows conv3 to the width the host named, the
+    shapes fix then resizes bn3 and fc to it, one pre-flight each; the net passes, nothing else changed."""
+    code, made, seen = SLIPS["budget"][1], [], []
+    while (failure := preflight_failure(code)) is not None:
+        layer = fix_target(failure)
+        assert layer is not None and layer not in seen, failure
+        code, edits = apply_stage("preflight", code, Context(failure=failure), NAMES)
+        seen.append(layer)
+        made += [e.name for e in edits]
+    assert made == ["budget", "shapes", "shapes"] and seen == ["conv3", "bn3", "fc"]
+    width = int(code.split("self.conv3 = nn.Conv2d(64, ", 1)[1].split(",", 1)[0])
+    assert 8 <= width < 4096 and width % 8 == 0
+    assert f"nn.BatchNorm2d({width})" in code and f"nn.Linear({width}, num_classes)" in code
+    assert code.replace(str(width), "4096") == SLIPS["budget"][1]
