@@ -1,6 +1,6 @@
-"""Fix `budget` (stage pre-flight): a net over the parameter budget gets its largest layer narrowed to the
-width the host worked out from the pre-flight's numbers (tools/outcome.py `_fit`) — a Conv2d's
-out_channels or a Linear's out_features, where `__init__` writes it as a number. The layers after it no
+"""Fix `budget` (stage pre-flight): a net over the parameter or FLOP budget gets its largest (costliest)
+layer narrowed to the width the host worked out from the pre-flight's numbers (tools/outcome.py `_fit`,
+`_flop_fit`) — a Conv2d's out_channels or a Linear's out_features, where `__init__` writes it as a number. The layers after it no
 longer match; the `shapes` fix resizes them, one pre-flight each. In a CIFAR-10 search the 1.5B model's
 repairs of budget errors came back over the budget every time, even when told the width that fits.
 """
@@ -56,5 +56,5 @@ def fit_budget(code: str, failure: dict) -> tuple[str, str]:
         e = len(line.encode()[:arg.end_col_offset].decode())
         lines[arg.lineno - 1] = line[:b] + str(to) + line[e:]
         return "".join(lines), (f"self.{name} = nn.{kind}(...): {keyword} {line[b:e]} -> {to} "
-                                f"(to fit the parameter budget)")
+                                f"(to fit the budget)")
     return code, ""

@@ -79,7 +79,7 @@ FIXES: tuple[Fix, ...] = (
     Fix("shapes", "preflight", lambda code, ctx: fix_shapes(code, ctx.failure),
         "the size argument of the layer the pre-flight caught is set to the input it gets"),
     Fix("budget", "preflight", lambda code, ctx: fit_budget(code, ctx.failure),
-        "a net over the parameter budget gets its largest layer narrowed to the width that fits"),
+        "a net over the parameter or FLOP budget gets its costliest layer narrowed to a width that fits"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIXES)
 

@@ -106,3 +106,29 @@ def test_a_net_over_the_budget_is_narrowed_then_resized_until_the_preflight_pass
     assert 8 <= width < 4096 and width % 8 == 0
     assert f"nn.BatchNorm2d({width})" in code and f"nn.Linear({width}, num_classes)" in code
     assert code.replace(str(width), "4096") == SLIPS["budget"][1]
+
+
+def test_a_net_over_the_flop_budget_has_its_costliest_conv_narrowed():
+    """No downsampling until the end: conv3 (256 channels at 32x32) costs most; narrowed to the width the
+    host names, and fc resized after it, the net fits a 500 MFLOP budget."""
+    from pathlib import Path
+
+    from nasloop.sandbox import runner
+    from nasloop.tools.outcome import _from_error
+
+    def preflight(code: str) -> dict | None:
+        ns: dict = {}
+        exec(compile(code, "candidate.py", "exec"), ns)  # noqa: S102 - our own test input
+        failure, facts = runner.preflight(ns["Net"], 10, 3, 32, 2_000_000, max_flops=1_200_000_000)
+        return None if failure is None else _from_error({**facts, **failure}, 0.0, {"params": facts.get("params")}).failure
+
+    code = (Path(__file__).parents[1] / "candidates" / "flops_hog.py").read_text()
+    first = preflight(code)
+    assert first is not None and first["budget"]["fit"] == {"name": "conv3", "type": "Conv2d", "width": 256, "to": 112}
+    made = []
+    while (failure := preflight(code)) is not None:
+        code, edits = apply_stage("preflight", code, Context(failure=failure), NAMES)
+        assert edits, failure
+        made += [e.note for e in edits]
+    assert made == ["self.conv3 = nn.Conv2d(...): out_channels 256 -> 112 (to fit the budget)",
+                    "self.fc = nn.Linear(...): in_features 256 -> 112 (the input it gets)"]
