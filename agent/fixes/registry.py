@@ -21,6 +21,7 @@ from nasloop.agent.fixes.budget import budget_fit, fit_budget
 from nasloop.agent.fixes.definitions import restore_definitions
 from nasloop.agent.fixes.example_usage import drop_example_usage
 from nasloop.agent.fixes.float_sizes import fix_float_sizes
+from nasloop.agent.fixes.imports import add_missing_imports
 from nasloop.agent.fixes.layer_slips import fix_layer_slips
 from nasloop.agent.fixes.rename_net import adopt_net
 from nasloop.agent.fixes.shapes import failing_layer, fix_shapes
@@ -76,6 +77,8 @@ FIXES: tuple[Fix, ...] = (
         "a fractional layer size becomes an integer"),
     Fix("example-usage", "source", lambda code, ctx: drop_example_usage(code),
         "module-level code that runs on import is removed"),
+    Fix("imports", "source", lambda code, ctx: add_missing_imports(code),
+        "torch, nn, F or math used but never imported gets its import"),
     Fix("shapes", "preflight", lambda code, ctx: fix_shapes(code, ctx.failure),
         "the size argument of the layer the pre-flight caught is set to the input it gets"),
     Fix("budget", "preflight", lambda code, ctx: fit_budget(code, ctx.failure),

@@ -23,6 +23,7 @@ SLIPS = {  # fix name -> (stage, the text a model produced, what the context hol
     "layer-slips": ("source", BASE.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.AdaptiveAvgPool2d((1, 1))"), {}),
     "float-sizes": ("source", BASE.replace("nn.Linear(128, num_classes)", "nn.Linear(128 * 1.5, num_classes)"), {}),
     "example-usage": ("source", BASE + "\nnet = Net()\nprint(net)\n", {}),
+    "imports": ("source", BASE.replace("import torch.nn.functional as F\n", ""), {}),  # seed 44's last slip
     "shapes": ("preflight", BASE.replace("self.conv3 = nn.Conv2d(64, 128, 3", "self.conv3 = nn.Conv2d(64, 256, 3"),
                {"failure": True}),
     # seed 43 and 44's slip: conv3 widened far past the parameter budget, the repair told so came back as wide
@@ -132,3 +133,14 @@ def test_a_net_over_the_flop_budget_has_its_costliest_conv_narrowed():
         made += [e.note for e in edits]
     assert made == ["self.conv3 = nn.Conv2d(...): out_channels 256 -> 112 (to fit the budget)",
                     "self.fc = nn.Linear(...): in_features 256 -> 112 (the input it gets)"]
+
+
+def test_a_dropped_import_is_added_and_nothing_else_is_touched():
+    from nasloop.agent.fixes.imports import add_missing_imports
+
+    code, note = add_missing_imports(SLIPS["imports"][1])
+    assert code == BASE and note == "added import torch.nn.functional as F"
+    assert add_missing_imports(BASE) == (BASE, "")
+    shadowed = BASE.replace("import torch.nn.functional as F\n", "").replace("def forward(self, x", "def forward(self, F, x")
+    assert add_missing_imports(shadowed) == (shadowed, "")  # F is bound (a parameter): not the module
+    assert add_missing_imports("x = (") == ("x = (", "")
