@@ -17,8 +17,9 @@ StopRule = Callable[[str], "str | None"]
 
 DEGENERATE = ("repeated_line", "repeated_block", "long_line")  # stop reasons meaning the reply fell into a loop
 REPEATS = 8  # the same non-blank line this many times in a row: a repetition loop
-BLOCK_MAX = 8  # a loop over a block of up to this many lines ...
+BLOCK_MAX = 12  # a loop over a block of up to this many lines ...
 BLOCK_LINES = 32  # ... is cut once its repeats cover this many lines (a net with 3 to 5 stages never does)
+BLOCK_REPEATS = 4  # ... and, for a block longer than 8 lines, once it came this many times
 _NUMBER = re.compile(r"\d+")
 LONG_LINE = 400  # characters: no sane line of a module is this long; a repetition loop within a line is
 LONG_JSON_LINE = 3000  # a JSON reply is often one line: only a runaway one is cut
@@ -40,15 +41,19 @@ def degenerate(text: str, long_line: int = LONG_LINE) -> str | None:
 
 def repeated_block(lines: list[str]) -> bool:
     """The finished lines end in one block of 2..BLOCK_MAX lines over and over, numbers aside, for
-    BLOCK_LINES lines. Seen from the 1.5B model: `conv3 / bn3 / relu / pool` copied until the token limit,
-    and `self.conv3_9 = ... / self.bn3_9 = ... / self.pool = ...` counting up to conv3_13 and on (about
+    BLOCK_LINES lines (a block of more than 8 lines: BLOCK_REPEATS times). Seen from the 1.5B model:
+    `conv3 / bn3 / relu / pool` copied until the token limit, `self.conv3_9 = ... / self.bn3_9 = ... /
+    self.pool = ...` counting up to conv3_13 and on, and a commented 9-line stage copied 20 times (about
     1,500 tokens, 100 s on a CPU, each). A real net of 3 to 5 stages repeats a stage's shape a few times,
     not ten."""
-    tail = [_NUMBER.sub("#", ln) for ln in lines[-BLOCK_LINES:]]
-    if len(tail) < BLOCK_LINES:
-        return False
-    return any(all(tail[i] == tail[i % period] for i in range(period, BLOCK_LINES))
-               for period in range(2, BLOCK_MAX + 1))
+    for period in range(2, BLOCK_MAX + 1):
+        span = max(BLOCK_LINES, BLOCK_REPEATS * period)
+        if len(lines) < span:
+            break
+        tail = [_NUMBER.sub("#", ln) for ln in lines[-span:]]
+        if all(tail[i] == tail[i % period] for i in range(period, span)):
+            return True
+    return False
 
 
 def code_complete(text: str) -> str | None:

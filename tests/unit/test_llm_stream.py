@@ -33,6 +33,9 @@ COPYING = "".join(f"        x = self.conv3(x)  # kernel {i % 2}\n        x = sel
 COUNTING = "".join(f"        self.conv3_{i} = nn.Conv2d(256, 256, kernel_size=(50, 50), padding=(1, 1))\n"
                    f"        self.bn3_{i} = nn.BatchNorm2d(256)\n        self.pool = nn.MaxPool2d(2)\n"
                    for i in range(40))  # conv3_9, conv3_10 ... a loop that counts
+STAGE = ("        # Changed downsampling of conv2 and conv3\n" + "".join(
+    f"        x = self.{m}(x)\n" for m in ("conv2", "bn2", "relu", "pool4", "conv3", "bn3", "relu", "pool5")) + "\n")
+COMMENTED = STAGE * 20  # seed 45: a commented stage of 9 lines (and a blank one), copied to the token limit
 
 
 def real_net(stages: int) -> str:
@@ -44,7 +47,7 @@ def real_net(stages: int) -> str:
     return HEAD + init + "\n    def forward(self, x):\n" + fwd + "        return self.fc(x.flatten(1))\n```\n"
 
 
-@pytest.mark.parametrize("loop", [COPYING, COUNTING], ids=["copying", "counting"])
+@pytest.mark.parametrize("loop", [COPYING, COUNTING, COMMENTED], ids=["copying", "counting", "commented"])
 def test_a_reply_looping_over_a_block_of_lines_is_cut(loop):
     """Both shapes the 1.5B model produced in a CIFAR-10 search ran to the 1,536-token limit (100 s each)."""
     reply = scripted(HEAD + loop).ask("sys", "user", stop=code_complete)
@@ -54,6 +57,17 @@ def test_a_reply_looping_over_a_block_of_lines_is_cut(loop):
 @pytest.mark.parametrize("stages", [3, 5, 7])
 def test_a_real_net_with_stages_of_one_shape_is_read_to_its_end(stages):
     text = real_net(stages)
+    reply = scripted(text).ask("sys", "user", stop=code_complete)
+    assert reply.stop == "code_closed" and extract_code(reply.text)[0] == extract_code(text)[0]
+
+
+def test_a_net_of_three_long_identical_blocks_is_read_to_its_end():
+    """Three residual blocks of 11 lines each, written out: a long block repeated, but only three times."""
+    block = "".join(f"        {line}\n" for line in (
+        "# residual block 1", "identity = x", "x = self.conv1_1(x)", "x = self.bn1_1(x)", "x = F.relu(x)",
+        "x = self.conv1_2(x)", "x = self.bn1_2(x)", "x = x + identity", "x = F.relu(x)", "x = self.pool(x)",
+        "x = self.drop(x)"))
+    text = HEAD + "        pass\n\n    def forward(self, x):\n" + block * 3 + "        return self.fc(x.flatten(1))\n```\n"
     reply = scripted(text).ask("sys", "user", stop=code_complete)
     assert reply.stop == "code_closed" and extract_code(reply.text)[0] == extract_code(text)[0]
 
