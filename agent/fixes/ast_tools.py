@@ -26,6 +26,31 @@ SIZE_ARGS = {"Conv1d": (2, ("in_channels", "out_channels")), "Conv2d": (2, ("in_
              "BatchNorm2d": (1, ("num_features",))}
 
 
+def init_methods(tree: ast.Module) -> list[ast.FunctionDef]:
+    """The `__init__` of every top-level class."""
+    return [f for cls in tree.body if isinstance(cls, ast.ClassDef)
+            for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+
+
+def layer_call(init: ast.FunctionDef, name: str, kind: str) -> tuple[ast.Assign, ast.Call] | None:
+    """The first `self.<name> = <...>.<kind>(...)` statement directly in `init`, and its call."""
+    for node in init.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
+            continue
+        target, call = node.targets[0], node.value
+        if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                and target.value.id == "self" and target.attr == name
+                and getattr(call.func, "attr", getattr(call.func, "id", "")) == kind):
+            return node, call
+    return None
+
+
+def size_arg(call: ast.Call, keyword: str, pos: int) -> ast.expr | None:
+    """A layer call's size argument, by keyword or at position `pos`."""
+    arg = next((k.value for k in call.keywords if k.arg == keyword), None)
+    return call.args[pos] if arg is None and len(call.args) > pos else arg
+
+
 def tensor_function(func) -> bool:
     """A call that takes tensors: `torch.*`, `F.*` or a layer of the net (`self.fc`), never `isinstance` & co."""
     while isinstance(func, ast.Attribute):

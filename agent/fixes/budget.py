@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 
-from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant
+from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, init_methods, layer_call, size_arg
 
 
 def budget_fit(failure: object) -> dict | None:
@@ -34,19 +34,11 @@ def fit_budget(code: str, failure: dict) -> tuple[str, str]:
         tree = ast.parse(code)
     except SyntaxError:
         return code, ""
-    inits = [f for cls in tree.body if isinstance(cls, ast.ClassDef)
-             for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
-    for node in (n for init in inits for n in init.body):
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
+    for init in init_methods(tree):
+        found = layer_call(init, name, kind)
+        if found is None:
             continue
-        target, call = node.targets[0], node.value
-        if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
-                and target.value.id == "self" and target.attr == name
-                and getattr(call.func, "attr", getattr(call.func, "id", "")) == kind):
-            continue
-        arg = next((k.value for k in call.keywords if k.arg == keyword), None)
-        if arg is None and len(call.args) > 1:
-            arg = call.args[1]
+        arg = size_arg(found[1], keyword, 1)
         now = constant(arg) if arg is not None else None
         if now is None or now <= to or arg is None or arg.lineno != arg.end_lineno:
             return code, ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import re
 
-from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant
+from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, init_methods, layer_call, size_arg
 
 SIZED = ("Conv2d", "BatchNorm2d", "Linear")
 
@@ -46,21 +46,12 @@ def fix_shapes(code: str, failure: dict) -> tuple[str, str]:
     if kind == "Linear" and len(got) == 3:
         return _pool_before(code, tree, name, failed_line, "x".join(map(str, got)))
     keyword, pos = SIZE_ARGS[kind][1][0], 0
-    inits = [f for cls in tree.body if isinstance(cls, ast.ClassDef)
-             for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
-    for init in inits:
+    for init in init_methods(tree):
         params = {a.arg for a in init.args.args + init.args.kwonlyargs} - {"self"}
-        for node in init.body:
-            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
-                continue
-            target, call = node.targets[0], node.value
-            if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
-                    and target.value.id == "self" and target.attr == name
-                    and getattr(call.func, "attr", getattr(call.func, "id", "")) == kind):
-                continue
-            arg = next((k.value for k in call.keywords if k.arg == keyword), None)
-            if arg is None and len(call.args) > pos:
-                arg = call.args[pos]
+        found = layer_call(init, name, kind)
+        if found is not None:
+            node, call = found
+            arg = size_arg(call, keyword, pos)
             if arg is None or not (constant(arg) is not None or isinstance(arg, ast.Name) and arg.id in params):
                 return code, ""
             if constant(arg) == want or arg.lineno != arg.end_lineno:
