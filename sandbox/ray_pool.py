@@ -13,6 +13,9 @@ for that candidate only (`RawResult.worker_lost`) — never the candidate's faul
 No worker at all is `SandboxUnavailable`: the search stops, resumable. A restarted worker's sandbox removes
 the containers its dead predecessor left (their owner process is gone: docker_sandbox.remove_orphans).
 After `close()` (Ctrl-C) nothing a worker returns is believed: the candidate is run again on resume.
+Ray's auto-init is switched off: a graph thread that touches Ray after `close()` would otherwise start a
+second local Ray whose processes the kernel kills when that thread ends (Ray ties them to the thread that
+started them), leaving this process attached to a dead cluster until Ray ends it a minute later.
 
 The process sandbox gives a candidate no network isolation: the CLI does not put it behind Ray workers,
 whose cluster a candidate on the same host could reach.
@@ -132,7 +135,10 @@ class RaySandbox:
 
         if self.closing:
             raise SandboxUnavailable("the evaluation workers are stopping")
-        arrays = self._data_ref(job.data_dir)
+        try:
+            arrays = self._data_ref(job.data_dir)
+        except Exception as exc:
+            raise self._stopped(exc) from exc
         report = job.on_progress
         job = replace(job, on_progress=None)  # a display callback stays here: the worker is asked for its steps
         actor = self._idle.get()
@@ -152,8 +158,19 @@ class RaySandbox:
                     actor = self._revive(actor, timed_out=isinstance(exc, GetTimeoutError))
             return RawResult(infra_error=f"the evaluation worker was lost twice under this candidate ({why})",
                              worker_lost=True)
+        except SandboxUnavailable:
+            raise
+        except Exception as exc:
+            raise self._stopped(exc) from exc
         finally:
             self._idle.put(actor)
+
+    def _stopped(self, exc: Exception) -> Exception:
+        """What a Ray call that failed under `run` means: the pool was closed under it (Ray is gone, so any
+        call fails) — the candidate has no outcome — or, while open, a fault that is not the candidate's."""
+        if self.closing:
+            return SandboxUnavailable("the evaluation workers were stopped during this candidate")
+        return exc
 
     def _revive(self, actor: Any, timed_out: bool) -> Any:
         """The worker to run on next: the same one once Ray has restarted it, or a new one in its place when
@@ -231,6 +248,7 @@ def start_ray(address: str | None = None) -> bool:
     True when this call started it (so closing the pool shuts it down)."""
     import ray
 
+    _no_auto_init()
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -241,3 +259,14 @@ def start_ray(address: str | None = None) -> bool:
         where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
         raise SandboxUnavailable(f"could not start {where}: {str(exc).strip().splitlines()[0][:200]}") from exc
     return True
+
+
+def _no_auto_init() -> None:
+    """Switch off Ray's auto-init (see the module docstring). Ray reads RAY_ENABLE_AUTO_CONNECT once, when it
+    is imported, so a Ray imported before this call is told through its hook module as well."""
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
+    try:
+        from ray._private import auto_init_hook
+    except ImportError:  # a Ray without the hook: nothing to switch off
+        return
+    auto_init_hook.enable_auto_connect = False

@@ -205,4 +205,10 @@ def test_a_worker_ray_gave_up_on_is_replaced_and_close_during_a_candidate_record
     finally:
         pool.close()
     t.join(60)
-    assert "out" not in box and "stopped" in box
+    assert not t.is_alive() and "out" not in box and "stopped" in box, box
+    # The candidate's thread touched Ray after close: it must not have started a second Ray (its processes
+    # would die with that thread and leave this process attached to a dead cluster), nor may a later call.
+    assert not ray.is_initialized()
+    with pytest.raises(ray.exceptions.RaySystemError):
+        ray.put(1)
+    assert not ray.is_initialized()
