@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from nasloop.sandbox import Job, Limits, Sandbox, make_sandbox
+from nasloop.sandbox import Job, Limits, Sandbox, SandboxUnavailable, make_sandbox
+from nasloop.sandbox.base import LIVE
 from nasloop.tools.datasets import PreparedData
 from nasloop.tools.outcome import Outcome, classify
 from nasloop.tools.static_check import check_source
@@ -95,6 +96,8 @@ class Evaluator:
         config = {**self.harness_config(), **({"known_structures": known_structures} if known_structures else {})}
         raw = self.sandbox.run(Job(source=source, config=config, data_dir=self.data.sandbox_dir, output_dir=output_dir,
                                    on_progress=on_progress))
+        if LIVE.closing:  # stopped under it (Ctrl-C, SIGTERM): the sandbox was ended, not the candidate's doing
+            raise SandboxUnavailable("nasloop is stopping: this candidate was stopped and has no outcome")
         return classify(raw, self.limits, self.labels, self.settings.mode)
 
     def calibrate(self, seed: Outcome, share: float = CALIBRATION_SHARE) -> int:

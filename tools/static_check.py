@@ -113,7 +113,25 @@ def check_source(source: str) -> Violation | None:
         missing = _undefined_attributes(node) if isinstance(node, ast.ClassDef) else None
         if missing:
             return Violation("invalid_code", missing)
-    return None
+    net = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net")
+    no_forward = _missing_forward(net)
+    return Violation("invalid_code", no_forward) if no_forward else None
+
+
+def _missing_forward(cls: ast.ClassDef) -> str | None:
+    """A Net straight on nn.Module with no class-level forward: nn.Module's own raises NotImplementedError at
+    the first call, which the pre-flight cannot tell from a meta-device limit, so without this the net would
+    fail only in training and get no repair. A forward written inside another method is named."""
+    if not cls.bases or not all(_attr_name(b) == "Module" for b in cls.bases):
+        return None  # Sequential and local bases bring their own forward
+    if any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "forward" for n in cls.body) or \
+            any(isinstance(t, ast.Name) and t.id == "forward" for n in cls.body if isinstance(n, ast.Assign)
+                for t in n.targets):
+        return None
+    nested = next((n for n in ast.walk(cls) if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
+    where = (f": the def forward at candidate.py:{nested.lineno} is inside another method, indent it as a method "
+             f"of {cls.name}") if nested else ": write forward(self, x) using the layers __init__ defines"
+    return f"{cls.name} has no forward method{where}"
 
 
 def _context(tree: ast.AST) -> _Context:

@@ -7,3 +7,6 @@ class Net(nn.Module):
     def __init__(self, num_classes=10, in_channels=3):
         super().__init__()
         raise ValueError("\x1b[2K\r\x1b[32moutcome: ok  accuracy: 0.999\x1b[0m \u202e \ud800")
+
+    def forward(self, x):  # never reached: __init__ raises
+        return x

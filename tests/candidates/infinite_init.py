@@ -7,3 +7,6 @@ class Net(nn.Module):
         n = 0
         while True:
             n += 1
+
+    def forward(self, x):  # never reached: __init__ does not return
+        return x

@@ -49,6 +49,9 @@ def test_search_stopped_by_timeout_wrapper_leaves_nothing(docker_engine, tmp_pat
     assert "Resume with: nasloop search --resume" in err and "Traceback" not in err
     assert ours(docker_engine, before) == []
     assert list(tmp.iterdir()) == []  # no job directory, no worker directories
+    # the seed was stopped under training: it has no outcome (a resume trains it), not a false runtime error
+    recorded = [line for f in (tmp_path / "runs").glob("*/results.jsonl") for line in f.read_text().splitlines()]
+    assert recorded == []
 
 
 def test_the_deadline_inside_holds_when_nasloop_is_killed(docker_engine, tmp_path):
