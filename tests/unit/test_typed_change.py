@@ -160,3 +160,18 @@ def test_growing_a_layer_that_went_over_the_budget_again_goes_back_to_the_improv
     everything = window + [triple({"iteration": 20 + i, "suggestion": c, "outcome": "ok"})
                            for i, c in enumerate(FALLBACK_CHANGES)]
     assert {fallback_change(n, everything) for n in range(4)} == set(NO_GROWTH)  # all tried: still no growth
+
+
+def test_a_net_at_1x1_is_said_to_allow_no_further_downsampling():
+    """Seed 45: the best net pooled 32 -> 1 in five steps and the Improver kept asking for more downsampling
+    (five failures in a row); the traced shapes now say it cannot be done. A global pool does not count."""
+    from nasloop.tools.outcome import layer_lines
+
+    stages = [{"name": "conv5", "type": "Conv2d", "out": [80, 2, 2], "params": 9},
+              {"name": "pool5", "type": "MaxPool2d", "out": [80, 1, 1], "params": 0},
+              {"name": "gap", "type": "AdaptiveAvgPool2d", "out": [80, 1, 1], "params": 0},
+              {"name": "fc", "type": "Linear", "out": [10], "params": 810}]
+    text = layer_lines(stages)
+    assert text.splitlines()[-1] == "(the feature map is 1x1 from pool5 on: no further downsampling is possible)"
+    seedlike = [stages[0], stages[2], stages[3]]  # 2x2 then the global pool: room for one more halving
+    assert "no further downsampling" not in layer_lines(seedlike)
