@@ -114,11 +114,11 @@ def check_source(source: str) -> Violation | None:
         if missing:
             return Violation("invalid_code", missing)
     net = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net")
-    no_forward = _missing_forward(net)
+    no_forward = missing_forward(net)
     return Violation("invalid_code", no_forward) if no_forward else None
 
 
-def _missing_forward(cls: ast.ClassDef) -> str | None:
+def missing_forward(cls: ast.ClassDef) -> str | None:
     """A Net straight on nn.Module with no class-level forward: nn.Module's own raises NotImplementedError at
     the first call, which the pre-flight cannot tell from a meta-device limit, so without this the net would
     fail only in training and get no repair. A forward written inside another method is named."""

@@ -21,6 +21,7 @@ from nasloop.agent.fixes.budget import budget_fit, fit_budget
 from nasloop.agent.fixes.definitions import restore_definitions
 from nasloop.agent.fixes.example_usage import drop_example_usage
 from nasloop.agent.fixes.float_sizes import fix_float_sizes
+from nasloop.agent.fixes.forward import restore_forward
 from nasloop.agent.fixes.imports import add_missing_imports
 from nasloop.agent.fixes.layer_slips import fix_layer_slips
 from nasloop.agent.fixes.rename_net import adopt_net
@@ -69,6 +70,8 @@ FIXES: tuple[Fix, ...] = (
     Fix("rename-net", "reply", lambda reply, ctx: adopt_net(reply),
         "the only nn.Module of a reply, under another name, becomes Net"),
     Fix("brackets", "source", lambda code, ctx: autofix(code), "surplus closing brackets are removed"),
+    Fix("forward", "source", lambda code, ctx: restore_forward(code, ctx.base_code),
+        "forward lines the model wrote into the end of __init__ become the forward method"),
     Fix("definitions", "source", lambda code, ctx: restore_definitions(code, ctx.base_code),
         "layer definitions a rewrite dropped are restored from the base net"),
     Fix("layer-slips", "source", lambda code, ctx: fix_layer_slips(code),

@@ -27,6 +27,10 @@ FALLBACK_CHANGES = (
     "Replace every F.relu in forward with F.silu, changing nothing else.",
     "Increase the number of output channels of the first convolution by 50% (and of its BatchNorm and the "
     "input channels of the second convolution), keeping every other layer as it is.",
+    # A classifier on the flattened last map, not its global average: the CIFAR-10 seed-43 search gained
+    # most (0.53 -> 0.56) where its net made that change; one epoch is too short for the average to catch up.
+    "Replace F.adaptive_avg_pool2d(x, 1) before the final nn.Linear with self.pool(x), so that the nn.Linear "
+    "reads the whole flattened feature map (its in_features: channels x height x width of that map).",
 )
 # The fallbacks that add no parameters: once a change in the memory went over the budget, the others could
 # push the net over it too (seed 44: "widen the first conv by 50%" came right after a budget error).

@@ -5,6 +5,9 @@ The inputs are the slips the bundled models made (the same ones tests/unit/test_
 from __future__ import annotations
 
 import pytest
+import torch
+
+from nasloop.tools.static_check import check_source
 
 from nasloop import prompts
 from nasloop.agent.app.cli import make_parser
@@ -18,6 +21,9 @@ BASE = prompts.seed_source("cifar10")
 SLIPS = {  # fix name -> (stage, the text a model produced, what the context holds)
     "rename-net": ("reply", "```python\n" + BASE.replace("class Net(", "class ModifiedNet(") + "```", {}),
     "brackets": ("source", BASE.replace("nn.Linear(128, num_classes)", "nn.Linear(128, num_classes))"), {}),
+    # seed 45's slip (4 of 20 iterations): __init__ runs on into forward's last two lines, no `def forward`
+    "forward": ("source", BASE[:BASE.index("        self.fc =")] + "        self.fc = nn.Linear(128, num_classes)\n"
+                "        x = torch.flatten(x, 1)\n        return self.fc(x)\n", {"base_code": BASE}),
     "definitions": ("source", BASE.replace("        self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)\n", ""),
                     {"base_code": BASE}),
     "layer-slips": ("source", BASE.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.AdaptiveAvgPool2d((1, 1))"), {}),
@@ -144,3 +150,52 @@ def test_a_dropped_import_is_added_and_nothing_else_is_touched():
     shadowed = BASE.replace("import torch.nn.functional as F\n", "").replace("def forward(self, x", "def forward(self, F, x")
     assert add_missing_imports(shadowed) == (shadowed, "")  # F is bound (a parameter): not the module
     assert add_missing_imports("x = (") == ("x = (", "")
+
+
+def test_forward_written_into_init_becomes_the_base_forward_with_the_candidates_layers():
+    """Seed 45: the Generator wrote __init__ (conv2 widened, a comment, conv1 dropped), then forward's last two
+    lines, never `def forward`; the repair did the same. Fixed, it is the base forward over the new layers."""
+    init = BASE[:BASE.index("    def forward")].replace("nn.Conv2d(32, 64, 3", "nn.Conv2d(32, 96, 3").replace(
+        "nn.BatchNorm2d(64)", "nn.BatchNorm2d(96)").replace("nn.Conv2d(64, 128", "nn.Conv2d(96, 128")
+    init = init.replace("        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)\n", "")
+    tail_and_late_fc = init.replace("        self.fc = nn.Linear(128, num_classes)\n", "").rstrip() + (
+        "\n        # widened conv2\n        x = torch.flatten(x, 1)\n        return self.fc(x)\n"
+        "        self.fc = nn.Linear(128, num_classes)\n")
+    assert "Net has no forward method" in check_source(tail_and_late_fc).reason
+    code, edits = apply_stage("source", tail_and_late_fc, Context(base_code=BASE), NAMES)
+    assert [e.name for e in edits] == ["forward", "definitions"]
+    assert edits[0].note.startswith("moved 2 forward statement(s) out of Net.__init__ into forward, after the 12")
+    assert check_source(code) is None
+    net = load_net(code)
+    assert net.conv2.out_channels == 96 and net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    # the dropped conv1 is restored where the base has it: first, before bn1
+    assert code.index("self.conv1 =") < code.index("self.bn1 =") < code.index("def forward")
+    body = code[code.index("def forward"):]
+    assert body.index("x = self.conv1(x)") < body.index("x = torch.flatten(x, 1)") < body.index("return self.fc(x)")
+
+
+def test_a_whole_forward_written_into_init_is_moved_as_it_is():
+    """No line of it is the base's: the model's own forward is kept, not replaced by the base's."""
+    init = BASE[:BASE.index("    def forward")].rstrip()
+    code = init + ("\n        x = self.pool(F.relu(self.bn1(self.conv1(x))))\n"
+                   "        x = F.relu(self.bn3(self.conv3(F.relu(self.bn2(self.conv2(x))))))\n"
+                   "        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))\n")
+    fixed, edits = apply_stage("source", code, Context(base_code=BASE), NAMES)
+    assert [e.name for e in edits] == ["forward"] and edits[0].note.endswith("into forward")
+    assert "x = self.bn1(x)" not in fixed and "x = self.pool(F.relu(" in fixed and check_source(fixed) is None
+    assert load_net(fixed)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_a_net_with_its_forward_or_a_nested_forward_is_left_alone():
+    assert apply_stage("source", BASE, Context(base_code=BASE), ("forward",)) == (BASE, [])
+    nested = BASE[:BASE.index("    def forward")] + "        def forward(self, x):\n            return self.fc(x)\n"
+    assert "is inside another method" in check_source(nested).reason
+    code, edits = apply_stage("source", nested, Context(base_code=BASE), ("forward",))
+    assert edits == []
+
+
+def load_net(code: str) -> torch.nn.Module:
+    """The candidate's Net, built (test code only: these candidates are the tests' own)."""
+    namespace: dict = {}
+    exec(compile(code, "candidate.py", "exec"), namespace)
+    return namespace["Net"]()

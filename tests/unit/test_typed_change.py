@@ -152,7 +152,7 @@ def test_growing_a_layer_that_went_over_the_budget_again_goes_back_to_the_improv
     from nasloop.agent.llm.prompting import FALLBACK_CHANGES, NO_GROWTH, fallback_change
 
     assert all(usable_proposal(wider, "", n, window)["suggestion"] in NO_GROWTH for n in range(6))
-    assert {fallback_change(n, window[1:]) for n in range(6)} == set(FALLBACK_CHANGES)  # no budget error: all
+    assert {fallback_change(n, window[1:]) for n in range(len(FALLBACK_CHANGES))} == set(FALLBACK_CHANGES)  # no budget error: all
     tried = window + [triple({"iteration": 9 + i, "suggestion": c, "outcome": "ok"}) for i, c in enumerate(NO_GROWTH)]
     assert fallback_change(0, tried) in set(FALLBACK_CHANGES) - NO_GROWTH
     dropout, silu = [c for c in FALLBACK_CHANGES if c in NO_GROWTH]
