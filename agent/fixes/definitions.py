@@ -54,7 +54,7 @@ def restore_definitions(code: str, base: str) -> tuple[str, str]:
 def _position(init: ast.FunctionDef, order: list[str], name: str) -> int:
     """The line index to restore `name` at: before the candidate's definition of the first layer the base
     defines after it, else after the candidate's `__init__`."""
-    defined = {}
+    defined: dict[str, int] = {}
     for stmt in init.body:
         for target in (stmt.targets if isinstance(stmt, ast.Assign) else []):
             if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
