@@ -22,7 +22,7 @@ from typing_extensions import TypedDict
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for  # noqa: E402
-from nasloop.tools.outcome import human  # noqa: E402
+from nasloop.tools.text import human  # noqa: E402
 
 
 class FlowState(TypedDict, total=False):

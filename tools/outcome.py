@@ -11,7 +11,9 @@ from typing import Literal
 
 import numpy as np
 
-from nasloop.sandbox.base import Limits, RawResult, printable
+from nasloop.sandbox.base import Limits, RawResult
+from nasloop.tools.budget_fit import budget_record, fit_text, flop_fit, param_fit
+from nasloop.tools.text import human, layer_lines, location, num, pool_hint, trace_text, txt
 
 OutcomeKind = Literal[
     "ok", "syntax_error", "invalid_code", "interface_error", "shape_error", "runtime_error",
@@ -94,15 +96,6 @@ class Outcome:
         return "  ".join(parts)
 
 
-def human(n: float) -> str:
-    """95000 -> '95k', 12100000 -> '12.1M'."""
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            v = n / div
-            return f"{v:.0f}{unit}" if v >= 100 or unit == "k" else f"{v:.1f}{unit}"
-    return str(int(n))
-
-
 def mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
@@ -162,8 +155,8 @@ def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, m
 
 def _common(raw: RawResult, res: dict) -> dict:
     """Cost fields: the host's own count and measurement where it has them, else what was reported."""
-    c = {k: _num(res.get(k)) for k in ("params", "flops", "steps")}
-    c.update(device=_txt(res.get("device")), precision=_txt(res.get("precision")), seed=_num(res.get("seed")))
+    c = {k: num(res.get(k)) for k in ("params", "flops", "steps")}
+    c.update(device=txt(res.get("device")), precision=txt(res.get("precision")), seed=num(res.get("seed")))
     key = res.get("structure")
     c["structure"] = key if isinstance(key, str) and re.fullmatch(r"[0-9a-f]{16}", key) else None
     c["layers"] = layer_lines(res.get("layers"))
@@ -193,7 +186,7 @@ def _from_result(raw: RawResult, res: dict, seconds: float, labels: np.ndarray |
     if status == "ok":
         return _scored(raw, res, seconds, labels, common)
     if status == "diverged":
-        return Outcome("diverged", clip(_txt(res.get("message")) or "loss became NaN/inf"), seconds=seconds, **common)
+        return Outcome("diverged", clip(txt(res.get("message")) or "loss became NaN/inf"), seconds=seconds, **common)
     return _from_error(res, seconds, common)
 
 
@@ -210,21 +203,21 @@ def _scored(raw: RawResult, res: dict, seconds: float, labels: np.ndarray | None
                                              f"test images"), seconds=seconds, **common)
     common["verified"] = ["accuracy", *common["verified"], "seconds"]
     return Outcome("ok", "", accuracy=float(np.mean(preds == labels)) if len(labels) else 0.0,
-                   train_loss=_num(res.get("train_loss")), train_seconds=_num(res.get("train_seconds")),
-                   images_per_s=_num(res.get("images_per_s")), epochs=_num(res.get("epochs")), seconds=seconds,
-                   **{"peak_memory_bytes": _num(res.get("peak_memory_bytes")), **common})
+                   train_loss=num(res.get("train_loss")), train_seconds=num(res.get("train_seconds")),
+                   images_per_s=num(res.get("images_per_s")), epochs=num(res.get("epochs")), seconds=seconds,
+                   **{"peak_memory_bytes": num(res.get("peak_memory_bytes")), **common})
 
 
 def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     """A failure the harness recorded as data: phase, exception type, candidate line, failing layer."""
-    phase, exc, msg = _txt(res.get("phase")) or "?", _txt(res.get("exc_type")) or "Error", _txt(res.get("message"))
+    phase, exc, msg = txt(res.get("phase")) or "?", txt(res.get("exc_type")) or "Error", txt(res.get("message"))
     first = msg.strip().splitlines()[0] if msg.strip() else ""
     where = location(res.get("where"))
     found = res.get("trace")
     trace: dict = found if isinstance(found, dict) else {}
     text = f"{exc}: {first}" + (f" ({where})" if where else "")
     if trace:  # where the shapes went wrong, module by module (bounded), and what a pooling step had left
-        hint = _pool_hint(trace.get("failed"), msg)
+        hint = pool_hint(trace.get("failed"), msg)
         if hint:  # the hint and the trace say what the sizes were: the error's last sentence is enough
             text = f"{exc}: {first.rsplit('. ', 1)[-1]}" + (f" ({where})" if where else "")
         head = clip(text, 100 if hint else 130) + hint
@@ -235,11 +228,11 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     common["failure"] = {"phase": phase, "exc_type": exc, "line": frame.get("line") if frame else None,
                          "function": frame.get("function") if frame else None,
                          "layer": failed if isinstance(failed, dict) else None}
-    budget = _budget(res)
+    budget = budget_record(res)
     if budget:
-        fit = _fit(budget, common.get("params")) or _flop_fit(budget, res.get("layers"))
+        fit = param_fit(budget, common.get("params")) or flop_fit(budget, res.get("layers"))
         common["failure"]["budget"] = {**budget, **({"fit": fit} if fit else {})}
-        hint = _fit_text(fit)
+        hint = fit_text(fit)
         text = clip(text, DIAGNOSIS_CHARS - len(hint)) + hint if hint else text
     if phase == DUPLICATE_PHASE and type(res.get("of")) is int:  # costs no training; the repair is told
         common["failure"]["of"] = res["of"]
@@ -261,154 +254,6 @@ def _from_error(res: dict, seconds: float, common: dict) -> Outcome:
     if phase in ("forward", "train", "eval", "proxy") and _SHAPE_PATTERNS.search(msg):
         return Outcome("shape_error", clip(text), seconds=seconds, **common)
     return Outcome("runtime_error", clip(f"{text} [during {phase}]"), seconds=seconds, **common)
-
-
-def _pool_hint(failed: object, msg: str) -> str:
-    """A pooling step given a map smaller than its window. In a CIFAR-10 search the 1.5B model's repair
-    enlarged the kernel instead (three times, three shape errors): say how small the map already is."""
-    if not isinstance(failed, dict) or "Pool" not in _txt(failed.get("type")) or "too small" not in msg:
-        return ""
-    shape = failed.get("in")
-    if not (isinstance(shape, list) and len(shape) >= 2 and all(type(d) is int for d in shape[-2:])):
-        return ""
-    return f" — the map is {shape[-2]}x{shape[-1]} at {_txt(failed.get('name'))[:30]}: remove a pooling step, not enlarge a kernel"
-
-
-def _budget(res: dict) -> dict | None:
-    """A BudgetError's numbers as data (reported by the harness; kept only as bounded ints and short
-    names): what was counted, the budget, and the layers that cost the most, for a repair to act on."""
-    out: dict = {k: int(res[k]) for k in ("flops", "max_flops") if type(res.get(k)) is int}
-    if type(res.get("max_params")) is int:
-        out["max_params"] = int(res["max_params"])
-    found = res.get("largest")
-    if isinstance(found, list):
-        out["largest"] = [{"name": _txt(lay.get("name"))[:60], "type": _txt(lay.get("type"))[:30],
-                           **{k: int(lay[k]) for k in ("params", "flops", "width") if type(lay.get(k)) is int}}
-                          for lay in found[:3] if isinstance(lay, dict)]
-    return out or None
-
-
-def _fit(budget: dict, params: object) -> dict | None:
-    """What would bring a net over the parameter budget under it, as data: its largest layer narrowed to
-    `to` (a Conv2d's output channels, a Linear's output features), or `pool` for a Linear that costs most
-    through its inputs (a flattened map). The estimate counts the layer alone (its BatchNorm and the next
-    layer's inputs shrink too), less 10 %, in multiples of 8: the cut is enough, never too little. The
-    numbers are the candidate's own report: the fit only advises its repair and the `budget` fix, whose
-    result is pre-flighted again."""
-    if type(params) is not int or not budget.get("max_params"):
-        return None
-    excess = params - budget["max_params"]
-    layer = (budget.get("largest") or [{}])[0]
-    width, cost = layer.get("width"), layer.get("params")
-    if excess <= 0 or not width or not cost:
-        return None
-    fit = {"name": layer["name"][:30], "type": layer.get("type", ""), "width": width}
-    if layer.get("type") == "Linear" and cost // width >= 4 * width:
-        return {**fit, "pool": True}
-    return {**fit, "to": int(width * (1 - excess / cost) * 0.9) // 8 * 8}
-
-
-def _flop_fit(budget: dict, layers: object) -> dict | None:
-    """The same for a net over the FLOP budget whose costliest layer is a Conv2d: its FLOPs grow with its
-    output channels, which the pre-flight's layer list reports (seed 44: a fallback widening conv1 left
-    conv2 at 943 MFLOPs of a 339 MFLOP budget, and the repair did not shrink it)."""
-    flops, cap = budget.get("flops"), budget.get("max_flops")
-    top = (budget.get("largest") or [{}])[0]
-    cost = top.get("flops")
-    if not (flops and cap and cost and flops > cap and isinstance(layers, list)):
-        return None
-    layer = next((lay for lay in layers if isinstance(lay, dict) and lay.get("name") == top.get("name")), {})
-    out = layer.get("out")
-    if layer.get("type") != "Conv2d" or not isinstance(out, list) or not out or type(out[0]) is not int or out[0] < 1:
-        return None
-    width = out[0]
-    return {"name": top["name"][:30], "type": "Conv2d", "width": width,
-            "to": int(width * (1 - (flops - cap) / cost) * 0.9) // 8 * 8}
-
-
-def _fit_text(fit: dict | None) -> str:
-    """The fit in words, after the diagnosis. Told only 'use fewer or narrower layers', the 1.5B model's
-    repairs came back over the budget every time (seed 44, seven iterations): a number is a change it can make."""
-    if not fit:
-        return ""
-    name, width = fit["name"], fit["width"]
-    if fit.get("pool"):
-        return f" — {name} costs most through its inputs: average-pool the feature map to 1x1 before it"
-    if fit["to"] < 8:
-        return f" — narrowing {name} alone cannot fit the budget: halve the channels of every large layer"
-    units = "output features" if fit["type"] == "Linear" else "output channels"
-    return f" — {name} has {width} {units}: give it at most {fit['to']}"
-
-
-def location(where: object) -> str:
-    """'candidate.py:23 in forward: x = self.fc(x)' from the harness's structured frame."""
-    if not isinstance(where, dict) or not isinstance(where.get("line"), int):
-        return ""
-    return f"candidate.py:{where['line']} in {_txt(where.get('function'))}: {_txt(where.get('code'))}"[:200]
-
-
-def trace_text(trace: dict, limit: int = 160) -> str:
-    """'conv1 Conv2d→32x32x32 | pool MaxPool2d→32x16x16 | ✗ fc Linear(in_features=8192, ...) got 2048'."""
-    found = trace.get("layers")
-    layers: list = found if isinstance(found, list) else []
-    parts = [f"{_txt(lay.get('name'))} {_txt(lay.get('type'))}→{_shape(lay.get('out'))}"
-             for lay in layers if isinstance(lay, dict)]
-    failed = trace.get("failed")
-    if isinstance(failed, dict):
-        parts.append(f"✗ {_txt(failed.get('name'))} {_txt(failed.get('repr'))} got {_shape(failed.get('in'))}")
-    out = " | ".join(parts)
-    while len(out) > limit and len(parts) > 1:
-        parts.pop(0)
-        out = "… | " + " | ".join(parts)
-    return out[-limit:]
-
-
-def _shape(value: object) -> str:
-    if isinstance(value, list):
-        return "x".join(str(d) for d in value) or "scalar"
-    return _txt(value)
-
-
-def layer_lines(layers: object, limit: int = 40) -> str | None:
-    """The pre-flight's layer list as short lines, `conv2 Conv2d -> 64x16x16 (18.5k)`: reported by the
-    candidate's side, so only well-formed entries are kept, every field bounded."""
-    if not isinstance(layers, list):
-        return None
-    lines = []
-    for lay in layers[:limit]:
-        if not isinstance(lay, dict):
-            continue
-        name, kind, out, n = lay.get("name"), lay.get("type"), lay.get("out"), lay.get("params")
-        if not (isinstance(name, str) and isinstance(kind, str)):
-            continue
-        shape = ("x".join(str(d) for d in out[:4]) if isinstance(out, list) and all(isinstance(d, int) for d in out)
-                 else "?")
-        size = f" ({human(n)})" if isinstance(n, int) and n > 0 else ""
-        lines.append(printable(f"{name[:60]} {kind[:40]} -> {shape}{size}"))
-    floor = _one_by_one(layers[:limit])
-    if floor and lines:
-        lines.append(printable(f"(the feature map is 1x1 from {floor[:60]} on: no further downsampling is possible)"))
-    return "\n".join(lines) or None
-
-
-def _one_by_one(layers: list) -> str | None:
-    """The first layer whose output map is 1x1, when the net reaches it. The 1.5B Improver kept asking for
-    more downsampling of a net already at 1x1 (seed 45: five failures in a row); the traced shapes say it
-    cannot be done, so the prompt says so."""
-    for lay in layers:
-        out = lay.get("out") if isinstance(lay, dict) else None
-        if isinstance(out, list) and len(out) == 3 and out[1:] == [1, 1] and isinstance(lay.get("name"), str) \
-                and lay.get("type") not in ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d"):
-            return lay["name"]
-    return None
-
-
-def _txt(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _num(value: object):
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _without_result(raw: RawResult, seconds: float) -> Outcome:

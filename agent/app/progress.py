@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from nasloop.agent.loop import record
-from nasloop.tools.outcome import human
+from nasloop.tools.text import human
 
 
 class Progress:

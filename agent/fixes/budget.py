@@ -1,6 +1,6 @@
 """Fix `budget` (stage pre-flight): a net over the parameter or FLOP budget gets its largest (costliest)
-layer narrowed to the width the host worked out from the pre-flight's numbers (tools/outcome.py `_fit`,
-`_flop_fit`) — a Conv2d's out_channels or a Linear's out_features, where `__init__` writes it as a number. The layers after it no
+layer narrowed to the width the host worked out from the pre-flight's numbers (tools/budget_fit.py `param_fit`,
+`flop_fit`) — a Conv2d's out_channels or a Linear's out_features, where `__init__` writes it as a number. The layers after it no
 longer match; the `shapes` fix resizes them, one pre-flight each. In a CIFAR-10 search the 1.5B model's
 repairs of budget errors came back over the budget every time, even when told the width that fits.
 """

@@ -12,7 +12,7 @@ import tokenize
 from nasloop import prompts
 from nasloop.agent.llm.parsing import CHANGE_OPS, describe_change
 from nasloop.agent.llm.stream import LONG_LINE
-from nasloop.tools.outcome import human
+from nasloop.tools.text import human
 
 FALLBACK_SUGGESTION = "Make one small, safe change to the best network that should raise its accuracy."
 # When the Improver's reply is unreadable or copies a placeholder, the Generator gets one of these concrete,

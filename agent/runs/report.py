@@ -22,7 +22,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from nasloop.agent.loop import record  # noqa: E402
 from nasloop.agent.runs.replay import parent_diff  # noqa: E402
 from nasloop.agent.runs.store import RunStore  # noqa: E402
-from nasloop.tools.outcome import KINDS, human  # noqa: E402
+from nasloop.tools.outcome import KINDS  # noqa: E402
+from nasloop.tools.text import human  # noqa: E402
 
 COLORS = {"ok": "#2a9d55", "syntax_error": "#9b59b6", "invalid_code": "#8e44ad", "interface_error": "#e67e22",
           "shape_error": "#e74c3c", "runtime_error": "#c0392b", "host_oom": "#34495e", "gpu_oom": "#2c3e50",

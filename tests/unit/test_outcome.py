@@ -6,7 +6,8 @@ import pytest
 
 from nasloop.sandbox.base import Limits, RawResult, printable
 from nasloop.sandbox.outputs import Refused, clean, parse_result
-from nasloop.tools.outcome import KINDS, Outcome, classify, human, location
+from nasloop.tools.outcome import KINDS, Outcome, classify
+from nasloop.tools.text import human, location
 
 LIM = Limits(memory_bytes=1024**3, timeout_s=30, preflight_s=10)
 WHERE = {"line": 17, "function": "forward", "code": "return self.fc(x)"}

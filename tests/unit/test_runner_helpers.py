@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from nasloop.sandbox import runner
-from nasloop.tools.outcome import trace_text
+from nasloop.tools.text import trace_text
 
 
 def run_traced(model, x):

@@ -86,7 +86,7 @@ def test_a_repeated_typed_change_goes_back_to_the_improver_with_the_tried_list(t
 
 
 def test_only_well_formed_layer_facts_reach_the_prompt():
-    from nasloop.tools.outcome import layer_lines
+    from nasloop.tools.text import layer_lines
 
     reported = [{"name": "conv1", "type": "Conv2d", "out": [32, 16, 16], "params": 896},
                 {"name": "x" * 500, "type": "Linear", "out": [10], "params": 330},
@@ -165,7 +165,7 @@ def test_growing_a_layer_that_went_over_the_budget_again_goes_back_to_the_improv
 def test_a_net_at_1x1_is_said_to_allow_no_further_downsampling():
     """Seed 45: the best net pooled 32 -> 1 in five steps and the Improver kept asking for more downsampling
     (five failures in a row); the traced shapes now say it cannot be done. A global pool does not count."""
-    from nasloop.tools.outcome import layer_lines
+    from nasloop.tools.text import layer_lines
 
     stages = [{"name": "conv5", "type": "Conv2d", "out": [80, 2, 2], "params": 9},
               {"name": "pool5", "type": "MaxPool2d", "out": [80, 1, 1], "params": 0},
