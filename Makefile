@@ -66,7 +66,7 @@ lint: setup  ## ruff and mypy (configured in pyproject.toml)
 	$(VENV)/bin/mypy
 
 test: setup lint sandbox-image  ## lint, then unit + integration tests (real Docker, real model, real data)
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=15 tests
 
 test-unit: setup  ## fast tests: no Docker, no model
 	$(PY) -m pytest -q -ra tests/unit
