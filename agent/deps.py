@@ -98,7 +98,9 @@ class Deps:
             return self.store.once(kind, iteration, node, make)
         key = (kind, iteration, node)
         if key not in self._memo:
-            self._memo = {key: make()}  # keep only the latest: no growth without a store
+            # keep only this iteration's (a repair reads the Generator's turns): no growth without a store
+            self._memo = {k: v for k, v in self._memo.items() if k[1] == iteration}
+            self._memo[key] = make()
         return self._memo[key]
 
     def earlier_code(self, key: str, iteration: int) -> dict | None:

@@ -14,7 +14,12 @@ Every call is greedy (temperature 0), in the order the run made them (Improver, 
 - lookupN:     as repair_context, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
 - constrained: as early_stop, and the Improver's reply is held to the JSON schema by a grammar
 - rendered:    as repair_context, with each Improver prompt rendered by today's code from the state the run's
-               records give before its iteration (not the recorded text): what a change of the prompts saves
+               records give before its iteration (not the recorded text), and each repair of code the model
+               wrote as it is the next turn of the Generator's conversation (agent/loop/nodes.py
+               `conversation`): what a change of the prompts saves
+
+A repair recorded as such a turn ("continues" in its trace record) is replayed after the replies this replay
+got for the turns before it, on the Generator's context, as the loop sends it.
 
 "same" says whether what the loop reads from each reply (the code block, the {problem, suggestion} object)
 is identical to today's; the constrained row changes the Improver's text by design and reports how many of
@@ -34,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from nasloop.agent.llm.client import LLMSettings, make_clients  # noqa: E402
 from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema  # noqa: E402
-from nasloop.agent.llm.prompting import improver_prompt  # noqa: E402
+from nasloop.agent.llm.prompting import improver_prompt, repair_turn  # noqa: E402
 from nasloop.agent.llm.stream import code_complete, json_complete  # noqa: E402
 from nasloop.agent.loop.record import TraceStep  # noqa: E402
 from nasloop.agent.runs.fork import state_at  # noqa: E402
@@ -76,27 +81,64 @@ def calls(run: Path, iterations: int) -> list[dict]:
     return sorted(recs, key=lambda r: (r["iteration"], *TraceStep.of(r).order()))
 
 
-def rendered(run: Path, rec: dict) -> str:
-    """An Improver call's prompt as today's code renders it from the run's records (a retry keeps the note
-    it was sent with); other calls' prompts as recorded."""
-    if TraceStep.of(rec).kind != "improve" or '"lesson"' in rec["prompt"]:
-        return rec["prompt"]
+def rendered_calls(run: Path, recs: list[dict]) -> list[dict]:
+    """The calls as today's code would make them, in order (a repair's form depends on the calls before)."""
+    done: list[dict] = []
+    for rec in recs:
+        done.append(rendered(run, rec, done))
+    return done
+
+
+def rendered(run: Path, rec: dict, done: list[dict]) -> dict:
+    """A call as today's code would make it: an Improver prompt rendered from the run's records (a retry
+    keeps the note it was sent with), a repair of the model's own code as a turn; other calls as recorded."""
+    step = TraceStep.of(rec)
+    if step.kind == "repair":
+        return repair_as_turn(run, rec, turns_before(rec, done))
+    if step.kind != "improve" or '"lesson"' in rec["prompt"]:
+        return rec
     note = rec["prompt"].partition("\n\nYour suggestion ")
     prompt = improver_prompt(state_at(RunStore.open(run, writable=False), rec["iteration"]))
-    return f"{prompt}\n\nYour suggestion {note[2]}" if note[1] else prompt
+    return {**rec, "prompt": f"{prompt}\n\nYour suggestion {note[2]}" if note[1] else prompt}
+
+
+def turns_before(rec: dict, calls: list[dict]) -> list[dict]:
+    """The Generator's calls of the repair's iteration before it (its generation, earlier repairs)."""
+    return [r for r in calls if r["iteration"] == rec["iteration"] and TraceStep.of(r).kind in ("generate", "repair")
+            and TraceStep.of(r).order() < TraceStep.of(rec).order()]
+
+
+def repair_as_turn(run: Path, rec: dict, before: list[dict]) -> dict:
+    """A repair recorded as a prompt of its own, as a turn where the loop now sends one: the code it showed
+    is the code block of the reply before it, and every repair before it in the iteration is a turn."""
+    if "continues" in rec:
+        return rec
+    shown = rec["prompt"].partition("Your code:\n```python\n")[2].rpartition("\n```")[0]
+    chained = [TraceStep.of(r).kind == "generate" or "continues" in r for r in before] == [True] * len(before)
+    if not before or not chained or (extract_code(before[-1]["response"])[0] or "").strip() != shown.strip():
+        return rec
+    result = next(r for r in RunStore.open(run, writable=False).results() if r["iteration"] == rec["iteration"])
+    failed = (result.get("repairs") or [])[TraceStep.of(rec).attempt - 1]
+    turn = repair_turn({"kind": failed["outcome"], "diagnosis": failed["diagnosis"]}, failed.get("suggestion"))
+    return {**rec, "prompt": turn, "continues": len(before)}
 
 
 def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row:
     improver, generator = make_clients(spec, spec, replace(settings, max_tokens=settings.max_tokens))
     improver.ask("You are terse.", "Say OK.")  # load and touch the weights outside the timing
     row = Row(name)
+    got: dict[tuple[int, str], str] = {}  # this replay's replies, for the turns a repair continues
     for r in recs:
         is_improver = TraceStep.of(r).kind == "improve"
         client = improver if is_improver else generator.repairs if TraceStep.of(r).kind == "repair" else generator
+        history = [(t["prompt"], got[t["iteration"], t["node"]]) for t in turns_before(r, recs)] \
+            if "continues" in r else []
+        client = generator if history else client
         first = "lesson" if '"lesson"' in r["prompt"] else "problem"
         reply = client.ask(r["system"], r["prompt"], temperature=0.0,
                            schema=reply_schema(first) if is_improver else None,
-                           stop=json_complete if is_improver else code_complete)
+                           stop=json_complete if is_improver else code_complete, history=history)
+        got[r["iteration"], r["node"]] = reply.text
         role = "improver" if is_improver else "generator"
         row.seconds[role] = row.seconds.get(role, 0.0) + reply.seconds
         row.tokens[role] = row.tokens.get(role, 0) + (reply.completion_tokens or 0)
@@ -137,7 +179,7 @@ def main() -> int:
     rows = []
     for name in args.configs.split(","):
         t0 = time.perf_counter()
-        these = [{**r, "prompt": rendered(args.run, r)} for r in recs] if name == "rendered" else recs
+        these = rendered_calls(args.run, recs) if name == "rendered" else recs
         rows.append(replay(name, replace(config(name), max_tokens=args.max_tokens), args.llm, these))
         print(f"  [{name}] {time.perf_counter() - t0:.0f} s", flush=True)
     base = rows[0]

@@ -37,6 +37,22 @@ class Keyed(GenericFakeChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
 
 
+class Recorder(GenericFakeChatModel):
+    """GenericFakeChatModel that keeps the messages of every call, as (type, text) pairs."""
+
+    seen: list = []
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        self.seen.append([(m.type, str(m.content)) for m in messages])
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def recording(*responses: str, spec: str = "recording") -> tuple[ChatClient, list]:
+    """A scripted client, and the list the messages of its calls go to."""
+    model = Recorder(messages=itertools.cycle(responses))
+    return ChatClient(model, spec), model.seen
+
+
 def keyed(replies: dict[str, str], default: str = "", spec: str = "keyed") -> ChatClient:
     return ChatClient(Keyed(messages=iter(()), replies=replies, default=default), spec)
 

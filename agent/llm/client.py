@@ -18,10 +18,10 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from nasloop.agent.llm.stream import StopRule
@@ -189,11 +189,13 @@ class ChatClient:
         return self._llama is None
 
     def ask(self, system: str, user: str, temperature: float | None = None, *, schema: dict | None = None,
-            stop: StopRule | None = None, progress: Callable[[int, float], None] | None = None) -> Reply:
+            stop: StopRule | None = None, progress: Callable[[int, float], None] | None = None,
+            history: Sequence[tuple[str, str]] = ()) -> Reply:
         """One completion, streamed. `temperature` overrides the model's for this call only; `schema` (a JSON
         schema) constrains the reply where the backend can (llama.cpp grammars, OpenAI-style structured
         output); `stop` ends the stream early (agent/llm/stream.py); `progress(tokens, seconds)` is called
-        as tokens arrive."""
+        as tokens arrive. `history`: earlier (user, assistant) turns of the same conversation, sent before
+        `user` (a repair continues the Generator's conversation, whose tokens its context still holds)."""
         kwargs: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
         if schema is not None and self.settings.constrained:
             kwargs.update(structured_output(self.model, schema))
@@ -202,7 +204,10 @@ class ChatClient:
         @retry(stop=stop_after_attempt(self.attempts), wait=wait_exponential(min=1, max=20),
                retry=retry_if_exception(_transient), reraise=True)
         def call() -> Reply:
-            messages = [SystemMessage(system), HumanMessage(user)]
+            messages: list[BaseMessage] = [SystemMessage(system)]
+            for asked, answered in history:
+                messages += [HumanMessage(asked), AIMessage(answered)]
+            messages.append(HumanMessage(user))
             if not self.streams_usage:  # exact token counts matter more than streaming
                 return self._invoke(messages, kwargs, progress)
             return self._stream(messages, kwargs, stop, progress)

@@ -134,11 +134,23 @@ def changes_text(best_code: str, code: str) -> str:
             f"\n```diff\n{body}\n```")
 
 
+# Of an entry's problem and diagnosis, the memory shows this many characters: the Improver's prompt is read
+# anew from the history on (it changes every iteration), about 50 tokens a second on 2 cores, and the
+# latest candidate's diagnosis is shown whole below it. The suggestion (what was tried) is kept whole.
+SHOWN_CHARS = {"problem": 150, "diagnosis": 200}
+
+
 def shown_window(state: dict) -> list[dict]:
     """The memory as the Improver reads it. The seed's baseline entry is left out: it says nothing the
     best network does not, and small models copy its placeholder suggestion verbatim."""
-    return [{k: v for k, v in t.items() if k != "iteration"} for t in state.get("window") or []
-            if t.get("iteration") != 0]
+    return [{k: _clip(v, SHOWN_CHARS.get(k)) for k, v in t.items() if k != "iteration"}
+            for t in state.get("window") or [] if t.get("iteration") != 0]
+
+
+def _clip(value: object, limit: int | None) -> object:
+    if limit is None or not isinstance(value, str) or len(value) <= limit:
+        return value
+    return value[: limit - 3].rstrip() + "..."
 
 
 def window_text(state: dict) -> str:
@@ -254,3 +266,12 @@ def repair_prompt(state: dict, code: str | None, failed: dict, suggestion: str |
     return prompts.render("repair", **_task_fields(state["task"]), code=(code or "(no code)").strip(),
                           outcome=failed.get("kind", ""), diagnosis=diagnosis,
                           suggestion=suggestion or (state.get("proposal") or {}).get("suggestion", FALLBACK_SUGGESTION))
+
+
+def repair_turn(failed: dict, suggestion: str | None = None) -> str:
+    """A repair as the next turn of the Generator's conversation (agent/loop/nodes.py `repair`): the model's
+    own reply is the turn before it, so only the failure (and, after a repeat, the change to make instead)
+    is new to read."""
+    change = f"The change to make instead: {suggestion}\n" if suggestion else ""
+    return prompts.render("repair_turn", outcome=failed.get("kind", ""), diagnosis=failed.get("diagnosis", ""),
+                          change=change)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from functools import partial
 import random
-from typing import Any, Callable, TypeAlias
+from typing import Any, Callable, Sequence, TypeAlias
 
 from langgraph.runtime import Runtime
 
@@ -29,7 +29,8 @@ from nasloop.agent.fixes.registry import Context, apply_stage
 from nasloop.agent.llm.parsing import change_schema, extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, fallback_change, generator_prompt,
-                                         improver_prompt, reflect_prompt, repair_prompt, tried_note, usable_proposal)
+                                         improver_prompt, reflect_prompt, repair_prompt, repair_turn, tried_note,
+                                         usable_proposal)
 from nasloop.tools.outcome import DUPLICATE_PHASE, Outcome
 
 IMPROVE = record.TraceStep("improve").to_dict()
@@ -326,12 +327,16 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     asked = ((state.get("proposal") or {}).get("suggestion", ""),
              *(h.get("suggestion", "") for h in cand.get("repairs", [])))
     change = fallback_change(it + attempt, state.get("window"), asked) if repeat else None
-    prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
+    turns = conversation(deps, it, attempt, cand)
+    if turns is not None:  # the next turn of the Generator's conversation, on its context
+        prompt, client, extra = repair_turn(failed, change), deps.generator, {"continues": len(turns)}
+    else:
+        prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
+        client, extra = deps.generator.repairs, {}
     step = record.TraceStep("repair", attempt)
     rec = deps.once("trace", it, step.node, lambda: {
-        **_ask(deps.generator.repairs, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE,
-               stop=code_complete,
-               progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
+        **_ask(client, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE, stop=code_complete,
+               progress=_progress(runtime, it, step.node), history=turns or ()), **extra, "step": step.to_dict()})
     code, err, made = _code(rec["response"], state, deps.options.fixes, attempt)
     of = (failed.get("failure") or {}).get("of") if repeat else None
     history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
@@ -341,6 +346,31 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history, "stop": rec.get("stop"),
                           "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
                           "fixes": (cand.get("fixes") or []) + made}}
+
+
+CONVERSATION_CHARS = 12_000  # of the turns a repair continues: with a 1,536-token reply, well inside n_ctx 6,144
+
+
+def conversation(deps: Deps, it: int, attempt: int, cand: dict) -> list[tuple[str, str]] | None:
+    """The Generator's conversation repair `attempt` continues: its generation and the repairs since, each a
+    (prompt, reply) turn as the trace recorded it. The reply is then the code the model sees, and its context
+    still holds every token of it: a repair reads ~100 new prompt tokens instead of ~600 (its own code
+    again, the fixed instructions). None where the failing code is not the last reply's code block as
+    written (a fix changed it, a ladder variant, a degenerate reply) or the conversation grew long: that
+    repair is a prompt of its own, with the code in it (`repair_prompt`)."""
+    if cand.get("stop") in DEGENERATE:
+        return None
+    turns = []
+    for n in range(attempt):  # the generation, then repairs 1 .. attempt-1
+        step = record.TraceStep("generate") if n == 0 else record.TraceStep("repair", n)
+        rec = deps.recorded("trace", it, step.node)
+        if not rec or not rec.get("response") or (n > 0 and rec.get("continues") is None):
+            return None
+        turns.append((rec["prompt"], rec["response"]))
+    code = extract_code(turns[-1][1])[0] if turns else None
+    if not code or code.strip() != (cand.get("code") or "").strip():
+        return None
+    return turns if sum(len(a) + len(b) for a, b in turns) <= CONVERSATION_CHARS else None
 
 
 def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tuple[str | None, str, list[dict]]:
@@ -359,9 +389,11 @@ def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tu
 
 
 def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None, *, stop: StopRule,
-         progress: Callable[[int, float], None], schema: dict | None = None) -> dict:
+         progress: Callable[[int, float], None], schema: dict | None = None,
+         history: Sequence[tuple[str, str]] = ()) -> dict:
     system = prompts.load(system_name).template.strip()
-    reply = client.ask(system, prompt, temperature=temperature, schema=schema, stop=stop, progress=progress)
+    reply = client.ask(system, prompt, temperature=temperature, schema=schema, stop=stop, progress=progress,
+                       history=history)
     return {"system": system, "prompt": prompt, "response": reply.text, **reply.costs(), "llm": client.spec,
             "temperature": temperature}
 

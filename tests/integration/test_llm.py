@@ -13,6 +13,7 @@ import pytest
 from nasloop import prompts
 from nasloop.agent.llm.client import LLMSettings, make_chat_model, make_clients, ChatClient
 from nasloop.agent.llm.parsing import CHANGE_OPS, change_schema, extract_code, parse_improver, reply_schema
+from nasloop.agent.llm.prompting import repair_turn
 from nasloop.agent.llm.stream import code_complete, json_complete
 from tests.conftest import free_port, wait_for_server
 
@@ -76,6 +77,19 @@ def test_a_repair_does_not_evict_the_generators_prefix(model_path):
     assert second.prefix_tokens >= first.prompt_tokens - 20  # all but the change's few tokens
     _, shared = make_clients(SPEC, SPEC, replace(GREEDY, repair_context=False))
     assert shared.repairs is shared
+
+
+def test_a_repair_turn_finds_the_generation_and_its_reply_in_the_generators_context(model_path):
+    """A repair sent as the next turn of the Generator's conversation reads only that turn anew."""
+    _, generator = make_clients(SPEC, SPEC, GREEDY)
+    system = prompts.load("generator_system").template
+    asked = f"Base network:\n```python\n{prompts.seed_source('default')}```\nChange: widen conv1."
+    first = generator.ask(system, asked, stop=code_complete)
+    turn = repair_turn({"kind": "runtime_error", "diagnosis": "NameError: name 'nn' is not defined"})
+    second = generator.ask(system, turn, stop=code_complete, history=[(asked, first.text)])
+    assert first.prompt_tokens and first.completion_tokens and second.prompt_tokens and second.prefix_tokens
+    assert second.prefix_tokens >= first.prompt_tokens + first.completion_tokens * 9 // 10
+    assert second.prompt_tokens - second.prefix_tokens < 80, second.costs()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from nasloop.agent.loop.escape import choose_escape, code_key, failure_streak, s
 from nasloop.agent.deps import LoopOptions
 from nasloop.agent.llm.prompting import FALLBACK_CHANGES
 from nasloop.agent.runs.store import RunStore
-from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
+from tests.fakes import SEED, ScriptedEvaluator, code_reply, recording, scripted, task
 
 GOOD = '{"problem": "p", "suggestion": "widen conv2"}'
 
@@ -63,21 +63,36 @@ def test_verbatim_repeat_costs_no_container(tmp_path):
     assert [t["node"] for t in reps] == ["repair1", "repair2"] and len(last["repairs"]) == 2
     asked = [h["suggestion"] for h in last["repairs"]]
     assert set(asked) <= set(FALLBACK_CHANGES) and asked[0] != asked[1]
-    for rep, change in zip(reps, asked, strict=True):
-        assert f"The change you were asked to make: {change}" in rep["prompt"] and rep["temperature"] is None
+    for rep, change in zip(reps, asked, strict=True):  # each the next turn of the Generator's conversation
+        assert f"The change to make instead: {change}" in rep["prompt"] and rep["temperature"] is None
 
 
-def test_preflight_failure_is_repaired_in_one_attempt(tmp_path):
-    gen = scripted(code_reply(tag="pfail=shape_error"), code_reply(tag="acc=0.7"))
+def test_preflight_failure_is_repaired_in_one_attempt_as_the_next_turn_of_the_generators_conversation(tmp_path):
+    failing = code_reply(tag="pfail=shape_error")
+    gen, seen = recording(failing, code_reply(tag="acc=0.7"))
     out, store, ev = run(tmp_path, gen, 1)
     res = store.results()[-1]
     assert res["outcome"] == "ok" and res["accuracy"] == 0.7
     assert res["repairs"] == [{"attempt": 0, "outcome": "shape_error", "diagnosis": "shape_error diagnosis"}]
-    rep = next(t for t in store.trace() if t["node"] == "repair1")
-    assert "shape_error diagnosis" in rep["prompt"] and 'TAG = "pfail=shape_error"' in rep["prompt"]
-    assert rep["temperature"] == 0.2  # a repair of given code samples near-greedy
+    gen_rec, rep = (next(t for t in store.trace() if t["node"] == n) for n in ("generate", "repair1"))
+    assert "shape_error diagnosis" in rep["prompt"] and 'TAG = "pfail=shape_error"' not in rep["prompt"]
+    assert rep["continues"] == 1 and rep["temperature"] == 0.2  # a repair of given code samples near-greedy
+    # the model read its own reply as the turn before: the context that wrote it reads only the new turn
+    assert gen_rec["response"].strip() == failing.strip()
+    assert seen[1] == [seen[0][0], ("human", gen_rec["prompt"]), ("ai", gen_rec["response"]), ("human", rep["prompt"])]
     assert {t["node"] for t in store.trace() if t["iteration"] == 1} == {"improve", "generate", "check0", "repair1", "check1"}
     assert out["window"][-1]["outcome"] == "ok" and out["best"]["iteration"] == 1
+
+
+def test_a_repair_of_code_a_fix_changed_shows_that_code_in_a_prompt_of_its_own(tmp_path):
+    """The model's reply is not the code that failed once a fix edited it (here: the missing import of F)."""
+    unfixed = SEED.replace("import torch.nn.functional as F\n", "")
+    assert unfixed != SEED
+    gen, seen = recording(code_reply(unfixed, tag="pfail=shape_error"), code_reply(tag="acc=0.7"))
+    _, store, _ = run(tmp_path, gen, 1)
+    rep = next(t for t in store.trace() if t["node"] == "repair1")
+    assert "continues" not in rep and "import torch.nn.functional as F" in rep["prompt"]
+    assert [m[0] for m in seen[1]] == ["system", "human"]
 
 
 def test_a_degenerate_reply_is_not_shown_back_to_the_repair(tmp_path):
