@@ -18,8 +18,9 @@ Every call is greedy (temperature 0), in the order the run made them (Improver, 
                wrote as it is the next turn of the Generator's conversation (agent/loop/nodes.py
                `conversation`): what a change of the prompts saves
 
-A repair recorded as such a turn ("continues" in its trace record) is replayed after the replies this replay
-got for the turns before it, on the Generator's context, as the loop sends it.
+A repair recorded as such a turn ("answered" in its trace record: the code shown as the reply before it) is
+replayed as the loop sends it: after the turns before it, on the Generator's context (which holds this
+replay's own replies to them).
 
 "same" says whether what the loop reads from each reply (the code block, the {problem, suggestion} object)
 is identical to today's; the constrained row changes the Improver's text by design and reports how many of
@@ -110,35 +111,42 @@ def turns_before(rec: dict, calls: list[dict]) -> list[dict]:
 
 def repair_as_turn(run: Path, rec: dict, before: list[dict]) -> dict:
     """A repair recorded as a prompt of its own, as a turn where the loop now sends one: the code it showed
-    is the code block of the reply before it, and every repair before it in the iteration is a turn."""
-    if "continues" in rec:
+    becomes the reply to the turn before it, every repair before it in the iteration being a turn too."""
+    if "answered" in rec:
         return rec
-    shown = rec["prompt"].partition("Your code:\n```python\n")[2].rpartition("\n```")[0]
-    chained = [TraceStep.of(r).kind == "generate" or "continues" in r for r in before] == [True] * len(before)
-    if not before or not chained or (extract_code(before[-1]["response"])[0] or "").strip() != shown.strip():
+    shown = rec["prompt"].partition("Your code:\n```python\n")[2].rpartition("\n```")[0].strip()
+    chained = [TraceStep.of(r).kind == "generate" or "answered" in r for r in before] == [True] * len(before)
+    if not before or not chained or not shown or "degenerated into" in rec["prompt"]:
         return rec
     result = next(r for r in RunStore.open(run, writable=False).results() if r["iteration"] == rec["iteration"])
     failed = (result.get("repairs") or [])[TraceStep.of(rec).attempt - 1]
     turn = repair_turn({"kind": failed["outcome"], "diagnosis": failed["diagnosis"]}, failed.get("suggestion"))
-    return {**rec, "prompt": turn, "continues": len(before)}
+    return {**rec, "prompt": turn, "answered": f"```python\n{shown}\n```"}
+
+
+def conversation(rec: dict, calls: list[dict]) -> list[tuple[str, str]]:
+    """The turns a repair recorded as a turn is sent after: each earlier call's prompt, answered by the
+    code the next one showed (the loop's `conversation`); [] for any other call."""
+    if "answered" not in rec:
+        return []
+    before = turns_before(rec, calls)
+    answers = [r["answered"] for r in before[1:]] + [rec["answered"]]
+    return [(r["prompt"], a) for r, a in zip(before, answers, strict=True)]
 
 
 def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row:
     improver, generator = make_clients(spec, spec, replace(settings, max_tokens=settings.max_tokens))
     improver.ask("You are terse.", "Say OK.")  # load and touch the weights outside the timing
     row = Row(name)
-    got: dict[tuple[int, str], str] = {}  # this replay's replies, for the turns a repair continues
     for r in recs:
         is_improver = TraceStep.of(r).kind == "improve"
         client = improver if is_improver else generator.repairs if TraceStep.of(r).kind == "repair" else generator
-        history = [(t["prompt"], got[t["iteration"], t["node"]]) for t in turns_before(r, recs)] \
-            if "continues" in r else []
+        history = conversation(r, recs)
         client = generator if history else client
         first = "lesson" if '"lesson"' in r["prompt"] else "problem"
         reply = client.ask(r["system"], r["prompt"], temperature=0.0,
                            schema=reply_schema(first) if is_improver else None,
                            stop=json_complete if is_improver else code_complete, history=history)
-        got[r["iteration"], r["node"]] = reply.text
         role = "improver" if is_improver else "generator"
         row.seconds[role] = row.seconds.get(role, 0.0) + reply.seconds
         row.tokens[role] = row.tokens.get(role, 0) + (reply.completion_tokens or 0)

@@ -27,7 +27,7 @@ from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_ke
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
 from nasloop.agent.llm.parsing import change_schema, extract_code, parse_improver, reply_schema
-from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
+from nasloop.agent.llm.stream import DEGENERATE, LONG_LINE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, fallback_change, generator_prompt,
                                          improver_prompt, reflect_prompt, repair_prompt, repair_turn, tried_note,
                                          usable_proposal)
@@ -329,7 +329,7 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     change = fallback_change(it + attempt, state.get("window"), asked) if repeat else None
     turns = conversation(deps, it, attempt, cand)
     if turns is not None:  # the next turn of the Generator's conversation, on its context
-        prompt, client, extra = repair_turn(failed, change), deps.generator, {"continues": len(turns)}
+        prompt, client, extra = repair_turn(failed, change), deps.generator, {"answered": turns[-1][1]}
     else:
         prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
         client, extra = deps.generator.repairs, {}
@@ -353,23 +353,23 @@ CONVERSATION_CHARS = 12_000  # of the turns a repair continues: with a 1,536-tok
 
 def conversation(deps: Deps, it: int, attempt: int, cand: dict) -> list[tuple[str, str]] | None:
     """The Generator's conversation repair `attempt` continues: its generation and the repairs since, each a
-    (prompt, reply) turn as the trace recorded it. The reply is then the code the model sees, and its context
-    still holds every token of it: a repair reads ~100 new prompt tokens instead of ~600 (its own code
-    again, the fixed instructions). None where the failing code is not the last reply's code block as
-    written (a fix changed it, a ladder variant, a degenerate reply) or the conversation grew long: that
-    repair is a prompt of its own, with the code in it (`repair_prompt`)."""
-    if cand.get("stop") in DEGENERATE:
+    (prompt, reply) turn. A turn's reply is the code that failed, as a code block (the model's own reply,
+    or what a fix made of it: the code the diagnosis speaks of); the context that wrote the reply still
+    holds it up to the first edit, so a repair reads ~100 new prompt tokens instead of ~600 (the code again,
+    the fixed instructions). None where there is no code to show, the reply degenerated into a loop, a turn
+    is missing, or the conversation grew long: that repair is a prompt of its own (`repair_prompt`)."""
+    code = (cand.get("code") or "").strip()
+    if not code or cand.get("stop") in DEGENERATE or max(map(len, code.splitlines())) > LONG_LINE:
         return None
-    turns = []
+    recs = []
     for n in range(attempt):  # the generation, then repairs 1 .. attempt-1
         step = record.TraceStep("generate") if n == 0 else record.TraceStep("repair", n)
         rec = deps.recorded("trace", it, step.node)
-        if not rec or not rec.get("response") or (n > 0 and rec.get("continues") is None):
+        if not rec or (n > 0 and rec.get("answered") is None):
             return None
-        turns.append((rec["prompt"], rec["response"]))
-    code = extract_code(turns[-1][1])[0] if turns else None
-    if not code or code.strip() != (cand.get("code") or "").strip():
-        return None
+        recs.append(rec)
+    answers = [r["answered"] for r in recs[1:]] + [f"```python\n{code}\n```"]
+    turns = [(r["prompt"], a) for r, a in zip(recs, answers, strict=True)]
     return turns if sum(len(a) + len(b) for a, b in turns) <= CONVERSATION_CHARS else None
 
 

@@ -6,6 +6,7 @@ import pytest
 from nasloop.agent import Deps, build_graph, recursion_limit_for
 from nasloop.agent.loop.escape import choose_escape, code_key, failure_streak, signature
 from nasloop.agent.deps import LoopOptions
+from nasloop.agent.llm.parsing import extract_code
 from nasloop.agent.llm.prompting import FALLBACK_CHANGES
 from nasloop.agent.runs.store import RunStore
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, recording, scripted, task
@@ -51,7 +52,8 @@ def test_code_key_ignores_comments_and_blank_lines():
 
 
 def test_verbatim_repeat_costs_no_container(tmp_path):
-    out, store, ev = run(tmp_path, scripted(code_reply(tag="acc=0.6")), 2)
+    gen, seen = recording(code_reply(tag="acc=0.6"))
+    out, store, ev = run(tmp_path, gen, 2)
     assert ev.calls == 2  # the seed and iteration 1; iteration 2 repeats iteration 1
     last = store.results()[-1]
     assert last["outcome"] == "invalid_code"
@@ -65,6 +67,8 @@ def test_verbatim_repeat_costs_no_container(tmp_path):
     assert set(asked) <= set(FALLBACK_CHANGES) and asked[0] != asked[1]
     for rep, change in zip(reps, asked, strict=True):  # each the next turn of the Generator's conversation
         assert f"The change to make instead: {change}" in rep["prompt"] and rep["temperature"] is None
+    assert [m[0] for m in seen[-1]] == ["system", "human", "ai", "human", "ai", "human"]
+    assert [m[1] for m in seen[-1][3::2]] == [reps[0]["prompt"], reps[1]["prompt"]]
 
 
 def test_preflight_failure_is_repaired_in_one_attempt_as_the_next_turn_of_the_generators_conversation(tmp_path):
@@ -76,23 +80,26 @@ def test_preflight_failure_is_repaired_in_one_attempt_as_the_next_turn_of_the_ge
     assert res["repairs"] == [{"attempt": 0, "outcome": "shape_error", "diagnosis": "shape_error diagnosis"}]
     gen_rec, rep = (next(t for t in store.trace() if t["node"] == n) for n in ("generate", "repair1"))
     assert "shape_error diagnosis" in rep["prompt"] and 'TAG = "pfail=shape_error"' not in rep["prompt"]
-    assert rep["continues"] == 1 and rep["temperature"] == 0.2  # a repair of given code samples near-greedy
-    # the model read its own reply as the turn before: the context that wrote it reads only the new turn
-    assert gen_rec["response"].strip() == failing.strip()
-    assert seen[1] == [seen[0][0], ("human", gen_rec["prompt"]), ("ai", gen_rec["response"]), ("human", rep["prompt"])]
+    assert rep["temperature"] == 0.2  # a repair of given code samples near-greedy
+    # the model read its own code block as the turn before: the context that wrote it reads only the new turn
+    assert rep["answered"] == f"```python\n{extract_code(failing)[0].strip()}\n```"
+    assert seen[1] == [seen[0][0], ("human", gen_rec["prompt"]), ("ai", rep["answered"]), ("human", rep["prompt"])]
     assert {t["node"] for t in store.trace() if t["iteration"] == 1} == {"improve", "generate", "check0", "repair1", "check1"}
     assert out["window"][-1]["outcome"] == "ok" and out["best"]["iteration"] == 1
 
 
-def test_a_repair_of_code_a_fix_changed_shows_that_code_in_a_prompt_of_its_own(tmp_path):
-    """The model's reply is not the code that failed once a fix edited it (here: the missing import of F)."""
+def test_a_repair_of_code_a_fix_changed_shows_that_code_as_the_models_reply(tmp_path):
+    """The diagnosis speaks of the code a fix made (here: the missing import of F added), so that code is
+    the reply the repair turn answers; the context that wrote the reply still holds it up to the edit."""
     unfixed = SEED.replace("import torch.nn.functional as F\n", "")
     assert unfixed != SEED
     gen, seen = recording(code_reply(unfixed, tag="pfail=shape_error"), code_reply(tag="acc=0.7"))
     _, store, _ = run(tmp_path, gen, 1)
+    cand = next(r for r in store.results() if r["iteration"] == 1)
+    assert any(f["name"] == "imports" and f["attempt"] == 0 for f in cand["fixes"])
     rep = next(t for t in store.trace() if t["node"] == "repair1")
-    assert "continues" not in rep and "import torch.nn.functional as F" in rep["prompt"]
-    assert [m[0] for m in seen[1]] == ["system", "human"]
+    assert "import torch.nn.functional as F" in rep["answered"] and rep["answered"].startswith("```python\n")
+    assert seen[1][2] == ("ai", rep["answered"]) and "import torch" not in rep["prompt"]
 
 
 def test_a_degenerate_reply_is_not_shown_back_to_the_repair(tmp_path):
