@@ -134,23 +134,13 @@ def changes_text(best_code: str, code: str) -> str:
             f"\n```diff\n{body}\n```")
 
 
-# Of an entry's problem and diagnosis, the memory shows this many characters: the Improver's prompt is read
-# anew from the history on (it changes every iteration), about 50 tokens a second on 2 cores, and the
-# latest candidate's diagnosis is shown whole below it. The suggestion (what was tried) is kept whole.
-SHOWN_CHARS = {"problem": 150, "diagnosis": 200}
-
-
 def shown_window(state: dict) -> list[dict]:
     """The memory as the Improver reads it. The seed's baseline entry is left out: it says nothing the
-    best network does not, and small models copy its placeholder suggestion verbatim."""
-    return [{k: _clip(v, SHOWN_CHARS.get(k)) for k, v in t.items() if k != "iteration"}
-            for t in state.get("window") or [] if t.get("iteration") != 0]
-
-
-def _clip(value: object, limit: int | None) -> object:
-    if limit is None or not isinstance(value, str) or len(value) <= limit:
-        return value
-    return value[: limit - 3].rstrip() + "..."
+    best network does not, and small models copy its placeholder suggestion verbatim. Entries are shown
+    whole (the record keeps 300 characters of a problem): clipped to 150 with a "...", the 1.5B Improver
+    copied the clipped problem, "..." and all, as its own (seed 44: 8 of 20 problems, 10 distinct)."""
+    return [{k: v for k, v in t.items() if k != "iteration"} for t in state.get("window") or []
+            if t.get("iteration") != 0]
 
 
 def window_text(state: dict) -> str:
