@@ -139,12 +139,33 @@ def settle_change(change: dict, layers: str = "") -> dict:
     fact = _COPIED_FACT.match(target)
     if fact:
         change = {**change, "target": fact.group(1)}
+    change = _settle_target(change, layers)
     channels, kernel = bool(_CHANNELS.search(args)), bool(_KERNEL.search(args))
     settled = "widen" if op == "change_kernel" and channels and not kernel else \
         "change_kernel" if op == "widen" and kernel and not channels else op
     if settled != op:
         change = {**change, "operator": settled, "operator_given": op}
     return _settle_widths(change, layers) if settled == "widen" else change
+
+
+_LAYER_NAME = re.compile(r"^([A-Za-z_][\w.]*) ", re.MULTILINE)
+_DOTTED = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def _settle_target(change: dict, layers: str) -> dict:
+    """A target that names no traced layer but starts with one's dotted name is that layer. The 1.5B model
+    wrote "conv3.conv1.weight" in a CIFAR-10 search (seed 44), then copied it from the memory for 13
+    iterations, growing it ("conv3.conv1.weight.data.downsample(0, 1)) (candidate.py:27)"); the Generator
+    implemented each as code reaching for self.conv3.conv1 (7 of those candidates failed). The given
+    target is kept as `target_given`."""
+    names = set(_LAYER_NAME.findall(layers or ""))
+    target = change["target"]
+    dotted = _DOTTED.match(target)
+    if not names or target in names or target == "all" or not dotted:
+        return change
+    parts = dotted.group(0).split(".")
+    known = next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in names), None)
+    return {**change, "target": known, "target_given": target} if known else change
 
 
 def _settle_widths(change: dict, layers: str) -> dict:

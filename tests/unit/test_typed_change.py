@@ -55,6 +55,24 @@ def test_the_small_models_slips_are_settled_before_the_generator_reads_them():
         "the classifier head"
 
 
+LAYERS = "conv1 Conv2d -> 96x32x32 (2,592)\nconv3 Conv2d -> 192x8x8 (221,184)\nblocks.0.conv Conv2d -> 64x8x8 (9)\n" \
+         "fc Linear -> 10 (30,730)"
+
+
+def test_a_target_that_reaches_into_a_layer_is_that_layer():
+    """Seed 44: "conv3.conv1.weight", copied and grown for 13 iterations, each implemented as code reaching
+    for self.conv3.conv1."""
+    for given, layer in (("conv3.conv1.weight", "conv3"), ("conv3.conv1.weight.data.downsample(0, 1)) (x:27)", "conv3"),
+                         ("blocks.0.conv.weight", "blocks.0.conv")):
+        change = parse_improver(json.dumps({**WIDEN, "operator": "add_normalisation", "target": given,
+                                            "arguments": ""}), LAYERS)[0]["change"]
+        assert change["target"] == layer and change["target_given"] == given
+    for kept in ("conv1", "all", "the classifier head", "conv9.weight"):  # a layer, all, or nothing to settle on
+        change = parse_improver(json.dumps({**WIDEN, "operator": "add_normalisation", "target": kept,
+                                            "arguments": ""}), LAYERS)[0]["change"]
+        assert change["target"] == kept and "target_given" not in change
+
+
 def _run(tmp_path, improver_replies: list[str], iterations: int) -> RunStore:
     store = RunStore.create(tmp_path, "unit", {})
     generator = scripted(*[code_reply(tag=f"acc=0.{5 + i}") for i in range(iterations + 2)])
