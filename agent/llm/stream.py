@@ -20,6 +20,7 @@ REPEATS = 8  # the same non-blank line this many times in a row: a repetition lo
 BLOCK_MAX = 12  # a loop over a block of up to this many lines ...
 BLOCK_LINES = 32  # ... is cut once its repeats cover this many lines (a net with 3 to 5 stages never does)
 BLOCK_REPEATS = 4  # ... and, for a block longer than 8 lines, once it came this many times
+WINDOW = 16  # a longer loop: its last this many lines came three times, word for word
 _NUMBER = re.compile(r"\d+")
 LONG_LINE = 400  # characters: no sane line of a module is this long; a repetition loop within a line is
 LONG_JSON_LINE = 3000  # a JSON reply is often one line: only a runaway one is cut
@@ -34,9 +35,23 @@ def degenerate(text: str, long_line: int = LONG_LINE) -> str | None:
     done = [ln.strip() for ln in lines[:-1]]
     if len(done) >= REPEATS and done[-1] and all(ln == done[-1] for ln in done[-REPEATS:]):
         return "repeated_line"
-    if len(done) >= BLOCK_LINES and repeated_block([ln for ln in done if ln]):
+    if len(done) >= BLOCK_LINES and (repeated_block(kept := [ln for ln in done if ln]) or repeated_window(kept)):
         return "repeated_block"
     return None
+
+
+def repeated_window(lines: list[str], size: int = WINDOW) -> bool:
+    """The last `size` finished lines came, word for word, three times: a loop over a block longer than
+    BLOCK_MAX. Seen from the 1.5B model in a repair: 17 lines from the end of `__init__` through `def
+    forward` into its body, over and over to the 1,536-token limit (100 s). No net repeats 16 lines word
+    for word (layer names differ)."""
+    if len(lines) < 3 * size:
+        return False
+    text, tail = "\n".join(lines), "\n".join(lines[-size:])
+    seen, at = 0, text.find(tail)
+    while at >= 0 and seen < 3:  # overlapping matches count: a loop shorter than `size` overlaps itself
+        seen, at = seen + 1, text.find(tail, at + 1)
+    return seen >= 3
 
 
 def repeated_block(lines: list[str]) -> bool:

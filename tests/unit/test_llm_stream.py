@@ -36,6 +36,11 @@ COUNTING = "".join(f"        self.conv3_{i} = nn.Conv2d(256, 256, kernel_size=(5
 STAGE = ("        # Changed downsampling of conv2 and conv3\n" + "".join(
     f"        x = self.{m}(x)\n" for m in ("conv2", "bn2", "relu", "pool4", "conv3", "bn3", "relu", "pool5")) + "\n")
 COMMENTED = STAGE * 20  # seed 45: a commented stage of 9 lines (and a blank one), copied to the token limit
+LONG = ("        self.bn3 = nn.BatchNorm2d(128)\n        self.pool = nn.MaxPool2d(2)\n"
+        "        self.fc = nn.Linear(32 * 64 * 128 // 32 / 32 / 32, num_classes)\n\n"
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n" + "".join(
+            f"        x = self.{m}(x)\n" for m in ("conv1", "bn1", "relu", "pool", "conv2", "bn2", "relu", "pool", "conv3"))
+        + "        # Normalization layer added to conv3\n") * 12  # seed 45: 14 lines from __init__ into forward, on and on
 
 
 def real_net(stages: int) -> str:
@@ -47,7 +52,7 @@ def real_net(stages: int) -> str:
     return HEAD + init + "\n    def forward(self, x):\n" + fwd + "        return self.fc(x.flatten(1))\n```\n"
 
 
-@pytest.mark.parametrize("loop", [COPYING, COUNTING, COMMENTED], ids=["copying", "counting", "commented"])
+@pytest.mark.parametrize("loop", [COPYING, COUNTING, COMMENTED, LONG], ids=["copying", "counting", "commented", "long"])
 def test_a_reply_looping_over_a_block_of_lines_is_cut(loop):
     """Both shapes the 1.5B model produced in a CIFAR-10 search ran to the 1,536-token limit (100 s each)."""
     reply = scripted(HEAD + loop).ask("sys", "user", stop=code_complete)
