@@ -13,8 +13,6 @@ can be replaced by a thin chat model over llama-cpp-python without touching the 
 """
 from __future__ import annotations
 
-import functools
-
 import os
 import threading
 import time
@@ -192,19 +190,15 @@ class ChatClient:
 
     def ask(self, system: str, user: str, temperature: float | None = None, *, schema: dict | None = None,
             stop: StopRule | None = None, progress: Callable[[int, float], None] | None = None,
-            history: Sequence[tuple[str, str]] = (), grammar: str | None = None) -> Reply:
+            history: Sequence[tuple[str, str]] = ()) -> Reply:
         """One completion, streamed. `temperature` overrides the model's for this call only; `schema` (a JSON
         schema) constrains the reply where the backend can (llama.cpp grammars, OpenAI-style structured
         output); `stop` ends the stream early (agent/llm/stream.py); `progress(tokens, seconds)` is called
         as tokens arrive. `history`: earlier (user, assistant) turns of the same conversation, sent before
-        `user` (a repair continues the Generator's conversation, whose tokens its context still holds).
-        `grammar` (GBNF) holds an in-process llama.cpp model's reply to a format; other backends get only
-        the prompt's instructions."""
+        `user` (a repair continues the Generator's conversation, whose tokens its context still holds)."""
         kwargs: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
         if schema is not None and self.settings.constrained:
             kwargs.update(structured_output(self.model, schema))
-        if grammar is not None and self.settings.constrained and type(self.model).__name__ == "ChatLlamaCpp":
-            kwargs["grammar"] = compiled_grammar(grammar)
         stop = stop if self.settings.early_stop else None
 
         @retry(stop=stop_after_attempt(self.attempts), wait=wait_exponential(min=1, max=20),
@@ -281,14 +275,6 @@ def structured_output(model: BaseChatModel, schema: dict) -> dict:
             return {"response_format": {"type": "json_object", "schema": schema}}  # their schema extension
         return {"response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}}
     return {}
-
-
-@functools.lru_cache(maxsize=8)
-def compiled_grammar(gbnf: str) -> Any:
-    """llama-cpp-python's grammar object for a GBNF text, parsed once per text."""
-    from llama_cpp.llama_grammar import LlamaGrammar
-
-    return LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 class LlamaCounter:

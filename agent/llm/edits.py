@@ -11,8 +11,7 @@ only the changed lines is 25 to 130 tokens. The format is the one code assistant
     >>>>>>> REPLACE
 
 Told only in words, the 1.5B model wrote the whole net anyway (8 of 8 recorded prompts); after one example
-turn (prompts/edit_example_*.txt) it wrote blocks at temperature 0, and 6 of 8 applied; at the search's
-temperature it needs the grammar below as well. A block applies where its SEARCH
+turn (prompts/edit_example_*.txt) it wrote blocks, and 6 of 8 applied. A block applies where its SEARCH
 lines are in the net, exactly or line by line with other indentation and blank lines; a block that
 matches nowhere is a failure with its own phase ("edit"), which the repair turn answers with the whole net.
 """
@@ -22,14 +21,6 @@ import re
 from dataclasses import dataclass
 
 EDIT_PHASE = "edit"  # the failure phase of a reply whose edits do not apply to the net
-# The reply as blocks and nothing else (an in-process llama.cpp model samples within it): sampled at the
-# Generator's temperature 0.7, the 1.5B model wrote the whole net, or a code block of a few forward lines,
-# in 3 of the first 4 generations of a CIFAR-10 search even after the worked example. No line of a block
-# starts with <, = or >, the markers' first characters (no line of a PyTorch module does either).
-EDIT_GRAMMAR = r"""root ::= block+
-block ::= "<<<<<<< SEARCH\n" line+ "=======\n" line* ">>>>>>> REPLACE\n"
-line ::= [^<=>\n] [^\n]* "\n" | "\n"
-"""
 _BLOCK = re.compile(r"^[ \t]*<{5,9}[ \t]*SEARCH[ \t]*\n(.*?)^[ \t]*={5,9}[ \t]*\n(.*?)^[ \t]*>{5,9}[ \t]*REPLACE[ \t]*$",
                     re.DOTALL | re.MULTILINE)
 _OPEN = re.compile(r"^[ \t]*<{5,9}[ \t]*SEARCH", re.MULTILINE)

@@ -10,6 +10,7 @@ import math
 import tokenize
 
 from nasloop import prompts
+from nasloop.agent.llm.edits import EDIT_PHASE
 from nasloop.agent.llm.parsing import CHANGE_OPS, describe_change
 from nasloop.agent.llm.stream import LONG_LINE
 from nasloop.tools.text import human
@@ -279,8 +280,9 @@ def repair_prompt(state: dict, code: str | None, failed: dict, suggestion: str |
 def repair_turn(failed: dict, suggestion: str | None = None, edits: bool = False) -> str:
     """A repair as the next turn of the Generator's conversation (agent/loop/nodes.py `repair`): the model's
     own reply is the turn before it, so only the failure (and, after a repeat, the change to make instead)
-    is new to read. `edits`: answer with edits of the failing net (the caller asks for the whole net where
-    the failure is edits that matched nothing: a second miss would cost another repair)."""
+    is new to read. An edit-writing Generator answers with edits again, except where its edits matched
+    nothing: then with the whole net (a second miss would cost another repair)."""
     change = f"The change to make instead: {suggestion}\n" if suggestion else ""
+    whole = not edits or (failed.get("failure") or {}).get("phase") == EDIT_PHASE
     return prompts.render("repair_turn", outcome=failed.get("kind", ""), diagnosis=failed.get("diagnosis", ""),
-                          change=change, reply_format=reply_format(True) if edits else REPAIR_WHOLE)
+                          change=change, reply_format=REPAIR_WHOLE if whole else reply_format(True))

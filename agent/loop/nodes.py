@@ -27,7 +27,7 @@ from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.llm.edits import EDIT_GRAMMAR, EDIT_PHASE, apply_edits, has_edits
+from nasloop.agent.llm.edits import apply_edits, has_edits
 from nasloop.agent.llm.parsing import change_schema, extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, example_turn, fallback_change, generator_prompt,
@@ -278,7 +278,7 @@ def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         step = record.TraceStep("generate", variant=j)
         rec = deps.once("trace", it, step.node, lambda t=t, step=step: {
             **_ask(deps.generator, system, prompt, t, stop=code_complete, progress=_progress(runtime, it, step.node),
-                   history=shots, grammar=EDIT_GRAMMAR if opts.edits else None), **example, "step": step.to_dict()})
+                   history=shots), **example, "step": step.to_dict()})
         code, err, made, miss = _code(rec["response"], state, opts.fixes, 0)
         misses.append(miss)
         codes.append(code)
@@ -332,9 +332,8 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
              *(h.get("suggestion", "") for h in cand.get("repairs", [])))
     change = fallback_change(it + attempt, state.get("window"), asked) if repeat else None
     turns = conversation(deps, it, attempt, cand)
-    system = _generator_system(deps.options.edits and turns is not None)[0]
-    # edits again, unless the failure is edits that matched nothing: then the whole net
-    edits = deps.options.edits and turns is not None and (failed.get("failure") or {}).get("phase") != EDIT_PHASE
+    edits = deps.options.edits and turns is not None
+    system = _generator_system(edits)[0]
     if turns is not None:  # the next turn of the Generator's conversation, on its context
         prompt, client, extra = repair_turn(failed, change, edits), deps.generator, {"answered": turns[-1][1]}
     else:
@@ -343,8 +342,7 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     step = record.TraceStep("repair", attempt)
     rec = deps.once("trace", it, step.node, lambda: {
         **_ask(client, system, prompt, None if repeat else REPAIR_TEMPERATURE, stop=code_complete,
-               progress=_progress(runtime, it, step.node), history=turns or (), grammar=EDIT_GRAMMAR if edits else None),
-        **extra, "step": step.to_dict()})
+               progress=_progress(runtime, it, step.node), history=turns or ()), **extra, "step": step.to_dict()})
     code, err, made, miss = _code(rec["response"], state, deps.options.fixes, attempt, cand.get("code") or "")
     of = (failed.get("failure") or {}).get("of") if repeat else None
     history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
@@ -392,10 +390,10 @@ def _generator_system(edits: bool) -> tuple[str, tuple[tuple[str, str], ...], di
 
 def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None, *, stop: StopRule,
          progress: Callable[[int, float], None], schema: dict | None = None,
-         history: Sequence[tuple[str, str]] = (), grammar: str | None = None) -> dict:
+         history: Sequence[tuple[str, str]] = ()) -> dict:
     system = prompts.load(system_name).template.strip()
     reply = client.ask(system, prompt, temperature=temperature, schema=schema, stop=stop, progress=progress,
-                       history=history, grammar=grammar)
+                       history=history)
     return {"system": system, "prompt": prompt, "response": reply.text, **reply.costs(), "llm": client.spec,
             "temperature": temperature}
 

@@ -13,8 +13,7 @@ import pytest
 from nasloop import prompts
 from nasloop.agent.llm.client import LLMSettings, make_chat_model, make_clients, ChatClient
 from nasloop.agent.llm.parsing import CHANGE_OPS, change_schema, extract_code, parse_improver, reply_schema
-from nasloop.agent.llm.edits import apply_edits, has_edits
-from nasloop.agent.llm.prompting import best_fields, example_turn, generator_prompt, repair_turn
+from nasloop.agent.llm.prompting import repair_turn
 from nasloop.agent.llm.stream import code_complete, json_complete
 from tests.conftest import free_port, wait_for_server
 
@@ -91,25 +90,6 @@ def test_a_repair_turn_finds_the_generation_and_its_reply_in_the_generators_cont
     assert first.prompt_tokens and first.completion_tokens and second.prompt_tokens and second.prefix_tokens
     assert second.prefix_tokens >= first.prompt_tokens + first.completion_tokens * 9 // 10
     assert second.prompt_tokens - second.prefix_tokens < 80, second.costs()
-
-
-def test_an_edit_reply_after_the_worked_example_applies_to_the_net_and_is_short(model_path):
-    """The Generator asked for search/replace edits (after the worked example turn) writes blocks that apply
-    to the net in its prompt, in far fewer tokens than the net; the repair turn after it reads little anew."""
-    _, generator = make_clients(SPEC, SPEC, GREEDY)
-    system = prompts.load("generator_edit_system").template
-    state = {"task": {"dataset": "cifar10", "description": "CIFAR-10: 10 classes", "num_classes": 10, "in_channels": 3,
-                      "image_size": 32, "max_params": 2_000_000}, "proposal": {"suggestion": "Change the width of conv2: 64 -> 96"}}
-    asked = generator_prompt(state, edits=True)
-    reply = generator.ask(system, asked, stop=code_complete, history=[example_turn()])
-    edited = apply_edits(best_fields(state)["best_code"], reply.text)
-    assert has_edits(reply.text) and edited.code is not None, reply.text
-    assert edited.code != best_fields(state)["best_code"] + "\n" and "96" in edited.code
-    assert reply.completion_tokens and reply.completion_tokens < 150, reply.costs()
-    turn = repair_turn({"kind": "shape_error", "diagnosis": "bn2 expected 64 channels, got 96"}, edits=True)
-    shown = f"```python\n{edited.code.strip()}\n```"
-    second = generator.ask(system, turn, stop=code_complete, history=[example_turn(), (asked, shown)])
-    assert second.prompt_tokens and second.prefix_tokens and second.prefix_tokens >= reply.prompt_tokens
 
 
 @pytest.fixture(scope="module")
