@@ -36,7 +36,6 @@ class LoopOptions:
     repeat_check: bool = True  # a verbatim repeat of earlier code costs no container
     replace_suggestions: bool = True  # placeholder or already-tried suggestions are replaced by concrete changes
     fixes: tuple[str, ...] = FIX_NAMES  # the deterministic fix passes that run (agent/fixes/registry.py)
-    edits: bool = True  # the Generator answers with search/replace edits of the net (agent/llm/edits.py)
     streak: int = 2  # equivalent failures in a row that count as a loop
     temperature: float = 0.7  # the LLMs' base temperature (escapes raise it, bounded)
     strategy: str = "loop"  # loop (improve the best net) | evolution (mutate a population)
@@ -71,8 +70,8 @@ class LoopOptions:
 
     @classmethod
     def plain(cls) -> "LoopOptions":
-        """The published loop: no repairs, escapes, repeat check, replaced suggestions or fixes; whole nets."""
-        return cls(repairs=0, escape=False, repeat_check=False, replace_suggestions=False, fixes=(), edits=False)
+        """The published loop: no repairs, escapes, repeat check, replaced suggestions or fixes."""
+        return cls(repairs=0, escape=False, repeat_check=False, replace_suggestions=False, fixes=())
 
 
 @dataclass

@@ -39,9 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nasloop.agent.llm.client import LLMSettings, make_clients  # noqa: E402
-from nasloop.agent.llm.edits import has_edits  # noqa: E402
 from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema  # noqa: E402
-from nasloop.agent.llm.prompting import example_turn, improver_prompt, repair_turn  # noqa: E402
+from nasloop.agent.llm.prompting import improver_prompt, repair_turn  # noqa: E402
 from nasloop.agent.llm.stream import code_complete, json_complete  # noqa: E402
 from nasloop.agent.loop.record import TraceStep  # noqa: E402
 from nasloop.agent.runs.fork import state_at  # noqa: E402
@@ -126,15 +125,13 @@ def repair_as_turn(run: Path, rec: dict, before: list[dict]) -> dict:
 
 
 def conversation(rec: dict, calls: list[dict]) -> list[tuple[str, str]]:
-    """The turns a call was sent after: for a generation that writes edits, the worked example; for a repair
-    recorded as a turn, also each earlier call's prompt, answered by the code the next one showed (the
-    loop's `conversation`); [] for any other call."""
+    """The turns a repair recorded as a turn is sent after: each earlier call's prompt, answered by the
+    code the next one showed (the loop's `conversation`); [] for any other call."""
     if "answered" not in rec:
-        return [example_turn()] if rec.get("example") else []
+        return []
     before = turns_before(rec, calls)
     answers = [r["answered"] for r in before[1:]] + [rec["answered"]]
-    example = [example_turn()] if before and before[0].get("example") else []
-    return example + [(r["prompt"], a) for r, a in zip(before, answers, strict=True)]
+    return [(r["prompt"], a) for r, a in zip(before, answers, strict=True)]
 
 
 def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row:
@@ -160,7 +157,7 @@ def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row
             row.parsed += got is not None
             row.replies.append(json.dumps(got, sort_keys=True))
         else:
-            row.replies.append(reply.text if has_edits(reply.text) else extract_code(reply.text)[0])
+            row.replies.append(extract_code(reply.text)[0])
         print(f"  [{name}] iteration {r['iteration']} {r['node']}: {reply.seconds:.1f} s, "
               f"{reply.completion_tokens} tokens, prompt {reply.prompt_tokens} (reused {reply.prefix_tokens}), "
               f"stop {reply.stop}", flush=True)

@@ -36,7 +36,7 @@ RUN_OPTIONS = (
     "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
     "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "max_flops", "temperature", "max_tokens",
     "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight", "no_repeat_check", "no_replace",
-    "no_fix", "no_fixes", "whole_net", "plain", "no_early_stop", "no_constrain", "lookup",
+    "no_fix", "no_fixes", "plain", "no_early_stop", "no_constrain", "lookup",
     "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime", "workers",
 )
 
@@ -99,8 +99,6 @@ def add_learning_args(p: argparse.ArgumentParser, loop: LoopOptions) -> None:
     g.add_argument("--no-fix", action="append", choices=FIX_NAMES, metavar="NAME", default=None,
                    help=f"switch off one deterministic fix (repeatable): {', '.join(FIX_NAMES)}")
     g.add_argument("--no-fixes", action="store_true", help="switch off every deterministic fix")
-    g.add_argument("--whole-net", action="store_true",
-                   help="the Generator writes the whole net instead of search/replace edits of it")
     g.add_argument("--plain", action="store_true",
                    help="the published loop: --repairs 0 and every switch above off (add --no-preflight too)")
 
@@ -133,8 +131,7 @@ def loop_options(args: argparse.Namespace) -> LoopOptions:
     fixes = () if getattr(args, "no_fixes", False) else tuple(n for n in FIX_NAMES if n not in off)
     return LoopOptions(repairs=max(0, args.repairs), escape=not args.no_escape, streak=args.streak,
                        repeat_check=not getattr(args, "no_repeat_check", False),
-                       replace_suggestions=not getattr(args, "no_replace", False), fixes=fixes,
-                       edits=not getattr(args, "whole_net", False), **_shared_options(args))
+                       replace_suggestions=not getattr(args, "no_replace", False), fixes=fixes, **_shared_options(args))
 
 
 def _shared_options(args: argparse.Namespace) -> dict:

@@ -10,7 +10,6 @@ import math
 import tokenize
 
 from nasloop import prompts
-from nasloop.agent.llm.edits import EDIT_PHASE
 from nasloop.agent.llm.parsing import CHANGE_OPS, describe_change
 from nasloop.agent.llm.stream import LONG_LINE
 from nasloop.tools.text import human
@@ -234,31 +233,13 @@ def reflect_prompt(state: dict, note: str = "") -> str:
     return f"{text}\n\n{note}" if note else text
 
 
-WHOLE_NET = "Return the complete modified module in one ```python code block."
-REPAIR_WHOLE = "Return the complete corrected module in one ```python code block."
-
-
-def reply_format(edits: bool) -> str:
-    """The Generator's last instruction: search/replace blocks (agent/llm/edits.py) or the whole net."""
-    return prompts.load("edit_format").template.strip() if edits else WHOLE_NET
-
-
-def example_turn() -> tuple[str, str]:
-    """The one worked example that precedes an edit-writing Generator's prompt, as a (user, assistant) turn:
-    told the format only in words, the 1.5B model wrote the whole net anyway (agent/llm/edits.py). It is the
-    same every call, so llama.cpp keeps it in the context after the system text."""
-    user = prompts.render("edit_example_user", edit_format=reply_format(True)).strip()
-    return user, prompts.load("edit_example_reply").template.strip()
-
-
-def generator_prompt(state: dict, note: str = "", edits: bool = False) -> str:
+def generator_prompt(state: dict, note: str = "") -> str:
     proposal = state.get("proposal") or {}
     suggestion = proposal.get("suggestion", FALLBACK_SUGGESTION)
     reason = ((proposal.get("change") or {}).get("reason") or "").strip()
     if reason:  # a typed change: what to edit, then why (the Generator implements it; the memory keeps the edit)
         suggestion = f"{suggestion} (why: {reason})"
-    text = prompts.render("generator", **_task_fields(state["task"]), **best_fields(state), suggestion=suggestion,
-                          reply_format=reply_format(edits))
+    text = prompts.render("generator", **_task_fields(state["task"]), **best_fields(state), suggestion=suggestion)
     return f"{text}\n\n{note}" if note else text
 
 
@@ -277,12 +258,10 @@ def repair_prompt(state: dict, code: str | None, failed: dict, suggestion: str |
                           suggestion=suggestion or (state.get("proposal") or {}).get("suggestion", FALLBACK_SUGGESTION))
 
 
-def repair_turn(failed: dict, suggestion: str | None = None, edits: bool = False) -> str:
+def repair_turn(failed: dict, suggestion: str | None = None) -> str:
     """A repair as the next turn of the Generator's conversation (agent/loop/nodes.py `repair`): the model's
     own reply is the turn before it, so only the failure (and, after a repeat, the change to make instead)
-    is new to read. An edit-writing Generator answers with edits again, except where its edits matched
-    nothing: then with the whole net (a second miss would cost another repair)."""
+    is new to read."""
     change = f"The change to make instead: {suggestion}\n" if suggestion else ""
-    whole = not edits or (failed.get("failure") or {}).get("phase") == EDIT_PHASE
     return prompts.render("repair_turn", outcome=failed.get("kind", ""), diagnosis=failed.get("diagnosis", ""),
-                          change=change, reply_format=REPAIR_WHOLE if whole else reply_format(True))
+                          change=change)

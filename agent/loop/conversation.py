@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from nasloop.agent.deps import Deps
 from nasloop.agent.llm.stream import DEGENERATE, LONG_LINE
-from nasloop.agent.llm.prompting import example_turn
 from nasloop.agent.loop import record
 
 CONVERSATION_CHARS = 12_000  # of the turns a repair continues: with a 1,536-token reply, well inside n_ctx 6,144
@@ -15,13 +14,10 @@ def conversation(deps: Deps, it: int, attempt: int, cand: dict) -> list[tuple[st
     (prompt, reply) turn. A turn's reply is the code that failed, as a code block (the model's own reply,
     or what a fix made of it: the code the diagnosis speaks of); the context that wrote the reply still
     holds it up to the first edit, so a repair reads ~100 new prompt tokens instead of ~600 (the code again,
-    the fixed instructions). Edits that matched nothing are shown as the model wrote them (the turn asks
-    for the whole net); a generation sent after the worked example of edits has it as its first turn.
-    None where there is no code to show, the reply degenerated into a loop, a turn is missing, or the
-    conversation grew long: that repair is a prompt of its own (`repair_prompt`)."""
+    the fixed instructions). None where there is no code to show, the reply degenerated into a loop, a turn
+    is missing, or the conversation grew long: that repair is a prompt of its own (`repair_prompt`)."""
     code = (cand.get("code") or "").strip()
-    missed = not code and bool(cand.get("edit"))  # edits that matched nothing: the turn shows them as written
-    if cand.get("stop") in DEGENERATE or not (code or missed) or max(map(len, code.splitlines()), default=0) > LONG_LINE:
+    if not code or cand.get("stop") in DEGENERATE or max(map(len, code.splitlines())) > LONG_LINE:
         return None
     recs = []
     for n in range(attempt):  # the generation, then repairs 1 .. attempt-1
@@ -30,9 +26,6 @@ def conversation(deps: Deps, it: int, attempt: int, cand: dict) -> list[tuple[st
         if not rec or (n > 0 and rec.get("answered") is None):
             return None
         recs.append(rec)
-    last = recs[-1]["response"].strip() if missed else f"```python\n{code}\n```"
-    answers = [r["answered"] for r in recs[1:]] + [last]
+    answers = [r["answered"] for r in recs[1:]] + [f"```python\n{code}\n```"]
     turns = [(r["prompt"], a) for r, a in zip(recs, answers, strict=True)]
-    if recs[0].get("example"):  # the worked example the generation was sent after (agent/llm/edits.py)
-        turns.insert(0, example_turn())
     return turns if sum(len(a) + len(b) for a, b in turns) <= CONVERSATION_CHARS else None

@@ -27,10 +27,9 @@ from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.llm.edits import apply_edits, has_edits
 from nasloop.agent.llm.parsing import change_schema, extract_code, parse_improver, reply_schema
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
-from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, example_turn, fallback_change, generator_prompt,
+from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, fallback_change, generator_prompt,
                                          improver_prompt, reflect_prompt, repair_prompt, repair_turn, tried_note,
                                          usable_proposal)
 from nasloop.tools.outcome import DUPLICATE_PHASE, Outcome
@@ -268,26 +267,24 @@ def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     it = state.get("iteration", 1)
     esc = (state.get("proposal") or {}).get("escape")
     note = generator_note(esc) if esc else ""
-    prompt = generator_prompt(state, note, opts.edits)
-    system, shots, example = _generator_system(opts.edits)
+    prompt = generator_prompt(state, note)
     temperature = esc.get("temperature") if esc else None
     width = opts.ladder_width if opts.fidelity == "ladder" else 1
-    codes, errors, fixes, stops, seconds, misses = [], [], [], [], 0.0, []  # fixes: of every variant
+    codes, errors, fixes, stops, seconds = [], [], [], [], 0.0  # fixes: of every variant
     for j in range(width):  # ladder: more variants of the same change, each a little hotter
         t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
         step = record.TraceStep("generate", variant=j)
         rec = deps.once("trace", it, step.node, lambda t=t, step=step: {
-            **_ask(deps.generator, system, prompt, t, stop=code_complete, progress=_progress(runtime, it, step.node),
-                   history=shots), **example, "step": step.to_dict()})
-        code, err, made, miss = _code(rec["response"], state, opts.fixes, 0)
-        misses.append(miss)
+            **_ask(deps.generator, "generator_system", prompt, t, stop=code_complete,
+                   progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
+        code, err, made = _code(rec["response"], state, opts.fixes, 0)
         codes.append(code)
         errors.append(err)
         stops.append(rec.get("stop"))
         fixes += [{**f, "variant": j} for f in made] if width > 1 else made
         seconds += rec["seconds"]
     return {"candidate": {"code": codes[0], "error": errors[0], "llm_seconds": round(seconds, 3), "attempt": 0,
-                          "stop": stops[0], **({"edit": misses[0]} if misses[0] else {}),
+                          "stop": stops[0],
                           "repairs": [], "fixes": fixes, **({"variants": codes} if width > 1 else {})}}
 
 def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
@@ -303,7 +300,7 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     code, ladder = cand.get("code"), {}
     if not codes:
         outcome = Outcome("invalid_code", cand.get("error") or "no code was generated", seconds=0.0,
-                          stage="static", failure=cand.get("edit") or {})
+                          stage="static")
     else:
         # repeats and duplicates are of iterations before this round (with one worker: before this one)
         before = (state.get("last") or {}).get("iteration", it - 1) + 1
@@ -332,60 +329,39 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
              *(h.get("suggestion", "") for h in cand.get("repairs", [])))
     change = fallback_change(it + attempt, state.get("window"), asked) if repeat else None
     turns = conversation(deps, it, attempt, cand)
-    edits = deps.options.edits and turns is not None
-    system = _generator_system(edits)[0]
     if turns is not None:  # the next turn of the Generator's conversation, on its context
-        prompt, client, extra = repair_turn(failed, change, edits), deps.generator, {"answered": turns[-1][1]}
+        prompt, client, extra = repair_turn(failed, change), deps.generator, {"answered": turns[-1][1]}
     else:
         prompt = repair_prompt(state, cand.get("code"), failed, change, degenerated=cand.get("stop") in DEGENERATE)
         client, extra = deps.generator.repairs, {}
     step = record.TraceStep("repair", attempt)
     rec = deps.once("trace", it, step.node, lambda: {
-        **_ask(client, system, prompt, None if repeat else REPAIR_TEMPERATURE, stop=code_complete,
+        **_ask(client, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE, stop=code_complete,
                progress=_progress(runtime, it, step.node), history=turns or ()), **extra, "step": step.to_dict()})
-    code, err, made, miss = _code(rec["response"], state, deps.options.fixes, attempt, cand.get("code") or "")
+    code, err, made = _code(rec["response"], state, deps.options.fixes, attempt)
     of = (failed.get("failure") or {}).get("of") if repeat else None
     history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
                                           "diagnosis": failed.get("diagnosis", ""),
                                           **({"suggestion": change} if change else {}),
                                           **({"duplicate_of": of} if of is not None else {})}]
     return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history, "stop": rec.get("stop"),
-                          **({"edit": miss} if miss else {}),
                           "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
                           "fixes": (cand.get("fixes") or []) + made}}
 
 
-def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int,
-          base: str = "") -> tuple[str | None, str, list[dict], dict | None]:
-    """(code, why there is none, fixes made, the failure of edits that matched nothing) from a Generator
-    reply: its search/replace blocks applied to `base` (default: the net in the Generator's prompt), else
-    the code block, or what the enabled `reply` fixes make of a reply without one; then the enabled
-    `source` fixes (agent/fixes/registry.py)."""
+def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tuple[str | None, str, list[dict]]:
+    """(code, why there is none, fixes made) from a Generator reply: the code block, or what the enabled
+    `reply` fixes make of a reply without one; then the enabled `source` fixes (agent/fixes/registry.py)."""
+    code, err = extract_code(reply)
     edits: list = []
     ctx = Context(base_code=best_fields(state)["best_code"])
-    if has_edits(reply):
-        applied = apply_edits(base.strip() + "\n" if base.strip() else ctx.base_code + "\n", reply)
-        if applied.code is None:
-            return None, applied.diagnosis(), [], applied.failure()
-        code, err = applied.code, ""
-    else:
-        code, err = extract_code(reply)
     if code is None:
         code, edits = apply_stage("reply", reply, ctx, enabled)
         err = "" if code else err
     if code:
         code, more = apply_stage("source", code, ctx, enabled)
         edits += more
-    return code, err, [{**e.to_dict(), "attempt": attempt} for e in edits], None
-
-
-def _generator_system(edits: bool) -> tuple[str, tuple[tuple[str, str], ...], dict]:
-    """The Generator's system prompt, the example turn before its prompt and the trace field that says
-    the example was sent (the repair's conversation and bench/llm.py send it again): for edit replies, or
-    for the whole net."""
-    if edits:
-        return "generator_edit_system", (example_turn(),), {"example": "edit"}
-    return "generator_system", (), {}
+    return code, err, [{**e.to_dict(), "attempt": attempt} for e in edits]
 
 
 def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float | None, *, stop: StopRule,

@@ -7,7 +7,7 @@ from nasloop.agent import Deps, build_graph, recursion_limit_for
 from nasloop.agent.loop.escape import choose_escape, code_key, failure_streak, signature
 from nasloop.agent.deps import LoopOptions
 from nasloop.agent.llm.parsing import extract_code
-from nasloop.agent.llm.prompting import FALLBACK_CHANGES, example_turn
+from nasloop.agent.llm.prompting import FALLBACK_CHANGES
 from nasloop.agent.runs.store import RunStore
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, recording, scripted, task
 
@@ -67,9 +67,8 @@ def test_verbatim_repeat_costs_no_container(tmp_path):
     assert set(asked) <= set(FALLBACK_CHANGES) and asked[0] != asked[1]
     for rep, change in zip(reps, asked, strict=True):  # each the next turn of the Generator's conversation
         assert f"The change to make instead: {change}" in rep["prompt"] and rep["temperature"] is None
-    # after the system text: the worked example of edits, the generation, then the two repairs
-    assert [m[0] for m in seen[-1]] == ["system", "human", "ai", "human", "ai", "human", "ai", "human"]
-    assert [m[1] for m in seen[-1][5::2]] == [reps[0]["prompt"], reps[1]["prompt"]]
+    assert [m[0] for m in seen[-1]] == ["system", "human", "ai", "human", "ai", "human"]
+    assert [m[1] for m in seen[-1][3::2]] == [reps[0]["prompt"], reps[1]["prompt"]]
 
 
 def test_preflight_failure_is_repaired_in_one_attempt_as_the_next_turn_of_the_generators_conversation(tmp_path):
@@ -84,9 +83,7 @@ def test_preflight_failure_is_repaired_in_one_attempt_as_the_next_turn_of_the_ge
     assert rep["temperature"] == 0.2  # a repair of given code samples near-greedy
     # the model read its own code block as the turn before: the context that wrote it reads only the new turn
     assert rep["answered"] == f"```python\n{extract_code(failing)[0].strip()}\n```"
-    example = [("human", example_turn()[0]), ("ai", example_turn()[1])]
-    assert seen[0][1:3] == example and gen_rec["example"] == "edit"
-    assert seen[1] == [*seen[0][:3], ("human", gen_rec["prompt"]), ("ai", rep["answered"]), ("human", rep["prompt"])]
+    assert seen[1] == [seen[0][0], ("human", gen_rec["prompt"]), ("ai", rep["answered"]), ("human", rep["prompt"])]
     assert {t["node"] for t in store.trace() if t["iteration"] == 1} == {"improve", "generate", "check0", "repair1", "check1"}
     assert out["window"][-1]["outcome"] == "ok" and out["best"]["iteration"] == 1
 
@@ -102,7 +99,7 @@ def test_a_repair_of_code_a_fix_changed_shows_that_code_as_the_models_reply(tmp_
     assert any(f["name"] == "imports" and f["attempt"] == 0 for f in cand["fixes"])
     rep = next(t for t in store.trace() if t["node"] == "repair1")
     assert "import torch.nn.functional as F" in rep["answered"] and rep["answered"].startswith("```python\n")
-    assert seen[1][4] == ("ai", rep["answered"]) and "import torch" not in rep["prompt"]
+    assert seen[1][2] == ("ai", rep["answered"]) and "import torch" not in rep["prompt"]
 
 
 def test_a_degenerate_reply_is_not_shown_back_to_the_repair(tmp_path):

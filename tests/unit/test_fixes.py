@@ -81,7 +81,6 @@ def test_cli_switches_each_fix_and_each_behaviour_separately():
     assert options("--no-escape") == LoopOptions(escape=False)
     assert options("--no-repeat-check") == LoopOptions(repeat_check=False)
     assert options("--no-replace") == LoopOptions(replace_suggestions=False)
-    assert options("--whole-net") == LoopOptions(edits=False) and options().edits
     assert options("--plain") == LoopOptions.plain()
     with pytest.raises(SystemExit):
         make_parser().parse_args(["search", "--no-fix", "nope"])
