@@ -42,12 +42,12 @@ def degenerate(text: str, long_line: int = LONG_LINE) -> str | None:
 
 def repeated_window(lines: list[str], size: int = WINDOW) -> bool:
     """The last `size` finished lines came, word for word, three times: a loop over a block longer than
-    BLOCK_MAX. Seen from the 1.5B model in a repair: 17 lines from the end of `__init__` through `def
+    BLOCK_MAX. Seen from the 1.5B model in a repair: 15 lines from the end of `__init__` through `def
     forward` into its body, over and over to the 1,536-token limit (100 s). No net repeats 16 lines word
     for word (layer names differ)."""
     if len(lines) < 3 * size:
         return False
-    text, tail = "\n".join(lines), "\n".join(lines[-size:])
+    text, tail = "\n" + "\n".join(lines), "\n" + "\n".join(lines[-size:])  # matches start at a line's start
     seen, at = 0, text.find(tail)
     while at >= 0 and seen < 3:  # overlapping matches count: a loop shorter than `size` overlaps itself
         seen, at = seen + 1, text.find(tail, at + 1)
