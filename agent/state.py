@@ -34,6 +34,7 @@ class Triple(TypedDict, total=False):
     parent: int  # evolution: the iteration of the member that was mutated
     delta: float  # evolution: the child's fitness minus its parent's
     over_budget: bool  # the pre-flight refused it for its parameters or FLOPs (a BudgetError)
+    change: dict  # the typed change's {operator, target}: not shown, it holds the Improver off a repeat
 
 
 def window_add(left: list[Triple] | None, right: list[Triple] | Triple | None, k: int = DEFAULT_K) -> list[Triple]:

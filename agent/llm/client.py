@@ -24,6 +24,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from nasloop.agent.llm.parsing import flat_schema
 from nasloop.agent.llm.stream import StopRule
 from nasloop.errors import LLMError, ModelError
 
@@ -273,7 +274,9 @@ def structured_output(model: BaseChatModel, schema: dict) -> dict:
         base = str(getattr(getattr(model, "root_client", None), "base_url", "") or "")
         if base and "api.openai.com" not in base:  # an OpenAI-compatible server: llama.cpp's own, vLLM...
             return {"response_format": {"type": "json_object", "schema": schema}}  # their schema extension
-        return {"response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}}
+        # OpenAI's structured output wants an object at the root: the alternatives folded into one
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "reply",
+                                                                            "schema": flat_schema(schema)}}}
     return {}
 
 

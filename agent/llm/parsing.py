@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Collection, Sequence
 
 def _lenient_json(blob: str) -> object:
     """JSON that may hold raw line breaks inside its strings (small models, and llama.cpp's JSON grammar, write them)."""
@@ -41,14 +42,56 @@ def reply_schema(first: str) -> dict:
     return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
 
 
-def change_schema() -> dict:
+def change_schema(layers: Sequence[str] = (), tried: Collection[tuple[str, str]] = ()) -> dict:
     """The JSON schema of the loop Improver's reply: the diagnosis and one typed change. Backends that can
-    constrain their output (llama.cpp grammars, structured output) are held to it: every reply parses."""
+    constrain their output (llama.cpp grammars, structured output) are held to it: every reply parses.
+
+    Given the best net's layer names, the target is one of them (or "all"), and an (operator, target) pair
+    in `tried` is not offered: one alternative per operator. Measured in CIFAR-10 searches with the 1.5B
+    model: a free target was a name the net does not have in 66 of 142 replies ("conv3_normed_downsampled",
+    "conv3.conv1.weight.data.downsample(0, 1))"), and a suggestion the memory already held came back in 7
+    and 12 of 20 iterations; each cost a second call of about 14 s, which chose a new change only in about
+    half of them (the rest fell back to a fixed list)."""
     text = {"type": "string", "maxLength": REPLY_CHARS}
-    fields = {"problem": text, "operator": {"type": "string", "enum": list(CHANGE_OPS)},
-              "target": {"type": "string", "maxLength": 60}, "arguments": {"type": "string", "maxLength": 120},
-              "reason": text}
-    return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
+
+    def change(operator: dict, target: dict) -> dict:
+        fields = {"problem": text, "operator": operator, "target": target,
+                  "arguments": {"type": "string", "maxLength": 120}, "reason": text}
+        return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
+
+    if not layers:
+        return change({"type": "string", "enum": list(CHANGE_OPS)}, {"type": "string", "maxLength": 60})
+    targets = list(dict.fromkeys([*layers, "all"]))
+    offered = [(op, [t for t in targets if (op, t) not in tried]) for op in CHANGE_OPS]
+    return {"anyOf": [change({"const": op}, {"enum": names}) for op, names in offered if names]}
+
+
+def flat_schema(schema: dict) -> dict:
+    """`change_schema`'s alternatives folded into one object schema (every operator with every target
+    offered anywhere), for backends whose structured output wants an object at the root."""
+    if "anyOf" not in schema:
+        return schema
+    alts = schema["anyOf"]
+    ops = [a["properties"]["operator"]["const"] for a in alts]
+    names = list(dict.fromkeys(t for a in alts for t in a["properties"]["target"]["enum"]))
+    props = {**alts[0]["properties"], "operator": {"type": "string", "enum": ops},
+             "target": {"type": "string", "enum": names}}
+    return {**alts[0], "properties": props}
+
+
+_LAYER_NAME = re.compile(r"^([A-Za-z_][\w.]*) [A-Z]\w*", re.MULTILINE)
+
+
+def layer_names(layers: str) -> list[str]:
+    """The module names of a traced layer table ("conv1 Conv2d -> 64x32x32 (2k)" per line), in order."""
+    return list(dict.fromkeys(_LAYER_NAME.findall(layers or "")))
+
+
+def change_key(change: dict | None) -> tuple[str, str] | None:
+    """What the memory compares a typed change by, to hold the Improver off it (`change_schema`)."""
+    if not change or not change.get("operator") or not change.get("target"):
+        return None
+    return str(change["operator"]), str(change["target"])
 
 
 def describe_change(change: dict) -> str:

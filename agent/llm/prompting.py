@@ -3,6 +3,7 @@ reflection's), the Generator's and the repair's. The templates themselves are te
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import io
 import json
@@ -66,10 +67,12 @@ def best_fields(state: dict) -> dict:
 
 
 def plain_code(code: str, seed: str) -> str:
-    """The code as the prompts show it: without the comments the seed does not have. The Generator writes its
-    instructions into comments ("# Widen conv1 to 32 channels (why: ...)") that go stale with the next change;
-    the 1.5B Improver read their numbers as facts (it asked to widen conv1 "32 -> 64" where conv1 had 64), and
-    every later prompt read them again. Code that does not tokenize is shown as it is."""
+    """The code as the prompts show it: without the comments the seed does not have, and without docstrings.
+    The Generator writes its instructions into comments ("# Widen conv1 to 32 channels (why: ...)") that go
+    stale with the next change; the 1.5B Improver read their numbers as facts (it asked to widen conv1 "32 ->
+    64" where conv1 had 64), and every later prompt read them again. The seed's docstring ("three conv-BN-ReLU
+    stages ...") is stale from the first change on, and the Generator and each repair copied it into every
+    net (about 25 tokens decoded per call). Code that does not tokenize is shown as it is."""
     keep = {line.strip() for line in seed.splitlines()}
     try:
         comments = [t.start for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type == tokenize.COMMENT]
@@ -80,7 +83,31 @@ def plain_code(code: str, seed: str) -> str:
         line = lines[row - 1]
         if line is not None and line.strip() not in keep:
             lines[row - 1] = line[:col].rstrip() or None  # a comment line of its own goes altogether
+    for first, last in _docstring_lines(code):
+        if last < len(lines) and lines[last] is not None and not str(lines[last]).strip():
+            last += 1  # and the blank line under it
+        lines[first - 1:last] = [None] * (last - first + 1)
     return "\n".join(line for line in lines if line is not None)
+
+
+def _docstring_lines(code: str) -> list[tuple[int, int]]:
+    """The (first, last) line of each docstring that stands on lines of its own, in a body it does not make
+    up alone (removing it leaves valid code)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    spans = []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or not body:
+            continue
+        doc = body[0]
+        if len(body) > 1 and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) \
+                and isinstance(doc.value.value, str) and doc.end_lineno is not None \
+                and doc.end_lineno < body[1].lineno and doc.lineno > getattr(node, "lineno", 0):
+            spans.append((doc.lineno, doc.end_lineno))
+    return spans
 
 
 def _num(value: float | None) -> str:
@@ -139,7 +166,7 @@ def shown_window(state: dict) -> list[dict]:
     best network does not, and small models copy its placeholder suggestion verbatim. Entries are shown
     whole (the record keeps 300 characters of a problem): clipped to 150 with a "...", the 1.5B Improver
     copied the clipped problem, "..." and all, as its own (seed 44: 8 of 20 problems, 10 distinct)."""
-    return [{k: v for k, v in t.items() if k != "iteration"} for t in state.get("window") or []
+    return [{k: v for k, v in t.items() if k not in ("iteration", "change")} for t in state.get("window") or []
             if t.get("iteration") != 0]
 
 

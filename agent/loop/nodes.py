@@ -27,7 +27,7 @@ from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.llm.parsing import change_schema, extract_code, parse_improver, reply_schema
+from nasloop.agent.llm.parsing import change_key, change_schema, extract_code, layer_names, parse_improver, reply_schema
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, fallback_change, generator_prompt,
                                          improver_prompt, reflect_prompt, repair_prompt, repair_turn, tried_note,
@@ -164,7 +164,9 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
     prompt = make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
     temperature = esc.temperature if esc else None
-    schema = reply_schema("lesson") if state.get("parent") else change_schema()
+    layers = "" if state.get("parent") else best_fields(state)["best_layers"]
+    schema = reply_schema("lesson") if state.get("parent") else \
+        change_schema(layer_names(layers), {k for t in seen if (k := change_key(t.get("change")))})
 
     def ask(attempt: int, text: str) -> dict:
         step = record.TraceStep("improve", variant=attempt)
@@ -174,7 +176,6 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
     rec = ask(0, prompt)
     seconds, source = rec["seconds"], "model"
-    layers = "" if state.get("parent") else best_fields(state)["best_layers"]
     parsed, err = parse_improver(rec["response"], layers)
     if not opts.replace_suggestions:
         kept = parsed or {"problem": f"(improver failure) {err}"[:300], "suggestion": FALLBACK_SUGGESTION}
@@ -212,7 +213,7 @@ def propose(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         p = update["proposal"]
         proposals.append(p)
         pending.append({"iteration": it + j, "problem": p["problem"][:300], "suggestion": p["suggestion"][:300],
-                        "outcome": PENDING})
+                        "outcome": PENDING, **({"change": p["change"]} if p.get("change") else {})})
     return {"proposals": proposals, **changed}
 
 

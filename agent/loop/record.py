@@ -53,6 +53,9 @@ def triple(r: dict, proxy: str | None = None) -> Triple:
     """The memory entry for a results record. `proxy` names the run's proxy (None: the record's only score)."""
     t: Triple = {"iteration": r["iteration"], "problem": (r.get("problem") or "")[:TEXT_CHARS],
                  "suggestion": (r.get("suggestion") or "")[:TEXT_CHARS], "outcome": r.get("outcome", "")}
+    change = r.get("change")
+    if isinstance(change, dict) and change.get("operator") and change.get("target"):
+        t["change"] = {"operator": change["operator"], "target": change["target"]}
     if r.get("outcome") == "ok":
         if r.get("accuracy") is not None:
             t["accuracy"] = round(r["accuracy"], 4)

@@ -52,6 +52,18 @@ def test_a_constrained_improver_reply_parses_even_when_asked_for_prose(model_pat
     typed = improver.ask(system, PROSE, schema=change_schema(), stop=json_complete)  # the loop's typed change
     parsed = parse_improver(typed.text)[0]
     assert parsed is not None and parsed["change"]["operator"] in CHANGE_OPS, typed.text
+    # with the best net's layers, the target is one of them and a tried change cannot come back: with every
+    # pair tried but one, the reply is that one
+    names = ["conv1", "bn1", "conv2", "fc"]
+    left = ("add_residual", "conv2")
+    tried = {(op, t) for op in CHANGE_OPS for t in [*names, "all"]} - {left}
+    held = improver.ask(system, PROSE, schema=change_schema(names, tried), stop=json_complete)
+    change = parse_improver(held.text)[0]["change"]
+    assert (change.get("operator_given", change["operator"]), change["target"]) == left, held.text
+    free = improver.ask(system, PROSE, schema=change_schema(names, {("widen", "conv1")}), stop=json_complete)
+    change = parse_improver(free.text)[0]["change"]
+    given = change.get("operator_given", change["operator"])
+    assert change["target"] in [*names, "all"] and (given, change["target"]) != ("widen", "conv1"), free.text
 
 
 def test_token_counts_and_prefix_reuse_in_process(model_path):

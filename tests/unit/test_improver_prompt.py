@@ -60,3 +60,27 @@ def test_comments_the_generator_added_are_not_shown_again_and_the_seeds_are():
     assert "Widen conv1 to 32" not in text and "added: a comment" not in text
     assert f"\n{line}\n" in text and f"\n{seed_comment}\n" in text
     assert "Its code is the best network's, unchanged." in _prompt(noted)  # comments alone change nothing
+
+
+def test_docstrings_are_not_shown_and_the_code_shown_still_compiles():
+    """The seed's docstring ("three conv-BN-ReLU stages ...") is stale after the first change, and the
+    Generator copied it into every net: both roles read it, and every generation decoded it again."""
+    from nasloop.agent.llm.prompting import generator_prompt
+
+    doc = next(x for x in BEST.splitlines() if x.strip().startswith('"""'))
+    best = {"iteration": 2, "code": BEST, "accuracy": 0.5, "params": 95_000, "layers": ""}
+    state = {"task": task(), "best": best, "last": {}, "window": [], "proposal": {"suggestion": "Widen conv1"}}
+    for text in (improver_prompt(state), generator_prompt(state)):
+        shown = text.split("```python\n", 1)[1].split("\n```", 1)[0]
+        assert doc.strip() not in text and "class Net(nn.Module):\n    def __init__" in shown
+        compile(shown, "shown.py", "exec")
+    only = 'def f():\n    """Its whole body."""\n\n\nclass A:\n    """Two\n    lines."""\n    x = 1\n'
+    shown = _prompt_code(only)
+    assert '"""Its whole body."""' in shown and "Two" not in shown and "lines." not in shown
+    compile(shown, "shown.py", "exec")
+
+
+def _prompt_code(code: str) -> str:
+    from nasloop.agent.llm.prompting import plain_code
+
+    return plain_code(code, BEST)
