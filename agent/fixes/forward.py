@@ -1,5 +1,5 @@
 """Fix `forward` (stage source): a Net whose forward was written into the end of `__init__` gets it back as
-a method.
+a method; a Net that has its forward loses the lines of forward's work it also wrote into `__init__`.
 
 The slip (the 1.5B model, CIFAR-10 seed 45, four iterations of twenty): the Generator copied `__init__`,
 then went on with the last lines of forward (`x = torch.flatten(x, 1)`, `return self.fc(x)`) without
@@ -24,7 +24,11 @@ def restore_forward(code: str, base: str) -> tuple[str, str]:
         return code, ""
     net = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net"), None)
     init = _method(net, "__init__") if net is not None else None
-    if net is None or init is None or not missing_forward(net) or _method(net, "forward", nested=True):
+    if net is None or init is None:
+        return code, ""
+    if not missing_forward(net):
+        return _drop_stray(code, net, init)
+    if _method(net, "forward", nested=True):
         return code, ""
     start = _first_forward_statement(init)
     if start is None:
@@ -44,6 +48,33 @@ def restore_forward(code: str, base: str) -> tuple[str, str]:
     except SyntaxError:
         return code, ""
     return out, f"moved {len(moved)} forward statement(s) out of Net.__init__ into forward{note}"
+
+
+def _drop_stray(code: str, net: ast.ClassDef, init: ast.FunctionDef) -> tuple[str, str]:
+    """A net with its forward: the `self.X = <forward's work on x>` lines the model also wrote into `__init__`
+    go, where nothing reads `self.X` (seed 45, twice: `self.relu1 = F.relu(self.bn1(self.conv1(x)))` next to
+    a forward doing the same; `__init__` has no `x`, so the net failed to build)."""
+    start = _first_forward_statement(init)
+    read = {n.attr for n in ast.walk(net) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
+            and isinstance(n.value, ast.Name) and n.value.id == "self"}
+    stray = [s for s in init.body[start or 0:] if start is not None and _defines_layer(s) and _reads_x(s)
+             and s.targets[0].attr not in read]  # type: ignore[attr-defined]
+    if not stray or len(stray) == len(init.body):
+        return code, ""
+    lines = code.splitlines(keepends=True)
+    for s in reversed(stray):
+        del lines[s.lineno - 1:s.end_lineno]
+    out = "".join(lines)
+    try:
+        ast.parse(out)
+    except SyntaxError:
+        return code, ""
+    names = ", ".join(f"self.{s.targets[0].attr}" for s in stray)  # type: ignore[attr-defined]
+    return out, f"removed {names} from Net.__init__: computed from an input x that __init__ does not have"
+
+
+def _reads_x(stmt: ast.stmt) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == "x" and isinstance(n.ctx, ast.Load) for n in ast.walk(stmt))
 
 
 def _method(cls: ast.ClassDef, name: str, nested: bool = False) -> ast.FunctionDef | None:

@@ -71,7 +71,8 @@ FIXES: tuple[Fix, ...] = (
         "the only nn.Module of a reply, under another name, becomes Net"),
     Fix("brackets", "source", lambda code, ctx: autofix(code), "surplus closing brackets are removed"),
     Fix("forward", "source", lambda code, ctx: restore_forward(code, ctx.base_code),
-        "forward lines the model wrote into the end of __init__ become the forward method"),
+        "forward lines the model wrote into the end of __init__ become the forward method (or go, unread, "
+        "where the net has one)"),
     Fix("definitions", "source", lambda code, ctx: restore_definitions(code, ctx.base_code),
         "layer definitions a rewrite dropped are restored from the base net"),
     Fix("layer-slips", "source", lambda code, ctx: fix_layer_slips(code),

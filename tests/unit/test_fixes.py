@@ -186,6 +186,20 @@ def test_a_whole_forward_written_into_init_is_moved_as_it_is():
     assert load_net(fixed)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_forwards_work_written_into_init_beside_a_forward_is_removed_where_nothing_reads_it():
+    """Seed 45, twice: `self.relu1 = F.relu(self.bn1(self.conv1(x)))` in __init__ of a net whose forward did
+    the same; the net failed to build (NameError: x)."""
+    line = "        self.fc = nn.Linear(128, num_classes)\n"
+    stray = BASE.replace(line, line + "        self.relu1 = F.relu(self.bn1(self.conv1(x)))\n")
+    with pytest.raises(NameError):
+        load_net(stray)
+    code, edits = apply_stage("source", stray, Context(base_code=BASE), NAMES)
+    assert [e.name for e in edits] == ["forward"] and "removed self.relu1 from Net.__init__" in edits[0].note
+    assert code == BASE and load_net(code)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    read = stray.replace("return self.fc(x)", "return self.fc(x + self.relu1)")  # read in forward: not stray
+    assert apply_stage("source", read, Context(base_code=BASE), ("forward",)) == (read, [])
+
+
 def test_a_net_with_its_forward_or_a_nested_forward_is_left_alone():
     assert apply_stage("source", BASE, Context(base_code=BASE), ("forward",)) == (BASE, [])
     nested = BASE[:BASE.index("    def forward")] + "        def forward(self, x):\n            return self.fc(x)\n"
