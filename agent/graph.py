@@ -35,10 +35,21 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from nasloop.agent.deps import Deps
-from nasloop.agent.loop.nodes import make_nodes, round_size
+from nasloop.agent.loop.nodes import (DepsSource, evaluate, generate, improve, repair, seed,
+                                      select)
+from nasloop.agent.loop.rounds import merge, propose, report, round_size
 from nasloop.agent.state import DEFAULT_K, BatchState, InputState, OutputState, make_state
 
 STEPS_PER_ITERATION = 4  # select (evolution), improve, generate, evaluate
+
+
+def make_nodes(deps: DepsSource) -> dict:
+    """The node functions bound to `deps`: the collaborators themselves, a factory of them from the task
+    (Studio, or a parent whose task names the data set and the LLM), or None (they come with each
+    invocation as LangGraph's runtime context: `graph.invoke(inp, config, context=Deps(...))`)."""
+    return {name: partial(fn, deps) for name, fn in (
+        ("seed", seed), ("select", select), ("improve", improve), ("generate", generate), ("evaluate", evaluate),
+        ("repair", repair), ("propose", propose), ("report", report), ("merge", merge))}
 
 
 def route_start(state: dict, first: str = "improve") -> str:

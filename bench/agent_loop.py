@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for  # noqa: E402
-from nasloop.agent.loop.nodes import make_nodes  # noqa: E402
+from nasloop.agent.graph import make_nodes  # noqa: E402
 from nasloop.agent.runs.store import RunStore  # noqa: E402
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task  # noqa: E402
 

@@ -9,11 +9,11 @@ generated variants are scored by the proxy, only the best one is trained; both n
 Nodes get their collaborators from `Deps` (agent/deps.py); they never keep anything that grows with the
 run in the state. Prompts are built in agent/llm/prompting.py, evaluations at the run's fidelity in
 agent/loop/fidelity.py; every LLM call and evaluation is recorded once, so a step redone after a crash reuses it.
+The nodes of a round with several workers are in agent/loop/rounds.py; agent/graph.py wires them all.
 """
 from __future__ import annotations
 
 import json
-from functools import partial
 import random
 from typing import Any, Callable, Sequence, TypeAlias
 
@@ -22,6 +22,7 @@ from langgraph.runtime import Runtime
 from nasloop import prompts
 from nasloop.agent.loop import record
 from nasloop.agent.loop.conversation import conversation
+from nasloop.agent.loop.events import announce, llm_progress, training_events
 from nasloop.agent.loop.fidelity import REPEAT_PHASE, assess, repairs_allowed
 from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
@@ -68,14 +69,14 @@ def _record(deps: Deps, state: dict, iteration: int, code: str | None, proposal:
         if deps.store is not None and code:
             deps.store.save_best(code)
     if opts.strategy == "evolution":
-        update["population"] = _survivors(state.get("population") or [], iteration, fit, res.get("params"),
+        update["population"] = survivors(state.get("population") or [], iteration, fit, res.get("params"),
                                           opts.population)
         deps.remember_members({iteration: code} if code and fit is not None else {},
                               {m["iteration"] for m in update["population"]})
     return update
 
 
-def _survivors(population: list[dict], iteration: int, fit: float | None, params: int | None,
+def survivors(population: list[dict], iteration: int, fit: float | None, params: int | None,
                size: int) -> list[dict]:
     """Add a scored child; when the population is over `size`, the worst member (the oldest among equals)
     leaves. A failed child never joins."""
@@ -89,15 +90,6 @@ def _survivors(population: list[dict], iteration: int, fit: float | None, params
 
 # --- nodes -----------------------------------------------------------------------------------------
 DepsSource: TypeAlias = Deps | Callable[[dict], Deps] | None
-
-
-def make_nodes(deps: DepsSource) -> dict:
-    """The node functions bound to `deps`: the collaborators themselves, a factory of them from the task
-    (Studio, or a parent whose task names the data set and the LLM), or None (they come with each
-    invocation as LangGraph's runtime context: `graph.invoke(inp, config, context=Deps(...))`)."""
-    return {name: partial(fn, deps) for name, fn in (
-        ("seed", seed), ("select", select), ("improve", improve), ("generate", generate), ("evaluate", evaluate),
-        ("repair", repair), ("propose", propose), ("report", report), ("merge", merge))}
 
 
 def setup(source: DepsSource, state: dict, runtime: Runtime | None) -> tuple[Deps, dict]:
@@ -116,10 +108,10 @@ def setup(source: DepsSource, state: dict, runtime: Runtime | None) -> tuple[Dep
 
 def seed(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Iteration 0: evaluate the data set's seed architecture, so the run has a baseline."""
-    _announce(runtime, state, "seed")
+    announce(runtime, state, "seed")
     deps, task = setup(source, state, runtime)
     code = prompts.seed_source(task["dataset"])
-    outcome, code, _ = assess(deps, 0, [code], 0, train=True, progress=_training(runtime, 0))  # the baseline
+    outcome, code, _ = assess(deps, 0, [code], 0, train=True, progress=training_events(runtime, 0))  # the baseline
     calibrate = getattr(deps.evaluator, "calibrate", None)
     if callable(calibrate):  # the FLOP budget from the seed's speed (tools/evaluator.py)
         calibrate(outcome)
@@ -128,7 +120,7 @@ def seed(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def select(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Evolution: pick the parent by tournament (seeded by the iteration, so a resume picks the same)."""
-    _announce(runtime, state, "select")
+    announce(runtime, state, "select")
     deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
@@ -146,7 +138,7 @@ def select(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Prompt Improver: diagnose the latest result, suggest one change (JSON). Escapes failure loops."""
-    _announce(runtime, state, "improve")
+    announce(runtime, state, "improve")
     deps, task = setup(source, state, runtime)
     changed = {"task": task} if task is not state["task"] else {}
     state = {**state, "task": task}
@@ -172,7 +164,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         step = record.TraceStep("improve", variant=attempt)
         return deps.once("trace", it, step.node, lambda: {
             **_ask(deps.improver, "improver_system", text, temperature, stop=json_complete, schema=schema,
-                   progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
+                   progress=llm_progress(runtime, it, step.node)), "step": step.to_dict()})
 
     rec = ask(0, prompt)
     seconds, source = rec["seconds"], "model"
@@ -190,79 +182,9 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     return {"proposal": {**kept, "source": source if kept is parsed else "fallback", "llm_seconds": seconds,
                          "escape": escape}, **changed}
 
-PENDING = "pending (tried in parallel now)"  # the outcome a sibling's change shows while the round runs
-
-
-def round_size(state: dict, workers: int) -> int:
-    """Candidates in the next round: one per worker, within the iteration budget."""
-    return max(1, min(workers, state["task"]["iterations"] - state.get("iteration", 1) + 1))
-
-
-def propose(source: DepsSource, state: dict, runtime: Runtime) -> dict:
-    """Several workers, loop strategy: the round's proposals, one per candidate, asked in candidate order
-    (so a seeded run is reproducible); each call sees the changes already chosen for this round as pending
-    memory entries, so the candidates try different changes."""
-    deps, _ = setup(source, state, runtime)
-    it = state.get("iteration", 1)
-    proposals: list[dict] = []
-    pending: list[dict] = []
-    changed: dict = {}
-    for j in range(round_size(state, deps.options.workers)):
-        update = improve(source, {**state, **changed, "iteration": it + j, "round": pending}, runtime)
-        changed = {"task": update["task"]} if "task" in update else changed
-        p = update["proposal"]
-        proposals.append(p)
-        pending.append({"iteration": it + j, "problem": p["problem"][:300], "suggestion": p["suggestion"][:300],
-                        "outcome": PENDING, **({"change": p["change"]} if p.get("change") else {})})
-    return {"proposals": proposals, **changed}
-
-
-def report(source: DepsSource, state: dict, runtime: Runtime) -> dict:
-    """The last step of one fanned-out candidate: hand its result to the parent graph's `merge`."""
-    last = state["last"]
-    best = state.get("best") or {}
-    member = None
-    if last.get("fitness") is not None:
-        member = {"iteration": last["iteration"], "fitness": last["fitness"], "params": last["outcome"].get("params")}
-    return {"batch": [{"iteration": last["iteration"], "triple": (state.get("window") or [])[-1], "last": last,
-                       "counts": {last["outcome"]["kind"]: 1, "evaluated": 1}, "member": member,
-                       "best": best if best.get("iteration") == last["iteration"] else None}]}
-
-
-def merge(source: DepsSource, state: dict, runtime: Runtime) -> dict:
-    """Fold a round's results into the state in candidate order, whichever worker finished first: the
-    memory, the counters, the best net (and the population) come out as if evaluated one after another."""
-    deps, _ = setup(source, state, runtime)
-    items = sorted(state.get("batch") or [], key=lambda b: b["iteration"])
-    if not items:
-        return {"batch": None, "proposals": None}
-    best, improved = state.get("best"), False
-    population = list(state.get("population") or [])
-    counts: dict[str, int] = {}
-    for b in items:
-        for key, n in b["counts"].items():
-            counts[key] = counts.get(key, 0) + n
-        new = record.best_fitness(b["best"]) if b["best"] else None
-        old = record.best_fitness(best)
-        if new is not None and (old is None or new > old):
-            best, improved = b["best"], True
-        if b["member"] is not None:
-            m = b["member"]
-            population = _survivors(population, m["iteration"], m["fitness"], m["params"], deps.options.population)
-    update: dict[str, Any] = {"batch": None, "proposals": None, "window": [b["triple"] for b in items],
-                              "counts": counts, "iteration": items[-1]["iteration"] + 1, "last": items[-1]["last"]}
-    if improved and best is not None:
-        update["best"] = best
-        if deps.store is not None and best.get("code"):
-            deps.store.save_best(best["code"])  # the branches wrote theirs in the order they finished
-    if deps.options.strategy == "evolution":
-        update["population"] = population
-    return update
-
-
 def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
-    _announce(runtime, state, "generate")
+    announce(runtime, state, "generate")
     deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
@@ -277,7 +199,7 @@ def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         step = record.TraceStep("generate", variant=j)
         rec = deps.once("trace", it, step.node, lambda t=t, step=step: {
             **_ask(deps.generator, "generator_system", prompt, t, stop=code_complete,
-                   progress=_progress(runtime, it, step.node)), "step": step.to_dict()})
+                   progress=llm_progress(runtime, it, step.node)), "step": step.to_dict()})
         code, err, made = _code(rec["response"], state, opts.fixes, 0)
         codes.append(code)
         errors.append(err)
@@ -290,7 +212,7 @@ def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Evaluator: repeat check, static check + sandboxed training; then repair, or record the triple."""
-    _announce(runtime, state, "evaluate")
+    announce(runtime, state, "evaluate")
     deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
@@ -305,7 +227,7 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     else:
         # repeats and duplicates are of iterations before this round (with one worker: before this one)
         before = (state.get("last") or {}).get("iteration", it - 1) + 1
-        outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it), progress=_training(runtime, it))
+        outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it), progress=training_events(runtime, it))
     if outcome.stage in ("static", "preflight") and attempt < repairs_allowed(opts.repairs, outcome):
         return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
     llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
@@ -317,7 +239,7 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
 
 def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     """Show the Generator its own failing code, the failing line and the shape trace; get a fix."""
-    _announce(runtime, state, "repair")
+    announce(runtime, state, "repair")
     deps, _ = setup(source, state, runtime)
     it = state.get("iteration", 1)
     cand = state["candidate"]
@@ -338,7 +260,7 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     step = record.TraceStep("repair", attempt)
     rec = deps.once("trace", it, step.node, lambda: {
         **_ask(client, "generator_system", prompt, None if repeat else REPAIR_TEMPERATURE, stop=code_complete,
-               progress=_progress(runtime, it, step.node), history=turns or ()), **extra, "step": step.to_dict()})
+               progress=llm_progress(runtime, it, step.node), history=turns or ()), **extra, "step": step.to_dict()})
     code, err, made = _code(rec["response"], state, deps.options.fixes, attempt)
     of = (failed.get("failure") or {}).get("of") if repeat else None
     history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
@@ -373,33 +295,3 @@ def _ask(client: ChatClient, system_name: str, prompt: str, temperature: float |
                        history=history)
     return {"system": system, "prompt": prompt, "response": reply.text, **reply.costs(), "llm": client.spec,
             "temperature": temperature}
-
-
-def _announce(runtime: Runtime | None, state: dict, node: str) -> None:
-    """A custom stream event as a node starts, so a display can say what the search is doing now."""
-    writer = getattr(runtime, "stream_writer", None)
-    if writer is not None:
-        writer({"step": {"iteration": state.get("iteration", 0), "node": node}})
-
-
-def _training(runtime: Runtime | None, iteration: int) -> Callable[[int, int], None] | None:
-    """Training steps so far of the candidate being evaluated, as LangGraph custom stream events (the
-    harness notes them twice a second at most)."""
-    writer = getattr(runtime, "stream_writer", None)
-    if writer is None:
-        return None
-    return lambda step, steps: writer({"train": {"iteration": iteration, "step": step, "steps": steps}})
-
-
-def _progress(runtime: Runtime | None, iteration: int, node: str, every: float = 0.5) -> Callable[[int, float], None]:
-    """Tokens so far and tokens/s of the running call, as LangGraph custom stream events (at most one per
-    `every` seconds): the CLI shows them so a one-minute call on a CPU visibly makes progress."""
-    writer = getattr(runtime, "stream_writer", None)
-    last = [-every]
-
-    def report(tokens: int, seconds: float) -> None:
-        if writer is not None and seconds - last[0] >= every:
-            last[0] = seconds
-            writer({"llm": {"iteration": iteration, "node": node, "tokens": tokens, "seconds": round(seconds, 1)}})
-
-    return report

@@ -13,7 +13,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for
 from nasloop.agent.deps import LoopOptions
-from nasloop.agent.loop.nodes import PENDING, round_size
+from nasloop.agent.loop.rounds import PENDING, round_size
 from nasloop.agent.runs.fork import prepare_fork
 from nasloop.agent.runs.store import RunStore
 from nasloop.errors import RunError
