@@ -60,6 +60,7 @@ def test_a_constrained_improver_reply_parses_even_when_asked_for_prose(model_pat
     held = improver.ask(system, PROSE, schema=change_schema(names, tried), stop=json_complete)
     change = parse_improver(held.text)[0]["change"]
     assert (change.get("operator_given", change["operator"]), change["target"]) == left, held.text
+    assert "." not in change.get("arguments_given", change["arguments"]), held.text
     free = improver.ask(system, PROSE, schema=change_schema(names, {("widen", "conv1")}), stop=json_complete)
     change = parse_improver(free.text)[0]["change"]
     given = change.get("operator_given", change["operator"])
