@@ -55,11 +55,14 @@ def _drop_stray(code: str, net: ast.ClassDef, init: ast.FunctionDef) -> tuple[st
     go, where nothing reads `self.X` (seed 45, twice: `self.relu1 = F.relu(self.bn1(self.conv1(x)))` next to
     a forward doing the same; `__init__` has no `x`, so the net failed to build)."""
     start = _first_forward_statement(init)
+    if start is None:
+        return code, ""
+    suspects = [s for s in init.body[start:] if _defines_layer(s) and _reads_x(s)]
+    inside = {id(n) for s in suspects for n in ast.walk(s)}  # seed 44: self.relu2 = F.relu(self.conv2(self.relu1(x)))
     read = {n.attr for n in ast.walk(net) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
-            and isinstance(n.value, ast.Name) and n.value.id == "self"}
-    stray = [s for s in init.body[start or 0:] if start is not None and _defines_layer(s) and _reads_x(s)
-             and s.targets[0].attr not in read]  # type: ignore[attr-defined]
-    if not stray or len(stray) == len(init.body):
+            and isinstance(n.value, ast.Name) and n.value.id == "self" and id(n) not in inside}
+    stray = [s for s in suspects if s.targets[0].attr not in read]  # type: ignore[attr-defined]
+    if not stray:
         return code, ""
     lines = code.splitlines(keepends=True)
     for s in reversed(stray):

@@ -198,6 +198,11 @@ def test_forwards_work_written_into_init_beside_a_forward_is_removed_where_nothi
     assert code == BASE and load_net(code)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     read = stray.replace("return self.fc(x)", "return self.fc(x + self.relu1)")  # read in forward: not stray
     assert apply_stage("source", read, Context(base_code=BASE), ("forward",)) == (read, [])
+    # seed 44: a chain of them, each reading the one before
+    chain = stray.replace("        self.relu1 = F.relu(self.bn1(self.conv1(x)))\n", "        self.relu1 = F.relu(self.conv1(x))\n"
+                          "        self.relu2 = F.relu(self.conv2(self.relu1(x)))\n")
+    code, edits = apply_stage("source", chain, Context(base_code=BASE), ("forward",))
+    assert code == BASE and "self.relu1, self.relu2" in edits[0].note
 
 
 def test_a_net_with_its_forward_or_a_nested_forward_is_left_alone():
