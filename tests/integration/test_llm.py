@@ -55,13 +55,14 @@ def test_a_constrained_improver_reply_parses_even_when_asked_for_prose(model_pat
     # with the best net's layers, the target is one of them and a tried change cannot come back: with every
     # pair tried but one, the reply is that one
     names = ["conv1", "bn1", "conv2", "fc"]
+    targets = {op: names for op in CHANGE_OPS}
     left = ("add_residual", "conv2")
     tried = {(op, t) for op in CHANGE_OPS for t in [*names, "all"]} - {left}
-    held = improver.ask(system, PROSE, schema=change_schema(names, tried), stop=json_complete)
+    held = improver.ask(system, PROSE, schema=change_schema(targets, tried), stop=json_complete)
     change = parse_improver(held.text)[0]["change"]
     assert (change.get("operator_given", change["operator"]), change["target"]) == left, held.text
     assert "." not in change.get("arguments_given", change["arguments"]), held.text
-    free = improver.ask(system, PROSE, schema=change_schema(names, {("widen", "conv1")}), stop=json_complete)
+    free = improver.ask(system, PROSE, schema=change_schema(targets, {("widen", "conv1")}), stop=json_complete)
     change = parse_improver(free.text)[0]["change"]
     given = change.get("operator_given", change["operator"])
     assert change["target"] in [*names, "all"] and (given, change["target"]) != ("widen", "conv1"), free.text
