@@ -60,12 +60,13 @@ def change_schema(targets: Mapping[str, Sequence[str]] | None = None, tried: Col
         fields = {"problem": text, "operator": operator, "target": target, "arguments": arguments, "reason": text}
         return {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
 
-    if not targets:
-        return change({"type": "string", "enum": list(CHANGE_OPS)}, {"type": "string", "maxLength": 60})
     offered = [(op, [t for t in dict.fromkeys([*targets.get(op, ()), "all"]) if (op, t) not in tried])
-               for op in CHANGE_OPS if targets.get(op)]
-    return {"anyOf": [change({"const": op}, {"enum": names}, free if op == "other" else WHOLE_NUMBERS)
-                      for op, names in offered if names]}
+               for op in CHANGE_OPS if targets and targets.get(op)]
+    alternatives = [change({"const": op}, {"enum": names}, free if op == "other" else WHOLE_NUMBERS)
+                    for op, names in offered if names]
+    if not alternatives:  # no traced layers, or (many workers, a tiny net) every pair tried: any change
+        return change({"type": "string", "enum": list(CHANGE_OPS)}, {"type": "string", "maxLength": 60})
+    return {"anyOf": alternatives}
 
 
 # The arguments of a typed change other than "other": no decimal point. Of the 1.5B model's typed changes in

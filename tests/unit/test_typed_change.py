@@ -75,6 +75,8 @@ def test_with_the_best_nets_layers_the_schema_offers_their_names_and_no_tried_ch
     every = {(op, t) for op in CHANGE_OPS if op != "other" for t in [*layer_names(TRACED), "all"]}
     only = change_schema(targets, every)  # an operator with no target left is not offered at all
     assert [a["properties"]["operator"]["const"] for a in only["anyOf"]] == ["other"]
+    everything = {(op, t) for op in CHANGE_OPS for t in [*layer_names(TRACED), "all"]}
+    assert change_schema(targets, everything) == change_schema()  # never an empty grammar
     no_norm = change_schema({**targets, "add_normalisation": []})  # nothing to normalise: not even "all"
     assert "add_normalisation" not in {op for op, _ in _offered(no_norm)}
     for alt in change_schema(targets)["anyOf"]:
