@@ -23,7 +23,9 @@ from nasloop.agent.fixes.example_usage import drop_example_usage
 from nasloop.agent.fixes.float_sizes import fix_float_sizes
 from nasloop.agent.fixes.forward import restore_forward
 from nasloop.agent.fixes.imports import add_missing_imports
+from nasloop.agent.fixes.inplace import fix_inplace
 from nasloop.agent.fixes.layer_slips import fix_layer_slips
+from nasloop.agent.fixes.removed_layers import keep_removed_layers
 from nasloop.agent.fixes.rename_net import adopt_net
 from nasloop.agent.fixes.shapes import failing_layer, fix_shapes
 
@@ -77,6 +79,10 @@ FIXES: tuple[Fix, ...] = (
         "layer definitions a rewrite dropped are restored from the base net"),
     Fix("layer-slips", "source", lambda code, ctx: fix_layer_slips(code),
         "a layer used where a tensor belongs in forward is applied"),
+    Fix("removed-layers", "source", lambda code, ctx: keep_removed_layers(code),
+        "a layer set to None that forward still calls becomes nn.Identity()"),
+    Fix("inplace", "source", lambda code, ctx: fix_inplace(code),
+        "an augmented assignment in forward (x += ...) is made out of place"),
     Fix("float-sizes", "source", lambda code, ctx: fix_float_sizes(code),
         "a fractional layer size becomes an integer"),
     Fix("example-usage", "source", lambda code, ctx: drop_example_usage(code),

@@ -13,6 +13,7 @@ from nasloop import prompts
 from nasloop.agent.app.cli import make_parser
 from nasloop.agent.app.search import loop_options
 from nasloop.agent.deps import LoopOptions
+from nasloop.agent.fixes.inplace import fix_inplace
 from nasloop.agent.fixes.registry import FIXES, NAMES, Context, apply_stage, fix_target
 from nasloop.agent.loop.record import fix_counts
 from tests.unit.test_parsing import preflight_failure
@@ -27,6 +28,11 @@ SLIPS = {  # fix name -> (stage, the text a model produced, what the context hol
     "definitions": ("source", BASE.replace("        self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)\n", ""),
                     {"base_code": BASE}),
     "layer-slips": ("source", BASE.replace("x = F.adaptive_avg_pool2d(x, 1)", "x = nn.AdaptiveAvgPool2d((1, 1))"), {}),
+    # seed 45's "Remove normalisation from bn2": the layer set to None, forward still calling it
+    "removed-layers": ("source", BASE.replace("self.bn2 = nn.BatchNorm2d(64)", "self.bn2 = None  # removed"), {}),
+    # seed 45's residual: an in-place sum of a tensor autograd saved (training failed at its first step)
+    "inplace": ("source", BASE.replace("        x = self.bn3(x)\n", "        x = self.bn3(x)\n        x += self.conv4(x)\n")
+                .replace("        self.pool =", "        self.conv4 = nn.Conv2d(128, 128, 3, padding=1)\n        self.pool ="), {}),
     "float-sizes": ("source", BASE.replace("nn.Linear(128, num_classes)", "nn.Linear(128 * 1.5, num_classes)"), {}),
     "example-usage": ("source", BASE + "\nnet = Net()\nprint(net)\n", {}),
     "imports": ("source", BASE.replace("import torch.nn.functional as F\n", ""), {}),  # seed 44's last slip
@@ -218,3 +224,19 @@ def load_net(code: str) -> torch.nn.Module:
     namespace: dict = {}
     exec(compile(code, "candidate.py", "exec"), namespace)
     return namespace["Net"]()
+
+
+def test_the_removed_layer_and_inplace_fixes_give_nets_that_train():
+    """Seed 45's two failed candidates, fixed, run forward and backward (each failed before)."""
+    for name in ("removed-layers", "inplace"):
+        _, text, _ = SLIPS[name]
+        code, edits = apply_stage("source", text, Context(), NAMES)
+        assert [e.name for e in edits] == [name] and code is not None
+        scope: dict = {}
+        exec(compile(code, "candidate.py", "exec"), scope)
+        net = scope["Net"]()
+        net(torch.randn(2, 3, 32, 32)).sum().backward()
+    kept = "        x += 1\n        y = [1]\n        y += [2]\n"  # out of forward, or on an int: the same value
+    code, note = fix_inplace(BASE.replace("        x = self.conv1(x)\n", "        x = self.conv1(x)\n        x -= 0.5 * x\n"))
+    assert "x = x - (0.5 * x)" in code and note  # the sum of a sum keeps its brackets
+    assert fix_inplace("def f(x):\n" + kept) == ("def f(x):\n" + kept, "")
