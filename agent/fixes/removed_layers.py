@@ -18,7 +18,8 @@ def keep_removed_layers(code: str) -> tuple[str, str]:
     lines = code.splitlines(keepends=True)
     edits: list[tuple[ast.Constant, str]] = []
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
-        called = {n.func.attr for n in ast.walk(cls) if isinstance(n, ast.Call) and _self_attr(n.func)}
+        called = {n.func.attr for n in ast.walk(cls) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                  and _self_attr(n.func)}
         for stmt in ast.walk(cls):
             if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and _self_attr(stmt.targets[0])
                     and isinstance(stmt.value, ast.Constant) and stmt.value.value is None

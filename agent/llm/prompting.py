@@ -263,9 +263,6 @@ def reflect_prompt(state: dict, note: str = "") -> str:
 def generator_prompt(state: dict, note: str = "") -> str:
     proposal = state.get("proposal") or {}
     suggestion = proposal.get("suggestion", FALLBACK_SUGGESTION)
-    reason = ((proposal.get("change") or {}).get("reason") or "").strip()
-    if reason:  # a typed change: what to edit, then why (the Generator implements it; the memory keeps the edit)
-        suggestion = f"{suggestion} (why: {reason})"
     text = prompts.render("generator", **_task_fields(state["task"]), **best_fields(state), suggestion=suggestion)
     return f"{text}\n\n{note}" if note else text
 

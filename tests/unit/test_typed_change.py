@@ -1,14 +1,14 @@
-"""The Improver's typed change: {problem, operator, target, arguments, reason} parses (also nested or with
-sloppy keys), reaches the Generator's prompt with its reason, is recorded in results.jsonl, and a repeat of
-an earlier change — the same edit with a new reason — goes back to the Improver with the tried list."""
+"""The Improver's typed change: {problem, operator, target, arguments} parses (also nested or with sloppy
+keys), reaches the Generator's prompt, is recorded in results.jsonl, and a repeat of an earlier change — the
+same edit, whatever reason an unconstrained backend adds — goes back to the Improver with the tried list."""
 from __future__ import annotations
 
 import json
 import re
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for
-from nasloop.agent.llm.parsing import (CHANGE_OPS, change_schema, flat_schema, layer_names, parse_improver,
-                                      targets_by_operator)
+from nasloop.agent.llm.parsing import (CHANGE_OPS, change_schema, downsampling_strides, flat_schema, layer_names,
+                                      parse_improver, targets_by_operator)
 from nasloop.agent.runs.store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
 
@@ -19,8 +19,7 @@ WIDEN = {"problem": "too narrow", "operator": "widen", "target": "conv2", "argum
 def test_a_typed_change_parses_into_a_suggestion_and_its_fields():
     parsed, err = parse_improver(json.dumps(WIDEN))
     assert not err and parsed["suggestion"] == "Widen conv2: 32 -> 64 channels"
-    assert parsed["change"] == {"operator": "widen", "target": "conv2", "arguments": "32 -> 64 channels",
-                                "reason": "more features per layer"}
+    assert parsed["change"] == {"operator": "widen", "target": "conv2", "arguments": "32 -> 64 channels"}
     nested = {"problem": "p", "change": {"Operator": "add residual", "target": "block2", "arguments": "identity"}}
     assert parse_improver(json.dumps(nested))[0]["change"]["operator"] == "add_residual"
     assert parse_improver(json.dumps({**WIDEN, "target": "", "arguments": ""}))[0] is None  # widen what?
@@ -33,7 +32,7 @@ def test_a_typed_change_parses_into_a_suggestion_and_its_fields():
 def test_the_schema_offers_exactly_the_operators_and_every_field_is_required():
     schema = change_schema()
     assert schema["properties"]["operator"]["enum"] == list(CHANGE_OPS)
-    assert set(schema["required"]) == {"problem", "operator", "target", "arguments", "reason"}
+    assert set(schema["required"]) == {"problem", "operator", "target", "arguments"}
     for op in CHANGE_OPS:  # whatever a grammar-held reply chooses, it parses
         reply = {**WIDEN, "operator": op, "arguments": "as needed"}
         assert parse_improver(json.dumps(reply))[0]["change"]["operator"] == op
@@ -80,17 +79,35 @@ def test_with_the_best_nets_layers_the_schema_offers_their_names_and_no_tried_ch
     no_norm = change_schema({**targets, "add_normalisation": []})  # nothing to normalise: not even "all"
     assert "add_normalisation" not in {op for op, _ in _offered(no_norm)}
     for alt in change_schema(targets)["anyOf"]:
-        assert alt["required"] == ["problem", "operator", "target", "arguments", "reason"]
+        assert alt["required"] == ["problem", "operator", "target", "arguments"]  # no free-text reason
         # no fractions but in "other" (12 of 16 changes with one failed: F.max_pool2d(x, 0.75))
-        pattern = alt["properties"]["arguments"].get("pattern")
-        other = alt["properties"]["operator"]["const"] == "other"
-        assert (pattern is None) == other
-        if not other:
-            assert re.match(pattern, "2x2 max-pool -> stride 2") and not re.match(pattern, "(0.75, 0.75)")
+        op, args = alt["properties"]["operator"]["const"], alt["properties"]["arguments"]
+        assert ("pattern" in args or "enum" in args or "const" in args) == (op != "other")
+        if "pattern" in args:
+            assert not re.match(args["pattern"], "(0.75, 0.75)")
+    args = {a["properties"]["operator"]["const"]: a["properties"]["arguments"] for a in change_schema(targets)["anyOf"]}
+    assert re.match(args["widen"]["pattern"], "64 -> 96 channels") and not re.match(args["widen"]["pattern"], "0")
+    assert args["change_kernel"]["enum"] == ["1x1", "3x3", "5x5", "7x7"] and args["add_residual"] == {"const": ""}
     flat = flat_schema(change_schema(targets, tried))  # for backends that want one object at the root
     assert flat["properties"]["operator"]["enum"] == list(CHANGE_OPS) and flat["type"] == "object"
+    assert "enum" not in flat["properties"]["arguments"]  # one object: any operator's arguments
     assert set(flat["properties"]["target"]["enum"]) == {*layer_names(TRACED), "all"}
     assert flat_schema(change_schema()) == change_schema()
+
+
+def test_a_downsampling_target_is_offered_the_stride_that_flips_it():
+    """Free arguments gave "0" (stride=(0, 0)), "1/4" (a stride of 0.5) and "(2, 2)) -> (4, 4)" (diverged
+    twice): 5 of 13 failed candidates in two CIFAR-10 searches (seeds 44, 45)."""
+    strides = downsampling_strides(TRACED)
+    # conv1 keeps the 32x32 map, pool and blocks.0.conv shrink it; the global pool is not a target
+    assert strides == {"conv1": "stride 2", "pool": "stride 1", "blocks.0.conv": "stride 1"}
+    at_2x2 = "conv1 Conv2d -> 8x4x4 (9)\nconv2 Conv2d -> 8x2x2 (9)\nconv3 Conv2d -> 8x2x2 (9)\nfc Linear -> 10 (90)"
+    assert downsampling_strides(at_2x2) == {"conv1": "stride 2", "conv2": "stride 1"}  # nothing left to halve
+    alts = [a for a in change_schema(targets_by_operator(TRACED), {("change_downsampling", "pool")}, strides)["anyOf"]
+            if a["properties"]["operator"]["const"] == "change_downsampling"]
+    assert [(a["properties"]["target"]["enum"], a["properties"]["arguments"]) for a in alts] == [
+        (["conv1"], {"const": "stride 2"}), (["blocks.0.conv"], {"const": "stride 1"})]  # no "all", no tried pair
+    assert downsampling_strides("(not traced)") == {}
 
 
 def test_the_small_models_slips_are_settled_before_the_generator_reads_them():
@@ -141,7 +158,7 @@ def _run(tmp_path, improver_replies: list[str], iterations: int) -> RunStore:
 def test_the_typed_change_reaches_the_generator_and_the_record(tmp_path):
     store = _run(tmp_path, [json.dumps(WIDEN)], iterations=1)
     gen = next(r for r in store.trace() if r["node"] == "generate" and r["iteration"] == 1)
-    assert "Change to make: Widen conv2: 32 -> 64 channels (why: more features per layer)" in gen["prompt"]
+    assert "Change to make: Widen conv2: 32 -> 64 channels\n" in gen["prompt"]  # an unconstrained reason: not read
     improve = next(r for r in store.trace() if r["node"] == "improve" and r["iteration"] == 1)
     assert '"operator": "<one of: widen, deepen, change_kernel' in improve["prompt"]  # the format it is asked for
     assert "conv1 Conv2d -> 8x32x32 (80)" in improve["prompt"]  # facts: the best net's layers, as traced
@@ -177,7 +194,7 @@ def test_the_memory_holds_the_improver_off_its_tried_changes_without_showing_the
     first, second = (_offered(s) for s in schemas)
     # the seed's traced layers (here one conv, no norm layer, no Linear), or all
     assert first == {(op, t) for op in CHANGE_OPS if op not in ("remove_normalisation", "change_head")
-                     for t in ("conv1", "all")}
+                     for t in ("conv1", "all")} - {("change_downsampling", "all")}  # a stride is per layer
     assert first - second == {("widen", "conv1")}  # iteration 1's change
     assert len(schemas) == 2  # no second call: the reply could not repeat
     improve = next(r for r in store.trace() if r["node"] == "improve" and r["iteration"] == 2)
