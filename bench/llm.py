@@ -14,7 +14,8 @@ Every call is greedy (temperature 0), in the order the run made them (Improver, 
 - lookupN:     as repair_context, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
 - constrained: as early_stop, and the Improver's reply is held to the JSON schema by a grammar
 - rendered:    as repair_context, with each Improver prompt rendered by today's code from the state the run's
-               records give before its iteration (not the recorded text), and each repair of code the model
+               records give before its iteration (not the recorded text) and held to the loop's typed-change
+               grammar (where the backend is constrained), and each repair of code the model
                wrote as it is the next turn of the Generator's conversation (agent/loop/nodes.py
                `conversation`): what a change of the prompts saves
 
@@ -39,8 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nasloop.agent.llm.client import LLMSettings, make_clients  # noqa: E402
-from nasloop.agent.llm.parsing import extract_code, parse_improver, reply_schema  # noqa: E402
-from nasloop.agent.llm.prompting import improver_prompt, repair_turn  # noqa: E402
+from nasloop.agent.llm.grammar import improver_schema, reply_schema  # noqa: E402
+from nasloop.agent.llm.parsing import extract_code, parse_improver  # noqa: E402
+from nasloop.agent.llm.prompting import best_fields, improver_prompt, repair_turn  # noqa: E402
 from nasloop.agent.llm.stream import code_complete, json_complete  # noqa: E402
 from nasloop.agent.loop.record import TraceStep  # noqa: E402
 from nasloop.agent.runs.fork import state_at  # noqa: E402
@@ -99,8 +101,11 @@ def rendered(run: Path, rec: dict, done: list[dict]) -> dict:
     if step.kind != "improve" or '"lesson"' in rec["prompt"]:
         return rec
     note = rec["prompt"].partition("\n\nYour suggestion ")
-    prompt = improver_prompt(state_at(RunStore.open(run, writable=False), rec["iteration"]))
-    return {**rec, "prompt": f"{prompt}\n\nYour suggestion {note[2]}" if note[1] else prompt}
+    state = state_at(RunStore.open(run, writable=False), rec["iteration"])
+    prompt = improver_prompt(state)
+    return {**rec, "prompt": f"{prompt}\n\nYour suggestion {note[2]}" if note[1] else prompt,
+            "schema": improver_schema(best_fields(state)["best_layers"], state.get("window") or [],
+                                      best_fields(state)["best_code"])}
 
 
 def turns_before(rec: dict, calls: list[dict]) -> list[dict]:
@@ -145,7 +150,7 @@ def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row
         client = generator if history else client
         first = "lesson" if '"lesson"' in r["prompt"] else "problem"
         reply = client.ask(r["system"], r["prompt"], temperature=0.0,
-                           schema=reply_schema(first) if is_improver else None,
+                           schema=(r.get("schema") or reply_schema(first)) if is_improver else None,
                            stop=json_complete if is_improver else code_complete, history=history)
         role = "improver" if is_improver else "generator"
         row.seconds[role] = row.seconds.get(role, 0.0) + reply.seconds

@@ -24,7 +24,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from nasloop.agent.llm.parsing import flat_schema
+from nasloop.agent.llm.grammar import flat_schema
 from nasloop.agent.llm.stream import StopRule
 from nasloop.errors import LLMError, ModelError
 

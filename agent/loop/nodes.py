@@ -28,8 +28,8 @@ from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.llm.parsing import (change_key, change_schema, downsampling_strides, extract_code, parse_improver, reply_schema,
-                                       targets_by_operator)
+from nasloop.agent.llm.grammar import improver_schema, reply_schema
+from nasloop.agent.llm.parsing import extract_code, parse_improver
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, fallback_change, generator_prompt,
                                          improver_prompt, reflect_prompt, repair_prompt, repair_turn, tried_note,
@@ -157,10 +157,9 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
     prompt = make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
     temperature = esc.temperature if esc else None
-    layers = "" if state.get("parent") else best_fields(state)["best_layers"]
-    schema = reply_schema("lesson") if state.get("parent") else \
-        change_schema(targets_by_operator(layers), {k for t in seen if (k := change_key(t.get("change")))},
-                      downsampling_strides(layers))
+    best = best_fields(state)
+    layers = "" if state.get("parent") else best["best_layers"]
+    schema = reply_schema("lesson") if state.get("parent") else improver_schema(layers, seen, best["best_code"])
 
     def ask(attempt: int, text: str) -> dict:
         step = record.TraceStep("improve", variant=attempt)

@@ -51,6 +51,7 @@ def test_the_test_labels_are_nowhere_in_reach(evaluator):
 def test_forged_accuracy_is_not_believed(evaluator, name):
     out = run(evaluator, name)
     honest = run(evaluator, "ok_tiny")
+    assert honest.accuracy is not None, f"the honest baseline did not run: {honest.summary()}"
     assert out.accuracy is None or out.accuracy <= max(0.3, honest.accuracy + 0.1), out.summary()
     if out.accuracy is not None:
         assert "accuracy" in out.verified  # computed by the host from predictions, against its own labels

@@ -12,7 +12,8 @@ import pytest
 
 from nasloop import prompts
 from nasloop.agent.llm.client import LLMSettings, make_chat_model, make_clients, ChatClient
-from nasloop.agent.llm.parsing import CHANGE_OPS, change_schema, extract_code, parse_improver, reply_schema
+from nasloop.agent.llm.grammar import change_schema, reply_schema
+from nasloop.agent.llm.parsing import CHANGE_OPS, extract_code, parse_improver
 from nasloop.agent.llm.prompting import repair_turn
 from nasloop.agent.llm.stream import code_complete, json_complete
 from tests.conftest import free_port, wait_for_server

@@ -7,8 +7,9 @@ import json
 import re
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for
-from nasloop.agent.llm.parsing import (CHANGE_OPS, change_schema, downsampling_strides, flat_schema, layer_names,
-                                      parse_improver, targets_by_operator)
+from nasloop.agent.llm.grammar import (change_schema, downsampling_strides, flat_schema, improver_schema,
+                                      kernel_choices, layer_names, targets_by_operator)
+from nasloop.agent.llm.parsing import CHANGE_OPS, parse_improver
 from nasloop.agent.runs.store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
 
@@ -103,11 +104,33 @@ def test_a_downsampling_target_is_offered_the_stride_that_flips_it():
     assert strides == {"conv1": "stride 2", "pool": "stride 1", "blocks.0.conv": "stride 1"}
     at_2x2 = "conv1 Conv2d -> 8x4x4 (9)\nconv2 Conv2d -> 8x2x2 (9)\nconv3 Conv2d -> 8x2x2 (9)\nfc Linear -> 10 (90)"
     assert downsampling_strides(at_2x2) == {"conv1": "stride 2", "conv2": "stride 1"}  # nothing left to halve
-    alts = [a for a in change_schema(targets_by_operator(TRACED), {("change_downsampling", "pool")}, strides)["anyOf"]
-            if a["properties"]["operator"]["const"] == "change_downsampling"]
-    assert [(a["properties"]["target"]["enum"], a["properties"]["arguments"]) for a in alts] == [
+    tried = [{"change": {"operator": "change_downsampling", "target": "pool"}}]
+    assert _arguments(improver_schema(TRACED, tried), "change_downsampling") == [
         (["conv1"], {"const": "stride 2"}), (["blocks.0.conv"], {"const": "stride 1"})]  # no "all", no tried pair
     assert downsampling_strides("(not traced)") == {}
+
+
+def _arguments(schema: dict, op: str) -> list[tuple[list[str], dict]]:
+    return [(a["properties"]["target"]["enum"], a["properties"]["arguments"]) for a in schema["anyOf"]
+            if a["properties"]["operator"]["const"] == op]
+
+
+def test_a_kernel_change_offers_only_kernels_the_conv_does_not_have():
+    """Offered every kernel, the 1.5B model chose "Change the kernel size of conv2: 3x3" for a 3x3 conv2 in
+    two of the first four iterations of a CIFAR-10 search (seed 45); the Generator returned the net unchanged."""
+    code = ("class Net(nn.Module):\n    def __init__(self):\n        self.conv1 = nn.Conv2d(3, 64, 5, padding=2)\n"
+            "        self.blocks = nn.Sequential(nn.Conv2d(64, 8, 3))\n")
+    assert _arguments(improver_schema(TRACED, [], code), "change_kernel") == [
+        (["conv1"], {"enum": ["1x1", "3x3", "7x7"]}), (["blocks.0.conv", "all"], {"enum": ["1x1", "3x3", "5x5", "7x7"]})]
+    same = code.replace("nn.Conv2d(3, 64, 5, padding=2)", "nn.Conv2d(3, 64, kernel_size=(3, 3))")
+    assert kernel_choices(same, ["conv1"]) == {"conv1": {"enum": ["1x1", "5x5", "7x7"]}, "all": {"enum": ["1x1", "5x5", "7x7"]}}
+    assert kernel_choices("not python(", ["conv1"])["conv1"] == {"enum": ["1x1", "3x3", "5x5", "7x7"]}
+    # one activation throughout (the seed's F.relu): not offered again; two: every one
+    relu = code + "    def forward(self, x):\n        x = F.relu(self.conv1(x))\n        return nn.ReLU()(x)\n"
+    assert _arguments(improver_schema(TRACED, [], relu), "change_activation")[0][1] == {
+        "enum": ["LeakyReLU", "GELU", "SiLU", "ELU"]}
+    mixed = relu.replace("nn.ReLU()", "nn.GELU()")
+    assert _arguments(improver_schema(TRACED, [], mixed), "change_activation")[0][1]["enum"][0] == "ReLU"
 
 
 def test_the_small_models_slips_are_settled_before_the_generator_reads_them():
