@@ -2,7 +2,7 @@
 
 The deterministic fixes of generated code live in agent/fixes/ (one module per fix; registry.py lists them).
 
-Improver: a JSON object, a typed change {problem, operator, target, arguments} (the loop's, held to
+Improver: a JSON object, a typed change {problem, change: {operator, target, arguments}} (the loop's, held to
 `grammar.change_schema()` where the backend can) or {problem, suggestion} (a reflection's {lesson, suggestion} reads
 the same) — also accepted with single quotes (Python literal),
 inside a code fence, or as `problem: ... / suggestion: ...` lines. Generator: one python code block

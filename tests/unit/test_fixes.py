@@ -236,6 +236,16 @@ def test_the_removed_layer_and_inplace_fixes_give_nets_that_train():
         exec(compile(code, "candidate.py", "exec"), scope)
         net = scope["Net"]()
         net(torch.randn(2, 3, 32, 32)).sum().backward()
+    # seed 44: the guard in forward (the best net of iteration 6), then moved into __init__ by four rewrites
+    guarded = BASE.replace("self.bn3 = nn.BatchNorm2d(128)", "self.bn3 = None").replace(
+        "        x = self.bn3(x)\n", "        if self.bn3 is not None:\n            self.bn3 = None\n")
+    moved = guarded.replace("        self.bn3 = None\n", "        if self.bn3 is not None:\n            self.bn3 = None\n", 1)
+    for text in (guarded, moved):
+        code, edits = apply_stage("source", text, Context(), NAMES)
+        assert [e.name for e in edits] == ["removed-layers"] and "bn3" not in code, code
+        scope = {}
+        exec(compile(code, "candidate.py", "exec"), scope)
+        assert scope["Net"]()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     kept = "        x += 1\n        y = [1]\n        y += [2]\n"  # out of forward, or on an int: the same value
     code, note = fix_inplace(BASE.replace("        x = self.conv1(x)\n", "        x = self.conv1(x)\n        x -= 0.5 * x\n"))
     assert "x = x - (0.5 * x)" in code and note  # the sum of a sum keeps its brackets

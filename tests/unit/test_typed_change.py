@@ -32,15 +32,23 @@ def test_a_typed_change_parses_into_a_suggestion_and_its_fields():
 
 def test_the_schema_offers_exactly_the_operators_and_every_field_is_required():
     schema = change_schema()
-    assert schema["properties"]["operator"]["enum"] == list(CHANGE_OPS)
-    assert set(schema["required"]) == {"problem", "operator", "target", "arguments"}
+    change = schema["properties"]["change"]
+    assert change["properties"]["operator"]["enum"] == list(CHANGE_OPS)
+    assert schema["required"] == ["problem", "change"] and change["required"] == ["operator", "target", "arguments"]
+    assert schema["properties"]["problem"]["maxLength"] == 160  # about one sentence
     for op in CHANGE_OPS:  # whatever a grammar-held reply chooses, it parses
         reply = {**WIDEN, "operator": op, "arguments": "as needed"}
         assert parse_improver(json.dumps(reply))[0]["change"]["operator"] == op
 
 
+def _alts(schema: dict) -> list[dict]:
+    """The typed change's alternatives: the value of "change", after the problem (one grammar stack while the
+    model writes the problem, not one per alternative)."""
+    return schema["properties"]["change"]["anyOf"]
+
+
 def _offered(schema: dict) -> set[tuple[str, str]]:
-    return {(alt["properties"]["operator"]["const"], t) for alt in schema["anyOf"]
+    return {(alt["properties"]["operator"]["const"], t) for alt in _alts(schema)
             for t in alt["properties"]["target"]["enum"]}
 
 
@@ -74,25 +82,26 @@ def test_with_the_best_nets_layers_the_schema_offers_their_names_and_no_tried_ch
     assert _offered(change_schema(targets, tried)) == offered - tried
     every = {(op, t) for op in CHANGE_OPS if op != "other" for t in [*layer_names(TRACED), "all"]}
     only = change_schema(targets, every)  # an operator with no target left is not offered at all
-    assert [a["properties"]["operator"]["const"] for a in only["anyOf"]] == ["other"]
+    assert [a["properties"]["operator"]["const"] for a in _alts(only)] == ["other"]
     everything = {(op, t) for op in CHANGE_OPS for t in [*layer_names(TRACED), "all"]}
     assert change_schema(targets, everything) == change_schema()  # never an empty grammar
     no_norm = change_schema({**targets, "add_normalisation": []})  # nothing to normalise: not even "all"
     assert "add_normalisation" not in {op for op, _ in _offered(no_norm)}
-    for alt in change_schema(targets)["anyOf"]:
-        assert alt["required"] == ["problem", "operator", "target", "arguments"]  # no free-text reason
+    for alt in _alts(change_schema(targets)):
+        assert alt["required"] == ["operator", "target", "arguments"]  # no free-text reason
         # no fractions but in "other" (12 of 16 changes with one failed: F.max_pool2d(x, 0.75))
         op, args = alt["properties"]["operator"]["const"], alt["properties"]["arguments"]
         assert ("pattern" in args or "enum" in args or "const" in args) == (op != "other")
         if "pattern" in args:
             assert not re.match(args["pattern"], "(0.75, 0.75)")
-    args = {a["properties"]["operator"]["const"]: a["properties"]["arguments"] for a in change_schema(targets)["anyOf"]}
+    args = {a["properties"]["operator"]["const"]: a["properties"]["arguments"] for a in _alts(change_schema(targets))}
     assert re.match(args["widen"]["pattern"], "64 -> 96 channels") and not re.match(args["widen"]["pattern"], "0")
     assert args["change_kernel"]["enum"] == ["1x1", "3x3", "5x5", "7x7"] and args["add_residual"] == {"const": ""}
     flat = flat_schema(change_schema(targets, tried))  # for backends that want one object at the root
-    assert flat["properties"]["operator"]["enum"] == list(CHANGE_OPS) and flat["type"] == "object"
-    assert "enum" not in flat["properties"]["arguments"]  # one object: any operator's arguments
-    assert set(flat["properties"]["target"]["enum"]) == {*layer_names(TRACED), "all"}
+    one = flat["properties"]["change"]["properties"]
+    assert one["operator"]["enum"] == list(CHANGE_OPS) and flat["type"] == "object"
+    assert "enum" not in one["arguments"] and "anyOf" not in flat["properties"]["change"]  # any operator's arguments
+    assert set(one["target"]["enum"]) == {*layer_names(TRACED), "all"}
     assert flat_schema(change_schema()) == change_schema()
 
 
@@ -111,7 +120,7 @@ def test_a_downsampling_target_is_offered_the_stride_that_flips_it():
 
 
 def _arguments(schema: dict, op: str) -> list[tuple[list[str], dict]]:
-    return [(a["properties"]["target"]["enum"], a["properties"]["arguments"]) for a in schema["anyOf"]
+    return [(a["properties"]["target"]["enum"], a["properties"]["arguments"]) for a in _alts(schema)
             if a["properties"]["operator"]["const"] == op]
 
 
@@ -221,7 +230,7 @@ def test_the_memory_holds_the_improver_off_its_tried_changes_without_showing_the
     assert first - second == {("widen", "conv1")}  # iteration 1's change
     assert len(schemas) == 2  # no second call: the reply could not repeat
     improve = next(r for r in store.trace() if r["node"] == "improve" and r["iteration"] == 2)
-    assert "Widen conv1: 8 -> 16 channels" in improve["prompt"] and '"change"' not in improve["prompt"]
+    assert "Widen conv1: 8 -> 16 channels" in improve["prompt"] and '"target": "conv1"' not in improve["prompt"]
 
 
 def test_only_well_formed_layer_facts_reach_the_prompt():
