@@ -102,10 +102,9 @@ def rendered(run: Path, rec: dict, done: list[dict]) -> dict:
         return rec
     note = rec["prompt"].partition("\n\nYour suggestion ")
     state = state_at(RunStore.open(run, writable=False), rec["iteration"])
-    prompt = improver_prompt(state)
+    prompt, best = improver_prompt(state), best_fields(state)
     return {**rec, "prompt": f"{prompt}\n\nYour suggestion {note[2]}" if note[1] else prompt,
-            "schema": improver_schema(best_fields(state)["best_layers"], state.get("window") or [],
-                                      best_fields(state)["best_code"])}
+            "schema": improver_schema(best["best_layers"], state.get("window") or [], best["best_code"])}
 
 
 def turns_before(rec: dict, calls: list[dict]) -> list[dict]:

@@ -51,6 +51,18 @@ def size_arg(call: ast.Call, keyword: str, pos: int) -> ast.expr | None:
     return call.args[pos] if arg is None and len(call.args) > pos else arg
 
 
+def replace_spans(code: str, edits: list[tuple[Any, str]]) -> tuple[str, list[str]]:
+    """`code` with each (node, text) edit's one-line source span replaced by text (ast's columns are byte
+    offsets), and an "old -> new" note per edit, in source order."""
+    lines = code.splitlines(keepends=True)
+    notes = []
+    for node, text in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
+        raw = lines[node.lineno - 1].encode()
+        notes.append(f"{raw[node.col_offset:node.end_col_offset].decode()} -> {text}")
+        lines[node.lineno - 1] = (raw[:node.col_offset] + text.encode() + raw[node.end_col_offset:]).decode()
+    return "".join(lines), notes[::-1]
+
+
 def tensor_function(func) -> bool:
     """A call that takes tensors: `torch.*`, `F.*` or a layer of the net (`self.fc`), never `isinstance` & co."""
     while isinstance(func, ast.Attribute):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant
+from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, replace_spans
 
 
 def fix_float_sizes(code: str) -> tuple[str, str]:
@@ -29,10 +29,5 @@ def fix_float_sizes(code: str) -> tuple[str, str]:
             edits.append((arg, str(int(value)) if value is not None else f"int({ast.unparse(arg)})"))
     if not edits:
         return code, ""
-    lines = code.splitlines(keepends=True)
-    notes = []
-    for arg, text in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
-        raw = lines[arg.lineno - 1].encode()
-        notes.append(f"{raw[arg.col_offset:arg.end_col_offset].decode()} -> {text}")
-        lines[arg.lineno - 1] = (raw[:arg.col_offset] + text.encode() + raw[arg.end_col_offset:]).decode()
-    return "".join(lines), "fractional layer size: " + ", ".join(reversed(notes))
+    code, notes = replace_spans(code, edits)
+    return code, "fractional layer size: " + ", ".join(notes)

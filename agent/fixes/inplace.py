@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 
+from nasloop.agent.fixes.ast_tools import replace_spans
+
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _LOOSE = (ast.BinOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Lambda, ast.NamedExpr)  # need brackets after an operator
 
@@ -18,7 +20,6 @@ def fix_inplace(code: str) -> tuple[str, str]:
         tree = ast.parse(code)
     except SyntaxError:
         return code, ""
-    lines = code.splitlines(keepends=True)
     edits: list[tuple[ast.AugAssign, str]] = []
     for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "forward"):
         for stmt in ast.walk(fn):
@@ -29,9 +30,5 @@ def fix_inplace(code: str) -> tuple[str, str]:
                 edits.append((stmt, f"{stmt.target.id} = {stmt.target.id} {_OPS[type(stmt.op)]} {value}"))
     if not edits:
         return code, ""
-    notes = []
-    for stmt, text in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
-        raw = lines[stmt.lineno - 1].encode()
-        notes.append(f"{raw[stmt.col_offset:stmt.end_col_offset].decode()} -> {text}")
-        lines[stmt.lineno - 1] = (raw[:stmt.col_offset] + text.encode() + raw[stmt.end_col_offset:]).decode()
-    return "".join(lines), "in-place update in forward made out of place: " + ", ".join(reversed(notes))
+    code, notes = replace_spans(code, edits)
+    return code, "in-place update in forward made out of place: " + ", ".join(notes)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 
+from nasloop.agent.fixes.ast_tools import replace_spans
+
 
 def keep_removed_layers(code: str) -> tuple[str, str]:
     """Deterministic repair of how the 1.5B model removes a layer. Told "Remove normalisation from bn2", it
@@ -52,7 +54,6 @@ def _identity_for_called_nones(code: str) -> tuple[str, str]:
     tree = _parse(code)
     if tree is None:
         return code, ""
-    lines = code.splitlines(keepends=True)
     edits: list[tuple[ast.Constant, str]] = []
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         called = {n.func.attr for n in ast.walk(cls) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
@@ -62,11 +63,9 @@ def _identity_for_called_nones(code: str) -> tuple[str, str]:
                 edits.append((stmt.value, stmt.targets[0].attr))  # type: ignore[attr-defined]
     if not edits:
         return code, ""
-    for value, _ in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
-        raw = lines[value.lineno - 1].encode()
-        lines[value.lineno - 1] = (raw[:value.col_offset] + b"nn.Identity()" + raw[value.end_col_offset:]).decode()
     names = ", ".join(f"self.{name}" for _, name in edits)
-    return "".join(lines), f"a layer set to None but still called is nn.Identity(): {names}"
+    code, _ = replace_spans(code, [(value, "nn.Identity()") for value, _ in edits])
+    return code, f"a layer set to None but still called is nn.Identity(): {names}"
 
 
 def _without_lines(code: str, spans: list[tuple[int, int]], what: str) -> tuple[str, str]:
