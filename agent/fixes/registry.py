@@ -27,6 +27,7 @@ from nasloop.agent.fixes.inplace import fix_inplace
 from nasloop.agent.fixes.layer_slips import fix_layer_slips
 from nasloop.agent.fixes.removed_layers import keep_removed_layers
 from nasloop.agent.fixes.rename_net import adopt_net
+from nasloop.agent.fixes.returns import add_missing_return
 from nasloop.agent.fixes.shapes import failing_layer, fix_shapes
 
 Stage = Literal["reply", "source", "preflight"]
@@ -81,6 +82,8 @@ FIXES: tuple[Fix, ...] = (
         "a layer used where a tensor belongs in forward is applied"),
     Fix("removed-layers", "source", lambda code, ctx: keep_removed_layers(code),
         "a layer set to None that forward still calls becomes nn.Identity()"),
+    Fix("return", "source", lambda code, ctx: add_missing_return(code),
+        "a forward that assigns its output and never returns it returns it"),
     Fix("inplace", "source", lambda code, ctx: fix_inplace(code),
         "an augmented assignment in forward (x += ...) is made out of place"),
     Fix("float-sizes", "source", lambda code, ctx: fix_float_sizes(code),

@@ -33,6 +33,8 @@ SLIPS = {  # fix name -> (stage, the text a model produced, what the context hol
     # seed 45's residual: an in-place sum of a tensor autograd saved (training failed at its first step)
     "inplace": ("source", BASE.replace("        x = self.bn3(x)\n", "        x = self.bn3(x)\n        x += self.conv4(x)\n")
                 .replace("        self.pool =", "        self.conv4 = nn.Conv2d(128, 128, 3, padding=1)\n        self.pool ="), {}),
+    # seeds 43 and 45: forward ends with the head's output in x and no return (the net returned None)
+    "return": ("source", BASE.replace("        return self.fc(x)\n", "        x = self.fc(x)\n"), {}),
     "float-sizes": ("source", BASE.replace("nn.Linear(128, num_classes)", "nn.Linear(128 * 1.5, num_classes)"), {}),
     "example-usage": ("source", BASE + "\nnet = Net()\nprint(net)\n", {}),
     "imports": ("source", BASE.replace("import torch.nn.functional as F\n", ""), {}),  # seed 44's last slip
@@ -226,9 +228,9 @@ def load_net(code: str) -> torch.nn.Module:
     return namespace["Net"]()
 
 
-def test_the_removed_layer_and_inplace_fixes_give_nets_that_train():
-    """Seed 45's two failed candidates, fixed, run forward and backward (each failed before)."""
-    for name in ("removed-layers", "inplace"):
+def test_the_removed_layer_inplace_and_return_fixes_give_nets_that_train():
+    """Failed candidates of seeds 43 and 45, fixed, run forward and backward (each failed before)."""
+    for name in ("removed-layers", "inplace", "return"):
         _, text, _ = SLIPS[name]
         code, edits = apply_stage("source", text, Context(), NAMES)
         assert [e.name for e in edits] == [name] and code is not None
@@ -250,3 +252,12 @@ def test_the_removed_layer_and_inplace_fixes_give_nets_that_train():
     code, note = fix_inplace(BASE.replace("        x = self.conv1(x)\n", "        x = self.conv1(x)\n        x -= 0.5 * x\n"))
     assert "x = x - (0.5 * x)" in code and note  # the sum of a sum keeps its brackets
     assert fix_inplace("def f(x):\n" + kept) == ("def f(x):\n" + kept, "")
+
+
+def test_a_forward_that_returns_on_some_path_or_ends_otherwise_is_left_alone():
+    from nasloop.agent.fixes.returns import add_missing_return
+
+    branch = BASE.replace("        return self.fc(x)\n", "        if x.shape[0] > 1:\n            return self.fc(x)\n"
+                          "        x = self.fc(x)\n")
+    called = BASE.replace("        return self.fc(x)\n", "        print(x)\n")
+    assert add_missing_return(branch) == (branch, "") and add_missing_return(called) == (called, "")

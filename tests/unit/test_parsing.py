@@ -55,6 +55,13 @@ def test_autofix_removes_surplus_closing_brackets():
     code, note = autofix(bad)
     assert code == "def f(x):\n    y = g(h(x))\n    return [y]\n" and note == "removed 3 unmatched closing bracket(s)"
     assert autofix("x = (1,\n") == ("x = (1,\n", "")  # not a surplus bracket: left to the LLM
+    # seed 43: a Sequential closed by a line of two brackets, one of them surplus (not both)
+    closing = "f = nn.Sequential(\n    nn.ReLU(),\n    nn.Identity()\n))\ny = 1\n"
+    assert autofix(closing) == (closing.replace("))", ")"), "removed 1 unmatched closing bracket(s)")
+    # seed 45: its first item closed the Sequential early; the next item is an unexpected indent
+    early = "f = nn.Sequential(\n    nn.Conv2d(1, 2, 3)),  # c\n    nn.ReLU()\n))\n"
+    assert autofix(early) == ("f = nn.Sequential(\n    nn.Conv2d(1, 2, 3),  # c\n    nn.ReLU()\n)\n",
+                              "removed 2 unmatched closing bracket(s)")
     assert autofix("x = 1\n") == ("x = 1\n", "")
 
 

@@ -97,6 +97,7 @@ def test_with_the_best_nets_layers_the_schema_offers_their_names_and_no_tried_ch
     args = {a["properties"]["operator"]["const"]: a["properties"]["arguments"] for a in _alts(change_schema(targets))}
     assert re.match(args["widen"]["pattern"], "64 -> 96 channels") and not re.match(args["widen"]["pattern"], "0")
     assert args["change_kernel"]["enum"] == ["1x1", "3x3", "5x5", "7x7"] and args["add_residual"] == {"const": ""}
+    assert args["other"]["minLength"] >= 12  # "other" with no arguments was "Change all" (7 of 8; 4 failed)
     flat = flat_schema(change_schema(targets, tried))  # for backends that want one object at the root
     one = flat["properties"]["change"]["properties"]
     assert one["operator"]["enum"] == list(CHANGE_OPS) and flat["type"] == "object"
@@ -323,3 +324,25 @@ def test_a_net_at_1x1_is_said_to_allow_no_further_downsampling():
     assert text.splitlines()[-1] == "(the feature map is 1x1 from pool5 on: no further downsampling is possible)"
     seedlike = [stages[0], stages[2], stages[3]]  # 2x2 then the global pool: room for one more halving
     assert "no further downsampling" not in layer_lines(seedlike)
+
+
+def test_a_residual_around_one_layer_names_the_shortcut_its_shapes_need():
+    """Told only "Add a residual connection around conv3", the Generator built shortcuts of the wrong width or
+    size in 4 of 16 such changes (three CIFAR-10 searches); the traced shapes say which one fits."""
+    from nasloop.agent.llm.parsing import settle_change
+
+    layers = ("conv1 Conv2d -> 32x32x32 (864)\npool MaxPool2d -> 32x16x16\nconv2 Conv2d -> 64x16x16 (18k)\n"
+              "conv3 Conv2d -> 64x8x8 (37k)\nconv4 Conv2d -> 64x8x8 (37k)\nfc Linear -> 10 (650)")
+
+    def said(target: str) -> str:
+        reply = {"problem": "p", "change": {"operator": "add_residual", "target": target, "arguments": ""}}
+        return parse_improver(json.dumps(reply), layers)[0]["suggestion"]
+
+    assert said("conv2") == ("Add a residual connection around conv2: its input (32x16x16) added to its output "
+                             "(64x16x16) through a new shortcut nn.Conv2d(32, 64, 1)")
+    assert said("conv3").endswith("through a new shortcut nn.Conv2d(64, 64, 1, stride=2)")
+    assert said("conv4") == "Add a residual connection around conv4: its input (64x8x8) added to its output (64x8x8)"
+    assert said("conv1") == "Add a residual connection around conv1"  # its input is not in the table
+    assert said("all") == "Add a residual connection around all"
+    given = {"operator": "add_residual", "target": "conv2", "arguments": "identity"}
+    assert settle_change(given, layers) == given  # an unconstrained backend's own arguments stay
