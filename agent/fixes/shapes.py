@@ -8,9 +8,9 @@ from __future__ import annotations
 import ast
 import re
 
-from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, init_methods, layer_call, size_arg
+from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, init_methods, layer_call, replace_spans, size_arg
 
-SIZED = ("Conv2d", "BatchNorm2d", "Linear")
+SIZED = ("Conv2d", "BatchNorm1d", "BatchNorm2d", "Linear")
 
 
 def failing_layer(failure: dict) -> tuple[str, str, list[int]] | None:
@@ -45,6 +45,8 @@ def fix_shapes(code: str, failure: dict) -> tuple[str, str]:
         return code, ""
     if kind == "Linear" and len(got) == 3:
         return _pool_before(code, tree, name, failed_line, "x".join(map(str, got)))
+    if kind.startswith("BatchNorm") and _norm_for(got) not in (None, kind):
+        return _norm_kind(code, tree, name, kind, got)
     keyword, pos = SIZE_ARGS[kind][1][0], 0
     for init in init_methods(tree):
         params = {a.arg for a in init.args.args + init.args.kwonlyargs} - {"self"}
@@ -74,6 +76,31 @@ def fix_shapes(code: str, failure: dict) -> tuple[str, str]:
             lines[arg.lineno - 1] = line[:b] + str(want) + line[e:]
             return "".join(lines), (f"self.{name} = nn.{kind}(...): {keyword} {line[b:e]} -> {want} "
                                     f"(the input it gets)")
+    return code, ""
+
+
+def _norm_for(got: list[int]) -> str | None:
+    """The batch norm that takes an input of this per-sample shape: a map (C x H x W), or features (C, or C x L)."""
+    return "BatchNorm2d" if len(got) == 3 else "BatchNorm1d" if len(got) in (1, 2) else None
+
+
+def _norm_kind(code: str, tree, name: str, kind: str, got: list[int]) -> tuple[str, str]:
+    """A batch norm of the other dimension than its input (`✗ bn1 BatchNorm1d(32) got 32x32x32`, or a
+    BatchNorm2d after a Linear) becomes the one that takes it, sized for it. The 1.5B model wrote both in one
+    CIFAR-10 search (seed 45, at 46e42c2): told "Remove normalisation from bn1" it made bn1 a BatchNorm1d, and
+    it put a BatchNorm2d(256) after a new Linear; each repair kept the norm, and both candidates failed."""
+    want = _norm_for(got)
+    for init in init_methods(tree):
+        found = layer_call(init, name, kind)
+        if found is None or want is None:
+            continue
+        node, call = found
+        if node.lineno != node.end_lineno:
+            return code, ""
+        owner = ast.get_source_segment(code, call.func.value) + "." if isinstance(call.func, ast.Attribute) else ""
+        fixed, _ = replace_spans(code, [(call, f"{owner}{want}({got[0]})")])
+        return fixed, (f"self.{name} = nn.{kind}(...) -> {want}({got[0]}): it gets a "
+                       f"{'x'.join(map(str, got))} input")
     return code, ""
 
 

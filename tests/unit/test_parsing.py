@@ -125,11 +125,22 @@ def fix_until_clean(code: str) -> tuple[str, list[str]]:
      ["self.bn2 = nn.BatchNorm2d(...): num_features 64 -> 96", "self.conv3 = nn.Conv2d(...): in_channels 64 -> 96"]),
     (("self.conv3 = nn.Conv2d(64, 128, 3", "self.conv3 = nn.Conv2d(64, 256, 3"),
      ["self.bn3 = nn.BatchNorm2d(...): num_features 128 -> 256", "self.fc = nn.Linear(...): in_features 128 -> 256"]),
+    # seed 45 at 46e42c2: "Remove normalisation from bn1" made it a BatchNorm1d on a 32x32x32 map
+    (("self.bn1 = nn.BatchNorm2d(32)", "self.bn1 = nn.BatchNorm1d(32, momentum=0.2)"),
+     ["self.bn1 = nn.BatchNorm1d(...) -> BatchNorm2d(32): it gets a 32x32x32 input"]),
+    # and a BatchNorm2d after the Linear (on the head's 10 features here)
+    ((("        return self.fc(x)", "        x = self.fc(x)\n        return self.bn4(x)"),
+      ("        self.fc = nn.Linear(128, num_classes)", "        self.fc = nn.Linear(128, num_classes)\n"
+                                                      "        self.bn4 = nn.BatchNorm2d(10)")),
+     ["self.bn4 = nn.BatchNorm2d(...) -> BatchNorm1d(10): it gets a 10 input"]),
 ])
 def test_channel_mismatches_located_by_the_preflight_are_fixed(change, fixes):
     from nasloop import prompts
 
-    _, made = fix_until_clean(prompts.seed_source("cifar10").replace(*change))
+    code = prompts.seed_source("cifar10")
+    for old, new in change if isinstance(change[0], tuple) else [change]:
+        code = code.replace(old, new)
+    _, made = fix_until_clean(code)
     assert [note.split(" (")[0] for note in made] == fixes
 
 
