@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from nasloop.agent.fixes.registry import NAMES as FIX_NAMES
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.runs.store import RunStore
+from nasloop.agent.state import DEFAULT_K
 from nasloop.tools.outcome import Outcome
 
 
@@ -35,6 +36,8 @@ class LoopOptions:
     escape: bool = True  # failure-loop escape (told, hotter, restart)
     repeat_check: bool = True  # a verbatim repeat of earlier code costs no container
     replace_suggestions: bool = True  # placeholder or already-tried suggestions are replaced by concrete changes
+    improver_chat: bool = True  # the next diagnosis continues the Improver's conversation while the best stays
+    k: int = DEFAULT_K  # the memory window (the graph's state holds the last k triples)
     fixes: tuple[str, ...] = FIX_NAMES  # the deterministic fix passes that run (agent/fixes/registry.py)
     streak: int = 2  # equivalent failures in a row that count as a loop
     temperature: float = 0.7  # the LLMs' base temperature (escapes raise it, bounded)
@@ -70,8 +73,8 @@ class LoopOptions:
 
     @classmethod
     def plain(cls) -> "LoopOptions":
-        """The published loop: no repairs, escapes, repeat check, replaced suggestions or fixes."""
-        return cls(repairs=0, escape=False, repeat_check=False, replace_suggestions=False, fixes=())
+        """The published loop: no repairs, escapes, repeat check, replaced suggestions, conversation or fixes."""
+        return cls(repairs=0, escape=False, repeat_check=False, replace_suggestions=False, improver_chat=False, fixes=())
 
 
 @dataclass

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from nasloop.agent.llm.client import LLMSettings, make_clients  # noqa: E402
 from nasloop.agent.llm.grammar import improver_schema, reply_schema  # noqa: E402
 from nasloop.agent.llm.parsing import extract_code, parse_improver  # noqa: E402
-from nasloop.agent.llm.prompting import best_fields, improver_prompt, repair_turn  # noqa: E402
+from nasloop.agent.llm.prompting import best_fields, improver_prompt, improver_turn, repair_turn  # noqa: E402
 from nasloop.agent.llm.stream import code_complete, json_complete  # noqa: E402
 from nasloop.agent.loop.record import TraceStep  # noqa: E402
 from nasloop.agent.runs.fork import state_at  # noqa: E402
@@ -102,7 +102,9 @@ def rendered(run: Path, rec: dict, done: list[dict]) -> dict:
         return rec
     note = rec["prompt"].partition("\n\nYour suggestion ")
     state = state_at(RunStore.open(run, writable=False), rec["iteration"])
-    prompt, best = improver_prompt(state), best_fields(state)
+    best = best_fields(state)
+    continued = (rec.get("chat") or {}).get("start", rec["iteration"]) < rec["iteration"]
+    prompt = improver_turn(state) if continued else improver_prompt(state)
     return {**rec, "prompt": f"{prompt}\n\nYour suggestion {note[2]}" if note[1] else prompt,
             "schema": improver_schema(best["best_layers"], state.get("window") or [], best["best_code"])}
 
@@ -130,7 +132,14 @@ def repair_as_turn(run: Path, rec: dict, before: list[dict]) -> dict:
 
 def conversation(rec: dict, calls: list[dict]) -> list[tuple[str, str]]:
     """The turns a repair recorded as a turn is sent after: each earlier call's prompt, answered by the
-    code the next one showed (the loop's `conversation`); [] for any other call."""
+    code the next one showed (the loop's `conversation`); for an Improver call that continued its
+    conversation, the recorded calls since its start with their recorded replies (the loop's
+    `improver_conversation`); [] for any other call."""
+    chat = rec.get("chat") or {}
+    if TraceStep.of(rec).kind == "improve" and chat.get("start", rec["iteration"]) < rec["iteration"]:
+        earlier = {r["iteration"]: r for r in calls if TraceStep.of(r) == TraceStep("improve")}
+        return [(earlier[n]["prompt"], earlier[n]["response"]) for n in range(chat["start"], rec["iteration"])
+                if n in earlier]
     if "answered" not in rec:
         return []
     before = turns_before(rec, calls)
@@ -146,7 +155,7 @@ def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row
         is_improver = TraceStep.of(r).kind == "improve"
         client = improver if is_improver else generator.repairs if TraceStep.of(r).kind == "repair" else generator
         history = conversation(r, recs)
-        client = generator if history else client
+        client = generator if history and not is_improver else client
         first = "lesson" if '"lesson"' in r["prompt"] else "problem"
         reply = client.ask(r["system"], r["prompt"], temperature=0.0,
                            schema=(r.get("schema") or reply_schema(first)) if is_improver else None,

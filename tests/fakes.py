@@ -58,14 +58,14 @@ def keyed(replies: dict[str, str], default: str = "", spec: str = "keyed") -> Ch
 
 
 class Untried(Keyed):
-    """An Improver that proposes the first of `replies`' keys its prompt does not mention yet (as tried, or
-    as pending in this round): the same proposal for the same memory, in any process and any order."""
+    """An Improver that proposes the first of `replies`' keys its conversation does not mention yet (as tried,
+    or as pending in this round): the same proposal for the same memory, in any process and any order."""
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
         from langchain_core.messages import AIMessage
         from langchain_core.outputs import ChatGeneration, ChatResult
 
-        text = str(messages[-1].content)
+        text = "\n".join(str(m.content) for m in messages[1:])
         change = next((key for key in self.replies if key not in text), self.default)
         reply = f'{{"problem": "p", "suggestion": "{change}"}}'
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])

@@ -36,7 +36,7 @@ RUN_OPTIONS = (
     "lr", "seed", "device", "precision", "sandbox", "sandbox_image", "gpus", "memory", "cpus", "timeout",
     "llm", "improver_llm", "generator_llm", "k", "target_accuracy", "max_params", "max_flops", "temperature", "max_tokens",
     "iterations", "no_download", "repairs", "no_escape", "streak", "no_preflight", "no_repeat_check", "no_replace",
-    "no_fix", "no_fixes", "plain", "no_early_stop", "no_constrain", "lookup",
+    "no_fix", "no_fixes", "plain", "no_improver_chat", "no_early_stop", "no_constrain", "lookup",
     "strategy", "fidelity", "proxy", "population", "tournament", "ladder_width", "no_warm", "runtime", "workers",
 )
 
@@ -96,6 +96,8 @@ def add_learning_args(p: argparse.ArgumentParser, loop: LoopOptions) -> None:
                    help="train verbatim repeats of earlier code again instead of telling the LLM")
     g.add_argument("--no-replace", action="store_true",
                    help="keep placeholder or already-tried suggestions instead of replacing them")
+    g.add_argument("--no-improver-chat", action="store_true",
+                   help="send every diagnosis as a prompt of its own (not as the next turn of the Improver's conversation)")
     g.add_argument("--no-fix", action="append", choices=FIX_NAMES, metavar="NAME", default=None,
                    help=f"switch off one deterministic fix (repeatable): {', '.join(FIX_NAMES)}")
     g.add_argument("--no-fixes", action="store_true", help="switch off every deterministic fix")
@@ -131,13 +133,14 @@ def loop_options(args: argparse.Namespace) -> LoopOptions:
     fixes = () if getattr(args, "no_fixes", False) else tuple(n for n in FIX_NAMES if n not in off)
     return LoopOptions(repairs=max(0, args.repairs), escape=not args.no_escape, streak=args.streak,
                        repeat_check=not getattr(args, "no_repeat_check", False),
-                       replace_suggestions=not getattr(args, "no_replace", False), fixes=fixes, **_shared_options(args))
+                       replace_suggestions=not getattr(args, "no_replace", False),
+                       improver_chat=not getattr(args, "no_improver_chat", False), fixes=fixes, **_shared_options(args))
 
 
 def _shared_options(args: argparse.Namespace) -> dict:
     return dict(temperature=args.temperature, strategy=args.strategy, fidelity=args.fidelity, proxy=args.proxy,
                 population=args.population, tournament=args.tournament, ladder_width=args.ladder_width, seed=args.seed,
-                workers=getattr(args, "workers", 1) or 1)
+                workers=getattr(args, "workers", 1) or 1, k=getattr(args, "k", None) or DEFAULT_K)
 
 
 def make_task(ev: Evaluator, args: argparse.Namespace) -> dict:

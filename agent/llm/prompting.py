@@ -124,22 +124,34 @@ def _task_fields(task: dict) -> dict:
 
 
 def improver_prompt(state: dict, note: str = "") -> str:
-    task, last = state["task"], state.get("last") or {}
+    base = best_fields(state)
+    text = prompts.render("improver", **_task_fields(state["task"]), **base, **_latest_fields(state, base["best_code"]),
+                          window=window_text(state), operators=", ".join(CHANGE_OPS))
+    return f"{text}\n\n{note}" if note else text
+
+
+def improver_turn(state: dict) -> str:
+    """The Improver's next turn in its conversation (agent/loop/conversation.py `improver_conversation`):
+    the latest candidate, the change it was built from as the loop read the last reply (widths settled,
+    a residual's shortcut added), and the question; the rest is in the turns before it."""
+    base, last = best_fields(state), (state.get("last") or {}).get("iteration")
+    change = next((t.get("suggestion", "") for t in reversed(state.get("window") or []) if t.get("iteration") == last), "")
+    return prompts.render("improver_turn", **base, **_latest_fields(state, base["best_code"]), change=change)
+
+
+def _latest_fields(state: dict, best_code: str) -> dict:
+    """The latest candidate as the Improver reads it: its outcome, and its changes to the best net."""
+    last = state.get("last") or {}
     out = last.get("outcome") or {}
     if out.get("kind") == "ok":
         details = f"accuracy {out.get('accuracy', 0):.4f}, {human(out.get('params') or 0)} parameters"
     else:
         details = f"diagnosis: {out.get('diagnosis', '')}"
-    base = best_fields(state)
     if last.get("code") and last.get("iteration") != (state.get("best") or {}).get("iteration"):
-        seed = prompts.seed_source(task["dataset"])
-        details += "\n" + changes_text(base["best_code"], plain_code(last["code"], seed))
-    text = prompts.render(
-        "improver", **_task_fields(task), **base,
-        last_iteration=last.get("iteration", "-"), last_outcome=out.get("kind", "none"), last_details=details,
-        window=window_text(state), operators=", ".join(CHANGE_OPS),
-    )
-    return f"{text}\n\n{note}" if note else text
+        seed = prompts.seed_source(state["task"]["dataset"])
+        details += "\n" + changes_text(best_code, plain_code(last["code"], seed))
+    return {"last_iteration": last.get("iteration", "-"), "last_outcome": out.get("kind", "none"),
+            "last_details": details}
 
 
 def changes_text(best_code: str, code: str) -> str:

@@ -1,5 +1,6 @@
-"""The Generator's conversation a repair continues (agent/loop/nodes.py `repair`), rebuilt from the trace:
-every turn is recorded, so a resumed run sends the same messages."""
+"""The conversations a call continues, rebuilt from the trace (every turn is recorded, so a resumed run sends
+the same messages): the Generator's, which a repair continues (agent/loop/nodes.py `repair`), and the
+Improver's, which the next iteration's diagnosis continues while the best net stays the same (`improve`)."""
 from __future__ import annotations
 
 from nasloop.agent.deps import Deps
@@ -29,3 +30,38 @@ def conversation(deps: Deps, it: int, attempt: int, cand: dict) -> list[tuple[st
     answers = [r["answered"] for r in recs[1:]] + [f"```python\n{code}\n```"]
     turns = [(r["prompt"], a) for r, a in zip(recs, answers, strict=True)]
     return turns if sum(len(a) + len(b) for a, b in turns) <= CONVERSATION_CHARS else None
+
+
+IMPROVE_NODE = record.TraceStep("improve").node
+RETRY_NODE = record.TraceStep("improve", variant=1).node
+
+
+def improver_conversation(deps: Deps, state: dict, it: int) -> tuple[list[tuple[str, str]], int] | None:
+    """The Improver's turns since its conversation began, and the iteration that began it, where iteration
+    `it` continues it: each (prompt, reply) of iterations start .. it-1. The Improver's prompt is ~1,500 tokens,
+    and at 167743a about 740 of them were read anew on every call (8.6-9.8 s of its 12-15 s, CIFAR-10): the
+    memory window slides and the latest candidate changes, everything after them is read again. As the next
+    turn, only the latest candidate and the question are new; the context still holds the rest.
+
+    None (a prompt of its own, which begins a conversation) where the best net changed since the start (its
+    code is in the first prompt), the conversation already has `k` calls (the first prompt's memory window,
+    up to k triples, and the turns since: at most 2k-1 triples in view, never fewer than the window's k), a
+    call was asked again or its change replaced (by a fallback, or in a repair of a repeat: the Generator built
+    a change the reply does not say), another model wrote a reply (a fork), an escape or a reflection, a round
+    of several workers, a turn is missing, or the turns grew long."""
+    k = deps.options.k
+    if not deps.options.improver_chat or state.get("parent") or state.get("round") or it < 2:
+        return None
+    start = ((deps.recorded("trace", it - 1, IMPROVE_NODE) or {}).get("chat") or {}).get("start")
+    if not isinstance(start, int) or not 1 <= start < it or it - start >= k:
+        return None
+    best = (state.get("best") or {}).get("iteration")
+    turns = []
+    for n in range(start, it):
+        rec, result = deps.recorded("trace", n, IMPROVE_NODE), deps.recorded("results", n, "evaluate")
+        if (rec is None or rec.get("chat") != {"start": start, "best": best} or rec.get("llm") != deps.improver.spec
+                or result is None or deps.recorded("trace", n, RETRY_NODE) is not None
+                or record.suggestion_source(result) != "model" or any("suggestion" in h for h in result.get("repairs") or [])):
+            return None
+        turns.append((rec["prompt"], rec["response"]))
+    return (turns, start) if sum(len(a) + len(b) for a, b in turns) <= CONVERSATION_CHARS else None

@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 
 from nasloop import prompts
 from nasloop.agent.loop import record
-from nasloop.agent.loop.conversation import conversation
+from nasloop.agent.loop.conversation import conversation, improver_conversation
 from nasloop.agent.loop.events import announce, llm_progress, training_events
 from nasloop.agent.loop.fidelity import REPEAT_PHASE, assess, repairs_allowed
 from nasloop.agent.deps import Deps, complete_task
@@ -32,8 +32,8 @@ from nasloop.agent.llm.grammar import improver_schema, reply_schema
 from nasloop.agent.llm.parsing import extract_code, parse_improver
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, fallback_change, generator_prompt,
-                                         improver_prompt, reflect_prompt, repair_prompt, repair_turn, tried_note,
-                                         usable_proposal)
+                                         improver_prompt, improver_turn, reflect_prompt, repair_prompt, repair_turn,
+                                         tried_note, usable_proposal)
 from nasloop.tools.outcome import DUPLICATE_PHASE, Outcome
 
 IMPROVE = record.TraceStep("improve").to_dict()
@@ -155,7 +155,12 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     # the memory as the Improver reads it; with several workers it also lists this round's pending changes
     seen = (state.get("window") or []) + (state.get("round") or [])
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
-    prompt = make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
+    chat = None if esc else improver_conversation(deps, state, it)
+    turns, start = chat or ((), it)
+    prompt = improver_turn(state) if chat else make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
+    # where a later iteration may continue this conversation (agent/loop/conversation.py)
+    begun = {} if esc or not opts.improver_chat or state.get("parent") or state.get("round") else \
+        {"chat": {"start": start, "best": (state.get("best") or {}).get("iteration")}}
     temperature = esc.temperature if esc else None
     best = best_fields(state)
     layers = "" if state.get("parent") else best["best_layers"]
@@ -165,7 +170,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         step = record.TraceStep("improve", variant=attempt)
         return deps.once("trace", it, step.node, lambda: {
             **_ask(deps.improver, "improver_system", text, temperature, stop=json_complete, schema=schema,
-                   progress=llm_progress(runtime, it, step.node)), "step": step.to_dict()})
+                   progress=llm_progress(runtime, it, step.node), history=turns), **begun, "step": step.to_dict()})
 
     rec = ask(0, prompt)
     seconds, source = rec["seconds"], "model"

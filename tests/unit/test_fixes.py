@@ -89,7 +89,9 @@ def test_cli_switches_each_fix_and_each_behaviour_separately():
     assert options("--no-escape") == LoopOptions(escape=False)
     assert options("--no-repeat-check") == LoopOptions(repeat_check=False)
     assert options("--no-replace") == LoopOptions(replace_suggestions=False)
-    assert options("--plain") == LoopOptions.plain()
+    assert options("--no-improver-chat") == LoopOptions(improver_chat=False)
+    assert options("--k", "3") == LoopOptions(k=3)
+    assert options("--plain") == LoopOptions.plain() and not LoopOptions.plain().improver_chat
     with pytest.raises(SystemExit):
         make_parser().parse_args(["search", "--no-fix", "nope"])
     with pytest.raises(ValueError, match="unknown fix"):

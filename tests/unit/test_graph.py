@@ -79,7 +79,9 @@ def test_improver_sees_window_and_last_outcome(tmp_path):
     store = RunStore.create(tmp_path, "unit", {})
     replies = [code_reply(tag="fail=shape_error"), code_reply(tag="acc=0.6")]
     second = '{"problem": "too narrow", "suggestion": "widen conv2 to 96 channels"}'
-    run(Deps(scripted(GOOD_IMPROVER, second), scripted(*replies), ScriptedEvaluator(), store), 2)
+    # a prompt of its own, as each of the Improver's conversations begins (tests/unit/test_improver_conversation.py)
+    run(Deps(scripted(GOOD_IMPROVER, second), scripted(*replies), ScriptedEvaluator(), store,
+             LoopOptions(improver_chat=False)), 2)
     prompt = next(r["prompt"] for r in store.trace() if r["iteration"] == 2 and r["node"] == "improve")
     assert "outcome shape_error" in prompt and "shape_error diagnosis" in prompt
     assert "(B, 1, 32, 32)" in prompt and '"outcome": "shape_error"' in prompt

@@ -26,7 +26,9 @@ def windows_in_prompts(store: RunStore) -> list[tuple[int, str]]:
 def test_replay_windows_are_the_windows_the_prompts_showed(tmp_path, strategy):
     k = 3
     evolution = strategy == "evolution"
-    opts = LoopOptions(strategy=strategy, fidelity="proxy" if evolution else "train", population=3, repairs=0)
+    # every diagnosis a prompt of its own: a conversation's later turns show what came since its first prompt
+    opts = LoopOptions(strategy=strategy, fidelity="proxy" if evolution else "train", population=3, repairs=0,
+                       improver_chat=False, k=k)
     store = RunStore.create(tmp_path, strategy, {"args": {"k": k, "proxy": opts.proxy, "strategy": strategy}})
     tags = ["acc=0.6", "fail=shape_error", "acc=0.7", "fail=runtime_error", "acc=0.65", "acc=0.8"]
     tags = [t.replace("acc=0.", "score=") if evolution else t for t in tags]
