@@ -97,7 +97,7 @@ def _norm_kind(code: str, tree, name: str, kind: str, got: list[int]) -> tuple[s
         node, call = found
         if node.lineno != node.end_lineno:
             return code, ""
-        owner = ast.get_source_segment(code, call.func.value) + "." if isinstance(call.func, ast.Attribute) else ""
+        owner = f"{ast.get_source_segment(code, call.func.value)}." if isinstance(call.func, ast.Attribute) else ""
         fixed, _ = replace_spans(code, [(call, f"{owner}{want}({got[0]})")])
         return fixed, (f"self.{name} = nn.{kind}(...) -> {want}({got[0]}): it gets a "
                        f"{'x'.join(map(str, got))} input")
