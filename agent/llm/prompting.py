@@ -130,13 +130,16 @@ def improver_prompt(state: dict, note: str = "") -> str:
     return f"{text}\n\n{note}" if note else text
 
 
-def improver_turn(state: dict) -> str:
+def improver_turn(state: dict, instead: str = "") -> str:
     """The Improver's next turn in its conversation (agent/loop/conversation.py `improver_conversation`):
     the latest candidate, the change it was built from as the loop read the last reply (widths settled,
-    a residual's shortcut added), and the question; the rest is in the turns before it."""
+    a residual's shortcut added) or, where a repair of a repeat made another change, that one `instead`;
+    and the question. The rest is in the turns before it."""
     base, last = best_fields(state), (state.get("last") or {}).get("iteration")
     change = next((t.get("suggestion", "") for t in reversed(state.get("window") or []) if t.get("iteration") == last), "")
-    return prompts.render("improver_turn", **base, **_latest_fields(state, base["best_code"]), change=change)
+    built = (f'"{instead}" instead (for your change "{change}" the Generator wrote an earlier network again)'
+             if instead else f'your change as "{change}"')
+    return prompts.render("improver_turn", **base, **_latest_fields(state, base["best_code"]), built=built)
 
 
 def _latest_fields(state: dict, best_code: str) -> dict:

@@ -46,9 +46,10 @@ def improver_conversation(deps: Deps, state: dict, it: int) -> tuple[list[tuple[
     None (a prompt of its own, which begins a conversation) where the best net changed since the start (its
     code is in the first prompt), the conversation already has `k` calls (the first prompt's memory window,
     up to k triples, and the turns since: at most 2k-1 triples in view, never fewer than the window's k), a
-    call was asked again or its change replaced (by a fallback, or in a repair of a repeat: the Generator built
-    a change the reply does not say), another model wrote a reply (a fork), an escape or a reflection, a round
-    of several workers, a turn is missing, or the turns grew long."""
+    call was asked again or its change replaced by a fallback (the Generator built a change the reply does not
+    say), another model wrote a reply (a fork), an escape or a reflection, a round of several workers, a turn
+    is missing, or the turns grew long. (A change a repair of a repeat made instead is said in the next turn:
+    `built_instead`.)"""
     k = deps.options.k
     if not deps.options.improver_chat or state.get("parent") or state.get("round") or it < 2:
         return None
@@ -61,7 +62,16 @@ def improver_conversation(deps: Deps, state: dict, it: int) -> tuple[list[tuple[
         rec, result = deps.recorded("trace", n, IMPROVE_NODE), deps.recorded("results", n, "evaluate")
         if (rec is None or rec.get("chat") != {"start": start, "best": best} or rec.get("llm") != deps.improver.spec
                 or result is None or deps.recorded("trace", n, RETRY_NODE) is not None
-                or record.suggestion_source(result) != "model" or any("suggestion" in h for h in result.get("repairs") or [])):
+                or record.suggestion_source(result) != "model"):
             return None
         turns.append((rec["prompt"], rec["response"]))
     return (turns, start) if sum(len(a) + len(b) for a, b in turns) <= CONVERSATION_CHARS else None
+
+
+def built_instead(deps: Deps, iteration: int) -> str:
+    """The change a repair of a repeat had the Generator make instead of the Improver's, for `iteration`'s
+    candidate ("" where it was built from the Improver's own): the Improver's next turn says so. In a
+    CIFAR-10 search (seed 45, at 66bcdec) the Generator wrote the best net again for 6 of 12 changes, and
+    ending the conversation at each such repair let only 3 of 12 diagnoses continue one."""
+    result = deps.recorded("results", iteration, "evaluate") or {}
+    return next((h["suggestion"] for h in reversed(result.get("repairs") or []) if h.get("suggestion")), "")

@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 
 from nasloop import prompts
 from nasloop.agent.loop import record
-from nasloop.agent.loop.conversation import conversation, improver_conversation
+from nasloop.agent.loop.conversation import built_instead, conversation, improver_conversation
 from nasloop.agent.loop.events import announce, llm_progress, training_events
 from nasloop.agent.loop.fidelity import REPEAT_PHASE, assess, repairs_allowed
 from nasloop.agent.deps import Deps, complete_task
@@ -157,7 +157,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
     chat = None if esc else improver_conversation(deps, state, it)
     turns, start = chat or ((), it)
-    prompt = improver_turn(state) if chat else make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
+    prompt = improver_turn(state, built_instead(deps, it - 1)) if chat else make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
     # where a later iteration may continue this conversation (agent/loop/conversation.py)
     begun = {} if esc or not opts.improver_chat or state.get("parent") or state.get("round") else \
         {"chat": {"start": start, "best": (state.get("best") or {}).get("iteration")}}

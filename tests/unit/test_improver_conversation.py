@@ -15,13 +15,14 @@ def reply(n: int) -> str:
     return json.dumps({"problem": f"problem {n}", "suggestion": f"widen conv1 to {8 * (n + 2)} channels"})
 
 
-def search(tmp_path, accuracies: list[float], replies: list[str]):
+def search(tmp_path, accuracies: list[float], replies: list[str], iterations: int | None = None):
     improver, asked = recording(*replies)
     generator, _ = recording(*(code_reply(tag=f"acc={a}") for a in accuracies))
     store = RunStore.create(tmp_path, "unit", {})
     graph = build_graph(Deps(improver, generator, ScriptedEvaluator(), store, LoopOptions()))
-    cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(len(accuracies))}
-    graph.invoke({"task": task(len(accuracies))}, cfg)
+    iterations = iterations or len(accuracies)
+    cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(iterations)}
+    graph.invoke({"task": task(iterations)}, cfg)
     improves = {r["iteration"]: r for r in store.trace() if r["node"] == "improve"}
     return asked, improves, store
 
@@ -53,3 +54,13 @@ def test_a_conversation_holds_k_calls_and_one_asked_again_ends_it(tmp_path):
     # iteration 7 the reply repeated iteration 3's suggestion, was asked again, and iteration 8 begins anew
     assert starts == [1, 1, 1, 1, 1, 6, 6, 8, 8]
     assert [len(call) for call in asked[:5]] == [2, 4, 6, 8, 10]
+
+
+def test_a_change_a_repair_made_instead_is_said_in_the_next_turn(tmp_path):
+    # iteration 2's first code repeats iteration 1's: its repair makes a fallback change instead
+    asked, improves, store = search(tmp_path, [0.4, 0.4, 0.45, 0.3], [reply(n) for n in range(3)], iterations=3)
+    instead = store.results()[2]["repairs"][0]["suggestion"]
+    assert [improves[n]["chat"]["start"] for n in (1, 2, 3)] == [1, 1, 1]
+    assert improves[3]["prompt"].startswith(f'Latest candidate (iteration 2, built from "{instead}" instead (for your '
+                                            f'change "widen conv1 to 24 channels" the Generator wrote an earlier network')
+    assert 'built from your change as "widen conv1 to 16 channels"' in improves[2]["prompt"]
