@@ -132,13 +132,14 @@ def improver_prompt(state: dict, note: str = "") -> str:
 
 def improver_turn(state: dict, instead: str = "") -> str:
     """The Improver's next turn in its conversation (agent/loop/conversation.py `improver_conversation`):
-    the latest candidate, the change it was built from as the loop read the last reply (widths settled,
-    a residual's shortcut added) or, where a repair of a repeat made another change, that one `instead`;
-    and the question. The rest is in the turns before it."""
-    base, last = best_fields(state), (state.get("last") or {}).get("iteration")
-    change = next((t.get("suggestion", "") for t in reversed(state.get("window") or []) if t.get("iteration") == last), "")
-    built = (f'"{instead}" instead (for your change "{change}" the Generator wrote an earlier network again)'
-             if instead else f'your change as "{change}"')
+    the latest candidate, built from the change of the reply above or, where a repair of a repeat made
+    another change, that one `instead`; and the question. The rest is in the turns before it. The change
+    is not quoted back: quoted ("built from your change as "Add a residual connection around conv3: its
+    input (64x8x8) ..."), the 1.5B model copied it as the arguments of its next change, operator "other",
+    in 3 of 4 turns (CIFAR-10, seed 44, at 97d2f99), and its replies grew from about 60 tokens to 96."""
+    base = best_fields(state)
+    built = (f'"{instead}" instead (for your change the Generator wrote an earlier network again)'
+             if instead else "your change above")
     return prompts.render("improver_turn", **base, **_latest_fields(state, base["best_code"]), built=built)
 
 

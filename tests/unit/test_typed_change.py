@@ -7,6 +7,7 @@ import json
 import re
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for
+from nasloop.agent.deps import LoopOptions
 from nasloop.agent.llm.grammar import (change_schema, downsampling_strides, flat_schema, improver_schema,
                                       kernel_choices, layer_names, targets_by_operator)
 from nasloop.agent.llm.parsing import CHANGE_OPS, parse_improver
@@ -222,7 +223,9 @@ def test_the_memory_holds_the_improver_off_its_tried_changes_without_showing_the
 
     improver.ask = recorded  # type: ignore[method-assign]
     generator = scripted(*[code_reply(tag=f"acc=0.{5 + i}") for i in range(4)])
-    build_graph(Deps(improver, generator, ScriptedEvaluator(), store)).invoke(
+    # each diagnosis a prompt of its own, with the memory window (a conversation's later turns have the
+    # model's own replies above them instead: tests/unit/test_improver_conversation.py)
+    build_graph(Deps(improver, generator, ScriptedEvaluator(), store, LoopOptions(improver_chat=False))).invoke(
         {"task": task(2)}, {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(2)})
     first, second = (_offered(s) for s in schemas)
     # the seed's traced layers (here one conv, no norm layer, no Linear), or all
