@@ -134,7 +134,7 @@ def _fanned(g: StateGraph, nodes: dict, k: int, strategy: str, workers: int) -> 
     g.add_edge("candidate", "merge")
 
 
-def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = DEFAULT_K, checkpointer=None,
+def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int | None = None, checkpointer=None,
                 strategy: str | None = None, workers: int | None = None, input_schema: type = InputState):
     """Compile the loop. `deps` holds the LLM clients, the evaluator and (optionally) the run store; or is
     a function of the task that returns them (agent/app/studio.py); or is left out, and each invocation
@@ -145,6 +145,8 @@ def build_graph(deps: Deps | Callable[[dict], Deps] | None = None, *, k: int = D
         strategy = deps.options.strategy if isinstance(deps, Deps) else "loop"
     if workers is None:
         workers = deps.options.workers if isinstance(deps, Deps) else 1
+    if k is None:  # the memory window: the nodes read it from the options too (agent/loop/conversation.py)
+        k = deps.options.k if isinstance(deps, Deps) else DEFAULT_K
     nodes = make_nodes(deps)
     first = "select" if strategy == "evolution" else "improve"
     # A task factory serves Studio, whose context must be JSON: only the others declare Deps as the context.

@@ -36,6 +36,12 @@ IMPROVE_NODE = record.TraceStep("improve").node
 RETRY_NODE = record.TraceStep("improve", variant=1).node
 
 
+def converses(deps: Deps, state: dict) -> bool:
+    """Whether this step's Improver call belongs to a conversation a later iteration may continue: the loop's
+    diagnosis with one worker (not a reflection, not a round), where the run has the conversation on."""
+    return deps.options.improver_chat and not state.get("parent") and not state.get("round")
+
+
 def improver_conversation(deps: Deps, state: dict, it: int) -> tuple[list[tuple[str, str]], int] | None:
     """The Improver's turns since its conversation began, and the iteration that began it, where iteration
     `it` continues it: each (prompt, reply) of iterations start .. it-1. The Improver's prompt is ~1,500 tokens,
@@ -51,7 +57,7 @@ def improver_conversation(deps: Deps, state: dict, it: int) -> tuple[list[tuple[
     is missing, or the turns grew long. (A change a repair of a repeat made instead is said in the next turn:
     `built_instead`.)"""
     k = deps.options.k
-    if not deps.options.improver_chat or state.get("parent") or state.get("round") or it < 2:
+    if not converses(deps, state) or it < 2:
         return None
     start = ((deps.recorded("trace", it - 1, IMPROVE_NODE) or {}).get("chat") or {}).get("start")
     if not isinstance(start, int) or not 1 <= start < it or it - start >= k:

@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 
 from nasloop import prompts
 from nasloop.agent.loop import record
-from nasloop.agent.loop.conversation import built_instead, conversation, improver_conversation
+from nasloop.agent.loop.conversation import built_instead, conversation, converses, improver_conversation
 from nasloop.agent.loop.events import announce, llm_progress, training_events
 from nasloop.agent.loop.fidelity import REPEAT_PHASE, assess, repairs_allowed
 from nasloop.agent.deps import Deps, complete_task
@@ -159,7 +159,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     turns, start = chat or ((), it)
     prompt = improver_turn(state, built_instead(deps, it - 1)) if chat else make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
     # where a later iteration may continue this conversation (agent/loop/conversation.py)
-    begun = {} if esc or not opts.improver_chat or state.get("parent") or state.get("round") else \
+    begun = {} if esc or not converses(deps, state) else \
         {"chat": {"start": start, "best": (state.get("best") or {}).get("iteration")}}
     temperature = esc.temperature if esc else None
     best = best_fields(state)
