@@ -6,6 +6,8 @@ here, before any of it reaches a prompt, a report or the memory window.
 """
 from __future__ import annotations
 
+import re
+
 from nasloop.sandbox.base import printable
 
 
@@ -72,6 +74,15 @@ def layer_lines(layers: object, limit: int = 40) -> str | None:
         lines.append(printable(f"(the feature map is 1x1 from {floor[:60]} on: no further downsampling is possible)"))
     return "\n".join(lines) or None
 
+
+
+_ROW = re.compile(r"^([A-Za-z_][\w.]*) ([A-Za-z_]\w*) -> (\d+(?:x\d+)*)\b", re.MULTILINE)
+
+
+def traced_rows(lines: str) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, kind, output shape) of each row `layer_lines` wrote, in order (a row whose shape is "?" is left
+    out): what the loop reads back from a best net's layer table to compute an edit's channel numbers."""
+    return [(name, kind, tuple(int(d) for d in shape.split("x"))) for name, kind, shape in _ROW.findall(lines or "")]
 
 
 def _one_by_one(layers: list) -> str | None:

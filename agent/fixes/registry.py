@@ -7,7 +7,9 @@ to (code, note); an empty note means "nothing to do". Stages:
 - `reply`:     the Generator's whole reply, when no code block could be taken from it;
 - `source`:    the candidate's code, before the sandbox sees it (in registry order, each on the last's output);
 - `preflight`: the candidate's code and the pre-flight's structured failure record; the candidate is
-               pre-flighted again after each edit (agent/loop/fidelity.py runs that loop).
+               pre-flighted again after each edit (agent/loop/fidelity.py runs that loop);
+- `change`:    the base net and the Improver's typed change: the first repair of a failed candidate, made
+               by the loop instead of an LLM call where the change is mechanical (agent/loop/nodes.py `repair`).
 
 Every edit is recorded as {name, stage, note}, so a fix is never hidden.
 """
@@ -18,6 +20,7 @@ from typing import Callable, Collection, Literal
 
 from nasloop.agent.fixes.brackets import autofix
 from nasloop.agent.fixes.budget import budget_fit, fit_budget
+from nasloop.agent.fixes.changes import apply_change
 from nasloop.agent.fixes.definitions import restore_definitions
 from nasloop.agent.fixes.example_usage import drop_example_usage
 from nasloop.agent.fixes.float_sizes import fix_float_sizes
@@ -30,16 +33,19 @@ from nasloop.agent.fixes.rename_net import adopt_net
 from nasloop.agent.fixes.returns import add_missing_return
 from nasloop.agent.fixes.shapes import failing_layer, fix_shapes
 
-Stage = Literal["reply", "source", "preflight"]
+Stage = Literal["reply", "source", "preflight", "change"]
 
 
 @dataclass(frozen=True)
 class Context:
-    """What a fix may look at besides the text: the net the Generator was asked to change, and (stage
-    pre-flight) the structured failure the pre-flight reported."""
+    """What a fix may look at besides the text: the net the Generator was asked to change, (stage
+    pre-flight) the structured failure the pre-flight reported, and (stage change) the Improver's typed change
+    and the base net's traced layer table."""
 
     base_code: str = ""
     failure: dict = field(default_factory=dict)
+    change: dict = field(default_factory=dict)
+    layers: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,9 @@ FIXES: tuple[Fix, ...] = (
         "the size argument of the layer the pre-flight caught is set to the input it gets"),
     Fix("budget", "preflight", lambda code, ctx: fit_budget(code, ctx.failure),
         "a net over the parameter or FLOP budget gets its costliest layer narrowed to a width that fits"),
+    Fix("change", "change", lambda code, ctx: apply_change(code, ctx.change, ctx.layers),
+        "a failed candidate's residual connection or added or removed normalisation is rebuilt by the loop from "
+        "the base net and its traced shapes, instead of a repair call"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIXES)
 

@@ -15,6 +15,10 @@ import ast
 import json
 import re
 
+from nasloop.agent.fixes.changes import residual_shape
+from nasloop.tools.text import traced_rows
+
+
 def _lenient_json(blob: str) -> object:
     """JSON that may hold raw line breaks inside its strings (small models, and llama.cpp's JSON grammar, write them)."""
     return json.loads(blob, strict=False)
@@ -132,25 +136,19 @@ def settle_change(change: dict, layers: str = "") -> dict:
     return _settle_widths(change, layers) if settled == "widen" else change
 
 
-_TRACED = re.compile(r"^([A-Za-z_][\w.]*) [A-Z]\w* -> (\d+)x(\d+)x(\d+)", re.MULTILINE)
-
-
 def residual_shortcut(target: str, layers: str) -> str:
     """What a residual connection around `target` must add, from the traced shapes: its input where that is
     its output's shape, else its input through a 1x1 conv that matches channels and stride. Told only "Add a
     residual connection around conv3", the 1.5B Generator built shortcuts of the wrong width or size in 4
     of 16 such changes (three CIFAR-10 searches at 167743a: "Invalid channel dimensions", "Expected 16 in
-    dimension 2 but got 8"), and no repair fixed one. "" where the table cannot say (the first layer,
-    whose input is not traced; a map that grows)."""
-    rows = [(name, int(c), int(h), int(w)) for name, c, h, w in _TRACED.findall(layers or "")]
-    at = next((i for i, r in enumerate(rows) if r[0] == target), 0)
-    if at == 0:
+    dimension 2 but got 8"), and no repair fixed one. "" where the table cannot say (agent/fixes/changes.py
+    `residual_shape`)."""
+    rows = traced_rows(layers)
+    shape = residual_shape(target, rows)
+    if shape is None:
         return ""
-    (_, ci, hi, wi), (_, co, ho, wo) = rows[at - 1], rows[at]
-    if ho > hi or wo > wi or hi % ho or wi % wo or hi // ho != wi // wo:
-        return ""
-    stride = hi // ho
-    head = f"its input ({ci}x{hi}x{wi}) added to its output ({co}x{ho}x{wo})"
+    (ci, co, stride), out = shape, rows[[r[0] for r in rows].index(target)][2]
+    head = f"its input ({ci}x{out[1] * stride}x{out[2] * stride}) added to its output ({'x'.join(map(str, out))})"
     if (ci, stride) == (co, 1):
         return head
     return f"{head} through a new shortcut nn.Conv2d({ci}, {co}, 1" + (f", stride={stride})" if stride > 1 else ")")

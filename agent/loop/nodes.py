@@ -234,7 +234,8 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         # repeats and duplicates are of iterations before this round (with one worker: before this one)
         before = (state.get("last") or {}).get("iteration", it - 1) + 1
         outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it), progress=training_events(runtime, it))
-    if outcome.stage in ("static", "preflight") and attempt < repairs_allowed(opts.repairs, outcome):
+    edited = any("edit" in h for h in cand.get("repairs", []))
+    if outcome.stage in ("static", "preflight") and attempt < repairs_allowed(opts.repairs, outcome, edited):
         return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
     llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
     fixes = (cand.get("fixes") or []) + ladder.pop("fixes", [])
@@ -251,6 +252,9 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     cand = state["candidate"]
     failed = cand["failed"]
     attempt = cand.get("attempt", 0) + 1
+    edited = _edit(deps, state, cand, attempt)
+    if edited is not None:  # the change is mechanical: the loop makes it, no call
+        return edited
     # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
     # sampled at the base temperature (near-greedy would reproduce the same code).
     repeat = (failed.get("failure") or {}).get("phase") in (REPEAT_PHASE, DUPLICATE_PHASE)
@@ -276,6 +280,26 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     return {"candidate": {"code": code, "error": err, "attempt": attempt, "repairs": history, "stop": rec.get("stop"),
                           "llm_seconds": (cand.get("llm_seconds") or 0) + rec["seconds"],
                           "fixes": (cand.get("fixes") or []) + made}}
+
+
+def _edit(deps: Deps, state: dict, cand: dict, attempt: int) -> dict | None:
+    """The first repair of a candidate, made by the loop where the Improver's typed change is mechanical (fix
+    `change`, agent/fixes/changes.py): the base net with the change applied. None where it is not, where this
+    candidate already had such a repair, or where the edit is the failed code again; the Generator repairs."""
+    change = (state.get("proposal") or {}).get("change")
+    if not change or any("edit" in h for h in cand.get("repairs", [])):
+        return None
+    best = best_fields(state)
+    code, edits = apply_stage("change", best["best_code"], Context(change=change, layers=best["best_layers"]),
+                              deps.options.fixes)
+    if not edits or not code or code_key(code) == code_key(cand.get("code") or ""):
+        return None
+    failed = cand["failed"]
+    history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
+                                          "diagnosis": failed.get("diagnosis", ""), "edit": edits[0].note}]
+    return {"candidate": {"code": code, "error": "", "attempt": attempt, "repairs": history, "stop": None,
+                          "llm_seconds": cand.get("llm_seconds") or 0,
+                          "fixes": (cand.get("fixes") or []) + [{**e.to_dict(), "attempt": attempt} for e in edits]}}
 
 
 def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tuple[str | None, str, list[dict]]:

@@ -16,6 +16,7 @@ from nasloop.agent.deps import LoopOptions
 from nasloop.agent.fixes.inplace import fix_inplace
 from nasloop.agent.fixes.registry import FIXES, NAMES, Context, apply_stage, fix_target
 from nasloop.agent.loop.record import fix_counts
+from tests.unit.test_change_edits import traced
 from tests.unit.test_parsing import preflight_failure
 
 BASE = prompts.seed_source("cifar10")
@@ -44,16 +45,20 @@ SLIPS = {  # fix name -> (stage, the text a model produced, what the context hol
     "budget": ("preflight", BASE.replace("nn.Conv2d(64, 128, 3", "nn.Conv2d(64, 4096, 3")
                .replace("nn.BatchNorm2d(128)", "nn.BatchNorm2d(4096)").replace("nn.Linear(128,", "nn.Linear(4096,"),
                {"failure": True}),
+    # the Improver's "Add a residual connection around conv2", applied by the loop to the base net
+    "change": ("change", BASE, {"change": {"operator": "add_residual", "target": "conv2", "arguments": ""}}),
 }
 
 
 def test_every_registered_fix_has_a_slip_here():
     assert set(SLIPS) == set(NAMES) and [f.name for f in FIXES] == list(NAMES)
-    assert {f.stage for f in FIXES} == {"reply", "source", "preflight"}
+    assert {f.stage for f in FIXES} == {"reply", "source", "preflight", "change"}
 
 
 def context(spec: dict, text: str) -> Context:
-    return Context(base_code=spec.get("base_code", ""), failure=preflight_failure(text) if spec.get("failure") else {})
+    layers = traced(text)[1] if spec.get("change") else ""
+    return Context(base_code=spec.get("base_code", ""), failure=preflight_failure(text) if spec.get("failure") else {},
+                   change=spec.get("change", {}), layers=layers)
 
 
 @pytest.mark.parametrize("name", NAMES)

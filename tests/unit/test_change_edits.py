@@ -1,0 +1,157 @@
+"""Fix `change`: the Improver's typed change applied by the loop to the base net, from its traced shapes.
+
+Each edit is checked on the real pre-flight (its layer table, and that the edited net builds and runs), and
+trained for one step on the CPU, because the edit replaces an LLM repair: a net it breaks is a lost iteration.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nasloop import prompts
+from nasloop.agent.deps import Deps, LoopOptions
+from nasloop.agent.fixes.changes import apply_change
+from nasloop.agent.fixes.registry import NAMES
+from nasloop.agent.graph import build_graph, recursion_limit_for
+from nasloop.agent.runs.store import RunStore
+from nasloop.sandbox import runner
+from nasloop.tools.outcome import Outcome
+from nasloop.tools.text import layer_lines, traced_rows
+from tests.fakes import ScriptedEvaluator, code_reply, recording, scripted, task
+
+BASE = prompts.seed_source("cifar10")
+
+
+def traced(code: str) -> tuple[dict | None, str]:
+    """The pre-flight's verdict on `code` and its layer table, as the best net's record holds it."""
+    ns: dict = {}
+    exec(compile(code, "candidate.py", "exec"), ns)  # noqa: S102 - our own test input
+    failure, facts = runner.preflight(ns["Net"], 10, 3, 32, 2_000_000)
+    return failure, layer_lines(facts.get("layers")) or ""
+
+
+def runs(code: str) -> int:
+    """One training step on real tensors; the parameter count."""
+    ns: dict = {}
+    exec(compile(code, "candidate.py", "exec"), ns)  # noqa: S102
+    net = ns["Net"](num_classes=10, in_channels=3)
+    out = net(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 10)
+    torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 2, 3])).backward()
+    return sum(p.numel() for p in net.parameters())
+
+
+def edit(operator: str, target: str, code: str = BASE) -> tuple[str | None, str]:
+    return apply_change(code, {"operator": operator, "target": target, "arguments": ""}, traced(code)[1])
+
+
+def test_the_table_reads_back_as_rows():
+    rows = traced_rows(traced(BASE)[1])
+    assert rows[:3] == [("conv1", "Conv2d", (32, 32, 32)), ("bn1", "BatchNorm2d", (32, 32, 32)),
+                        ("pool", "MaxPool2d", (32, 16, 16))]
+    assert rows[-1] == ("fc", "Linear", (10,))
+
+
+@pytest.mark.parametrize("target, extra", [("conv2", 32 * 64), ("conv3", 64 * 128), ("bn2", 0)])
+def test_a_residual_gets_the_shortcut_its_shapes_need(target, extra):
+    code, note = edit("add_residual", target)
+    assert code is not None and note.startswith(f"residual around {target}")
+    assert traced(code)[0] is None and runs(code) == runs(BASE) + extra
+    if extra:
+        assert f"self.{target}_shortcut = nn.Conv2d(" in code and f"x = (self.{target}(x) + self.{target}_shortcut(x))" in code
+    else:  # the same shape in and out: the input itself is added
+        assert f"x = (self.{target}(x) + x)" in code
+
+
+def test_a_residual_across_a_stride_downsamples_its_shortcut():
+    strided = BASE.replace("self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)",
+                           "self.conv3 = nn.Conv2d(64, 128, 3, stride=2, padding=1, bias=False)")
+    code, note = edit("add_residual", "conv3", strided)
+    assert "nn.Conv2d(64, 128, 1, stride=2, bias=False)" in note and traced(code)[0] is None
+    runs(code)
+
+
+@pytest.mark.parametrize("target, code", [
+    ("conv1", BASE),  # its input is not traced
+    ("pool", BASE),  # called three times
+    ("conv2", BASE.replace("x = self.conv2(x)", "x = self.conv2(F.relu(x))")),  # the argument is computed
+    ("conv9", BASE),  # no such layer
+])
+def test_no_residual_where_the_net_does_not_say_how(target, code):
+    assert edit("add_residual", target, code) == (None, "")
+
+
+def test_removing_normalisation_makes_the_norm_an_identity():
+    code, note = edit("remove_normalisation", "bn2")
+    assert "self.bn2 = nn.Identity()" in code and "x = self.bn2(x)" in code and note.endswith("self.bn2 = nn.Identity()")
+    assert runs(code) == runs(BASE) - 2 * 64
+    by_layer, _ = edit("remove_normalisation", "conv3")  # the norm that follows the target
+    assert "self.bn3 = nn.Identity()" in by_layer and "self.bn2 = nn.BatchNorm2d(64)" in by_layer
+    every, _ = edit("remove_normalisation", "all")
+    assert every.count("nn.Identity()") == 3 and runs(every) == runs(BASE) - 2 * (32 + 64 + 128)
+
+
+def test_adding_normalisation_normalises_what_no_norm_follows():
+    bare = BASE.replace("self.bn2 = nn.BatchNorm2d(64)", "self.bn2 = nn.Identity()")
+    code, note = edit("add_normalisation", "conv2", bare)
+    assert "self.conv2_bn = nn.BatchNorm2d(64)" in code and "x = self.conv2_bn(self.conv2(x))" in code
+    assert traced(code)[0] is None and runs(code) == runs(bare) + 2 * 64
+    every, note = edit("add_normalisation", "all", bare)
+    assert note == "normalisation added: self.conv2_bn = nn.BatchNorm2d(64) after self.conv2"
+    assert edit("add_normalisation", "conv3", bare) == (None, "")  # bn3 follows it already
+
+
+def test_an_unreadable_base_or_table_has_no_edit():
+    change = {"operator": "add_residual", "target": "conv2", "arguments": ""}
+    assert apply_change("class Net(:", change, traced(BASE)[1]) == (None, "")
+    assert apply_change(BASE, change, "(not traced)") == (None, "")
+    assert apply_change(BASE, {**change, "operator": "widen"}, traced(BASE)[1]) == (None, "")
+
+
+# --- in the loop: the first repair of a failed candidate is the loop's edit, with no call -------------------
+TYPED = json.dumps({"problem": "no normalisation after conv1", "operator": "add_normalisation", "target": "conv1",
+                    "arguments": ""})
+
+
+def search(tmp_path, options: LoopOptions, *replies: str, evaluator: ScriptedEvaluator | None = None
+           ) -> tuple[list[dict], list]:
+    """A one-iteration search whose Improver asks for the typed change; the Generator's calls, as sent."""
+    store = RunStore.create(tmp_path, "unit", {})
+    generator, calls = recording(*replies)
+    deps = Deps(scripted(TYPED), generator, evaluator or ScriptedEvaluator(), store, options)
+    build_graph(deps).invoke({"task": task(1)}, {"configurable": {"thread_id": "t"},
+                                                  "recursion_limit": recursion_limit_for(1)})
+    return store.results(), calls
+
+
+def test_a_failed_candidate_is_rebuilt_by_the_loop_without_a_repair_call(tmp_path):
+    results, calls = search(tmp_path, LoopOptions(), code_reply(tag="pfail=shape_error"))
+    last = results[1]
+    assert last["outcome"] == "ok" and len(calls) == 1  # the Generator wrote the candidate, no repair call
+    assert last["repairs"][0]["outcome"] == "shape_error" and last["repairs"][0]["edit"].startswith("normalisation added")
+    assert [f["name"] for f in last["fixes"]] == ["change"] and last["fixes"][0]["attempt"] == 1
+
+
+class RejectsEdits(ScriptedEvaluator):
+    """The pre-flight fails the loop's edit (its new layer), as it would a shortcut the table got wrong."""
+
+    def evaluate(self, source: str, known_structures: dict | None = None, on_progress=None) -> Outcome:
+        if "conv1_bn" in source:
+            self.calls += 1
+            return Outcome("shape_error", "RuntimeError: shapes", seconds=0.0, stage="preflight")
+        return super().evaluate(source, known_structures, on_progress)
+
+
+def test_switched_off_or_failing_the_edit_leaves_the_repair_to_the_generator(tmp_path):
+    off = LoopOptions(fixes=tuple(n for n in NAMES if n != "change"))
+    results, calls = search(tmp_path / "off", off, code_reply(tag="pfail=shape_error"), code_reply(tag="acc=0.7"))
+    assert len(calls) == 2 and results[1]["accuracy"] == 0.7 and "edit" not in results[1]["repairs"][0]
+    # the edit fails its pre-flight: the Generator still gets the repair it would have had, on its own prompt
+    results, calls = search(tmp_path / "fails", LoopOptions(), code_reply(tag="pfail=shape_error"),
+                            code_reply(tag="acc=0.8"), evaluator=RejectsEdits())
+    last = results[1]
+    assert len(calls) == 2 and last["outcome"] == "ok" and last["accuracy"] == 0.8
+    assert "edit" in last["repairs"][0] and "edit" not in last["repairs"][1]
+    assert last["repairs"][1]["outcome"] == "shape_error"
