@@ -7,6 +7,7 @@ seconds per iteration for both rows. Nothing is asserted.
 
     python bench/search_quality.py [--iterations 20] [--llm llamacpp:qwen2.5-coder-1.5b] [--images DIR]
                                    [--seeds 43,44,45] [--only nasloop --plain-run RUN_DIR]
+                                   [--nasloop-args "--no-improver-chat"]
 
 With several seeds: one row per seed and loop, then each loop's mean and its worst seed (the goal must
 hold on the worst seed, not on the mean).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +127,8 @@ def main() -> int:
                     help="comma list: one search per seed and loop")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "bench" / "out" / "search_quality")
     ap.add_argument("--only", choices=["nasloop", "plain"])
+    ap.add_argument("--nasloop-args", default="", metavar="ARGS",
+                    help='more `nasloop search` switches for the nasloop run, for an ablation ("--no-improver-chat")')
     ap.add_argument("--plain-run", type=Path, help="a finished plain run directory to use as the baseline row "
                     "instead of running it again (one seed; same machine: its LLM replies repeat exactly)")
     args = ap.parse_args()
@@ -132,7 +136,7 @@ def main() -> int:
     rows: dict[str, list[dict]] = {"plain": [], "nasloop": []}
     for seed in args.seeds:
         args.seed = seed
-        for label, extra in (("plain", PLAIN), ("nasloop", [])):  # the baseline first
+        for label, extra in (("plain", PLAIN), ("nasloop", shlex.split(args.nasloop_args))):  # the baseline first
             if label == "plain" and args.plain_run:
                 print(f"[plain] recorded run {args.plain_run}")
                 rows[label].append({**summarize(label, args.plain_run), "seed": seed})
