@@ -1,7 +1,7 @@
 """nasloop evaluation harness: trains one untrusted candidate `Net` and writes what it produced.
 
 This file runs INSIDE the sandbox (container, warm worker or process sandbox) and imports nothing of
-the project but its neighbours (preflight.py, zero_cost.py): only the standard library, numpy, torch and
+the project but its neighbours (preflight.py, device_data.py, zero_cost.py): only the standard library, numpy, torch and
 safetensors. It owns the whole training
 recipe (the RECIPE block below); the candidate only supplies `class Net(nn.Module)`.
 
@@ -29,7 +29,6 @@ import json
 import linecache
 import math
 import os
-import resource
 import signal
 import sys
 import time
@@ -38,15 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 if __package__:  # imported as part of nasloop (tests, host tools): no top-level names added to sys.path
+    from nasloop.sandbox.device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16
     from nasloop.sandbox.preflight import (
         ShapeTrace, error, failure, over_budget, over_flops, preflight, safe_str, tensor_count, type_name,
         wrong_output,
     )
-else:  # the harness, run as a script (or imported by worker.py): preflight.py sits beside this file
+else:  # the harness, run as a script (or imported by worker.py): its neighbours sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16  # type: ignore[no-redef]
     from preflight import (  # type: ignore[no-redef]
         ShapeTrace, error, failure, over_budget, over_flops, preflight, safe_str, tensor_count, type_name,
         wrong_output,
@@ -59,84 +59,6 @@ RECIPE = {
 }
 RESULT, PREDICTIONS, WEIGHTS, TRAINING_MARK = "result.json", "predictions.safetensors", "weights.safetensors", "training"
 PROGRESS, PROGRESS_EVERY_S = "progress", 0.5  # "<step> <steps>": what a display shows during training
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU advertises AVX512-BF16 or AMX-BF16 (read, never assumed)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def use_bf16(device: torch.device, precision: str) -> bool:
-    if precision == "fp32":
-        return False
-    if precision == "bf16":
-        return True
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
-
-
-# --- data: uint8 arrays resident on the device, augmentation on the device ----------------------
-class DeviceData:
-    """A split as uint8 NCHW on the device; batches are normalised floats. The test split has no labels."""
-
-    def __init__(self, data_dir: str, split: str, device: torch.device, mean, std, channels_last: bool):
-        x = np.load(os.path.join(data_dir, f"{split}_x.npy"), allow_pickle=False)  # (N, H, W, C) uint8
-        self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
-        y_path = os.path.join(data_dir, f"{split}_y.npy")
-        self.y = (torch.from_numpy(np.load(y_path, allow_pickle=False).astype(np.int64)).to(device)
-                  if split == "train" else None)
-        self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-        self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
-        self.channels_last = channels_last
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def images(self, idx: torch.Tensor, pad: int = 0, flip: bool = False, gen=None) -> torch.Tensor:
-        x = self.x[idx].float()
-        if pad:
-            x = random_crop(x, pad, gen)
-        if flip:
-            mask = torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5
-            x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
-        x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def batch(self, idx: torch.Tensor, pad: int = 0, flip: bool = False, gen=None):
-        assert self.y is not None, "only the training split has labels in the sandbox"
-        return self.images(idx, pad, flip, gen), self.y[idx]
-
-
-def random_crop(x: torch.Tensor, pad: int, gen=None) -> torch.Tensor:
-    """Random translation by up to `pad` pixels (reflect padding), one gather for the whole batch."""
-    b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device, generator=gen)
-    rows = (dy.view(b, 1) + torch.arange(h, device=x.device).view(1, h)).view(b, 1, h, 1)
-    cols = (dx.view(b, 1) + torch.arange(w, device=x.device).view(1, w)).view(b, 1, 1, w)
-    padded = padded.gather(2, rows.expand(b, c, h, padded.shape[3]))
-    return padded.gather(3, cols.expand(b, c, h, w))
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 # --- the candidate -----------------------------------------------------------------------------

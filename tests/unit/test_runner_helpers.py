@@ -2,7 +2,7 @@
 import torch
 import torch.nn as nn
 
-from nasloop.sandbox import runner
+from nasloop.sandbox import device_data, runner
 from nasloop.tools.text import trace_text
 
 
@@ -70,7 +70,7 @@ def test_output_names_match_the_host():
 
 def test_random_crop_keeps_shape_and_content_range():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
-    y = runner.random_crop(x, 2, torch.Generator().manual_seed(0))
+    y = device_data.random_crop(x, 2, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.min() >= x.min() and y.max() <= x.max()
 
 
