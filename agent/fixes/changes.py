@@ -1,5 +1,6 @@
 """Fix `change` (stage change): the Improver's typed change, applied to the base net by the loop where the
-traced shapes fix every number of it. A repair of the Generator's failed candidate, made without a call.
+traced shapes fix every number of it (a residual connection, a norm added or removed, one more conv after a
+conv). A repair of the Generator's failed candidate, made without a call.
 
 In five CIFAR-10 searches (three commits) the Generator's candidate failed for 35 of the 53 repairs on three
 operators whose edit is mechanical: `add_residual` (9 of 22 failed: shortcuts of the wrong width or size,
@@ -111,7 +112,8 @@ class _Net:
             return None, ""
         code, _ = replace_spans(self.code, self.spans)
         lines = code.splitlines(keepends=True)
-        for after, text in sorted(self.lines, key=lambda x: x[0], reverse=True):
+        # bottom up; of the lines after one line, the last added first, so they read in the order added
+        for _, (after, text) in sorted(enumerate(self.lines), key=lambda x: (x[1][0], x[0]), reverse=True):
             lines.insert(after, text)
         code = "".join(lines)
         try:
@@ -198,5 +200,72 @@ def _add_norm(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]
     return net.result("normalisation added: " + "; ".join(done))
 
 
+def _deepen(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]:
+    """After the statements `x = self.conv2(x)`, `x = self.bn2(x)`, `x = F.relu(x)` (each on its own line, as
+    the seeds write them) come `x = self.conv2_deep(x)`, its norm (where conv2 has one) and the same
+    activation line: one more conv of conv2's width, 3x3, same map size, so nothing after it changes."""
+    at = [i for i, r in enumerate(rows) if r[0] == target]
+    if len(at) != 1 or rows[at[0]][1] != "Conv2d" or len(rows[at[0]][2]) != 3:
+        return None, ""
+    # a norm removed as nn.Identity() still has its line in the run: the new conv gets no norm there
+    channels, norms = rows[at[0]][2][0], {name: kind for name, kind, _ in rows if "Norm" in kind or kind == "Identity"}
+    define, block = net.definition(target), _block(net.forward.body, target, norms)
+    if define is None or block is None:
+        return None, ""
+    var, norm, act = block
+    conv = net.fresh(f"{target}_deep")
+    net.add_layer(define, conv, f"nn.Conv2d({channels}, {channels}, 3, padding=1, bias=False)")
+    last = act or norm or block[3]
+    indent = " " * last.col_offset
+    added = [f"{indent}{var} = self.{conv}({var})\n"]
+    kind = norms.get(_self_attr(norm.value.func) or "", "") if norm is not None else ""  # type: ignore[attr-defined]
+    if "Norm" in kind:
+        bn = net.fresh(f"{conv}_bn")
+        net.add_layer(define, bn, f"nn.{kind}({channels})")
+        added.append(f"{indent}{var} = self.{bn}({var})\n")
+    if act is not None:
+        added.append(f"{indent}{net.segment(act)}\n")
+    net.lines += [(last.end_lineno or last.lineno, line) for line in added]
+    return net.result(f"deepened after {target}: self.{conv} = nn.Conv2d({channels}, {channels}, 3, padding=1)"
+                      + (", with its norm" if "Norm" in kind else "") + (" and activation" if act is not None else ""))
+
+
+def _block(body: list[ast.stmt], target: str, norms: dict[str, str]) -> tuple[str, ast.Assign | None, ast.Assign | None, ast.Assign] | None:
+    """(the variable, the norm statement, the activation statement, the conv statement) of the conv-norm-act
+    run of statements in forward that starts with `V = self.<target>(V)`; None where there is no such run."""
+    for i, stmt in enumerate(body):
+        var = _applies(stmt, lambda f: _self_attr(f) == target)
+        if var is None:
+            continue
+        norm = act = None
+        for nxt in body[i + 1:i + 3]:
+            if norm is None and act is None and _applies(nxt, lambda f: _self_attr(f) in norms) == var:
+                norm = nxt
+            elif act is None and _applies(nxt, _activation) == var:
+                act = nxt
+            else:
+                break
+        return var, norm, act, stmt  # type: ignore[return-value]
+    return None
+
+
+def _applies(stmt: ast.stmt, func: Callable[[ast.expr], bool]) -> str | None:
+    """V where `stmt` is `V = <func>(V)` on one line (keywords allowed), else None."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+            and isinstance(stmt.value, ast.Call) and stmt.lineno == stmt.end_lineno and func(stmt.value.func)):
+        return None
+    args = stmt.value.args
+    var = stmt.targets[0].id
+    return var if len(args) == 1 and isinstance(args[0], ast.Name) and args[0].id == var else None
+
+
+def _activation(func: ast.expr) -> bool:
+    """`F.relu`, `torch.relu`, `F.silu`, ...: a functional activation."""
+    return (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in ("F", "torch")
+            and func.attr.rstrip("_") in ("relu", "relu6", "silu", "gelu", "elu", "leaky_relu", "mish", "hardswish",
+                                         "selu", "tanh", "sigmoid"))
+
+
 _EDITS: dict[str, Callable[[_Net, str, list[Row]], tuple[str | None, str]]] = {
-    "add_residual": _residual, "remove_normalisation": _remove_norm, "add_normalisation": _add_norm}
+    "add_residual": _residual, "remove_normalisation": _remove_norm, "add_normalisation": _add_norm,
+    "deepen": _deepen}

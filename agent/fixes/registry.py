@@ -103,8 +103,8 @@ FIXES: tuple[Fix, ...] = (
     Fix("budget", "preflight", lambda code, ctx: fit_budget(code, ctx.failure),
         "a net over the parameter or FLOP budget gets its costliest layer narrowed to a width that fits"),
     Fix("change", "change", lambda code, ctx: apply_change(code, ctx.change, ctx.layers),
-        "a failed candidate's residual connection or added or removed normalisation is rebuilt by the loop from "
-        "the base net and its traced shapes, instead of a repair call"),
+        "a failed candidate's residual connection, added or removed normalisation or deepened conv is rebuilt by "
+        "the loop from the base net and its traced shapes, instead of a repair call"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FIXES)
 

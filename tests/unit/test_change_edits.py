@@ -103,6 +103,25 @@ def test_adding_normalisation_normalises_what_no_norm_follows():
     assert edit("add_normalisation", "conv3", bare) == (None, "")  # bn3 follows it already
 
 
+def test_deepening_adds_a_conv_norm_activation_run_of_the_same_width():
+    code, note = edit("deepen", "conv2")
+    assert note == "deepened after conv2: self.conv2_deep = nn.Conv2d(64, 64, 3, padding=1), with its norm and activation"
+    lines = [line.strip() for line in code.splitlines()]
+    at = lines.index("x = self.conv2(x)")
+    assert lines[at:at + 6] == ["x = self.conv2(x)", "x = self.bn2(x)", "x = F.relu(x)", "x = self.conv2_deep(x)",
+                                "x = self.conv2_deep_bn(x)", "x = F.relu(x)"]
+    init = lines.index("self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)")
+    assert lines[init + 1:init + 3] == ["self.conv2_deep = nn.Conv2d(64, 64, 3, padding=1, bias=False)",
+                                        "self.conv2_deep_bn = nn.BatchNorm2d(64)"]
+    assert traced(code)[0] is None and runs(code) == runs(BASE) + 64 * 64 * 9 + 2 * 64
+    # a norm removed as nn.Identity() keeps its line; the new conv gets no norm of its own
+    bare = BASE.replace("self.bn3 = nn.BatchNorm2d(128)", "self.bn3 = nn.Identity()")
+    code, note = edit("deepen", "conv3", bare)
+    assert "conv3_deep_bn" not in code and note.endswith("and activation") and runs(code) == runs(bare) + 128 * 128 * 9
+    nested = BASE.replace("x = self.conv1(x)\n        x = self.bn1(x)", "x = self.bn1(self.conv1(x))")
+    assert edit("deepen", "conv1", nested) == (None, "")  # not one operation per line: the Generator repairs
+
+
 def test_an_unreadable_base_or_table_has_no_edit():
     change = {"operator": "add_residual", "target": "conv2", "arguments": ""}
     assert apply_change("class Net(:", change, traced(BASE)[1]) == (None, "")
