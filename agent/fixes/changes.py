@@ -212,10 +212,10 @@ def _deepen(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]:
     define, block = net.definition(target), _block(net.forward.body, target, norms)
     if define is None or block is None:
         return None, ""
-    var, norm, act = block
+    var, norm, act, first = block
     conv = net.fresh(f"{target}_deep")
     net.add_layer(define, conv, f"nn.Conv2d({channels}, {channels}, 3, padding=1, bias=False)")
-    last = act or norm or block[3]
+    last = act or norm or first
     indent = " " * last.col_offset
     added = [f"{indent}{var} = self.{conv}({var})\n"]
     kind = norms.get(_self_attr(norm.value.func) or "", "") if norm is not None else ""  # type: ignore[attr-defined]
