@@ -64,7 +64,10 @@ def test_the_deadline_inside_holds_when_nasloop_is_killed(docker_engine, tmp_pat
                              "--train-subset", "256", "--timeout", "8", "--no-warm"],
                             env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
-    while not ours(docker_engine, before) and time.time() < deadline:
+    # until the container runs: killed between create and start, its owner leaves a container that never ran
+    # the candidate (status "created", removed with the orphans when nasloop next starts), and the kill-timer
+    # inside, which this test is about, has not been started either
+    while not any(c.status == "running" for c in ours(docker_engine, before)) and time.time() < deadline:
         time.sleep(0.2)
     proc.kill()
     proc.communicate()
