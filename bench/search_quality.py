@@ -7,7 +7,7 @@ seconds per iteration for both rows. Nothing is asserted.
 
     python bench/search_quality.py [--iterations 20] [--llm llamacpp:qwen2.5-coder-1.5b] [--images DIR]
                                    [--seeds 43,44,45] [--only nasloop --plain-run RUN_DIR]
-                                   [--nasloop-args "--no-improver-chat"]
+                                   [--nasloop-args="--no-improver-chat"]
 
 With several seeds: one row per seed and loop, then each loop's mean and its worst seed (the goal must
 hold on the worst seed, not on the mean).
@@ -128,7 +128,8 @@ def main() -> int:
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "bench" / "out" / "search_quality")
     ap.add_argument("--only", choices=["nasloop", "plain"])
     ap.add_argument("--nasloop-args", default="", metavar="ARGS",
-                    help='more `nasloop search` switches for the nasloop run, for an ablation ("--no-improver-chat")')
+                    help='more `nasloop search` switches for the nasloop run, for an ablation '
+                         '(--nasloop-args="--no-improver-chat": with "=", as the value starts with "--")')
     ap.add_argument("--plain-run", type=Path, help="a finished plain run directory to use as the baseline row "
                     "instead of running it again (one seed; same machine: its LLM replies repeat exactly)")
     args = ap.parse_args()
