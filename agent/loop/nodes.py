@@ -234,8 +234,7 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         # repeats and duplicates are of iterations before this round (with one worker: before this one)
         before = (state.get("last") or {}).get("iteration", it - 1) + 1
         outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it), progress=training_events(runtime, it))
-    edited = any("edit" in h for h in cand.get("repairs", []))
-    if outcome.stage in ("static", "preflight") and attempt < repairs_allowed(opts.repairs, outcome, edited):
+    if outcome.stage in ("static", "preflight") and attempt < repairs_allowed(opts.repairs, outcome, _edited(cand)):
         return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
     llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
     fixes = (cand.get("fixes") or []) + ladder.pop("fixes", [])
@@ -287,7 +286,7 @@ def _edit(deps: Deps, state: dict, cand: dict, attempt: int) -> dict | None:
     `change`, agent/fixes/changes.py): the base net with the change applied. None where it is not, where this
     candidate already had such a repair, or where the edit is the failed code again; the Generator repairs."""
     change = (state.get("proposal") or {}).get("change")
-    if not change or any("edit" in h for h in cand.get("repairs", [])):
+    if not change or _edited(cand):
         return None
     best = best_fields(state)
     code, edits = apply_stage("change", best["best_code"], Context(change=change, layers=best["best_layers"]),
@@ -300,6 +299,11 @@ def _edit(deps: Deps, state: dict, cand: dict, attempt: int) -> dict | None:
     return {"candidate": {"code": code, "error": "", "attempt": attempt, "repairs": history, "stop": None,
                           "llm_seconds": cand.get("llm_seconds") or 0,
                           "fixes": (cand.get("fixes") or []) + [{**e.to_dict(), "attempt": attempt} for e in edits]}}
+
+
+def _edited(cand: dict) -> bool:
+    """Whether one of the candidate's repairs was the loop's own edit (read by the repair and repair budget)."""
+    return any("edit" in h for h in cand.get("repairs", []))
 
 
 def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tuple[str | None, str, list[dict]]:
