@@ -76,9 +76,8 @@ def route_after_evaluate(state: dict, first: str = "improve") -> str:
 
 def recursion_limit_for(iterations: int, repairs: int = 1) -> int:
     """The recursion limit one invocation needs to run `iterations` iterations with up to `repairs` each
-    (one more where a repair repeated an earlier net, and one where a repair was the loop's own edit:
-    agent/loop/fidelity.py repairs_allowed)."""
-    return (STEPS_PER_ITERATION + 2 * (repairs + 2 * bool(repairs))) * (iterations + 1) + 10
+    (one more where a repair repeated an earlier net: agent/loop/fidelity.py repairs_allowed)."""
+    return (STEPS_PER_ITERATION + 2 * (repairs + bool(repairs))) * (iterations + 1) + 10
 
 
 SHARED = ("task", "best", "window", "last", "counts", "population")  # what each fanned-out candidate starts from

@@ -1,19 +1,22 @@
 """Fix `change` (stage change): the Improver's typed change, applied to the base net by the loop where the
 traced shapes fix every number of it (a residual connection, a norm added or removed, one more conv after a
-conv). A repair of the Generator's failed candidate, made without a call.
+conv). The candidate of such a change is made without a Generator call (agent/loop/nodes.py `generate`).
 
 In five CIFAR-10 searches (three commits) the Generator's candidate failed for 35 of the 53 repairs on three
 operators whose edit is mechanical: `add_residual` (9 of 22 failed: shortcuts of the wrong width or size,
 "Attempting to broadcast a dimension of length 64", even when told the shortcut's shape), and
 `remove_normalisation` / `add_normalisation` (the Generator wrote an earlier net again, 28 repairs, and a
-repair of a repeat repeated it again in a third of them). Each such repair is an LLM call of 10-25 s. The
-edit here touches only the target's lines, keeps the net's own style, and is checked like any candidate.
-Where the net does not have the shape the edit needs (a layer called twice, nested calls on a computed
-argument, a first layer whose input is not traced), there is no edit and the Generator repairs as before.
+repair of a repeat repeated it again in a third of them). Each such call is 10-25 s. Made first as the
+repair of those failures (four searches at 7024a11-a74e180), 18 of 21 edits trained as made. The edit
+touches only the target's lines, keeps the net's own style, and is checked like any candidate. Where the
+net does not have the shape the edit needs (a layer called twice, nested calls on a computed argument, a
+first layer whose input is not traced), or the arguments ask for more, there is no edit and the Generator
+writes the candidate as before.
 """
 from __future__ import annotations
 
 import ast
+import re
 from typing import Callable
 
 from nasloop.agent.fixes.ast_tools import replace_spans
@@ -31,7 +34,7 @@ def apply_change(base: str, change: dict, layers: str) -> tuple[str | None, str]
     rows = traced_rows(layers)
     if edit is None or net is None or not rows or not target:
         return None, ""
-    return edit(net, target, rows)
+    return edit(net, target, rows, str(change.get("arguments") or ""))
 
 
 def residual_shape(target: str, rows: list[Row]) -> tuple[int, int, int] | None:
@@ -129,7 +132,7 @@ def _self_attr(node: ast.AST) -> str | None:
     return None
 
 
-def _residual(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]:
+def _residual(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
     """`x = self.conv3(x)` becomes `x = (self.conv3(x) + self.conv3_shortcut(x))`, with a new 1x1 conv that
     matches channels and stride (none where the shapes already match)."""
     shape, found, define = residual_shape(target, rows), net.call(target), net.definition(target)
@@ -159,7 +162,7 @@ def _norms(target: str, rows: list[Row]) -> list[str]:
     return [nxt] if nxt in is_norm else []
 
 
-def _remove_norm(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]:
+def _remove_norm(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
     """`self.bn2 = nn.BatchNorm2d(64)` becomes `self.bn2 = nn.Identity()`: forward stays as it is."""
     done = []
     for name in _norms(target, rows):
@@ -186,7 +189,7 @@ def _unnormed(target: str, rows: list[Row]) -> list[tuple[str, str, int]]:
     return out
 
 
-def _add_norm(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]:
+def _add_norm(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
     """`x = self.conv2(x)` becomes `x = self.conv2_bn(self.conv2(x))`, with a new norm layer of its width."""
     done = []
     for name, kind, channels in _unnormed(target, rows):
@@ -200,12 +203,13 @@ def _add_norm(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]
     return net.result("normalisation added: " + "; ".join(done))
 
 
-def _deepen(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]:
+def _deepen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | None, str]:
     """After the statements `x = self.conv2(x)`, `x = self.bn2(x)`, `x = F.relu(x)` (each on its own line, as
     the seeds write them) come `x = self.conv2_deep(x)`, its norm (where conv2 has one) and the same
-    activation line: one more conv of conv2's width, 3x3, same map size, so nothing after it changes."""
+    activation line: one more conv of conv2's width, 3x3, same map size, so nothing after it changes. Only
+    where that is what the arguments ask for (`_one_conv`)."""
     at = [i for i, r in enumerate(rows) if r[0] == target]
-    if len(at) != 1 or rows[at[0]][1] != "Conv2d" or len(rows[at[0]][2]) != 3:
+    if len(at) != 1 or rows[at[0]][1] != "Conv2d" or len(rows[at[0]][2]) != 3 or not _one_conv(args, rows[at[0]][2][0]):
         return None, ""
     # a norm removed as nn.Identity() still has its line in the run: the new conv gets no norm there
     channels, norms = rows[at[0]][2][0], {name: kind for name, kind, _ in rows if "Norm" in kind or kind == "Identity"}
@@ -228,6 +232,19 @@ def _deepen(net: _Net, target: str, rows: list[Row]) -> tuple[str | None, str]:
     net.lines += [(last.end_lineno or last.lineno, line) for line in added]
     return net.result(f"deepened after {target}: self.{conv} = nn.Conv2d({channels}, {channels}, 3, padding=1)"
                       + (", with its norm" if "Norm" in kind else "") + (" and activation" if act is not None else ""))
+
+
+_KERNEL_3 = re.compile(r"\b3\s*[x×*]\s*3\b")
+_MORE = re.compile(r"\b(two|three|four|five|several|multiple|blocks|layers)\b", re.IGNORECASE)
+
+
+def _one_conv(args: str, channels: int) -> bool:
+    """Whether a deepen's free arguments ask for no more than one 3x3 conv of the layer's own width: no
+    number but 1, 3x3 and that width, no plural ("", "add one 3x3 conv", "1 conv layer, 64 channels"; not
+    "2 conv layers", "5x5", "128 channels"). The loop makes the change in place of the Generator only where
+    the edit is what was asked."""
+    numbers = re.findall(r"\d+", _KERNEL_3.sub(" ", args))
+    return not _MORE.search(args) and all(int(n) in (1, channels) for n in numbers)
 
 
 def _block(body: list[ast.stmt], target: str, norms: dict[str, str]) -> tuple[str, ast.Assign | None, ast.Assign | None, ast.Assign] | None:
@@ -266,6 +283,6 @@ def _activation(func: ast.expr) -> bool:
                                          "selu", "tanh", "sigmoid"))
 
 
-_EDITS: dict[str, Callable[[_Net, str, list[Row]], tuple[str | None, str]]] = {
+_EDITS: dict[str, Callable[[_Net, str, list[Row], str], tuple[str | None, str]]] = {
     "add_residual": _residual, "remove_normalisation": _remove_norm, "add_normalisation": _add_norm,
     "deepen": _deepen}

@@ -8,8 +8,8 @@ to (code, note); an empty note means "nothing to do". Stages:
 - `source`:    the candidate's code, before the sandbox sees it (in registry order, each on the last's output);
 - `preflight`: the candidate's code and the pre-flight's structured failure record; the candidate is
                pre-flighted again after each edit (agent/loop/fidelity.py runs that loop);
-- `change`:    the base net and the Improver's typed change: the first repair of a failed candidate, made
-               by the loop instead of an LLM call where the change is mechanical (agent/loop/nodes.py `repair`).
+- `change`:    the base net and the Improver's typed change: where the change is mechanical, the candidate,
+               made by the loop instead of a Generator call (agent/loop/nodes.py `generate`).
 
 Every edit is recorded as {name, stage, note}, so a fix is never hidden.
 """

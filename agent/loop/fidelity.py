@@ -31,14 +31,13 @@ def repeat_outcome(deps: Deps, before: int, code: str) -> Outcome | None:
                    failure={"phase": REPEAT_PHASE, "of": prev["iteration"]})
 
 
-def repairs_allowed(repairs: int, outcome: Outcome, edited: bool = False) -> int:
+def repairs_allowed(repairs: int, outcome: Outcome) -> int:
     """Repair attempts for a candidate that failed this way: one more for a verbatim repeat of an earlier net
     (the host's own check, no training; in a CIFAR-10 search half of the repeats' repairs gave a valid net,
     7 of 17 a repeat again). Not for a structural duplicate: that verdict comes from the candidate's process
-    and buys one repair only. One more where a repair was the loop's own edit (fix `change`): it costs no
-    call, and the Generator still gets its repair when the edit fails."""
+    and buys one repair only."""
     again = repairs and (outcome.failure or {}).get("phase") == REPEAT_PHASE
-    return repairs + bool(again) + bool(repairs and edited)
+    return repairs + bool(again)
 
 
 def assess(deps: Deps, iteration: int, codes: list[str], attempt: int, *, train: bool = False,

@@ -189,16 +189,20 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
                          "escape": escape}, **changed}
 
 def generate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
-    """Code Generator: write the complete modified Net (a minimal edit when escaping a loop)."""
+    """Code Generator: write the complete modified Net (a minimal edit when escaping a loop). A mechanical
+    change (a residual, a norm added or removed, one more conv) is made by the loop instead: `_edit`."""
     announce(runtime, state, "generate")
     deps, _ = setup(source, state, runtime)
     opts = deps.options
     it = state.get("iteration", 1)
+    width = opts.ladder_width if opts.fidelity == "ladder" else 1
+    edited = _edit(deps, state) if width == 1 else None  # a ladder scores several written variants
+    if edited is not None:  # the change is mechanical: the loop makes it, no call
+        return edited
     esc = (state.get("proposal") or {}).get("escape")
     note = generator_note(esc) if esc else ""
     prompt = generator_prompt(state, note)
     temperature = esc.get("temperature") if esc else None
-    width = opts.ladder_width if opts.fidelity == "ladder" else 1
     codes, errors, fixes, stops, seconds = [], [], [], [], 0.0  # fixes: of every variant
     for j in range(width):  # ladder: more variants of the same change, each a little hotter
         t = temperature if j == 0 else min(1.2, (temperature or opts.temperature) + 0.15 * j)
@@ -234,7 +238,7 @@ def evaluate(source: DepsSource, state: dict, runtime: Runtime) -> dict:
         # repeats and duplicates are of iterations before this round (with one worker: before this one)
         before = (state.get("last") or {}).get("iteration", it - 1) + 1
         outcome, code, ladder = assess(deps, it, codes, attempt, before=min(before, it), progress=training_events(runtime, it))
-    if outcome.stage in ("static", "preflight") and attempt < repairs_allowed(opts.repairs, outcome, _edited(cand)):
+    if outcome.stage in ("static", "preflight") and attempt < repairs_allowed(opts.repairs, outcome):
         return {"candidate": {**cand, "code": code, "variants": None, "failed": outcome.to_dict()}}
     llm = {"improver_seconds": proposal.get("llm_seconds"), "generator_seconds": cand.get("llm_seconds")}
     fixes = (cand.get("fixes") or []) + ladder.pop("fixes", [])
@@ -251,9 +255,6 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     cand = state["candidate"]
     failed = cand["failed"]
     attempt = cand.get("attempt", 0) + 1
-    edited = _edit(deps, state, cand, attempt)
-    if edited is not None:  # the change is mechanical: the loop makes it, no call
-        return edited
     # A verbatim repeat means the change was too vague for the model to apply: give it a concrete one,
     # sampled at the base temperature (near-greedy would reproduce the same code).
     repeat = (failed.get("failure") or {}).get("phase") in (REPEAT_PHASE, DUPLICATE_PHASE)
@@ -281,29 +282,22 @@ def repair(source: DepsSource, state: dict, runtime: Runtime) -> dict:
                           "fixes": (cand.get("fixes") or []) + made}}
 
 
-def _edit(deps: Deps, state: dict, cand: dict, attempt: int) -> dict | None:
-    """The first repair of a candidate, made by the loop where the Improver's typed change is mechanical (fix
-    `change`, agent/fixes/changes.py): the base net with the change applied. None where it is not, where this
-    candidate already had such a repair, or where the edit is the failed code again; the Generator repairs."""
+def _edit(deps: Deps, state: dict) -> dict | None:
+    """The candidate of a mechanical change (fix `change`, agent/fixes/changes.py): the base net with the
+    Improver's typed change applied by the loop, with no Generator call. None where the change is not
+    mechanical, the net's shape or the change's arguments do not allow the edit, or fix `change` is off:
+    the Generator writes the candidate. It is checked like any other; where it fails, the Generator repairs
+    it (its repair prompt shows the edit and the failure)."""
     change = (state.get("proposal") or {}).get("change")
-    if not change or _edited(cand):
+    if not change:
         return None
     best = best_fields(state)
     code, edits = apply_stage("change", best["best_code"], Context(change=change, layers=best["best_layers"]),
                               deps.options.fixes)
-    if not edits or not code or code_key(code) == code_key(cand.get("code") or ""):
+    if not edits or not code:
         return None
-    failed = cand["failed"]
-    history = cand.get("repairs", []) + [{"attempt": attempt - 1, "outcome": failed.get("kind"),
-                                          "diagnosis": failed.get("diagnosis", ""), "edit": edits[0].note}]
-    return {"candidate": {"code": code, "error": "", "attempt": attempt, "repairs": history, "stop": None,
-                          "llm_seconds": cand.get("llm_seconds") or 0,
-                          "fixes": (cand.get("fixes") or []) + [{**e.to_dict(), "attempt": attempt} for e in edits]}}
-
-
-def _edited(cand: dict) -> bool:
-    """Whether one of the candidate's repairs was the loop's own edit (read by the repair and repair budget)."""
-    return any("edit" in h for h in cand.get("repairs", []))
+    return {"candidate": {"code": code, "error": "", "llm_seconds": 0.0, "attempt": 0, "stop": None, "repairs": [],
+                          "fixes": [{**e.to_dict(), "attempt": 0} for e in edits]}}
 
 
 def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tuple[str | None, str, list[dict]]:

@@ -1,7 +1,8 @@
 """Fix `change`: the Improver's typed change applied by the loop to the base net, from its traced shapes.
 
 Each edit is checked on the real pre-flight (its layer table, and that the edited net builds and runs), and
-trained for one step on the CPU, because the edit replaces an LLM repair: a net it breaks is a lost iteration.
+trained for one step on the CPU, because the edit replaces the Generator's call: a net it breaks is a lost
+iteration.
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def runs(code: str) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def edit(operator: str, target: str, code: str = BASE) -> tuple[str | None, str]:
-    return apply_change(code, {"operator": operator, "target": target, "arguments": ""}, traced(code)[1])
+def edit(operator: str, target: str, code: str = BASE, arguments: str = "") -> tuple[str | None, str]:
+    return apply_change(code, {"operator": operator, "target": target, "arguments": arguments}, traced(code)[1])
 
 
 def test_the_table_reads_back_as_rows():
@@ -119,7 +120,16 @@ def test_deepening_adds_a_conv_norm_activation_run_of_the_same_width():
     code, note = edit("deepen", "conv3", bare)
     assert "conv3_deep_bn" not in code and note.endswith("and activation") and runs(code) == runs(bare) + 128 * 128 * 9
     nested = BASE.replace("x = self.conv1(x)\n        x = self.bn1(x)", "x = self.bn1(self.conv1(x))")
-    assert edit("deepen", "conv1", nested) == (None, "")  # not one operation per line: the Generator repairs
+    assert edit("deepen", "conv1", nested) == (None, "")  # not one operation per line: the Generator writes it
+
+
+@pytest.mark.parametrize("arguments, made", [
+    ("", True), ("add one 3x3 conv", True), ("1 conv layer with 64 channels", True), ("3 x 3, 64 filters", True),
+    ("2 conv layers", False), ("add two more convs", False), ("a 5x5 conv", False), ("128 channels", False),
+    ("stack residual blocks", False)])
+def test_deepening_is_made_only_where_the_arguments_ask_for_one_conv_of_its_width(arguments, made):
+    code, _ = edit("deepen", "conv2", arguments=arguments)  # conv2 has 64 channels
+    assert (code is not None) is made
 
 
 def test_an_unreadable_base_or_table_has_no_edit():
@@ -129,48 +139,60 @@ def test_an_unreadable_base_or_table_has_no_edit():
     assert apply_change(BASE, {**change, "operator": "widen"}, traced(BASE)[1]) == (None, "")
 
 
-# --- in the loop: the first repair of a failed candidate is the loop's edit, with no call -------------------
+# --- in the loop: the candidate of a mechanical change is the loop's edit, with no Generator call ---------
 TYPED = json.dumps({"problem": "no normalisation after conv1", "operator": "add_normalisation", "target": "conv1",
                     "arguments": ""})
 
 
-def search(tmp_path, options: LoopOptions, *replies: str, evaluator: ScriptedEvaluator | None = None
-           ) -> tuple[list[dict], list]:
+def search(tmp_path, options: LoopOptions, *replies: str, evaluator: ScriptedEvaluator | None = None,
+           improver: str = TYPED) -> tuple[list[dict], list]:
     """A one-iteration search whose Improver asks for the typed change; the Generator's calls, as sent."""
     store = RunStore.create(tmp_path, "unit", {})
     generator, calls = recording(*replies)
-    deps = Deps(scripted(TYPED), generator, evaluator or ScriptedEvaluator(), store, options)
+    deps = Deps(scripted(improver), generator, evaluator or ScriptedEvaluator(), store, options)
     build_graph(deps).invoke({"task": task(1)}, {"configurable": {"thread_id": "t"},
                                                   "recursion_limit": recursion_limit_for(1)})
     return store.results(), calls
 
 
-def test_a_failed_candidate_is_rebuilt_by_the_loop_without_a_repair_call(tmp_path):
-    results, calls = search(tmp_path, LoopOptions(), code_reply(tag="pfail=shape_error"))
-    last = results[1]
-    assert last["outcome"] == "ok" and len(calls) == 1  # the Generator wrote the candidate, no repair call
-    assert last["repairs"][0]["outcome"] == "shape_error" and last["repairs"][0]["edit"].startswith("normalisation added")
-    assert [f["name"] for f in last["fixes"]] == ["change"] and last["fixes"][0]["attempt"] == 1
+class Edits(ScriptedEvaluator):
+    """Trains the loop's edit (its new layer) to 0.6; the pre-flight fails it where `fails`, as it would a
+    shortcut the table got wrong."""
 
-
-class RejectsEdits(ScriptedEvaluator):
-    """The pre-flight fails the loop's edit (its new layer), as it would a shortcut the table got wrong."""
+    def __init__(self, fails: bool = False):
+        super().__init__()
+        self.fails, self.sources = fails, []
 
     def evaluate(self, source: str, known_structures: dict | None = None, on_progress=None) -> Outcome:
+        self.sources.append(source)
         if "conv1_bn" in source:
             self.calls += 1
-            return Outcome("shape_error", "RuntimeError: shapes", seconds=0.0, stage="preflight")
+            if self.fails:
+                return Outcome("shape_error", "RuntimeError: shapes", seconds=0.0, stage="preflight")
+            return Outcome("ok", seconds=1.0, accuracy=0.6, params=1000, stage="train")
         return super().evaluate(source, known_structures, on_progress)
 
 
-def test_switched_off_or_failing_the_edit_leaves_the_repair_to_the_generator(tmp_path):
-    off = LoopOptions(fixes=tuple(n for n in NAMES if n != "change"))
-    results, calls = search(tmp_path / "off", off, code_reply(tag="pfail=shape_error"), code_reply(tag="acc=0.7"))
-    assert len(calls) == 2 and results[1]["accuracy"] == 0.7 and "edit" not in results[1]["repairs"][0]
-    # the edit fails its pre-flight: the Generator still gets the repair it would have had, on its own prompt
-    results, calls = search(tmp_path / "fails", LoopOptions(), code_reply(tag="pfail=shape_error"),
-                            code_reply(tag="acc=0.8"), evaluator=RejectsEdits())
+def test_a_mechanical_change_is_made_by_the_loop_without_a_generator_call(tmp_path):
+    evaluator = Edits()
+    results, calls = search(tmp_path, LoopOptions(), evaluator=evaluator)  # the scripted table: conv1 has 8 channels
     last = results[1]
-    assert len(calls) == 2 and last["outcome"] == "ok" and last["accuracy"] == 0.8
-    assert "edit" in last["repairs"][0] and "edit" not in last["repairs"][1]
-    assert last["repairs"][1]["outcome"] == "shape_error"
+    assert calls == [] and last["outcome"] == "ok" and last["accuracy"] == 0.6  # the edit trained, nobody was asked
+    assert "self.conv1_bn = nn.BatchNorm2d(8)" in evaluator.sources[-1] and last["repairs"] == []
+    assert last["fixes"] == [{"name": "change", "stage": "change", "attempt": 0,
+                              "note": "normalisation added: self.conv1_bn = nn.BatchNorm2d(8) after self.conv1"}]
+    assert last["llm"]["generator_seconds"] == 0.0
+
+
+def test_switched_off_not_mechanical_or_failing_the_edit_leaves_the_candidate_to_the_generator(tmp_path):
+    off = LoopOptions(fixes=tuple(n for n in NAMES if n != "change"))
+    results, calls = search(tmp_path / "off", off, code_reply(tag="acc=0.7"), evaluator=Edits())
+    assert len(calls) == 1 and results[1]["accuracy"] == 0.7 and "fixes" not in results[1]
+    widen = json.dumps({"problem": "too narrow", "operator": "widen", "target": "conv1", "arguments": "32 -> 48 channels"})
+    results, calls = search(tmp_path / "widen", LoopOptions(), code_reply(tag="acc=0.75"), improver=widen)
+    assert len(calls) == 1 and results[1]["accuracy"] == 0.75
+    # the edit fails its pre-flight: the Generator repairs it, on a prompt of its own that shows the edit
+    results, calls = search(tmp_path / "fails", LoopOptions(), code_reply(tag="acc=0.8"), evaluator=Edits(fails=True))
+    last = results[1]
+    assert len(calls) == 1 and last["outcome"] == "ok" and last["accuracy"] == 0.8
+    assert "self.conv1_bn = nn.BatchNorm2d(8)" in calls[0][-1][1] and last["repairs"][0]["outcome"] == "shape_error"
