@@ -36,7 +36,7 @@ class LoopOptions:
     escape: bool = True  # failure-loop escape (told, hotter, restart)
     repeat_check: bool = True  # a verbatim repeat of earlier code costs no container
     replace_suggestions: bool = True  # placeholder or already-tried suggestions are replaced by concrete changes
-    improver_chat: bool = True  # the next diagnosis continues the Improver's conversation while the best stays
+    improver_chat: bool = True  # the next diagnosis continues the Improver's conversation (up to k calls)
     k: int = DEFAULT_K  # the memory window (the graph's state holds the last k triples)
     fixes: tuple[str, ...] = FIX_NAMES  # the deterministic fix passes that run (agent/fixes/registry.py)
     streak: int = 2  # equivalent failures in a row that count as a loop

@@ -103,8 +103,13 @@ def rendered(run: Path, rec: dict, done: list[dict]) -> dict:
     note = rec["prompt"].partition("\n\nYour suggestion ")
     state = state_at(RunStore.open(run, writable=False), rec["iteration"])
     best = best_fields(state)
-    continued = (rec.get("chat") or {}).get("start", rec["iteration"]) < rec["iteration"]
-    prompt = improver_turn(state) if continued else improver_prompt(state)
+    chat = rec.get("chat") or {}
+    continued = chat.get("start", rec["iteration"]) < rec["iteration"]
+    # a turn after which the latest candidate became the best shows its changes to the best spoken of before
+    before = next((r.get("chat") or {} for r in reversed(done) if TraceStep.of(r) == TraceStep("improve")), {})
+    was = before.get("best") if continued and before.get("best") != chat.get("best") else None
+    was_best = RunStore.open(run, writable=False).candidate_code(was) if was is not None else None
+    prompt = improver_turn(state, was_best=was_best) if continued else improver_prompt(state)
     return {**rec, "prompt": f"{prompt}\n\nYour suggestion {note[2]}" if note[1] else prompt,
             "schema": improver_schema(best["best_layers"], state.get("window") or [], best["best_code"])}
 

@@ -130,28 +130,36 @@ def improver_prompt(state: dict, note: str = "") -> str:
     return f"{text}\n\n{note}" if note else text
 
 
-def improver_turn(state: dict, instead: str = "") -> str:
+def improver_turn(state: dict, instead: str = "", was_best: str | None = None) -> str:
     """The Improver's next turn in its conversation (agent/loop/conversation.py `improver_conversation`):
     the latest candidate, built from the change of the reply above or, where a repair of a repeat made
     another change, that one `instead`; and the question. The rest is in the turns before it. The change
     is not quoted back: quoted ("built from your change as "Add a residual connection around conv3: its
     input (64x8x8) ..."), the 1.5B model copied it as the arguments of its next change, operator "other",
-    in 3 of 4 turns (CIFAR-10, seed 44, at 97d2f99), and its replies grew from about 60 tokens to 96."""
+    in 3 of 4 turns (CIFAR-10, seed 44, at 97d2f99), and its replies grew from about 60 tokens to 96.
+
+    Where the latest candidate is the new best, `was_best` is the best network the conversation spoke of
+    until now: the turn shows the candidate's changes to it and the new best's layer table, and the
+    conversation goes on about the new best."""
     base = best_fields(state)
     built = (f'"{instead}" instead (for your change the Generator wrote an earlier network again)'
              if instead else "your change above")
+    if was_best is not None:
+        shown = plain_code(was_best, prompts.seed_source(state["task"]["dataset"])).strip()
+        return prompts.render("improver_turn_best", **base, **_latest_fields(state, shown, shown=True), built=built)
     return prompts.render("improver_turn", **base, **_latest_fields(state, base["best_code"]), built=built)
 
 
-def _latest_fields(state: dict, best_code: str) -> dict:
-    """The latest candidate as the Improver reads it: its outcome, and its changes to the best net."""
+def _latest_fields(state: dict, best_code: str, shown: bool = False) -> dict:
+    """The latest candidate as the Improver reads it: its outcome, and its changes to `best_code` (not where
+    it is the best itself, unless `shown`)."""
     last = state.get("last") or {}
     out = last.get("outcome") or {}
     if out.get("kind") == "ok":
         details = f"accuracy {out.get('accuracy', 0):.4f}, {human(out.get('params') or 0)} parameters"
     else:
         details = f"diagnosis: {out.get('diagnosis', '')}"
-    if last.get("code") and last.get("iteration") != (state.get("best") or {}).get("iteration"):
+    if last.get("code") and (shown or last.get("iteration") != (state.get("best") or {}).get("iteration")):
         seed = prompts.seed_source(state["task"]["dataset"])
         details += "\n" + changes_text(best_code, plain_code(last["code"], seed))
     return {"last_iteration": last.get("iteration", "-"), "last_outcome": out.get("kind", "none"),

@@ -1,7 +1,9 @@
 """The conversations a call continues, rebuilt from the trace (every turn is recorded, so a resumed run sends
 the same messages): the Generator's, which a repair continues (agent/loop/nodes.py `repair`), and the
-Improver's, which the next iteration's diagnosis continues while the best net stays the same (`improve`)."""
+Improver's, which the next iteration's diagnosis continues, a new best shown in it (`improve`)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from nasloop.agent.deps import Deps
 from nasloop.agent.llm.stream import DEGENERATE, LONG_LINE
@@ -42,36 +44,64 @@ def converses(deps: Deps, state: dict) -> bool:
     return deps.options.improver_chat and not state.get("parent") and not state.get("round")
 
 
-def improver_conversation(deps: Deps, state: dict, it: int) -> tuple[list[tuple[str, str]], int] | None:
-    """The Improver's turns since its conversation began, and the iteration that began it, where iteration
-    `it` continues it: each (prompt, reply) of iterations start .. it-1. The Improver's prompt is ~1,500 tokens,
-    and at 167743a about 740 of them were read anew on every call (8.6-9.8 s of its 12-15 s, CIFAR-10): the
-    memory window slides and the latest candidate changes, everything after them is read again. As the next
-    turn, only the latest candidate and the question are new; the context still holds the rest.
+@dataclass(frozen=True)
+class ImproverChat:
+    """The Improver's conversation a diagnosis continues: its (prompt, reply) turns, the iteration that began
+    it, and, where the latest candidate is the new best, the code of the best the turns spoke of until now."""
 
-    None (a prompt of its own, which begins a conversation) where the best net changed since the start (its
-    code is in the first prompt), the conversation already has `k` calls (the first prompt's memory window,
+    turns: list[tuple[str, str]]
+    start: int
+    was_best: str | None = None
+
+
+def improver_conversation(deps: Deps, state: dict, it: int) -> ImproverChat | None:
+    """The Improver's turns since its conversation began, where iteration `it` continues it: each (prompt,
+    reply) of iterations start .. it-1. The Improver's prompt is ~1,500 tokens, and at 167743a about 740 of
+    them were read anew on every call (8.6-9.8 s of its 12-15 s, CIFAR-10): the memory window slides and the
+    latest candidate changes, everything after them is read again. As the next turn, only the latest
+    candidate and the question are new; the context still holds the rest.
+
+    The best net may change during a conversation to the latest candidate a turn shows (`was_best`: that turn
+    shows its changes to the old best and its layer table, ~300 tokens). Begun anew, the prompt was read
+    again from the best net's code on (1,000 tokens, 21-25 s of a CIFAR-10 search's Improver calls at 58e8066,
+    against 8-14 s for a turn), and a search that improves changes its best every few iterations.
+
+    None (a prompt of its own, which begins a conversation) where the best changed otherwise (a candidate
+    the conversation never showed), the conversation already has `k` calls (the first prompt's memory window,
     up to k triples, and the turns since: at most 2k-1 triples in view, never fewer than the window's k), a
     call was asked again or its change replaced by a fallback (the Generator built a change the reply does not
     say), another model wrote a reply (a fork), an escape or a reflection, a round of several workers, a turn
-    is missing, or the turns grew long. (A change a repair of a repeat made instead is said in the next turn:
-    `built_instead`.)"""
+    is missing, the old best's code is not at hand, or the turns grew long. (A change a repair of a repeat
+    made instead is said in the next turn: `built_instead`.)"""
     k = deps.options.k
     if not converses(deps, state) or it < 2:
         return None
     start = ((deps.recorded("trace", it - 1, IMPROVE_NODE) or {}).get("chat") or {}).get("start")
     if not isinstance(start, int) or not 1 <= start < it or it - start >= k:
         return None
-    best = (state.get("best") or {}).get("iteration")
-    turns = []
+    turns, bests = [], []
     for n in range(start, it):
         rec, result = deps.recorded("trace", n, IMPROVE_NODE), deps.recorded("results", n, "evaluate")
-        if (rec is None or rec.get("chat") != {"start": start, "best": best} or rec.get("llm") != deps.improver.spec
+        chat = (rec or {}).get("chat") or {}
+        if (rec is None or chat.get("start") != start or rec.get("llm") != deps.improver.spec
                 or result is None or deps.recorded("trace", n, RETRY_NODE) is not None
                 or record.suggestion_source(result) != "model"):
             return None
         turns.append((rec["prompt"], rec["response"]))
-    return (turns, start) if sum(len(a) + len(b) for a, b in turns) <= CONVERSATION_CHARS else None
+        bests.append(chat.get("best"))
+    bests.append((state.get("best") or {}).get("iteration"))
+    # each call n spoke of the best of call n-1, or of candidate n-1 as the new best
+    if any(now not in (before, n - 1) for n, before, now in zip(range(start + 1, it + 1), bests[:-1], bests[1:],
+                                                                    strict=True)):
+        return None
+    was_best = None
+    if bests[-1] != bests[-2]:
+        was_best = deps.member_code(bests[-2])
+        if was_best is None:
+            return None
+    if sum(len(a) + len(b) for a, b in turns) > CONVERSATION_CHARS:
+        return None
+    return ImproverChat(turns, start, was_best)
 
 
 def built_instead(deps: Deps, iteration: int) -> str:

@@ -156,8 +156,9 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     seen = (state.get("window") or []) + (state.get("round") or [])
     make_prompt = reflect_prompt if state.get("parent") else improver_prompt
     chat = None if esc else improver_conversation(deps, state, it)
-    turns, start = chat or ((), it)
-    prompt = improver_turn(state, built_instead(deps, it - 1)) if chat else make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
+    turns, start = (chat.turns, chat.start) if chat else ((), it)
+    prompt = improver_turn(state, built_instead(deps, it - 1), chat.was_best) if chat else \
+        make_prompt({**state, "window": seen}, esc.improver_note() if esc else "")
     # where a later iteration may continue this conversation (agent/loop/conversation.py)
     begun = {} if esc or not converses(deps, state) else \
         {"chat": {"start": start, "best": (state.get("best") or {}).get("iteration")}}

@@ -1,5 +1,5 @@
-"""The Improver's conversation: while the best net stays the same, the next diagnosis is the next turn of the
-Improver's conversation (only the latest candidate is new to read); a new best, k calls, or a call asked
+"""The Improver's conversation: the next diagnosis is the next turn of the Improver's conversation (only the
+latest candidate is new to read, and where it is the new best, its changes and layers); k calls, or a call asked
 again begin a new one. Scripted models: what is checked is what each call sends."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 
 from nasloop.agent import Deps, build_graph, recursion_limit_for
 from nasloop.agent.deps import LoopOptions
+from nasloop.agent.loop.conversation import improver_conversation
 from nasloop.agent.runs.store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, recording, task
 
@@ -27,13 +28,11 @@ def search(tmp_path, accuracies: list[float], replies: list[str], iterations: in
     return asked, improves, store
 
 
-def test_the_next_diagnosis_is_the_next_turn_until_the_best_changes(tmp_path):
+def test_the_next_diagnosis_is_the_next_turn_and_a_new_best_is_shown_in_it(tmp_path):
     # the seed scores 0.5: iterations 1 and 2 are worse, 3 is the new best, 4 and 5 are worse
     asked, improves, store = search(tmp_path, [0.4, 0.45, 0.6, 0.3, 0.35], [reply(n) for n in range(5)])
-    assert [[t for t, _ in call] for call in asked] == [
-        ["system", "human"], ["system", "human", "ai", "human"], ["system", "human", "ai", "human", "ai", "human"],
-        ["system", "human"], ["system", "human", "ai", "human"]]
-    assert [improves[n]["chat"] for n in range(1, 6)] == [{"start": 1, "best": 0}] * 3 + [{"start": 4, "best": 3}] * 2
+    assert [[t for t, _ in call] for call in asked] == [["system"] + ["human", "ai"] * n + ["human"] for n in range(5)]
+    assert [improves[n]["chat"] for n in range(1, 6)] == [{"start": 1, "best": 0}] * 3 + [{"start": 1, "best": 3}] * 2
     third = asked[2]  # iteration 3: both earlier calls as recorded, prompt and reply, then only the new turn
     assert [text for _, text in third[1:5]] == [improves[1]["prompt"], improves[1]["response"],
                                                 improves[2]["prompt"], improves[2]["response"]]
@@ -41,8 +40,23 @@ def test_the_next_diagnosis_is_the_next_turn_until_the_best_changes(tmp_path):
     assert turn == improves[3]["prompt"] and "Recent history" not in turn and "class Net" not in turn
     assert turn.startswith("Latest candidate (iteration 2, built from your change above): outcome ok")
     assert "accuracy 0.4500" in turn and "still the one of iteration 0 (accuracy 0.5000)" in turn
-    assert "Recent history" in asked[3][1][1]  # a new best: a prompt of its own, with the memory and the net
+    # iteration 4: candidate 3 is the new best; the turn shows its changes to the seed and its layers, not its code
+    turn = improves[4]["prompt"]
+    assert turn.startswith("Latest candidate (iteration 3, built from your change above): outcome ok\naccuracy 0.6000")
+    assert '+TAG = "acc=0.6"' in turn and "It is the new best network" in turn and "class Net" not in turn
+    assert "conv1 Conv2d -> 8x32x32 (80)" in turn and "change to this new BEST network (iteration 3)" in turn
+    assert "still the one of iteration 3 (accuracy 0.6000)" in improves[5]["prompt"]
     assert [r["suggestion_source"] for r in store.results()[1:]] == ["model"] * 5
+
+
+def test_a_new_best_the_conversation_never_showed_begins_a_new_one(tmp_path):
+    _, _, store = search(tmp_path, [0.4, 0.45], [reply(n) for n in range(2)])
+    deps = Deps(recording()[0], recording()[0], ScriptedEvaluator(), store, LoopOptions())
+    state = {"task": task(3), "best": {"iteration": 2}}
+    chat = improver_conversation(deps, state, 3)  # candidate 2, shown in the turn of iteration 3: it goes on
+    assert chat is not None and chat.start == 1 and len(chat.turns) == 2 and chat.was_best == store.candidate_code(0)
+    assert improver_conversation(deps, {**state, "best": {"iteration": 0}}, 3).was_best is None  # the best stays
+    assert improver_conversation(deps, {**state, "best": {"iteration": 1}}, 3) is None  # one the turns spoke of as not best
 
 
 def test_a_conversation_holds_k_calls_and_one_asked_again_ends_it(tmp_path):
