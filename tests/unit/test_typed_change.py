@@ -107,6 +107,26 @@ def test_with_the_best_nets_layers_the_schema_offers_their_names_and_no_tried_ch
     assert flat_schema(change_schema()) == change_schema()
 
 
+def test_a_change_that_undoes_a_tried_normalisation_change_is_not_offered():
+    """Undone, the change that made the best gives the net before it again (CIFAR-10, seed 45: bn3 removed
+    made the best, then "Add normalisation to conv3" and "... to all" were two duplicates of that net)."""
+    removed = TRACED.replace("bn1 BatchNorm2d", "bn1 Identity").replace(" (128)", "")
+    window = [{"change": {"operator": "remove_normalisation", "target": "bn1", "arguments": ""}}]
+    before = _offered(improver_schema(removed, []))
+    assert {("add_normalisation", "conv1"), ("add_normalisation", "all")} <= before
+    # conv1 again; "all" stays (it normalises blocks.0.conv too)
+    held = before - _offered(improver_schema(removed, window))
+    assert held == {("add_normalisation", "conv1")}
+    one = removed.replace("blocks.0.conv Conv2d -> 8x8x8 (9)\n", "")  # conv1 the only conv without a norm
+    assert {("add_normalisation", "conv1"), ("add_normalisation", "all")} <= \
+        _offered(improver_schema(one, [])) - _offered(improver_schema(one, window))
+    # a norm added after blocks.0.conv that made the best: removing it again is not offered, nor "all" of one
+    added = TRACED.replace("pool MaxPool2d -> 8x4x4", "blocks.0.conv_bn BatchNorm2d -> 8x8x8 (16)\npool MaxPool2d -> 8x4x4")
+    window = [{"change": {"operator": "add_normalisation", "target": "blocks.0.conv", "arguments": ""}}]
+    held = _offered(improver_schema(added, [])) - _offered(improver_schema(added, window))
+    assert held == {("remove_normalisation", "blocks.0.conv_bn")}  # bn1 and "all" stay (two norms)
+
+
 def test_a_downsampling_target_is_offered_the_stride_that_flips_it():
     """Free arguments gave "0" (stride=(0, 0)), "1/4" (a stride of 0.5) and "(2, 2)) -> (4, 4)" (diverged
     twice): 5 of 13 failed candidates in two CIFAR-10 searches (seeds 44, 45)."""
@@ -231,7 +251,7 @@ def test_the_memory_holds_the_improver_off_its_tried_changes_without_showing_the
     # the seed's traced layers (here one conv, no norm layer, no Linear), or all
     assert first == {(op, t) for op in CHANGE_OPS if op not in ("remove_normalisation", "change_head")
                      for t in ("conv1", "all")} - {("change_downsampling", "all")}  # a stride is per layer
-    assert first - second == {("widen", "conv1")}  # iteration 1's change
+    assert first - second == {("widen", "conv1"), ("widen", "all")}  # iteration 1's change ("all": conv1 is the one conv)
     assert len(schemas) == 2  # no second call: the reply could not repeat
     improve = next(r for r in store.trace() if r["node"] == "improve" and r["iteration"] == 2)
     assert "Widen conv1: 8 -> 16 channels" in improve["prompt"] and '"target": "conv1"' not in improve["prompt"]
