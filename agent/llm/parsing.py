@@ -91,8 +91,10 @@ def _pick(data: dict, layers: str = "") -> dict | None:
     if op in CHANGE_OPS:  # a typed change
         fields = {k: _field(norm.get(k)) for k in ("target", "arguments")}
         change = settle_change({"operator": op, **fields}, layers)
-        if not (change["target"] or change["arguments"]):
-            return None  # "widen" what, by how much: not a change anyone can implement
+        if not (change["target"] or change["arguments"]) or (op == "other" and not change["arguments"]):
+            # "widen" what, by how much; "other" with nothing said: "Change all: None, no changes made." came
+            # three times in a row in a CIFAR-10 search (seed 45, at c205380), each built as an earlier net
+            return None
         return {"problem": str(norm.get("problem") or "").strip(), "suggestion": describe_change(change),
                 "change": change}
     sugg = norm.get("suggestion") or norm.get("suggestions") or norm.get("change")
@@ -200,10 +202,14 @@ def _settle_widths(change: dict, layers: str) -> dict:
     return {**change, "arguments": settled, "arguments_given": args}
 
 
+_NO_VALUE = re.compile(r"^\W*(?:none|null|n/?a|nothing|no changes?|unchanged)\b|^\W*$", re.IGNORECASE)
+
+
 def _field(value: object) -> str:
-    """One field of a typed change; a null written as text ("None", "null", "n/a") is no value."""
+    """One field of a typed change; a null written as text ("None", "null", "n/a", "None, no changes made.")
+    is no value."""
     text = str(value if value is not None else "").strip()[:REPLY_CHARS]
-    return "" if text.lower() in ("none", "null", "n/a", "-") else text
+    return "" if _NO_VALUE.match(text) else text
 
 
 def extract_code(text: str) -> tuple[str | None, str]:
