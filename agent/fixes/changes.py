@@ -94,6 +94,28 @@ class _Net:
             return None
         return c, c.args[0].id
 
+    def fed_by(self, found: tuple[ast.Call, str], before: str) -> bool:
+        """Whether the call's input is the output of `self.<before>` (the layer traced just before it, whose
+        shape the edit takes as the input's): its argument is last assigned in the statement of forward that
+        calls `before`, or after it. Not so for a shortcut (`x = x + self.conv2_shortcut(identity)`, traced
+        after conv2's norm): a residual around it built from that row's shape failed its pre-flight in a
+        CIFAR-10 search (seed 44, at c205380), and the Generator's repair failed too."""
+        call, arg = found
+        body = self.forward.body
+        at = next((i for i, s in enumerate(body) if any(n is call for n in ast.walk(s))), None)
+        if at is None:
+            return False
+
+        def calls(stmt: ast.stmt, name: str) -> bool:
+            return any(isinstance(n, ast.Call) and _self_attr(n.func) == name for n in ast.walk(stmt))
+
+        def assigns(stmt: ast.stmt) -> bool:
+            return any(isinstance(n, ast.Name) and n.id == arg and isinstance(n.ctx, ast.Store) for n in ast.walk(stmt))
+
+        fed = max((i for i in range(at) if calls(body[i], before)), default=None)
+        last = max((i for i in range(at) if assigns(body[i])), default=None)
+        return fed is not None and last is not None and last >= fed
+
     def fresh(self, name: str) -> str:
         """An attribute name the net does not use yet."""
         n, out = 1, name
@@ -136,7 +158,7 @@ def _residual(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str 
     """`x = self.conv3(x)` becomes `x = (self.conv3(x) + self.conv3_shortcut(x))`, with a new 1x1 conv that
     matches channels and stride (none where the shapes already match)."""
     shape, found, define = residual_shape(target, rows), net.call(target), net.definition(target)
-    if shape is None or found is None or define is None:
+    if shape is None or found is None or define is None or not net.fed_by(found, rows[[r[0] for r in rows].index(target) - 1][0]):
         return None, ""
     (ci, co, stride), (call, arg) = shape, found
     if (ci, stride) == (co, 1):

@@ -84,6 +84,22 @@ def test_no_residual_where_the_net_does_not_say_how(target, code):
     assert edit("add_residual", target, code) == (None, "")
 
 
+def test_no_residual_around_a_layer_whose_input_is_not_the_layer_traced_before_it():
+    """A shortcut is traced after the block it skips, but reads the block's input: the row before it does
+    not give its input's shape (CIFAR-10, seed 44: such an edit failed its pre-flight, then its repair)."""
+    ours, _ = edit("add_residual", "conv2")
+    assert edit("add_residual", "conv2_shortcut", ours) == (None, "")  # traced after conv2, fed conv2's input
+    theirs = BASE.replace("        x = self.conv2(x)\n", "        identity = x\n        x = self.conv2(x)\n").replace(
+        "        x = self.bn2(x)\n        x = F.relu(x)\n",
+        "        x = self.bn2(x)\n        x = F.relu(x)\n        x = x + self.conv2_shortcut(identity)\n").replace(
+        "        self.bn2 = nn.BatchNorm2d(64)\n",
+        "        self.bn2 = nn.BatchNorm2d(64)\n        self.conv2_shortcut = nn.Conv2d(32, 64, 1, bias=False)\n")
+    assert "conv2_shortcut(identity)" in theirs and traced(theirs)[0] is None
+    assert edit("add_residual", "conv2_shortcut", theirs) == (None, "")
+    code, _ = edit("add_residual", "conv3", theirs)  # its input is the pool after the shortcut's sum
+    assert code is not None and traced(code)[0] is None
+
+
 def test_removing_normalisation_makes_the_norm_an_identity():
     code, note = edit("remove_normalisation", "bn2")
     assert "self.bn2 = nn.Identity()" in code and "x = self.bn2(x)" in code and note.endswith("self.bn2 = nn.Identity()")
