@@ -202,7 +202,8 @@ def _settle_widths(change: dict, layers: str) -> dict:
     return {**change, "arguments": settled, "arguments_given": args}
 
 
-_NO_VALUE = re.compile(r"^\W*(?:none|null|n/?a|nothing|no changes?|unchanged)\b|^\W*$", re.IGNORECASE)
+_NO_VALUE = re.compile(r"^\W*(?:none|null|n/?a|nothing|unchanged)\b|^\W*no\s+(?:\w+\s+){0,2}changes?\b|^\W*$",
+                       re.IGNORECASE)
 
 
 def _field(value: object) -> str:

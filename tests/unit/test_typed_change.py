@@ -28,7 +28,7 @@ def test_a_typed_change_parses_into_a_suggestion_and_its_fields():
     # the 1.5B model writes a null as text: "Widen all: None" is not an argument
     assert parse_improver(json.dumps({**WIDEN, "target": "all", "arguments": "None"}))[0]["suggestion"] == "Widen all"
     assert parse_improver(json.dumps({**WIDEN, "target": "null", "arguments": None}))[0] is None
-    for nothing in ("None, no changes made.", "no change", "N/A - keep it", "Nothing to change"):
+    for nothing in ("None, no changes made.", "no change", "N/A - keep it", "Nothing to change", "no specific change"):
         other = {**WIDEN, "operator": "other", "target": "all", "arguments": nothing}
         assert parse_improver(json.dumps(other))[0] is None, nothing  # no change: the loop's fallback instead
     other = {**WIDEN, "operator": "other", "target": "conv2", "arguments": "no bias in conv2, keep the rest"}
