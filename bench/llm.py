@@ -13,6 +13,8 @@ Every call is greedy (temperature 0), in the order the run made them (Improver, 
 - repair_context: as early_stop, and the Generator's repairs run on a context of their own
 - lookupN:     as repair_context, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
 - constrained: as early_stop, and the Improver's reply is held to the JSON schema by a grammar
+- checked:     as constrained, each sampled token checked against the grammar, which runs over the whole
+               vocabulary only where the token fails (agent/llm/grammar_check.py)
 - rendered:    as repair_context, with each Improver prompt rendered by today's code from the state the run's
                records give before its iteration (not the recorded text) and held to the loop's typed-change
                grammar (where the backend is constrained), and each repair of code the model
@@ -49,13 +51,14 @@ from nasloop.agent.runs.fork import state_at  # noqa: E402
 from nasloop.agent.runs.store import RunStore  # noqa: E402
 
 TODAY = LLMSettings(temperature=0.0, context_per_role=False, repair_context=False, early_stop=False, constrained=False,
-                    lookup=0)
+                    lookup=0, grammar_check=False)
 CONFIGS = {
     "today": TODAY,
     "contexts": replace(TODAY, context_per_role=True),
     "early_stop": replace(TODAY, context_per_role=True, early_stop=True),
     "repair_context": replace(TODAY, context_per_role=True, early_stop=True, repair_context=True),
     "constrained": replace(TODAY, context_per_role=True, early_stop=True, constrained=True),
+    "checked": replace(TODAY, context_per_role=True, early_stop=True, constrained=True, grammar_check=True),
 }
 
 
@@ -216,8 +219,11 @@ def main() -> int:
     for row in rows:
         total = sum(row.seconds.values()) / args.iterations
         gen_rate = row.tokens.get("generator", 0) / max(row.seconds.get("generator", 0.0), 1e-9)
+        grammar_first = next((r for r in rows if r.name == "constrained"), None)
         if row.name == "constrained":
             same = f"{row.parsed}/{row.improver_calls} Improver replies parse"
+        elif row.name == "checked" and grammar_first is not None:
+            same = "as constrained: " + ("yes" if row.replies == grammar_first.replies else "NO")
         elif row.name == "rendered":
             same = "its Improver prompts differ by design"
         else:

@@ -25,6 +25,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from nasloop.agent.llm.grammar import flat_schema
+from nasloop.agent.llm.grammar_check import checked_init_sampler
 from nasloop.agent.llm.stream import StopRule
 from nasloop.errors import LLMError, ModelError
 
@@ -33,8 +34,8 @@ DEFAULT_LLM = "llamacpp:qwen2.5-coder-1.5b"
 
 @dataclass(frozen=True)
 class LLMSettings:
-    """How the LLMs are run. The last four change how fast a reply comes, never what it says
-    (bench/llm.py measures each against its absence)."""
+    """How the LLMs are run. The last six change how fast a reply comes, not what it says (bench/llm.py
+    measures each against its absence; `grammar_check` keeps greedy replies, agent/llm/grammar_check.py)."""
 
     temperature: float = 0.7
     max_tokens: int = 1536
@@ -46,6 +47,7 @@ class LLMSettings:
     lookup: int = 0  # llama.cpp: prompt-lookup decoding for the Generator, drafting this many tokens (0: off)
     early_stop: bool = True  # stop a streamed reply once its code block or JSON is complete, or it degenerates
     constrained: bool = True  # the Improver's JSON is grammar-constrained where the backend can
+    grammar_check: bool = True  # llama.cpp: a constrained token is checked, the vocabulary only where it fails
 
 
 @dataclass
@@ -93,6 +95,8 @@ def _llamacpp(path: str, s: LLMSettings, lookup: int = 0) -> BaseChatModel:
         raise ModelError(f"cannot load GGUF '{model_path}': {str(exc).splitlines()[0][:200]}") from exc
     if lookup:
         model.client.eval = lookup_eval(model.client)
+    if s.grammar_check:
+        model.client._init_sampler = checked_init_sampler(model.client)
     return model
 
 

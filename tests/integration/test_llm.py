@@ -42,6 +42,23 @@ def test_lookup_decoding_gives_the_same_greedy_output(model_path):
     assert texts[0] == texts[1] and extract_code(texts[0])[0] is not None
 
 
+def test_checking_the_sampled_token_gives_the_grammar_first_reply(model_path):
+    """At temperature 0 the reply is the grammar-first one, token for token; the check sampled again where
+    the grammar refused the free token (the prose prompt asks for anything but JSON)."""
+    system = prompts.load("improver_system").template
+    schema = change_schema({op: ["conv1", "conv2", "fc"] for op in CHANGE_OPS})
+    texts, samplers = [], []
+    for check in (False, True):
+        improver, _ = make_clients(SPEC, SPEC, replace(GREEDY, grammar_check=check))
+        llm = improver.model.client
+        init = llm._init_sampler
+        llm._init_sampler = lambda *a, init=init, **k: samplers.append(init(*a, **k)) or samplers[-1]
+        texts.append(improver.ask(system, PROSE, schema=schema, stop=json_complete).text)
+    assert texts[0] == texts[1] and parse_improver(texts[1])[0] is not None, texts
+    checked = [s for s in samplers if type(s).__name__ == "CheckedSampler"]
+    assert len(checked) == 1 and checked[0].rechecked > 0  # the grammar refused at least the free first token
+
+
 def test_a_constrained_improver_reply_parses_even_when_asked_for_prose(model_path):
     improver, _ = make_clients(SPEC, SPEC, GREEDY)
     system = prompts.load("improver_system").template
