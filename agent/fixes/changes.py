@@ -308,3 +308,4 @@ def _activation(func: ast.expr) -> bool:
 _EDITS: dict[str, Callable[[_Net, str, list[Row], str], tuple[str | None, str]]] = {
     "add_residual": _residual, "remove_normalisation": _remove_norm, "add_normalisation": _add_norm,
     "deepen": _deepen}
+EDITED = tuple(_EDITS)  # the operators the loop can apply itself

@@ -74,12 +74,14 @@ def change_schema(targets: Mapping[str, Sequence[str]] | None = None, tried: Col
 PROBLEM = {"type": "string", "maxLength": 160}
 
 
-def improver_schema(layers: str, seen: Sequence[dict], code: str = "") -> dict:
+def improver_schema(layers: str, seen: Sequence[dict], code: str = "",
+                    known: Collection[tuple[str, str]] = ()) -> dict:
     """The loop Improver's schema for a best net traced as `layers` (its source `code`), given the memory
-    `seen` (the window and, with several workers, the round's pending changes): its targets, no tried pair,
-    per layer the stride that flips its downsampling and the kernels it does not have."""
+    `seen` (the window and, with several workers, the round's pending changes): its targets, no tried pair
+    (nor a `known` one: its result is known), per layer the stride that flips its downsampling and the
+    kernels it does not have."""
     targets = targets_by_operator(layers)
-    tried = held_off({k for t in seen if (k := change_key(t.get("change")))}, layers, targets)
+    tried = held_off({k for t in seen if (k := change_key(t.get("change")))} | set(known), layers, targets)
     strides = {name: {"const": stride} for name, stride in downsampling_strides(layers).items()}
     kernels = kernel_choices(code, targets.get("change_kernel", []))
     activations = activation_choices(code, targets.get("change_activation", []))

@@ -28,7 +28,8 @@ from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.llm.grammar import improver_schema, reply_schema
+from nasloop.agent.fixes.changes import EDITED
+from nasloop.agent.llm.grammar import improver_schema, reply_schema, targets_by_operator
 from nasloop.agent.llm.parsing import extract_code, parse_improver
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
 from nasloop.agent.llm.prompting import (FALLBACK_SUGGESTION, best_fields, fallback_change, generator_prompt,
@@ -165,7 +166,8 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     temperature = esc.temperature if esc else None
     best = best_fields(state)
     layers = "" if state.get("parent") else best["best_layers"]
-    schema = reply_schema("lesson") if state.get("parent") else improver_schema(layers, seen, best["best_code"])
+    schema = reply_schema("lesson") if state.get("parent") else \
+        improver_schema(layers, seen, best["best_code"], _known_edits(deps, best, it))
 
     def ask(attempt: int, text: str) -> dict:
         step = record.TraceStep("improve", variant=attempt)
@@ -299,6 +301,23 @@ def _edit(deps: Deps, state: dict) -> dict | None:
         return None
     return {"candidate": {"code": code, "error": "", "llm_seconds": 0.0, "attempt": 0, "stop": None, "repairs": [],
                           "fixes": [{**e.to_dict(), "attempt": 0} for e in edits]}}
+
+
+def _known_edits(deps: Deps, best: dict, it: int) -> set[tuple[str, str]]:
+    """The mechanical changes (operator, target) whose edit of the best net gives a net evaluated before: the
+    Improver is not offered them. The memory window holds only the last k changes; in a CIFAR-10 search (seed
+    44, at c205380) the edit of a change made 9 iterations before, on the same best, was that net again
+    (a repeat, then a failed repair by the Generator)."""
+    if "change" not in deps.options.fixes:
+        return set()
+    known = set()
+    for op, names in targets_by_operator(best["best_layers"]).items():
+        for target in [*names, "all"] if op in EDITED else ():
+            ctx = Context(change={"operator": op, "target": target, "arguments": ""}, layers=best["best_layers"])
+            code, edits = apply_stage("change", best["best_code"], ctx, deps.options.fixes)
+            if edits and code and deps.earlier_code(code_key(code), it) is not None:
+                known.add((op, target))
+    return known
 
 
 def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tuple[str | None, str, list[dict]]:

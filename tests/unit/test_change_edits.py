@@ -172,12 +172,12 @@ def search(tmp_path, options: LoopOptions, *replies: str, evaluator: ScriptedEva
 
 
 class Edits(ScriptedEvaluator):
-    """Trains the loop's edit (its new layer) to 0.6; the pre-flight fails it where `fails`, as it would a
-    shortcut the table got wrong."""
+    """Trains the loop's edit (its new layer) to `accuracy`; the pre-flight fails it where `fails`, as it would
+    a shortcut the table got wrong."""
 
-    def __init__(self, fails: bool = False):
+    def __init__(self, fails: bool = False, accuracy: float = 0.6):
         super().__init__()
-        self.fails, self.sources = fails, []
+        self.fails, self.sources, self.accuracy = fails, [], accuracy
 
     def evaluate(self, source: str, known_structures: dict | None = None, on_progress=None) -> Outcome:
         self.sources.append(source)
@@ -185,7 +185,7 @@ class Edits(ScriptedEvaluator):
             self.calls += 1
             if self.fails:
                 return Outcome("shape_error", "RuntimeError: shapes", seconds=0.0, stage="preflight")
-            return Outcome("ok", seconds=1.0, accuracy=0.6, params=1000, stage="train")
+            return Outcome("ok", seconds=1.0, accuracy=self.accuracy, params=1000, stage="train")
         return super().evaluate(source, known_structures, on_progress)
 
 
@@ -212,3 +212,30 @@ def test_switched_off_not_mechanical_or_failing_the_edit_leaves_the_candidate_to
     last = results[1]
     assert len(calls) == 1 and last["outcome"] == "ok" and last["accuracy"] == 0.8
     assert "self.conv1_bn = nn.BatchNorm2d(8)" in calls[0][-1][1] and last["repairs"][0]["outcome"] == "shape_error"
+
+
+def test_a_mechanical_change_whose_edit_was_evaluated_before_is_not_offered(tmp_path):
+    """The memory window (here k=1) forgets a change; the loop still knows that its edit of the same best
+    net is an earlier net (CIFAR-10, seed 44: such an edit 9 iterations later was a repeat)."""
+    widen = json.dumps({"problem": "too narrow", "operator": "widen", "target": "conv1", "arguments": "8 -> 16 channels"})
+    improver, schemas = scripted(TYPED, widen, widen), []
+    ask = improver.ask
+
+    def recorded(*args, **kwargs):
+        schemas.append(_offered(kwargs["schema"]))
+        return ask(*args, **kwargs)
+
+    improver.ask = recorded  # type: ignore[method-assign]
+    store = RunStore.create(tmp_path, "unit", {})
+    generator, _ = recording(code_reply(tag="acc=0.4"), code_reply(tag="acc=0.45"))
+    deps = Deps(improver, generator, Edits(accuracy=0.3), store, LoopOptions(k=1))
+    build_graph(deps).invoke({"task": task(3)}, {"configurable": {"thread_id": "t"},
+                                                  "recursion_limit": recursion_limit_for(3)})
+    assert [r["accuracy"] for r in store.results()] == [0.5, 0.3, 0.4, 0.45]  # the seed stays the best
+    again = {("add_normalisation", "conv1"), ("add_normalisation", "all")}  # conv1 is the one conv to normalise
+    assert again <= schemas[0] and not again & schemas[2]  # iteration 3's window holds only iteration 2's widen
+
+
+def _offered(schema: dict) -> set[tuple[str, str]]:
+    return {(alt["properties"]["operator"]["const"], t) for alt in schema["properties"]["change"]["anyOf"]
+            for t in alt["properties"]["target"]["enum"]}
