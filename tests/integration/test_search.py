@@ -41,7 +41,7 @@ def model_ready():
 def expected_calls(results: list[dict]) -> list[tuple[int, str]]:
     """The (iteration, node) of each iteration's Improver and Generator calls, sorted: no Generator call where
     the loop made a mechanical change itself (fix `change`: it is in the candidate's fixes, at attempt 0)."""
-    made = {r["iteration"] for r in results for f in r.get("fixes") or [] if (f["name"], f["attempt"]) == ("change", 0)}
+    made = {r["iteration"] for r in results for f in r.get("fixes") or [] if (f["name"], f.get("attempt")) == ("change", 0)}
     return sorted((r["iteration"], n) for r in results[1:] for n in ("generate", "improve")
                   if n == "improve" or r["iteration"] not in made)
 
