@@ -294,9 +294,7 @@ def _edit(deps: Deps, state: dict) -> dict | None:
     change = (state.get("proposal") or {}).get("change")
     if not change:
         return None
-    best = best_fields(state)
-    code, edits = apply_stage("change", best["best_code"], Context(change=change, layers=best["best_layers"]),
-                              deps.options.fixes)
+    code, edits = _apply_change(deps, best_fields(state), change)
     if not edits or not code:
         return None
     return {"candidate": {"code": code, "error": "", "llm_seconds": 0.0, "attempt": 0, "stop": None, "repairs": [],
@@ -313,11 +311,17 @@ def _known_edits(deps: Deps, best: dict, it: int) -> set[tuple[str, str]]:
     known = set()
     for op, names in targets_by_operator(best["best_layers"]).items():
         for target in [*names, "all"] if op in EDITED else ():
-            ctx = Context(change={"operator": op, "target": target, "arguments": ""}, layers=best["best_layers"])
-            code, edits = apply_stage("change", best["best_code"], ctx, deps.options.fixes)
+            code, edits = _apply_change(deps, best, {"operator": op, "target": target, "arguments": ""})
             if edits and code and deps.earlier_code(code_key(code), it) is not None:
                 known.add((op, target))
     return known
+
+
+def _apply_change(deps: Deps, best: dict, change: dict) -> tuple[str | None, list]:
+    """The best net (`best_fields`) with a typed change applied by fix `change`, and its edits (none where the
+    change is not mechanical or the fix is off)."""
+    ctx = Context(change=change, layers=best["best_layers"])
+    return apply_stage("change", best["best_code"], ctx, deps.options.fixes)
 
 
 def _code(reply: str, state: dict, enabled: tuple[str, ...], attempt: int) -> tuple[str | None, str, list[dict]]:
