@@ -6,6 +6,8 @@ import ast
 import re
 from itertools import combinations
 
+from nasloop.agent.python_source import parse_source
+
 
 def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
     """Deterministic repair of the syntax slip small models make most: surplus closing brackets.
@@ -16,7 +18,7 @@ def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
     lines = code.splitlines(keepends=True)
     for _ in range(max_fixes):
         try:
-            ast.parse("".join(lines))
+            parse_source("".join(lines))
             break
         except SyntaxError as exc:
             m = re.match(r"unmatched '([)\]}])'", exc.msg or "")
@@ -37,7 +39,7 @@ def autofix(code: str, max_fixes: int = 40) -> tuple[str, str]:
         return code, ""
     out = "".join(lines)
     try:
-        ast.parse(out)
+        parse_source(out)
     except SyntaxError:
         return code, ""  # only keep a fix that yields a module that parses
     return out, f"removed {fixed} unmatched closing bracket(s)"
@@ -86,7 +88,7 @@ def _drop_surplus(line: str, bracket: str, total: int | None = None) -> str | No
 
     def rank(drop: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
         try:
-            stmt = ast.parse(without(drop).strip()).body
+            stmt = parse_source(without(drop).strip()).body
         except SyntaxError:
             return (-1, drop)
         value = getattr(stmt[0], "value", None) if len(stmt) == 1 else None

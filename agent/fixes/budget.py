@@ -6,9 +6,9 @@ repairs of budget errors came back over the budget every time, even when told th
 """
 from __future__ import annotations
 
-import ast
 
 from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, init_methods, layer_call, size_arg
+from nasloop.agent.python_source import parse_source
 
 
 def budget_fit(failure: object) -> dict | None:
@@ -31,7 +31,7 @@ def fit_budget(code: str, failure: dict) -> tuple[str, str]:
     name, kind, to = fit["name"], fit["type"], fit["to"]
     keyword = SIZE_ARGS[kind][1][1]
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     for init in init_methods(tree):

@@ -21,6 +21,7 @@ from typing import Callable
 
 from nasloop.agent.fixes.ast_tools import replace_spans
 from nasloop.tools.text import traced_rows
+from nasloop.agent.python_source import parse_source
 
 Row = tuple[str, str, tuple[int, ...]]
 
@@ -67,7 +68,7 @@ class _Net:
     @classmethod
     def parse(cls, code: str) -> "_Net | None":
         try:
-            tree = ast.parse(code)
+            tree = parse_source(code)
         except (SyntaxError, ValueError):
             return None
         for node in tree.body:
@@ -142,7 +143,7 @@ class _Net:
             lines.insert(after, text)
         code = "".join(lines)
         try:
-            ast.parse(code)
+            parse_source(code)
         except SyntaxError:
             return None, ""
         return code, note

@@ -7,6 +7,7 @@ import ast
 
 from nasloop.agent.fixes.ast_tools import init_assignments
 from nasloop.tools.static_check import undefined_attributes
+from nasloop.agent.python_source import parse_source
 
 
 def restore_definitions(code: str, base: str) -> tuple[str, str]:
@@ -19,7 +20,7 @@ def restore_definitions(code: str, base: str) -> tuple[str, str]:
     Returns (code, what was restored) — recorded like every fix."""
 
     try:
-        tree, base_tree = ast.parse(code), ast.parse(base)
+        tree, base_tree = parse_source(code), parse_source(base)
     except SyntaxError:
         return code, ""
     base_defs = {cls.name: init_assignments(cls, base) for cls in base_tree.body if isinstance(cls, ast.ClassDef)}
@@ -45,7 +46,7 @@ def restore_definitions(code: str, base: str) -> tuple[str, str]:
         lines[at:at] = inserts[at]
     out = "".join(lines)
     try:
-        ast.parse(out)
+        parse_source(out)
     except SyntaxError:
         return code, ""
     return out, f"restored dropped definition(s) from the base network: {', '.join(restored)}"

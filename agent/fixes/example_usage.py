@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 
+from nasloop.agent.python_source import parse_source
+
 
 def drop_example_usage(code: str) -> tuple[str, str]:
     """Deterministic repair of module-level code the candidate runs when imported (`net = Net()`,
@@ -11,7 +13,7 @@ def drop_example_usage(code: str) -> tuple[str, str]:
     assignments whose value calls a class or function the module defines, are removed. Definitions,
     imports and constants stay."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     defined = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}

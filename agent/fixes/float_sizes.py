@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, replace_spans
+from nasloop.agent.python_source import parse_source
 
 
 def fix_float_sizes(code: str) -> tuple[str, str]:
@@ -12,7 +13,7 @@ def fix_float_sizes(code: str) -> tuple[str, str]:
     literally): a size argument of a Conv, Linear or BatchNorm that is arithmetic on numbers with a float
     or a true division becomes its integer value; one on names (`in_channels * 1.5`) is wrapped in int()."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     edits: list[tuple[ast.expr, str]] = []

@@ -13,13 +13,14 @@ from __future__ import annotations
 import ast
 
 from nasloop.tools.static_check import missing_forward
+from nasloop.agent.python_source import parse_source
 
 
 def restore_forward(code: str, base: str) -> tuple[str, str]:
     """(code with a `forward` method built from the forward lines in `__init__`, what was done); the code
     unchanged and "" when Net has a forward, or its `__init__` has no such lines."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     net = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net"), None)
@@ -44,7 +45,7 @@ def restore_forward(code: str, base: str) -> tuple[str, str]:
     end = (init.end_lineno or 0) - sum((s.end_lineno or s.lineno) - s.lineno + 1 for s in moved)
     out = "".join(lines[:end] + forward + lines[end:])
     try:
-        ast.parse(out)
+        parse_source(out)
     except SyntaxError:
         return code, ""
     return out, f"moved {len(moved)} forward statement(s) out of Net.__init__ into forward{note}"
@@ -69,7 +70,7 @@ def _drop_stray(code: str, net: ast.ClassDef, init: ast.FunctionDef) -> tuple[st
         del lines[s.lineno - 1:s.end_lineno]
     out = "".join(lines)
     try:
-        ast.parse(out)
+        parse_source(out)
     except SyntaxError:
         return code, ""
     names = ", ".join(f"self.{s.targets[0].attr}" for s in stray)  # type: ignore[attr-defined]
@@ -111,7 +112,7 @@ def _base_head(base: str, body: list[str], indent: int) -> tuple[list[str], str]
     """The base forward's lines before the moved ones' first line, re-indented to `indent`, when that line is
     one of the base forward's (the model skipped from there to the end); else none."""
     try:
-        tree = ast.parse(base)
+        tree = parse_source(base)
     except SyntaxError:
         return [], ""
     net = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net"), None)

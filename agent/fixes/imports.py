@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 
+from nasloop.agent.python_source import parse_source
+
 # The names the Generator's instructions allow, and the import each stands for.
 USUAL = {"torch": "import torch", "nn": "import torch.nn as nn", "F": "import torch.nn.functional as F",
          "math": "import math"}
@@ -15,7 +17,7 @@ USUAL = {"torch": "import torch", "nn": "import torch.nn as nn", "F": "import to
 def add_missing_imports(code: str) -> tuple[str, str]:
     """Returns (code with the missing imports added after the last top-level import, what was added)."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     bound: set[str] = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 from nasloop.agent.fixes.ast_tools import replace_spans
+from nasloop.agent.python_source import parse_source
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _LOOSE = (ast.BinOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Lambda, ast.NamedExpr)  # need brackets after an operator
@@ -17,7 +18,7 @@ def fix_inplace(code: str) -> tuple[str, str]:
     by an inplace operation": a CIFAR-10 search, seed 45, where the repair did not see it either). Out of
     place (`x = x + ...`) is the same sum. Only one-line statements on a plain name, in methods named forward."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     edits: list[tuple[ast.AugAssign, str]] = []

@@ -6,6 +6,7 @@ import ast
 import re
 
 from nasloop.agent.fixes.ast_tools import init_assignments, tensor_function
+from nasloop.agent.python_source import parse_source
 
 _STATELESS = re.compile(r"(Max|Avg|AdaptiveAvg|AdaptiveMax)Pool[123]d|ReLU6?|LeakyReLU|GELU|SiLU|Sigmoid|Tanh|"
                         r"Hardswish|ELU|Mish|Flatten|Dropout[123]?d?|Identity|Softmax|Upsample")
@@ -18,7 +19,7 @@ def fix_layer_slips(code: str) -> tuple[str, str]:
     `x` is the name the statement assigns, and only when it already holds a tensor (forward's input or an
     earlier assignment). Returns (code, what was changed)."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     edits: list[tuple[int, int, str]] = []  # (line, column in bytes, text to insert)
@@ -55,7 +56,7 @@ def fix_layer_slips(code: str) -> tuple[str, str]:
         lines[lineno - 1] = (raw[:col] + text.encode() + raw[col:]).decode()
     out = "".join(lines)
     try:
-        ast.parse(out)
+        parse_source(out)
     except SyntaxError:
         return code, ""
     return out, "layer used as a tensor: " + ", ".join(dict.fromkeys(notes))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 
 from nasloop.agent.fixes.ast_tools import replace_spans
+from nasloop.agent.python_source import parse_source
 
 
 def keep_removed_layers(code: str) -> tuple[str, str]:
@@ -91,6 +92,6 @@ def _self_attr(node: ast.AST) -> bool:
 
 def _parse(code: str) -> ast.Module | None:
     try:
-        return ast.parse(code)
+        return parse_source(code)
     except SyntaxError:
         return None

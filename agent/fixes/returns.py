@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 
+from nasloop.agent.python_source import parse_source
+
 
 def add_missing_return(code: str) -> tuple[str, str]:
     """Deterministic repair of a slip the 1.5B model made in 3 of 15 failed candidates of three CIFAR-10
@@ -13,7 +15,7 @@ def add_missing_return(code: str) -> tuple[str, str]:
     where no `return` appears anywhere in the forward (a forward that returns on some path is left to the
     checks) and its last statement assigns one plain name."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     net = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net"), None)

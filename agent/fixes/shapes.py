@@ -9,6 +9,7 @@ import ast
 import re
 
 from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, init_methods, layer_call, replace_spans, size_arg
+from nasloop.agent.python_source import parse_source
 
 SIZED = ("Conv2d", "BatchNorm1d", "BatchNorm2d", "Linear")
 
@@ -40,7 +41,7 @@ def fix_shapes(code: str, failure: dict) -> tuple[str, str]:
     want = got[0] if kind != "Linear" else _product(got)
     failed_line = failure.get("line") if failure.get("function") == "forward" else None
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return code, ""
     if kind == "Linear" and len(got) == 3:

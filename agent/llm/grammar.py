@@ -13,6 +13,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 
 from nasloop.agent.llm.parsing import CHANGE_OPS, REPLY_CHARS
+from nasloop.agent.python_source import parse_source
 
 
 def reply_schema(first: str) -> dict:
@@ -212,7 +213,7 @@ def conv_kernels(code: str) -> dict[str, int]:
     """The square kernel of each conv the net's code defines as `self.X = nn.Conv2d(...)` (a literal, or a
     tuple of two equal literals), by X; anything else is left out."""
     try:
-        tree = ast.parse(code or "")
+        tree = parse_source(code or "")
     except SyntaxError:
         return {}
     out: dict[str, int] = {}

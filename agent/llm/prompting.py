@@ -14,6 +14,7 @@ from nasloop import prompts
 from nasloop.agent.llm.parsing import CHANGE_OPS, describe_change
 from nasloop.agent.llm.stream import LONG_LINE
 from nasloop.tools.text import human
+from nasloop.agent.python_source import parse_source
 
 FALLBACK_SUGGESTION = "Make one small, safe change to the best network that should raise its accuracy."
 # When the Improver's reply is unreadable or copies a placeholder, the Generator gets one of these concrete,
@@ -94,7 +95,7 @@ def _docstring_lines(code: str) -> list[tuple[int, int]]:
     """The (first, last) line of each docstring that stands on lines of its own, in a body it does not make
     up alone (removing it leaves valid code)."""
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except (SyntaxError, ValueError):
         return []
     spans = []
