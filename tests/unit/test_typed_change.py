@@ -74,7 +74,8 @@ def test_each_operator_is_offered_the_layers_it_can_act_on():
     assert targets["add_normalisation"] == ["blocks.0.conv"]  # conv1 has its bn1
     assert targets["remove_normalisation"] == ["bn1"] and targets["change_head"] == ["fc"]
     assert targets["change_downsampling"] == ["conv1", "pool", "blocks.0.conv"]  # not the global pool, not fc
-    assert targets["deepen"] == targets["change_activation"] == targets["other"] == names
+    assert targets["change_activation"] == targets["other"] == names
+    assert targets["deepen"] == [n for n in names if n != "bn1"]  # after bn1 is after conv1's block
     assert targets_by_operator("(not traced)") == {}
 
 
