@@ -141,26 +141,34 @@ def improver_turn(state: dict, instead: str = "", was_best: str | None = None) -
 
     Where the latest candidate is the new best, `was_best` is the best network the conversation spoke of
     until now: the turn shows the candidate's changes to it and the new best's layer table, and the
-    conversation goes on about the new best."""
+    conversation goes on about the new best.
+
+    Where the loop made the candidate from the change itself (`last["edited"]`), its changes are the change
+    the reply above asked for, and the turn says so instead of showing them: in CIFAR-10 searches (seeds 44
+    and 45, at c205380) 17 of 40 candidates were such edits, and a turn's diff was 100-200 tokens (read at
+    about 45 a second)."""
     base = best_fields(state)
-    built = (f'"{instead}" instead (for your change the Generator wrote an earlier network again)'
-             if instead else "your change above")
+    edited = bool((state.get("last") or {}).get("edited")) and not instead
+    built = (f'"{instead}" instead (for your change the Generator wrote an earlier network again)' if instead
+             else "your change above, which the loop made exactly as asked" if edited else "your change above")
     if was_best is not None:
         shown = plain_code(was_best, prompts.seed_source(state["task"]["dataset"])).strip()
-        return prompts.render("improver_turn_best", **base, **_latest_fields(state, shown, shown=True), built=built)
-    return prompts.render("improver_turn", **base, **_latest_fields(state, base["best_code"]), built=built)
+        fields = _latest_fields(state, shown, shown=True, diff=not edited)
+        return prompts.render("improver_turn_best", **base, **fields, built=built)
+    return prompts.render("improver_turn", **base, **_latest_fields(state, base["best_code"], diff=not edited),
+                          built=built)
 
 
-def _latest_fields(state: dict, best_code: str, shown: bool = False) -> dict:
+def _latest_fields(state: dict, best_code: str, shown: bool = False, diff: bool = True) -> dict:
     """The latest candidate as the Improver reads it: its outcome, and its changes to `best_code` (not where
-    it is the best itself, unless `shown`)."""
+    it is the best itself, unless `shown`; not at all without `diff`)."""
     last = state.get("last") or {}
     out = last.get("outcome") or {}
     if out.get("kind") == "ok":
         details = f"accuracy {out.get('accuracy', 0):.4f}, {human(out.get('params') or 0)} parameters"
     else:
         details = f"diagnosis: {out.get('diagnosis', '')}"
-    if last.get("code") and (shown or last.get("iteration") != (state.get("best") or {}).get("iteration")):
+    if diff and last.get("code") and (shown or last.get("iteration") != (state.get("best") or {}).get("iteration")):
         seed = prompts.seed_source(state["task"]["dataset"])
         details += "\n" + changes_text(best_code, plain_code(last["code"], seed))
     return {"last_iteration": last.get("iteration", "-"), "last_outcome": out.get("kind", "none"),

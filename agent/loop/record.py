@@ -196,9 +196,12 @@ _OLD_NODE = re.compile(r"^(improve|generate|repair|check|score)(\d*)(?:\.(\d+))?
 
 
 def last_entry(r: dict, code: str | None) -> dict:
-    """The graph's `last` for a results record: what the Improver diagnoses next."""
+    """The graph's `last` for a results record: what the Improver diagnoses next. `edited`: the loop made the
+    candidate from the typed change itself (fix `change`), and no repair changed it after."""
+    edited = any(f.get("name") == "change" and f.get("attempt") == 0 for f in r.get("fixes") or [])
     return {"iteration": r["iteration"], "code": code, "outcome": Outcome.from_dict(r).to_dict(),
             "llm": r.get("llm") or {}, "repairs": len(r.get("repairs") or []),
+            "edited": edited and not r.get("repairs"),
             "escape": (r.get("escape") or {}).get("name"), "fitness": fitness(r),
             **({"parent": r["parent"], "parent_fitness": r.get("parent_fitness")} if "parent" in r else {})}
 

@@ -239,3 +239,21 @@ def test_a_mechanical_change_whose_edit_was_evaluated_before_is_not_offered(tmp_
 def _offered(schema: dict) -> set[tuple[str, str]]:
     return {(alt["properties"]["operator"]["const"], t) for alt in schema["properties"]["change"]["anyOf"]
             for t in alt["properties"]["target"]["enum"]}
+
+
+def test_the_next_turn_says_the_loop_made_the_change_instead_of_showing_its_diff(tmp_path):
+    """The edit is the change the Improver's reply asked for: its diff would be 100-200 tokens to read again."""
+    widen = json.dumps({"problem": "too narrow", "operator": "widen", "target": "conv1", "arguments": "8 -> 16 channels"})
+    improver, asked = recording(TYPED, widen, widen.replace("16", "24"))
+    generator, _ = recording(code_reply(tag="acc=0.4"), code_reply(tag="acc=0.45"))
+    store = RunStore.create(tmp_path, "unit", {})
+    deps = Deps(improver, generator, Edits(), store, LoopOptions())
+    build_graph(deps).invoke({"task": task(3)}, {"configurable": {"thread_id": "t"},
+                                                  "recursion_limit": recursion_limit_for(3)})
+    assert [r["accuracy"] for r in store.results()] == [0.5, 0.6, 0.4, 0.45]  # the edit is the new best
+    after_edit, after_generator = asked[1][-1][1], asked[2][-1][1]
+    assert after_edit.startswith("Latest candidate (iteration 1, built from your change above, which the loop made "
+                                 "exactly as asked): outcome ok\naccuracy 0.6000")
+    assert "```diff" not in after_edit and "It is the new best network" in after_edit
+    assert after_generator.startswith("Latest candidate (iteration 2, built from your change above): outcome ok")
+    assert "```diff" in after_generator
