@@ -86,8 +86,9 @@ def improver_schema(layers: str, seen: Sequence[dict], code: str = "",
     strides = {name: {"const": stride} for name, stride in downsampling_strides(layers).items()}
     kernels = kernel_choices(code, targets.get("change_kernel", []))
     activations = activation_choices(code, targets.get("change_activation", []))
+    widths = width_choices(layers, targets.get("widen", []))
     return change_schema(targets, tried, {"change_downsampling": strides, "change_kernel": kernels,
-                                          "change_activation": activations})
+                                          "change_activation": activations, "widen": widths})
 
 
 def held_off(tried: set[tuple[str, str]], layers: str, targets: Mapping[str, Sequence[str]]) -> set[tuple[str, str]]:
@@ -247,6 +248,23 @@ def kernel_choices(code: str, convs: Sequence[str]) -> dict[str, dict]:
         left = [k for k in KERNELS if int(k[0]) not in own]
         out[name] = {"enum": left}
     return out
+
+
+_CONV_WIDTH = re.compile(r"^([A-Za-z_][\w.]*) Conv\w* -> (\d+)x", re.MULTILINE)
+WIDER = (1.5, 2)  # the widths a conv is offered, as multiples of its traced width
+
+
+def width_choices(layers: str, convs: Sequence[str]) -> dict[str, dict]:
+    """The widths each conv may be widened to: 1.5x and 2x its traced width, rounded up to a multiple of 8
+    ("Widen conv3: 128 -> 192 channels"), and for "all" "+50% channels" or "2x channels" (no decimal point:
+    see WHOLE_NUMBERS). With any number allowed, the 1.5B model asked for "128 -> 1536 channels" (CIFAR-10,
+    seed 45, at ee6ea11): over the FLOP budget, a Generator repair. A conv the table gives no width keeps
+    the free "N -> M channels"."""
+    have = {name: int(width) for name, width in _CONV_WIDTH.findall(layers or "")}
+    out = {name: {"enum": list(dict.fromkeys(f"{have[name]} -> {-(-int(have[name] * f) // 8) * 8} channels"
+                                             for f in WIDER))}
+           if name in have else ARGUMENTS["widen"] for name in convs}
+    return {**out, "all": {"enum": ["+50% channels", "2x channels"]}} if convs else out
 
 
 def change_key(change: dict | None) -> tuple[str, str] | None:

@@ -9,7 +9,7 @@ import re
 from nasloop.agent import Deps, build_graph, recursion_limit_for
 from nasloop.agent.deps import LoopOptions
 from nasloop.agent.llm.grammar import (change_schema, downsampling_strides, flat_schema, improver_schema,
-                                      kernel_choices, layer_names, targets_by_operator)
+                                      kernel_choices, layer_names, targets_by_operator, width_choices)
 from nasloop.agent.llm.parsing import CHANGE_OPS, parse_improver
 from nasloop.agent.runs.store import RunStore
 from tests.fakes import ScriptedEvaluator, code_reply, scripted, task
@@ -375,3 +375,17 @@ def test_a_residual_around_one_layer_names_the_shortcut_its_shapes_need():
     assert said("all") == "Add a residual connection around all"
     given = {"operator": "add_residual", "target": "conv2", "arguments": "identity"}
     assert settle_change(given, layers) == given  # an unconstrained backend's own arguments stay
+
+
+def test_a_conv_is_widened_by_half_or_double_its_traced_width():
+    """Any number allowed, the 1.5B model asked for "128 -> 1536 channels": over the FLOP budget, a repair."""
+    widths = width_choices(TRACED, ["conv1", "blocks.0.conv", "unknown"])
+    assert widths["conv1"] == {"enum": ["64 -> 96 channels", "64 -> 128 channels"]}
+    assert widths["blocks.0.conv"] == {"enum": ["8 -> 16 channels"]}  # rounded up to 8s
+    assert widths["unknown"]["pattern"] and widths["all"] == {"enum": ["+50% channels", "2x channels"]}
+    widen = [a["properties"] for a in _alts(improver_schema(TRACED, [])) if a["properties"]["operator"]["const"] == "widen"]
+    assert {t: p["arguments"]["enum"][-1] for p in widen for t in p["target"]["enum"]} == {
+        "conv1": "64 -> 128 channels", "blocks.0.conv": "8 -> 16 channels", "all": "2x channels"}
+    parsed, _ = parse_improver(json.dumps({"problem": "p", "operator": "widen", "target": "conv1",
+                                           "arguments": "64 -> 96 channels"}), TRACED)
+    assert parsed["suggestion"] == "Widen conv1: 64 -> 96 channels" and "arguments_given" not in parsed["change"]
