@@ -267,6 +267,14 @@ def width_choices(layers: str, convs: Sequence[str]) -> dict[str, dict]:
     return {**out, "all": {"enum": ["+50% channels", "2x channels"]}} if convs else out
 
 
+def offered_changes(schema: dict) -> list[tuple[str, str]]:
+    """The (operator, target) pairs a loop Improver schema (`change_schema`) offers, in its order; none where
+    it offers any change (no traced layers)."""
+    alts = schema.get("properties", {}).get("change", {}).get("anyOf", [])
+    return [(alt["properties"]["operator"]["const"], target) for alt in alts
+            for target in alt["properties"]["target"]["enum"]]
+
+
 def change_key(change: dict | None) -> tuple[str, str] | None:
     """What the memory compares a typed change by, to hold the Improver off it (`change_schema`)."""
     if not change or not change.get("operator") or not change.get("target"):

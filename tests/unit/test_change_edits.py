@@ -16,6 +16,7 @@ from nasloop.agent.deps import Deps, LoopOptions
 from nasloop.agent.fixes.changes import apply_change
 from nasloop.agent.fixes.registry import NAMES
 from nasloop.agent.graph import build_graph, recursion_limit_for
+from nasloop.agent.llm.prompting import FALLBACK_CHANGES
 from nasloop.agent.runs.store import RunStore
 from nasloop.sandbox import runner
 from nasloop.tools.outcome import Outcome
@@ -257,3 +258,21 @@ def test_the_next_turn_says_the_loop_made_the_change_instead_of_showing_its_diff
     assert "```diff" not in after_edit and "It is the new best network" in after_edit
     assert after_generator.startswith("Latest candidate (iteration 2, built from your change above): outcome ok")
     assert "```diff" in after_generator
+
+
+def test_a_fallback_change_is_one_the_loop_makes_itself(tmp_path):
+    """An unreadable reply (the 1.5B model: "None of the above changes were tried.") gets a fallback change;
+    where the Improver was offered a mechanical one, it is that change, made by the loop: no Generator call
+    (in a CIFAR-10 search the Generator's fallback net, 42 s, and its repair, 47 s, were over the budget)."""
+    nothing = json.dumps({"problem": "p", "operator": "other", "target": "all",
+                          "arguments": "None of the above changes were tried."})
+    results, calls = search(tmp_path, LoopOptions(), improver=nothing, evaluator=Edits())
+    last = results[1]
+    assert calls == [] and last["suggestion_source"] == "fallback" and last["problem"].startswith("(improver failure)")
+    assert last["change"] == {"operator": "add_normalisation", "target": "conv1", "arguments": ""}
+    assert last["suggestion"] == "Add normalisation to conv1" and last["accuracy"] == 0.6  # the edit trained
+    assert [f["name"] for f in last["fixes"]] == ["change"]
+    # without fix `change`, the Generator writes one of the prose fallbacks
+    off = LoopOptions(fixes=tuple(n for n in NAMES if n != "change"))
+    results, calls = search(tmp_path / "off", off, code_reply(tag="acc=0.7"), improver=nothing)
+    assert len(calls) == 1 and "change" not in results[1] and results[1]["suggestion"] in FALLBACK_CHANGES

@@ -11,13 +11,14 @@ from nasloop.agent.llm.prompting import FALLBACK_CHANGES
 from nasloop.agent.runs.store import RunStore
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, recording, scripted, task
 
-GOOD = '{"problem": "p", "suggestion": "widen conv2"}'
+# a new suggestion each iteration: a repeated one would get a fallback change, which the loop makes itself
+NEW = [f'{{"problem": "p", "suggestion": "widen conv2 to {8 * n} channels"}}' for n in range(2, 20)]
 
 
 def run(tmp_path, generator, iterations, options=LoopOptions(), improver=None):
     store = RunStore.create(tmp_path, "unit", {})
     ev = ScriptedEvaluator()
-    graph = build_graph(Deps(improver or scripted(GOOD), generator, ev, store, options))
+    graph = build_graph(Deps(improver or scripted(*NEW), generator, ev, store, options))
     cfg = {"configurable": {"thread_id": "t"}, "recursion_limit": recursion_limit_for(iterations)}
     out = graph.invoke({"task": task(iterations)}, cfg)
     return out, store, ev
@@ -53,7 +54,7 @@ def test_code_key_ignores_comments_and_blank_lines():
 
 def test_verbatim_repeat_costs_no_container(tmp_path):
     gen, seen = recording(code_reply(tag="acc=0.6"))
-    out, store, ev = run(tmp_path, gen, 2)
+    out, store, ev = run(tmp_path, gen, 2)  # a new suggestion, and the Generator repeats its code
     assert ev.calls == 2  # the seed and iteration 1; iteration 2 repeats iteration 1
     last = store.results()[-1]
     assert last["outcome"] == "invalid_code"
