@@ -38,6 +38,21 @@ def apply_change(base: str, change: dict, layers: str) -> tuple[str | None, str]
     return edit(net, target, rows, str(change.get("arguments") or ""))
 
 
+def branch_layers(base: str, layers: str) -> set[str]:
+    """The layers whose one call in forward reads something other than the output of the layer traced just
+    before them (a shortcut, a branch: `_Net.fed_by`): a residual around one is not the residual the table
+    suggests. In CIFAR-10 searches (seed 44 at c205380, seed 45 at e0b1499) each of the three "Add a residual
+    connection around conv3_shortcut" went to the Generator, and none of its nets ran."""
+    net, rows = _Net.parse(base), traced_rows(layers)
+    names = [r[0] for r in rows]
+    out = set()
+    for before, name in zip(names, names[1:], strict=False):
+        found = net.call(name) if net is not None else None
+        if found is not None and not net.fed_by(found, before):  # type: ignore[union-attr]
+            out.add(name)
+    return out
+
+
 def residual_shape(target: str, rows: list[Row]) -> tuple[int, int, int] | None:
     """(input channels, output channels, stride) of a residual connection around `target`, from the traced
     rows: its input is the previous row's output. None where the table cannot say (the first layer, whose

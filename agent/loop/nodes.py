@@ -28,7 +28,7 @@ from nasloop.agent.deps import Deps, complete_task
 from nasloop.agent.loop.escape import RESTART_SUGGESTION, choose_escape, code_key, generator_note
 from nasloop.agent.llm.client import ChatClient
 from nasloop.agent.fixes.registry import Context, apply_stage
-from nasloop.agent.fixes.changes import EDITED
+from nasloop.agent.fixes.changes import EDITED, branch_layers
 from nasloop.agent.llm.grammar import improver_schema, offered_changes, reply_schema, targets_by_operator
 from nasloop.agent.llm.parsing import describe_change, extract_code, parse_improver
 from nasloop.agent.llm.stream import DEGENERATE, StopRule, code_complete, json_complete
@@ -167,7 +167,7 @@ def improve(source: DepsSource, state: dict, runtime: Runtime) -> dict:
     best = best_fields(state)
     layers = "" if state.get("parent") else best["best_layers"]
     schema = reply_schema("lesson") if state.get("parent") else \
-        improver_schema(layers, seen, best["best_code"], _known_edits(deps, best, it))
+        improver_schema(layers, seen, best["best_code"], _held_edits(deps, best, it))
 
     def ask(attempt: int, text: str) -> dict:
         step = record.TraceStep("improve", variant=attempt)
@@ -310,7 +310,7 @@ FALLBACK_OPERATORS = ("add_residual", "add_normalisation", "remove_normalisation
 
 def _made_fallback(deps: Deps, best: dict, schema: dict, window: list[dict] | None) -> dict | None:
     """In place of a fallback change the Generator would write (the Improver's reply unreadable, a repeat, a
-    placeholder): the first mechanical change the Improver was offered (not tried, not known: `_known_edits`)
+    placeholder): the first mechanical change the Improver was offered (not tried, not held off: `_held_edits`)
     whose edit the loop can make on the best net, as a typed change: its suggestion and change. It costs no Generator call: in a
     CIFAR-10 search (seed 45, at e0b1499) a reply saying "None of the above changes were tried." got the
     fallback "read the whole flattened map"; the Generator's net (42 s) went over the FLOP budget, and so
@@ -329,20 +329,20 @@ def _made_fallback(deps: Deps, best: dict, schema: dict, window: list[dict] | No
     return None
 
 
-def _known_edits(deps: Deps, best: dict, it: int) -> set[tuple[str, str]]:
-    """The mechanical changes (operator, target) whose edit of the best net gives a net evaluated before: the
-    Improver is not offered them. The memory window holds only the last k changes; in a CIFAR-10 search (seed
-    44, at c205380) the edit of a change made 9 iterations before, on the same best, was that net again
-    (a repeat, then a failed repair by the Generator)."""
+def _held_edits(deps: Deps, best: dict, it: int) -> set[tuple[str, str]]:
+    """The mechanical changes the Improver is not offered: those whose edit of the best net gives a net
+    evaluated before, and a residual around a shortcut or branch (`branch_layers`). The memory window holds
+    only the last k changes; in a CIFAR-10 search (seed 44, at c205380) the edit of a change made 9 iterations
+    before, on the same best, was that net again (a repeat, then a failed repair by the Generator)."""
     if "change" not in deps.options.fixes:
         return set()
-    known = set()
+    held = {("add_residual", name) for name in branch_layers(best["best_code"], best["best_layers"])}
     for op, names in targets_by_operator(best["best_layers"]).items():
         for target in [*names, "all"] if op in EDITED else ():
             code, edits = _apply_change(deps, best, {"operator": op, "target": target, "arguments": ""})
             if edits and code and deps.earlier_code(code_key(code), it) is not None:
-                known.add((op, target))
-    return known
+                held.add((op, target))
+    return held
 
 
 def _apply_change(deps: Deps, best: dict, change: dict) -> tuple[str | None, list]:

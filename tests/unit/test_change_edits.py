@@ -13,10 +13,11 @@ import torch
 
 from nasloop import prompts
 from nasloop.agent.deps import Deps, LoopOptions
-from nasloop.agent.fixes.changes import apply_change
+from nasloop.agent.fixes.changes import apply_change, branch_layers
 from nasloop.agent.fixes.registry import NAMES
 from nasloop.agent.graph import build_graph, recursion_limit_for
 from nasloop.agent.llm.prompting import FALLBACK_CHANGES
+from nasloop.agent.loop.nodes import _held_edits
 from nasloop.agent.runs.store import RunStore
 from nasloop.sandbox import runner
 from nasloop.tools.outcome import Outcome
@@ -99,6 +100,9 @@ def test_no_residual_around_a_layer_whose_input_is_not_the_layer_traced_before_i
     assert edit("add_residual", "conv2_shortcut", theirs) == (None, "")
     code, _ = edit("add_residual", "conv3", theirs)  # its input is the pool after the shortcut's sum
     assert code is not None and traced(code)[0] is None
+    # nor is the Improver offered it: it goes to the Generator, whose nets did not run either
+    assert branch_layers(ours, traced(ours)[1]) == {"conv2_shortcut"} == branch_layers(theirs, traced(theirs)[1])
+    assert branch_layers(BASE, traced(BASE)[1]) == set()
 
 
 def test_removing_normalisation_makes_the_norm_an_identity():
@@ -235,6 +239,21 @@ def test_a_mechanical_change_whose_edit_was_evaluated_before_is_not_offered(tmp_
     assert [r["accuracy"] for r in store.results()] == [0.5, 0.3, 0.4, 0.45]  # the seed stays the best
     again = {("add_normalisation", "conv1"), ("add_normalisation", "all")}  # conv1 is the one conv to normalise
     assert again <= schemas[0] and not again & schemas[2]  # iteration 3's window holds only iteration 2's widen
+
+
+def test_a_residual_around_a_shortcut_is_not_offered(tmp_path):
+    """CIFAR-10 (seeds 44, 45): three "Add a residual connection around conv3_shortcut" went to the Generator,
+    and none of its nets ran."""
+    ours, _ = edit("add_residual", "conv2")
+    failure, layers = traced(ours)
+    assert failure is None
+    store = RunStore.create(tmp_path, "unit", {})
+    deps = Deps(scripted(), scripted(), ScriptedEvaluator(), store, LoopOptions())
+    best = {"best_code": ours, "best_layers": layers}
+    assert ("add_residual", "conv2_shortcut") in _held_edits(deps, best, 1)
+    assert ("add_residual", "conv3") not in _held_edits(deps, best, 1)
+    off = Deps(scripted(), scripted(), ScriptedEvaluator(), store, LoopOptions(fixes=()))
+    assert _held_edits(off, best, 1) == set()
 
 
 def _offered(schema: dict) -> set[tuple[str, str]]:
