@@ -38,7 +38,7 @@ class Logged:
 
 def main(where: str, resume: bool) -> None:
     args = evaluator_args(2)
-    args.min_steps = 100  # the wide net of round 1 is still training when its sibling has finished
+    args.min_steps = 40  # the wide net of round 1 (8x the narrow one's work) is still training when its sibling has finished
     evaluator = build_evaluator(args)
     store = RunStore.open(where) if resume else RunStore.create(where, "fanout", {"args": {}})
     print(store.path, flush=True)

@@ -67,11 +67,11 @@ def test_process_sandbox_times_out_and_classifies(digits):
 def test_training_progress_reaches_the_host_while_it_trains(docker_engine, digits, kind):
     """The harness notes its steps; the host's watcher reports them during the run (a display, so only
     well-formed pairs are believed), ending with the last step."""
-    ev = Evaluator(digits, make_sandbox(kind, limits=Limits(timeout_s=300)), TrainSettings(min_steps=200))
+    ev = Evaluator(digits, make_sandbox(kind, limits=Limits(timeout_s=300)), TrainSettings(min_steps=60))
     seen: list[tuple[int, int]] = []
     out = ev.evaluate(prompts.seed_source("default"), on_progress=lambda step, steps: seen.append((step, steps)))
     assert out.kind == "ok", out.summary()
-    assert seen and seen[-1] == (200, 200) and {n for _, n in seen} == {200}
+    assert seen and seen[-1] == (60, 60) and {n for _, n in seen} == {60}
     assert [s for s, _ in seen] == sorted(s for s, _ in seen)
     assert out.train_seconds < 1 or len(seen) >= 2, (out.train_seconds, seen)  # noted as it went, not once
     getattr(ev.sandbox, "close", lambda: None)()
