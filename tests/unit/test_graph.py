@@ -10,11 +10,19 @@ from nasloop.agent import Deps, build_graph, recursion_limit_for
 from nasloop.agent.graph import route_next, route_start
 from nasloop.agent.deps import LoopOptions
 from nasloop.agent.llm.prompting import FALLBACK_CHANGES
+from nasloop.agent.loop import nodes
 from nasloop.agent.runs.store import RunStore
 from nasloop.errors import RunError
 from tests.fakes import SEED, ScriptedEvaluator, code_reply, scripted, task
 
 GOOD_IMPROVER = '{"problem": "too shallow", "suggestion": "add a block"}'
+
+
+@pytest.fixture(autouse=True)
+def generator_writes_every_fallback(monkeypatch):
+    """These tests are about routing and bookkeeping with the Generator writing every candidate, the prose
+    fallbacks included; a fallback the loop makes itself is tests/unit/test_change_edits.py."""
+    monkeypatch.setattr(nodes, "_made_fallback", lambda *args: None)
 
 
 def config(iterations: int, thread: str = "t") -> dict:
