@@ -20,8 +20,8 @@ import re
 from typing import Callable
 
 from nasloop.agent.fixes.ast_tools import replace_spans
-from nasloop.tools.text import traced_rows
 from nasloop.agent.python_source import parse_source
+from nasloop.tools.text import traced_rows
 
 Row = tuple[str, str, tuple[int, ...]]
 

@@ -310,8 +310,9 @@ FALLBACK_OPERATORS = ("add_residual", "add_normalisation", "remove_normalisation
 
 def _made_fallback(deps: Deps, best: dict, schema: dict, window: list[dict] | None) -> dict | None:
     """In place of a fallback change the Generator would write (the Improver's reply unreadable, a repeat, a
-    placeholder): the first mechanical change the Improver was offered (not tried, not held off: `_held_edits`)
-    whose edit the loop can make on the best net, as a typed change: its suggestion and change. It costs no Generator call: in a
+    placeholder): the first mechanical change the Improver was offered (not tried, not held off:
+    `_held_edits`) whose edit the loop can make on the best net, as a typed change: its suggestion and
+    change (`generate` then makes the edit, as for the Improver's own). It costs no Generator call: in a
     CIFAR-10 search (seed 45, at e0b1499) a reply saying "None of the above changes were tried." got the
     fallback "read the whole flattened map"; the Generator's net (42 s) went over the FLOP budget, and so
     did its repair (47 s). The problem keeps why the reply was not used; None where no change is offered
