@@ -228,17 +228,40 @@ def _unnormed(target: str, rows: list[Row]) -> list[tuple[str, str, int]]:
 
 
 def _add_norm(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
-    """`x = self.conv2(x)` becomes `x = self.conv2_bn(self.conv2(x))`, with a new norm layer of its width."""
+    """`x = self.conv2(x)` becomes `x = self.conv2_bn(self.conv2(x))`, with a new norm layer of its width; or
+    the norm removed as `self.bn2 = nn.Identity()` right after it is a norm again (`_restored`)."""
     done = []
     for name, kind, channels in _unnormed(target, rows):
         found, define = net.call(name), net.definition(name)
         if found is None or define is None:
+            continue
+        removed = _restored(net, name, rows)
+        if removed is not None:
+            net.spans.append((removed.value, f"nn.{kind}({channels})"))
+            done.append(f"self.{_self_attr(removed.targets[0])} = nn.{kind}({channels}) again")
             continue
         norm = net.fresh(f"{name}_bn")
         net.add_layer(define, norm, f"nn.{kind}({channels})")
         net.spans.append((found[0], f"self.{norm}({net.segment(found[0])})"))
         done.append(f"self.{norm} = nn.{kind}({channels}) after self.{name}")
     return net.result("normalisation added: " + "; ".join(done))
+
+
+def _restored(net: _Net, name: str, rows: list[Row]) -> ast.Assign | None:
+    """The definition `self.<norm> = nn.Identity()` of the layer traced right after `name` and fed by it: a
+    norm removed (`_remove_norm`) that adding one makes a norm again, so the edit gives the net from before
+    the removal, code for code, and the loop knows it as that earlier net (`_held_edits`). In a CIFAR-10
+    search (seed 45, at e0b1499) "Add normalisation to conv1" after bn1 was removed added conv1_bn in front
+    of the identity: the net of 14 iterations before, which only the pre-flight saw, and its repair failed."""
+    at = [i for i, r in enumerate(rows) if r[0] == name]
+    if len(at) != 1 or at[0] + 1 >= len(rows) or rows[at[0] + 1][1] != "Identity":
+        return None
+    after = rows[at[0] + 1][0]
+    define, found = net.definition(after), net.call(after)
+    value = define.value if define is not None else None
+    identity = (isinstance(value, ast.Call) and not value.args and not value.keywords and isinstance(value.func, ast.Attribute)
+                and value.func.attr == "Identity")
+    return define if identity and found is not None and net.fed_by(found, name) else None
 
 
 def _deepen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | None, str]:

@@ -17,6 +17,7 @@ from nasloop.agent.fixes.changes import apply_change, branch_layers
 from nasloop.agent.fixes.registry import NAMES
 from nasloop.agent.graph import build_graph, recursion_limit_for
 from nasloop.agent.llm.prompting import FALLBACK_CHANGES
+from nasloop.agent.loop.escape import code_key
 from nasloop.agent.loop.nodes import _held_edits
 from nasloop.agent.runs.store import RunStore
 from nasloop.sandbox import runner
@@ -116,13 +117,29 @@ def test_removing_normalisation_makes_the_norm_an_identity():
 
 
 def test_adding_normalisation_normalises_what_no_norm_follows():
-    bare = BASE.replace("self.bn2 = nn.BatchNorm2d(64)", "self.bn2 = nn.Identity()")
+    bare = BASE.replace("        self.bn2 = nn.BatchNorm2d(64)\n", "").replace("        x = self.bn2(x)\n", "")
     code, note = edit("add_normalisation", "conv2", bare)
     assert "self.conv2_bn = nn.BatchNorm2d(64)" in code and "x = self.conv2_bn(self.conv2(x))" in code
     assert traced(code)[0] is None and runs(code) == runs(bare) + 2 * 64
     every, note = edit("add_normalisation", "all", bare)
     assert note == "normalisation added: self.conv2_bn = nn.BatchNorm2d(64) after self.conv2"
     assert edit("add_normalisation", "conv3", bare) == (None, "")  # bn3 follows it already
+
+
+def test_adding_normalisation_where_one_was_removed_gives_the_net_from_before_the_removal(tmp_path):
+    """CIFAR-10 (seed 45, at e0b1499): "Add normalisation to conv1" after bn1 was removed put conv1_bn in front
+    of the identity, a net evaluated 14 iterations before that only the pre-flight knew; its repair failed."""
+    removed, _ = edit("remove_normalisation", "bn1")
+    code, note = edit("add_normalisation", "conv1", removed)
+    assert code == BASE and note == "normalisation added: self.bn1 = nn.BatchNorm2d(32) again"
+    every, _ = edit("add_normalisation", "all", edit("remove_normalisation", "all")[0])
+    assert every == BASE
+    # so the loop knows it as that earlier net, and does not offer it
+    store = RunStore.create(tmp_path, "unit", {})
+    store.once("results", 0, "evaluate", lambda: {"outcome": "ok", "accuracy": 0.5, "code_key": code_key(BASE)})
+    deps = Deps(scripted(), scripted(), ScriptedEvaluator(), store, LoopOptions())
+    held = _held_edits(deps, {"best_code": removed, "best_layers": traced(removed)[1]}, 1)
+    assert ("add_normalisation", "conv1") in held and ("add_normalisation", "conv2") not in held
 
 
 def test_deepening_adds_a_conv_norm_activation_run_of_the_same_width():
