@@ -37,7 +37,37 @@ def degenerate(text: str, long_line: int = LONG_LINE) -> str | None:
         return "repeated_line"
     if len(done) >= BLOCK_LINES and (repeated_block(kept := [ln for ln in done if ln]) or repeated_window(kept)):
         return "repeated_block"
+    if method_again(lines[:-1]):
+        return "repeated_block"
     return None
+
+
+_DEF = re.compile(r"^([ \t]*)(class|def)\s+(\w+)")
+
+
+def method_again(lines: list[str]) -> bool:
+    """A class's method is begun a second time (`def forward` twice in `class Net`, no decorator): the reply
+    went back into code it already wrote. Seen from the 1.5B model in a repair (CIFAR-10, seed 45, at e0b1499):
+    the end of `__init__`, then `def forward` and its body again, three times, until the block rule cut it at
+    1,003 tokens (91 s); cut here at the second `def forward`. Nested functions, other classes' methods and a
+    property's setter (decorated) are not repeats."""
+    methods: dict[str, int] = {}
+    indent: int | None = None  # of the current class's methods: its first def's
+    decorated = False
+    for line in lines:
+        m = _DEF.match(line)
+        if m is None:
+            decorated = line.lstrip().startswith("@") or (decorated and not line.strip())
+            continue
+        width, kind, name = len(m.group(1).expandtabs()), m.group(2), m.group(3)
+        if kind == "class":
+            methods, indent = {}, None
+        elif indent is None or width == indent:
+            if name in methods and not decorated:
+                return True
+            indent, methods[name] = width, width
+        decorated = False
+    return False
 
 
 def repeated_window(lines: list[str], size: int = WINDOW) -> bool:

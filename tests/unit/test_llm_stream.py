@@ -77,6 +77,32 @@ def test_a_net_of_three_long_identical_blocks_is_read_to_its_end():
     assert reply.stop == "code_closed" and extract_code(reply.text)[0] == extract_code(text)[0]
 
 
+def test_a_reply_that_begins_a_method_again_is_cut_there():
+    """CIFAR-10 (seed 45, at e0b1499): a repair wrote the end of __init__, then `def forward` and its body
+    again, three times; the block rule cut it at 1,003 tokens (91 s). Cut at the second `def forward`."""
+    fwd = "    def forward(self, x):\n        x = self.conv1(x)\n        x = self.conv3_deep = nn.Conv2d(192, 192, 3)\n"
+    tail = "        self.bn3 = nn.BatchNorm2d(192)\n        self.fc = nn.Linear(192, num_classes)\n\n"
+    text = HEAD + "        self.conv1 = nn.Conv2d(3, 32, 3)\n\n" + (fwd + tail) * 3
+    reply = scripted(text).ask("sys", "user", stop=code_complete)
+    assert reply.stop == "repeated_block" and reply.text.count("def forward") == 2
+    assert len(reply.text) < len(text) / 2
+
+
+def test_two_classes_a_setter_and_nested_helpers_are_read_to_the_end():
+    """Methods of the same name in two classes, a property's setter, a helper defined in two methods."""
+    block = ("class Block(nn.Module):\n    def __init__(self, c):\n        super().__init__()\n"
+             "        self.conv = nn.Conv2d(c, c, 3, padding=1)\n\n    @property\n    def width(self):\n"
+             "        return self.conv.out_channels\n\n    @width.setter\n    def width(self, c):\n"
+             "        self.conv = nn.Conv2d(c, c, 3, padding=1)\n\n    def forward(self, x):\n"
+             "        def act(t):\n            return F.relu(t)\n        return act(self.conv(x)) + x\n\n\n")
+    net = ("class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+           "        self.block = Block(3)\n        self.fc = nn.Linear(3, 10)\n\n    def forward(self, x):\n"
+           "        def act(t):\n            return F.relu(t)\n        return self.fc(act(self.block(x)).mean((2, 3)))\n")
+    text = "```python\nimport torch\nimport torch.nn as nn\n\n\n" + block + net + "```\n"
+    reply = scripted(text).ask("sys", "user", stop=code_complete)
+    assert reply.stop == "code_closed" and extract_code(reply.text)[0] == extract_code(text)[0]
+
+
 def test_a_degenerate_stream_is_stopped_early_and_the_reply_says_why():
     client = scripted(DEGENERATE_REPLY)
     seen = []
