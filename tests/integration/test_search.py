@@ -46,29 +46,9 @@ def expected_calls(results: list[dict]) -> list[tuple[int, str]]:
                   if n == "improve" or r["iteration"] not in made)
 
 
-def test_two_iteration_search(docker_engine, model_ready, tmp_path):
-    proc = nasloop("search", *SMALL, "--iterations", "2", "--runs-dir", str(tmp_path))
-    out, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err[-2000:]
-    run = only_run(tmp_path)
-    results = RunStore.open(run).results()
-    assert [r["iteration"] for r in results] == [0, 1, 2]
-    assert results[0]["outcome"] == "ok" and results[0]["accuracy"] > 0.2  # the seed trains for real
-    trace = RunStore.open(run).trace()
-    keys = [(t["iteration"], t["node"]) for t in trace]
-    assert len(keys) == len(set(keys))  # every step recorded once
-    assert sorted(k for k in keys if k[1] in ("improve", "generate")) == expected_calls(results)
-    llm_steps = [t for t in trace if t["node"] in ("improve", "generate") or t["node"].startswith("repair")]
-    assert all(t["response"].strip() and t["seconds"] > 0 for t in llm_steps)
-    assert {(t["iteration"], t["node"]) for t in trace if t["node"] == "check0"} >= {(0, "check0")}
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["evaluated"] == 3 and summary["best"]["accuracy"] >= results[0]["accuracy"]
-    assert (run / "best.py").is_file() and (run / "checkpoints.sqlite").is_file()
-    assert f"run directory: {run}" in out and "best accuracy:" in out
-    assert "iter 2/2" in err
-
-
-def test_resume_after_sigkill(docker_engine, model_ready, tmp_path):
+def test_a_search_killed_mid_iteration_resumes_and_finishes(docker_engine, model_ready, tmp_path):
+    """A real three-iteration search, killed with SIGKILL mid-iteration 2 and resumed: nothing lost, nothing
+    done twice, and the finished run has what a user reads (one search, where two cost CI ~100 s more)."""
     proc = nasloop("search", *SMALL, "--iterations", "3", "--runs-dir", str(tmp_path), start_new_session=True)
     deadline = time.time() + 600
     run = None
@@ -91,16 +71,24 @@ def test_resume_after_sigkill(docker_engine, model_ready, tmp_path):
     resumed = nasloop("search", "--resume", str(run))
     out, err = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, err[-2000:]
-    assert "resuming at iteration" in err
+    assert "resuming at iteration" in err and "iter 3/3" in err
     after = RunStore.open(run)
-    assert [r["iteration"] for r in after.results()] == [0, 1, 2, 3]  # nothing lost, nothing twice
-    keys = [(t["iteration"], t["node"]) for t in after.trace()]
-    assert len(keys) == len(set(keys))  # nothing twice
-    assert sorted(k for k in keys if k[1] in ("improve", "generate")) == expected_calls(after.results())
-    assert next(t for t in after.trace() if t["iteration"] == 2 and t["node"] == "improve") == improve2
+    results = after.results()
+    assert [r["iteration"] for r in results] == [0, 1, 2, 3]  # nothing lost, nothing twice
+    assert results[0]["outcome"] == "ok" and results[0]["accuracy"] > 0.2  # the seed trains for real
+    trace = after.trace()
+    keys = [(t["iteration"], t["node"]) for t in trace]
+    assert len(keys) == len(set(keys))  # every step recorded once
+    assert sorted(k for k in keys if k[1] in ("improve", "generate")) == expected_calls(results)
+    llm_steps = [t for t in trace if t["node"] in ("improve", "generate") or t["node"].startswith("repair")]
+    assert all(t["response"].strip() and t["seconds"] > 0 for t in llm_steps)
+    assert (0, "check0") in keys
+    assert next(t for t in trace if t["iteration"] == 2 and t["node"] == "improve") == improve2
     summary = json.loads((run / "summary.json").read_text())
-    best_acc = max((r.get("accuracy") or 0) for r in after.results())
-    assert summary["best"]["accuracy"] == pytest.approx(best_acc)
+    best_acc = max((r.get("accuracy") or 0) for r in results)
+    assert summary["evaluated"] == 4 and summary["best"]["accuracy"] == pytest.approx(best_acc)
+    assert (run / "best.py").is_file() and (run / "checkpoints.sqlite").is_file()
+    assert f"run directory: {run}" in out and "best accuracy:" in out
 
 
 def test_broken_llm_endpoint_is_one_line_and_resumable(docker_engine, tmp_path):
