@@ -7,6 +7,8 @@ import ast
 import operator
 from typing import Any, Callable
 
+from nasloop.agent.python_source import source_segment
+
 
 def init_assignments(cls, source: str) -> dict[str, str]:
     """`self.X = ...` statements on one line in the class's __init__, by X."""
@@ -16,7 +18,7 @@ def init_assignments(cls, source: str) -> dict[str, str]:
         if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Attribute)
                 and isinstance(stmt.targets[0].value, ast.Name) and stmt.targets[0].value.id == "self"
                 and stmt.lineno == stmt.end_lineno):
-            out.setdefault(stmt.targets[0].attr, ast.get_source_segment(source, stmt) or "")
+            out.setdefault(stmt.targets[0].attr, source_segment(source, stmt) or "")
     return out
 
 

@@ -20,7 +20,7 @@ import re
 from typing import Callable
 
 from nasloop.agent.fixes.ast_tools import replace_spans
-from nasloop.agent.python_source import parse_source
+from nasloop.agent.python_source import parse_source, source_segment
 from nasloop.tools.text import traced_rows
 
 Row = tuple[str, str, tuple[int, ...]]
@@ -145,7 +145,7 @@ class _Net:
         self.lines.append((after.end_lineno or after.lineno, f"{indent}self.{name} = {layer}\n"))
 
     def segment(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.code, node) or ""
+        return source_segment(self.code, node) or ""
 
     def result(self, note: str) -> tuple[str | None, str]:
         """The edited code, if it still parses, and the note."""

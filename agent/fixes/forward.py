@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 
 from nasloop.tools.static_check import missing_forward
-from nasloop.agent.python_source import parse_source
+from nasloop.agent.python_source import parse_source, source_segment
 
 
 def restore_forward(code: str, base: str) -> tuple[str, str]:
@@ -120,7 +120,7 @@ def _base_head(base: str, body: list[str], indent: int) -> tuple[list[str], str]
     first = next((line.strip() for line in body if line.strip() and not line.strip().startswith("#")), "")
     if forward is None or not first:
         return [], ""
-    at = next((i for i, s in enumerate(forward.body) if (ast.get_source_segment(base, s) or "").strip() == first), None)
+    at = next((i for i, s in enumerate(forward.body) if (source_segment(base, s) or "").strip() == first), None)
     if not at:
         return [], ""
     lines, shift = base.splitlines(), indent - forward.body[0].col_offset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from nasloop.agent.fixes.ast_tools import replace_spans
-from nasloop.agent.python_source import parse_source
+from nasloop.agent.python_source import parse_source, source_segment
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _LOOSE = (ast.BinOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Lambda, ast.NamedExpr)  # need brackets after an operator
@@ -26,7 +26,7 @@ def fix_inplace(code: str) -> tuple[str, str]:
         for stmt in ast.walk(fn):
             if (isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name) and type(stmt.op) in _OPS
                     and stmt.lineno == stmt.end_lineno):
-                value = ast.get_source_segment(code, stmt.value) or ""
+                value = source_segment(code, stmt.value) or ""
                 value = f"({value})" if isinstance(stmt.value, _LOOSE) else value
                 edits.append((stmt, f"{stmt.target.id} = {stmt.target.id} {_OPS[type(stmt.op)]} {value}"))
     if not edits:

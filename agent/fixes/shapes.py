@@ -9,7 +9,7 @@ import ast
 import re
 
 from nasloop.agent.fixes.ast_tools import SIZE_ARGS, constant, init_methods, layer_call, replace_spans, size_arg
-from nasloop.agent.python_source import parse_source
+from nasloop.agent.python_source import parse_source, source_segment
 
 SIZED = ("Conv2d", "BatchNorm1d", "BatchNorm2d", "Linear")
 
@@ -98,7 +98,7 @@ def _norm_kind(code: str, tree, name: str, kind: str, got: list[int]) -> tuple[s
         node, call = found
         if node.lineno != node.end_lineno:
             return code, ""
-        owner = f"{ast.get_source_segment(code, call.func.value)}." if isinstance(call.func, ast.Attribute) else ""
+        owner = f"{source_segment(code, call.func.value)}." if isinstance(call.func, ast.Attribute) else ""
         fixed, _ = replace_spans(code, [(call, f"{owner}{want}({got[0]})")])
         return fixed, (f"self.{name} = nn.{kind}(...) -> {want}({got[0]}): it gets a "
                        f"{'x'.join(map(str, got))} input")

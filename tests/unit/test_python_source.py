@@ -40,3 +40,24 @@ def test_a_parse_survives_another_threads_parse_during_its_garbage_collection() 
         started.set()
         other.join()
     assert started.is_set() and results == {"first": "Module", "second": "Module"}
+
+
+def test_source_segment_is_the_stdlibs_for_every_node_of_every_candidate() -> None:
+    """`source_segment` reads the lines once; it must give what `ast.get_source_segment` gives, non-ASCII
+    text and Windows line ends included."""
+    from pathlib import Path
+
+    from nasloop.agent.python_source import source_segment
+
+    sources = [p.read_text() for p in sorted((Path(__file__).parent.parent / "candidates").glob("*.py"))]
+    sources.append('x = "größe ✓"\r\nclass Net:\r\n    def f(self):\r\n        return ("ü",\r\n                1)\r\n')
+    nodes = 0
+    for code in sources:
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:  # the candidates of syntax errors
+            continue
+        for node in ast.walk(tree):
+            assert source_segment(code, node) == ast.get_source_segment(code, node), (code[:60], ast.dump(node)[:80])
+            nodes += 1
+    assert nodes > 5000
