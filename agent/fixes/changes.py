@@ -295,6 +295,64 @@ def _deepen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | N
                       + (", with its norm" if "Norm" in kind else "") + (" and activation" if act is not None else ""))
 
 
+_WIDTHS = re.compile(r"^\s*(\d+)\s*->\s*(\d+)\s*channels?\s*$")
+_SAME_WIDTH = ("BatchNorm2d", "Identity", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d",
+               "Dropout", "Dropout2d", "ReLU", "ReLU6", "SiLU", "GELU", "LeakyReLU", "Hardswish", "Mish")
+
+
+def _widen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | None, str]:
+    """`self.conv3 = nn.Conv2d(64, 128, 3, ...)` becomes `nn.Conv2d(64, 192, 3, ...)` for "128 -> 192 channels",
+    the norm after it `nn.BatchNorm2d(192)`, and the next conv's (or a pooled head's) input 192: the layers
+    the traced table shows reading its output, up to the next conv or Linear (any other reader of the wider
+    map is resized by the pre-flight's shape fix). Only for a conv applied as `x = self.conv3(x)`, with the
+    traced width as the old one, and no identity shortcut after it (`x = x + identity`: the sum's other side
+    would keep the old width). In a CIFAR-10 search (seed 44, at dbde637) two of the first three changes were
+    widens ("Widen conv1: 32 -> 64 channels"), each a Generator call of about 45 s that copied the net."""
+    wanted, at = _WIDTHS.match(args or ""), [i for i, r in enumerate(rows) if r[0] == target]
+    if wanted is None or len(at) != 1 or rows[at[0]][1] != "Conv2d" or len(rows[at[0]][2]) != 3:
+        return None, ""
+    old, new = int(wanted.group(1)), int(wanted.group(2))
+    stmt = next((s for s in net.forward.body if _applies(s, lambda f: _self_attr(f) == target)), None)
+    if rows[at[0]][2][0] != old or new <= old or stmt is None or _identity_sum_after(net, stmt):
+        return None, ""
+    spans = [_size_span(net, target, "out_channels", 1, old)]
+    for before, (name, kind, _shape) in zip(rows[at[0]:], rows[at[0] + 1:], strict=False):
+        found = net.call(name)
+        reads = found is not None and net.fed_by(found, before[0])  # not a shortcut beside the conv
+        if kind in ("Conv2d", "Linear"):
+            spans.append(_size_span(net, name, "in_channels" if kind == "Conv2d" else "in_features", 0, old)
+                         if reads else None)
+            break
+        if kind not in _SAME_WIDTH:
+            return None, ""
+        if kind == "BatchNorm2d":
+            spans.append(_size_span(net, name, "num_features", 0, old) if reads else None)
+    if any(span is None for span in spans):
+        return None, ""
+    net.spans += [(node, str(new)) for node in spans]  # type: ignore[misc]
+    return net.result(f"widened {target}: {old} -> {new} channels, and what reads it")
+
+
+def _size_span(net: _Net, name: str, keyword: str, pos: int, old: int) -> ast.expr | None:
+    """The literal size argument of `self.<name> = nn.<Layer>(...)` that is `old` (one group: no depthwise)."""
+    define = net.definition(name)
+    call = define.value if define is not None else None
+    if not isinstance(call, ast.Call) or any(k.arg == "groups" for k in call.keywords):
+        return None
+    arg = next((k.value for k in call.keywords if k.arg == keyword), None)
+    arg = call.args[pos] if arg is None and len(call.args) > pos else arg
+    return arg if isinstance(arg, ast.Constant) and arg.value == old else None
+
+
+def _identity_sum_after(net: _Net, stmt: ast.stmt) -> bool:
+    """A sum in forward after `stmt` with a plain variable on one side (`x = x + identity`, `(self.conv3(x) +
+    x)`): an identity shortcut, whose width a widen upstream would change on one side only."""
+    after = net.forward.body[net.forward.body.index(stmt) + 1:]
+    return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add)
+               and (isinstance(n.left, ast.Name) or isinstance(n.right, ast.Name))
+               for s in after for n in ast.walk(s))
+
+
 _KERNEL_3 = re.compile(r"\b3\s*[x×*]\s*3\b")
 _MORE = re.compile(r"\b(two|three|four|five|several|multiple|blocks|layers)\b", re.IGNORECASE)
 
@@ -346,5 +404,5 @@ def _activation(func: ast.expr) -> bool:
 
 _EDITS: dict[str, Callable[[_Net, str, list[Row], str], tuple[str | None, str]]] = {
     "add_residual": _residual, "remove_normalisation": _remove_norm, "add_normalisation": _add_norm,
-    "deepen": _deepen}
+    "deepen": _deepen, "widen": _widen}
 EDITED = tuple(_EDITS)  # the operators the loop can apply itself

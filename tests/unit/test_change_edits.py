@@ -15,6 +15,7 @@ from nasloop import prompts
 from nasloop.agent.deps import Deps, LoopOptions
 from nasloop.agent.fixes.changes import apply_change, branch_layers
 from nasloop.agent.fixes.registry import NAMES
+from nasloop.agent.fixes.shapes import fix_shapes
 from nasloop.agent.graph import build_graph, recursion_limit_for
 from nasloop.agent.llm.prompting import FALLBACK_CHANGES
 from nasloop.agent.loop.escape import code_key
@@ -126,6 +127,40 @@ def test_adding_normalisation_normalises_what_no_norm_follows():
     assert edit("add_normalisation", "conv3", bare) == (None, "")  # bn3 follows it already
 
 
+def test_widening_a_conv_resizes_its_norm_and_the_layer_that_reads_it():
+    """CIFAR-10 (seed 44, at dbde637): two of the first three changes were widens, each a Generator call."""
+    code, note = edit("widen", "conv2", arguments="64 -> 96 channels")
+    assert note == "widened conv2: 64 -> 96 channels, and what reads it"
+    for line in ("self.conv2 = nn.Conv2d(32, 96, 3, padding=1, bias=False)", "self.bn2 = nn.BatchNorm2d(96)",
+                 "self.conv3 = nn.Conv2d(96, 128, 3, padding=1, bias=False)"):
+        assert line in code
+    assert traced(code)[0] is None and runs(code) == runs(BASE) + 32 * 32 * 9 + 2 * 32 + 32 * 128 * 9
+    head, _ = edit("widen", "conv3", arguments="128 -> 256 channels")  # the pooled head reads it
+    assert "self.fc = nn.Linear(256, num_classes)" in head and traced(head)[0] is None and runs(head)
+    first, _ = edit("widen", "conv1", arguments="32 -> 48 channels")  # through the pool, which is used twice
+    assert "nn.Conv2d(in_channels, 48, 3" in first and "nn.Conv2d(48, 64, 3" in first and runs(first)
+    # only the width the table gives, a wider one, and a free "N -> M channels"
+    for args in ("64 -> 32 channels", "32 -> 96 channels", "2x", ""):
+        assert edit("widen", "conv2", arguments=args) == (None, "")
+    assert edit("widen", "bn2", arguments="64 -> 96 channels") == (None, "")
+
+
+def test_a_widen_an_identity_shortcut_would_break_is_left_to_the_generator():
+    same, _ = edit("add_residual", "conv3", BASE.replace("nn.Conv2d(64, 128", "nn.Conv2d(64, 64").replace(
+        "BatchNorm2d(128)", "BatchNorm2d(64)").replace("nn.Linear(128", "nn.Linear(64"))
+    assert "(self.conv3(x) + x)" in same  # conv3 keeps the width: its input is added as it is
+    assert edit("widen", "conv2", same, "64 -> 96 channels") == (None, "")  # that sum would not match
+    assert edit("widen", "conv3", same, "64 -> 96 channels") == (None, "")  # nor one around conv3 itself
+    projected, _ = edit("add_residual", "conv3")  # a 1x1 conv on the shortcut: the shape fix resizes it
+    assert edit("widen", "conv3", projected, "128 -> 192 channels") == (None, "")
+    code, _ = edit("widen", "conv2", projected, "64 -> 96 channels")
+    assert "nn.Conv2d(96, 128, 3" in code and "nn.Conv2d(64, 128, 1" in code  # the shortcut: the shape fix's
+    failure, _ = traced(code)  # as the outcome records it: the layer the trace caught failing
+    fixed, note = fix_shapes(code, {"layer": failure["trace"]["failed"], "line": failure["where"]["line"],
+                                    "function": failure["where"]["function"]})
+    assert note and "nn.Conv2d(96, 128, 1" in fixed and traced(fixed)[0] is None and runs(fixed)
+
+
 def test_adding_normalisation_where_one_was_removed_gives_the_net_from_before_the_removal(tmp_path):
     """CIFAR-10 (seed 45, at e0b1499): "Add normalisation to conv1" after bn1 was removed put conv1_bn in front
     of the identity, a net evaluated 14 iterations before that only the pre-flight knew; its repair failed."""
@@ -226,8 +261,8 @@ def test_switched_off_not_mechanical_or_failing_the_edit_leaves_the_candidate_to
     off = LoopOptions(fixes=tuple(n for n in NAMES if n != "change"))
     results, calls = search(tmp_path / "off", off, code_reply(tag="acc=0.7"), evaluator=Edits())
     assert len(calls) == 1 and results[1]["accuracy"] == 0.7 and "fixes" not in results[1]
-    widen = json.dumps({"problem": "too narrow", "operator": "widen", "target": "conv1", "arguments": "32 -> 48 channels"})
-    results, calls = search(tmp_path / "widen", LoopOptions(), code_reply(tag="acc=0.75"), improver=widen)
+    kernel = json.dumps({"problem": "too local", "operator": "change_kernel", "target": "conv1", "arguments": "5x5"})
+    results, calls = search(tmp_path / "kernel", LoopOptions(), code_reply(tag="acc=0.75"), improver=kernel)
     assert len(calls) == 1 and results[1]["accuracy"] == 0.75
     # the edit fails its pre-flight: the Generator repairs it, on a prompt of its own that shows the edit
     results, calls = search(tmp_path / "fails", LoopOptions(), code_reply(tag="acc=0.8"), evaluator=Edits(fails=True))
@@ -239,8 +274,8 @@ def test_switched_off_not_mechanical_or_failing_the_edit_leaves_the_candidate_to
 def test_a_mechanical_change_whose_edit_was_evaluated_before_is_not_offered(tmp_path):
     """The memory window (here k=1) forgets a change; the loop still knows that its edit of the same best
     net is an earlier net (CIFAR-10, seed 44: such an edit 9 iterations later was a repeat)."""
-    widen = json.dumps({"problem": "too narrow", "operator": "widen", "target": "conv1", "arguments": "8 -> 16 channels"})
-    improver, schemas = scripted(TYPED, widen, widen), []
+    kernel = json.dumps({"problem": "too local", "operator": "change_kernel", "target": "conv1", "arguments": "5x5"})
+    improver, schemas = scripted(TYPED, kernel, kernel), []
     ask = improver.ask
 
     def recorded(*args, **kwargs):
@@ -255,7 +290,7 @@ def test_a_mechanical_change_whose_edit_was_evaluated_before_is_not_offered(tmp_
                                                   "recursion_limit": recursion_limit_for(3)})
     assert [r["accuracy"] for r in store.results()] == [0.5, 0.3, 0.4, 0.45]  # the seed stays the best
     again = {("add_normalisation", "conv1"), ("add_normalisation", "all")}  # conv1 is the one conv to normalise
-    assert again <= schemas[0] and not again & schemas[2]  # iteration 3's window holds only iteration 2's widen
+    assert again <= schemas[0] and not again & schemas[2]  # iteration 3's window holds only iteration 2's change
 
 
 def test_a_residual_around_a_shortcut_is_not_offered(tmp_path):
