@@ -26,13 +26,19 @@ from nasloop.tools.text import traced_rows
 Row = tuple[str, str, tuple[int, ...]]
 
 
-def apply_change(base: str, change: dict, layers: str) -> tuple[str | None, str]:
+INPUT = "(input)"  # the row of the net's input, before the traced table's first (not a layer's name)
+
+
+def apply_change(base: str, change: dict, layers: str, net_input: tuple[int, ...] | None = None) -> tuple[str | None, str]:
     """(the base net with the change applied, what was done), or (None, "") where this operator, target or
-    net has no mechanical edit. `layers`: the base net's traced layer table (tools/text.py `layer_lines`)."""
+    net has no mechanical edit. `layers`: the base net's traced layer table (tools/text.py `layer_lines`);
+    `net_input`: the shape of one input (channels, height, width), which the table does not give."""
     edit = _EDITS.get(str(change.get("operator") or ""))
     target = str(change.get("target") or "").strip()
     net = _Net.parse(base)
     rows = traced_rows(layers)
+    if rows and net_input and len(net_input) == 3:
+        rows = [(INPUT, "Input", tuple(net_input)), *rows]
     if edit is None or net is None or not rows or not target:
         return None, ""
     return edit(net, target, rows, str(change.get("arguments") or ""))
@@ -132,6 +138,18 @@ class _Net:
         last = max((i for i in range(at) if assigns(body[i])), default=None)
         return fed is not None and last is not None and last >= fed
 
+    def reads_input(self, found: tuple[ast.Call, str]) -> bool:
+        """Whether the call's argument is forward's input, as passed in: its first parameter, not assigned
+        before the statement that calls it (the first layer of a net whose input the table does not trace)."""
+        call, arg = found
+        params = self.forward.args.args
+        body = self.forward.body
+        at = next((i for i, s in enumerate(body) if any(n is call for n in ast.walk(s))), None)
+        if at is None or len(params) < 2 or params[1].arg != arg:
+            return False
+        return not any(isinstance(n, ast.Name) and n.id == arg and isinstance(n.ctx, ast.Store)
+                       for s in body[:at] for n in ast.walk(s))
+
     def fresh(self, name: str) -> str:
         """An attribute name the net does not use yet."""
         n, out = 1, name
@@ -189,7 +207,10 @@ def _residual(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str 
 def _residual_around(net: _Net, target: str, rows: list[Row]) -> str | None:
     """Add the residual around `target` to the net's pending edits; what was done, or None where it cannot."""
     shape, found, define = residual_shape(target, rows), net.call(target), net.definition(target)
-    if shape is None or found is None or define is None or not net.fed_by(found, rows[[r[0] for r in rows].index(target) - 1][0]):
+    if shape is None or found is None or define is None:
+        return None
+    before = rows[[r[0] for r in rows].index(target) - 1][0]
+    if not (net.reads_input(found) if before == INPUT else net.fed_by(found, before)):
         return None
     (ci, co, stride), (call, arg) = shape, found
     if (ci, stride) == (co, 1):

@@ -46,6 +46,7 @@ class Context:
     failure: dict = field(default_factory=dict)
     change: dict = field(default_factory=dict)
     layers: str = ""
+    net_input: tuple[int, ...] | None = None  # (channels, height, width) of one input: the table's first row reads it
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ FIXES: tuple[Fix, ...] = (
         "the size argument of the layer the pre-flight caught is set to the input it gets"),
     Fix("budget", "preflight", lambda code, ctx: fit_budget(code, ctx.failure),
         "a net over the parameter or FLOP budget gets its costliest layer narrowed to a width that fits"),
-    Fix("change", "change", lambda code, ctx: apply_change(code, ctx.change, ctx.layers),
+    Fix("change", "change", lambda code, ctx: apply_change(code, ctx.change, ctx.layers, ctx.net_input),
         "a failed candidate's residual connection, added or removed normalisation or deepened conv is rebuilt by "
         "the loop from the base net and its traced shapes, instead of a repair call"),
 )

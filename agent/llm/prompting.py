@@ -64,7 +64,13 @@ def best_fields(state: dict) -> dict:
         "best_iteration": best.get("iteration", "-"),
         "best_params": human(best["params"]) if best.get("params") else "n/a",
         "best_layers": best.get("layers") or "(not traced)",
+        "best_input": _input_shape(state["task"]),  # for the loop's edits: the traced table starts after it
     }
+
+
+def _input_shape(task: dict) -> tuple[int, int, int] | None:
+    size, channels = task.get("image_size"), task.get("in_channels")
+    return (channels, size, size) if isinstance(size, int) and isinstance(channels, int) else None
 
 
 def plain_code(code: str, seed: str) -> str:

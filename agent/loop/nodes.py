@@ -349,7 +349,7 @@ def _held_edits(deps: Deps, best: dict, it: int) -> set[tuple[str, str]]:
 def _apply_change(deps: Deps, best: dict, change: dict) -> tuple[str | None, list]:
     """The best net (`best_fields`) with a typed change applied by fix `change`, and its edits (none where the
     change is not mechanical or the fix is off)."""
-    ctx = Context(change=change, layers=best["best_layers"])
+    ctx = Context(change=change, layers=best["best_layers"], net_input=best.get("best_input"))
     return apply_stage("change", best["best_code"], ctx, deps.options.fixes)
 
 
