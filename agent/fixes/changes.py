@@ -19,8 +19,7 @@ import ast
 import re
 from typing import Callable
 
-from nasloop.agent.fixes.ast_tools import replace_spans
-from nasloop.agent.python_source import parse_source, source_segment
+from nasloop.agent.fixes.net_source import NetSource, applies, self_attr
 from nasloop.tools.text import traced_rows
 
 Row = tuple[str, str, tuple[int, ...]]
@@ -35,7 +34,7 @@ def apply_change(base: str, change: dict, layers: str, net_input: tuple[int, ...
     `net_input`: the shape of one input (channels, height, width), which the table does not give."""
     edit = _EDITS.get(str(change.get("operator") or ""))
     target = str(change.get("target") or "").strip()
-    net = _Net.parse(base)
+    net = NetSource.parse(base)
     rows = traced_rows(layers)
     if rows and net_input and len(net_input) == 3:
         rows = [(INPUT, "Input", tuple(net_input)), *rows]
@@ -46,10 +45,10 @@ def apply_change(base: str, change: dict, layers: str, net_input: tuple[int, ...
 
 def branch_layers(base: str, layers: str) -> set[str]:
     """The layers whose one call in forward reads something other than the output of the layer traced just
-    before them (a shortcut, a branch: `_Net.fed_by`): a residual around one is not the residual the table
+    before them (a shortcut, a branch: `NetSource.fed_by`): a residual around one is not the residual the table
     suggests. In CIFAR-10 searches (seed 44 at c205380, seed 45 at e0b1499) each of the three "Add a residual
     connection around conv3_shortcut" went to the Generator, and none of its nets ran."""
-    net, rows = _Net.parse(base), traced_rows(layers)
+    net, rows = NetSource.parse(base), traced_rows(layers)
     names = [r[0] for r in rows]
     out = set()
     for before, name in zip(names, names[1:], strict=False):
@@ -77,118 +76,7 @@ def _map(row: Row) -> tuple[int, int, int]:
     return (shape[0], shape[1], shape[2]) if len(shape) == 3 else (0, 0, 0)
 
 
-class _Net:
-    """The base net's class: its __init__ and forward, and the pending edits (spans first, then new lines)."""
-
-    def __init__(self, code: str, init: ast.FunctionDef, forward: ast.FunctionDef):
-        self.code, self.init, self.forward = code, init, forward
-        self.spans: list[tuple[ast.AST, str]] = []
-        self.lines: list[tuple[int, str]] = []  # (after line, text) in __init__
-        self.names = {n.attr for n in ast.walk(init) if isinstance(n, ast.Attribute)}
-
-    @classmethod
-    def parse(cls, code: str) -> "_Net | None":
-        try:
-            tree = parse_source(code)
-        except (SyntaxError, ValueError):
-            return None
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef) and node.name == "Net":
-                methods = {f.name: f for f in node.body if isinstance(f, ast.FunctionDef)}
-                if "__init__" in methods and "forward" in methods:
-                    return cls(code, methods["__init__"], methods["forward"])
-        return None
-
-    def definition(self, name: str) -> ast.Assign | None:
-        """The one-line `self.<name> = ...` statement directly in __init__."""
-        found = [s for s in self.init.body if isinstance(s, ast.Assign) and len(s.targets) == 1
-                 and _self_attr(s.targets[0]) == name and s.lineno == s.end_lineno]
-        return found[0] if len(found) == 1 else None
-
-    def call(self, name: str) -> tuple[ast.Call, str] | None:
-        """The one call of `self.<name>` in forward, on one line, with one plain-name argument (which a
-        shortcut may read again), and that argument's name."""
-        calls = [n for n in ast.walk(self.forward) if isinstance(n, ast.Call) and _self_attr(n.func) == name]
-        if len(calls) != 1:
-            return None
-        c = calls[0]
-        if c.lineno != c.end_lineno or c.keywords or len(c.args) != 1 or not isinstance(c.args[0], ast.Name):
-            return None
-        return c, c.args[0].id
-
-    def fed_by(self, found: tuple[ast.Call, str], before: str) -> bool:
-        """Whether the call's input is the output of `self.<before>` (the layer traced just before it, whose
-        shape the edit takes as the input's): its argument is last assigned in the statement of forward that
-        calls `before`, or after it. Not so for a shortcut (`x = x + self.conv2_shortcut(identity)`, traced
-        after conv2's norm): a residual around it built from that row's shape failed its pre-flight in a
-        CIFAR-10 search (seed 44, at c205380), and the Generator's repair failed too."""
-        call, arg = found
-        body = self.forward.body
-        at = next((i for i, s in enumerate(body) if any(n is call for n in ast.walk(s))), None)
-        if at is None:
-            return False
-
-        def calls(stmt: ast.stmt, name: str) -> bool:
-            return any(isinstance(n, ast.Call) and _self_attr(n.func) == name for n in ast.walk(stmt))
-
-        def assigns(stmt: ast.stmt) -> bool:
-            return any(isinstance(n, ast.Name) and n.id == arg and isinstance(n.ctx, ast.Store) for n in ast.walk(stmt))
-
-        fed = max((i for i in range(at) if calls(body[i], before)), default=None)
-        last = max((i for i in range(at) if assigns(body[i])), default=None)
-        return fed is not None and last is not None and last >= fed
-
-    def reads_input(self, found: tuple[ast.Call, str]) -> bool:
-        """Whether the call's argument is forward's input, as passed in: its first parameter, not assigned
-        before the statement that calls it (the first layer of a net whose input the table does not trace)."""
-        call, arg = found
-        params = self.forward.args.args
-        body = self.forward.body
-        at = next((i for i, s in enumerate(body) if any(n is call for n in ast.walk(s))), None)
-        if at is None or len(params) < 2 or params[1].arg != arg:
-            return False
-        return not any(isinstance(n, ast.Name) and n.id == arg and isinstance(n.ctx, ast.Store)
-                       for s in body[:at] for n in ast.walk(s))
-
-    def fresh(self, name: str) -> str:
-        """An attribute name the net does not use yet."""
-        n, out = 1, name
-        while out in self.names:
-            n, out = n + 1, f"{name}{n}"
-        self.names.add(out)
-        return out
-
-    def add_layer(self, after: ast.Assign, name: str, layer: str) -> None:
-        indent = " " * after.col_offset
-        self.lines.append((after.end_lineno or after.lineno, f"{indent}self.{name} = {layer}\n"))
-
-    def segment(self, node: ast.AST) -> str:
-        return source_segment(self.code, node) or ""
-
-    def result(self, note: str) -> tuple[str | None, str]:
-        """The edited code, if it still parses, and the note."""
-        if not (self.spans or self.lines):
-            return None, ""
-        code, _ = replace_spans(self.code, self.spans)
-        lines = code.splitlines(keepends=True)
-        # bottom up; of the lines after one line, the last added first, so they read in the order added
-        for _, (after, text) in sorted(enumerate(self.lines), key=lambda x: (x[1][0], x[0]), reverse=True):
-            lines.insert(after, text)
-        code = "".join(lines)
-        try:
-            parse_source(code)
-        except SyntaxError:
-            return None, ""
-        return code, note
-
-
-def _self_attr(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
-        return node.attr
-    return None
-
-
-def _residual(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
+def _residual(net: NetSource, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
     """`x = self.conv3(x)` becomes `x = (self.conv3(x) + self.conv3_shortcut(x))`, with a new 1x1 conv that
     matches channels and stride (none where the shapes already match). For `all`, around every conv applied
     as `x = self.conv3(x)` whose input the table gives (not the first layer, not one already in a sum): in
@@ -197,14 +85,14 @@ def _residual(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str 
     if target != "all":
         note = _residual_around(net, target, rows)
         return net.result(note) if note else (None, "")
-    alone = {_self_attr(stmt.value.func) for stmt in net.forward.body  # type: ignore[attr-defined]
-             if _applies(stmt, lambda f: _self_attr(f) is not None)}  # `x = self.conv3(x)`, not in a sum
+    alone = {self_attr(stmt.value.func) for stmt in net.forward.body  # type: ignore[attr-defined]
+             if applies(stmt, lambda f: self_attr(f) is not None)}  # `x = self.conv3(x)`, not in a sum
     notes = [_residual_around(net, name, rows) for name, kind, _ in rows if kind == "Conv2d" and name in alone]
     done = [n for n in notes if n]
     return net.result("; ".join(done)) if done else (None, "")
 
 
-def _residual_around(net: _Net, target: str, rows: list[Row]) -> str | None:
+def _residual_around(net: NetSource, target: str, rows: list[Row]) -> str | None:
     """Add the residual around `target` to the net's pending edits; what was done, or None where it cannot."""
     shape, found, define = residual_shape(target, rows), net.call(target), net.definition(target)
     if shape is None or found is None or define is None:
@@ -236,7 +124,7 @@ def _norms(target: str, rows: list[Row]) -> list[str]:
     return [nxt] if nxt in is_norm else []
 
 
-def _remove_norm(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
+def _remove_norm(net: NetSource, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
     """`self.bn2 = nn.BatchNorm2d(64)` becomes `self.bn2 = nn.Identity()`: forward stays as it is."""
     done = []
     for name in _norms(target, rows):
@@ -263,7 +151,7 @@ def _unnormed(target: str, rows: list[Row]) -> list[tuple[str, str, int]]:
     return out
 
 
-def _add_norm(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
+def _add_norm(net: NetSource, target: str, rows: list[Row], _args: str) -> tuple[str | None, str]:
     """`x = self.conv2(x)` becomes `x = self.conv2_bn(self.conv2(x))`, with a new norm layer of its width; or
     the norm removed as `self.bn2 = nn.Identity()` right after it is a norm again (`_restored`)."""
     done = []
@@ -274,7 +162,7 @@ def _add_norm(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str 
         removed = _restored(net, name, rows)
         if removed is not None:
             net.spans.append((removed.value, f"nn.{kind}({channels})"))
-            done.append(f"self.{_self_attr(removed.targets[0])} = nn.{kind}({channels}) again")
+            done.append(f"self.{self_attr(removed.targets[0])} = nn.{kind}({channels}) again")
             continue
         norm = net.fresh(f"{name}_bn")
         net.add_layer(define, norm, f"nn.{kind}({channels})")
@@ -283,7 +171,7 @@ def _add_norm(net: _Net, target: str, rows: list[Row], _args: str) -> tuple[str 
     return net.result("normalisation added: " + "; ".join(done))
 
 
-def _restored(net: _Net, name: str, rows: list[Row]) -> ast.Assign | None:
+def _restored(net: NetSource, name: str, rows: list[Row]) -> ast.Assign | None:
     """The definition `self.<norm> = nn.Identity()` of the layer traced right after `name` and fed by it: a
     norm removed (`_remove_norm`) that adding one makes a norm again, so the edit gives the net from before
     the removal, code for code, and the loop knows it as that earlier net (`_held_edits`). In a CIFAR-10
@@ -300,7 +188,7 @@ def _restored(net: _Net, name: str, rows: list[Row]) -> ast.Assign | None:
     return define if identity and found is not None and net.fed_by(found, name) else None
 
 
-def _deepen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | None, str]:
+def _deepen(net: NetSource, target: str, rows: list[Row], args: str) -> tuple[str | None, str]:
     """After the statements `x = self.conv2(x)`, `x = self.bn2(x)`, `x = F.relu(x)` (each on its own line, as
     the seeds write them) come `x = self.conv2_deep(x)`, its norm (where conv2 has one) and the same
     activation line: one more conv of conv2's width, 3x3, same map size, so nothing after it changes. Only
@@ -319,7 +207,7 @@ def _deepen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | N
     last = act or norm or first
     indent = " " * last.col_offset
     added = [f"{indent}{var} = self.{conv}({var})\n"]
-    kind = norms.get(_self_attr(norm.value.func) or "", "") if norm is not None else ""  # type: ignore[attr-defined]
+    kind = norms.get(self_attr(norm.value.func) or "", "") if norm is not None else ""  # type: ignore[attr-defined]
     if "Norm" in kind:
         bn = net.fresh(f"{conv}_bn")
         net.add_layer(define, bn, f"nn.{kind}({channels})")
@@ -336,7 +224,7 @@ _SAME_WIDTH = ("BatchNorm2d", "Identity", "MaxPool2d", "AvgPool2d", "AdaptiveAvg
                "Dropout", "Dropout2d", "ReLU", "ReLU6", "SiLU", "GELU", "LeakyReLU", "Hardswish", "Mish")
 
 
-def _widen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | None, str]:
+def _widen(net: NetSource, target: str, rows: list[Row], args: str) -> tuple[str | None, str]:
     """`self.conv3 = nn.Conv2d(64, 128, 3, ...)` becomes `nn.Conv2d(64, 192, 3, ...)` for "128 -> 192 channels",
     the norm after it `nn.BatchNorm2d(192)`, and the next conv's (or a pooled head's) input 192: the layers
     the traced table shows reading its output, up to the next conv or Linear (any other reader of the wider
@@ -348,7 +236,7 @@ def _widen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | No
     if wanted is None or len(at) != 1 or rows[at[0]][1] != "Conv2d" or len(rows[at[0]][2]) != 3:
         return None, ""
     old, new = int(wanted.group(1)), int(wanted.group(2))
-    stmt = next((s for s in net.forward.body if _applies(s, lambda f: _self_attr(f) == target)), None)
+    stmt = next((s for s in net.forward.body if applies(s, lambda f: self_attr(f) == target)), None)
     if rows[at[0]][2][0] != old or new <= old or stmt is None or _identity_sum_after(net, stmt):
         return None, ""
     spans = [_size_span(net, target, "out_channels", 1, old)]
@@ -369,7 +257,7 @@ def _widen(net: _Net, target: str, rows: list[Row], args: str) -> tuple[str | No
     return net.result(f"widened {target}: {old} -> {new} channels, and what reads it")
 
 
-def _size_span(net: _Net, name: str, keyword: str, pos: int, old: int) -> ast.expr | None:
+def _size_span(net: NetSource, name: str, keyword: str, pos: int, old: int) -> ast.expr | None:
     """The literal size argument of `self.<name> = nn.<Layer>(...)` that is `old` (one group: no depthwise)."""
     define = net.definition(name)
     call = define.value if define is not None else None
@@ -380,7 +268,7 @@ def _size_span(net: _Net, name: str, keyword: str, pos: int, old: int) -> ast.ex
     return arg if isinstance(arg, ast.Constant) and arg.value == old else None
 
 
-def _identity_sum_after(net: _Net, stmt: ast.stmt) -> bool:
+def _identity_sum_after(net: NetSource, stmt: ast.stmt) -> bool:
     """A sum in forward after `stmt` with a plain variable on one side (`x = x + identity`, `(self.conv3(x) +
     x)`): an identity shortcut, whose width a widen upstream would change on one side only."""
     after = net.forward.body[net.forward.body.index(stmt) + 1:]
@@ -406,29 +294,19 @@ def _block(body: list[ast.stmt], target: str, norms: dict[str, str]) -> tuple[st
     """(the variable, the norm statement, the activation statement, the conv statement) of the conv-norm-act
     run of statements in forward that starts with `V = self.<target>(V)`; None where there is no such run."""
     for i, stmt in enumerate(body):
-        var = _applies(stmt, lambda f: _self_attr(f) == target)
+        var = applies(stmt, lambda f: self_attr(f) == target)
         if var is None:
             continue
         norm = act = None
         for nxt in body[i + 1:i + 3]:
-            if norm is None and act is None and _applies(nxt, lambda f: _self_attr(f) in norms) == var:
+            if norm is None and act is None and applies(nxt, lambda f: self_attr(f) in norms) == var:
                 norm = nxt
-            elif act is None and _applies(nxt, _activation) == var:
+            elif act is None and applies(nxt, _activation) == var:
                 act = nxt
             else:
                 break
         return var, norm, act, stmt  # type: ignore[return-value]
     return None
-
-
-def _applies(stmt: ast.stmt, func: Callable[[ast.expr], bool]) -> str | None:
-    """V where `stmt` is `V = <func>(V)` on one line (keywords allowed), else None."""
-    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
-            and isinstance(stmt.value, ast.Call) and stmt.lineno == stmt.end_lineno and func(stmt.value.func)):
-        return None
-    args = stmt.value.args
-    var = stmt.targets[0].id
-    return var if len(args) == 1 and isinstance(args[0], ast.Name) and args[0].id == var else None
 
 
 def _activation(func: ast.expr) -> bool:
@@ -438,7 +316,7 @@ def _activation(func: ast.expr) -> bool:
                                          "selu", "tanh", "sigmoid"))
 
 
-_EDITS: dict[str, Callable[[_Net, str, list[Row], str], tuple[str | None, str]]] = {
+_EDITS: dict[str, Callable[[NetSource, str, list[Row], str], tuple[str | None, str]]] = {
     "add_residual": _residual, "remove_normalisation": _remove_norm, "add_normalisation": _add_norm,
     "deepen": _deepen, "widen": _widen}
 EDITED = tuple(_EDITS)  # the operators the loop can apply itself
