@@ -4,6 +4,8 @@ P1  overhead per evaluation beyond the net's own work (sandbox start, interprete
     load, result), on a trivial net and tiny data: Docker sandbox vs process sandbox vs the work itself.
 P2  harness images/s vs the loop most users write (torchvision ImageFolder + RandomCrop/Flip/ToTensor
     + DataLoader(num_workers=2)) on the same net, data and batch size.
+P2b a net a search grew (bench/fixtures/grown_cifar_net.py) under each memory setting of the harness:
+    NCHW or channels_last, 4 KiB or huge pages (the first of each pair is the harness before they came).
 
     python bench/evaluator.py [--images DIR] [--steps 40] [--repeats 3]
 
@@ -109,21 +111,54 @@ def naive_loop_images_per_s(images: Path, steps: int, batch: int, warmup: int = 
     return steps * batch / (time.perf_counter() - t0)
 
 
+GROWN = ROOT / "bench" / "fixtures" / "grown_cifar_net.py"  # a search's 7th candidate (widened, a residual)
+
+
+def harness_run(data, source: str, steps: int, batch: int, sandbox: str = "process", huge_pages: bool = True,
+                **settings):
+    ev = Evaluator(data, make_sandbox(sandbox, limits=Limits(timeout_s=600, huge_pages=huge_pages)),
+                   TrainSettings(min_steps=steps, batch_size=batch, **settings))
+    out = ev.evaluate(source)
+    assert out.ok, out.summary()
+    return out
+
+
 def p2_throughput(images: Path, steps: int, batch: int) -> None:
     data = prepare(f"folder:{images}", train_subset=steps * batch, test_subset=512)
+    seed = prompts.seed_source(data.name)
     results = {}
-    for precision in ("fp32", "auto"):
-        ev = Evaluator(data, make_sandbox("process", limits=Limits(timeout_s=600)),
-                       TrainSettings(min_steps=steps, batch_size=batch, precision=precision))
-        out = ev.evaluate(prompts.seed_source(data.name))
-        assert out.ok, out.summary()
-        results[f"harness {out.precision}"] = out.images_per_s
+    for precision, layout in (("fp32", "contiguous"), ("fp32", "auto"), ("auto", "auto")):
+        out = harness_run(data, seed, steps, batch, precision=precision, layout=layout)
+        results[f"harness {out.precision} {out.layout}"] = out.images_per_s
     results["naive DataLoader loop"] = naive_loop_images_per_s(images, steps, batch)
     base = results["naive DataLoader loop"]
     print(f"P2  training images/s, seed net, batch {batch}, {steps} steps, {data.name}")
     for name, ips in results.items():
-        print(f"    {name:<24} {ips:8.0f} img/s   {ips / base:5.2f}x the DataLoader loop")
+        print(f"    {name:<34} {ips:8.0f} img/s   {ips / base:5.2f}x the DataLoader loop")
     print("    (target: harness >= 3x)")
+    p2_memory(data, steps // 2, batch)
+
+
+def p2_memory(data, steps: int, batch: int, repeats: int = 2) -> None:
+    """A net a search grew, trained in the Docker sandbox (the process sandbox without Docker) under each
+    memory setting of the harness: tensor layout (NCHW or channels_last) and page size (4 KiB or huge)."""
+    kind = "docker"
+    try:
+        make_sandbox(kind, limits=Limits(timeout_s=600))
+    except Exception:  # noqa: BLE001 - no engine here: the process sandbox runs the same harness
+        kind = "process"
+    grown, rows = GROWN.read_text(), {}
+    settings = [("contiguous", False), ("contiguous", True), ("auto", False), ("auto", True)]
+    for _ in range(repeats):  # interleaved: drift on a shared machine hits every setting alike
+        for layout, huge in settings:
+            out = harness_run(data, grown, steps, batch, kind, huge, precision="fp32", layout=layout)
+            rows.setdefault((out.layout, huge), []).append(out.train_seconds or 0.0)
+    base = statistics.median(rows[("contiguous", False)])
+    print(f"P2b training seconds, {GROWN.name}, {steps} steps of batch {batch}, fp32, {kind} sandbox "
+          f"(median of {repeats})")
+    for (layout, huge), secs in rows.items():
+        s = statistics.median(secs)
+        print(f"    {layout:<14} {'huge pages' if huge else '4 KiB pages':<12} {s:7.1f} s   {s / base:5.2f}x")
 
 
 def main() -> int:

@@ -35,6 +35,17 @@ class Limits:
     tmpfs_bytes: int = 256 * 1024**2
     preflight_s: float = 60.0  # import + build + meta-device forward must be over by then
     runtime: str | None = None  # a Docker runtime such as 'runsc' (gVisor); None: the engine's default
+    huge_pages: bool = True  # back big CPU tensors with transparent huge pages (see harness_env)
+
+
+def harness_env(lim: Limits) -> dict[str, str]:
+    """The environment every backend gives the harness. THP_MEM_ALLOC_ENABLE makes torch align CPU tensors of
+    2 MiB and more to huge pages and madvise them so: a training step allocates and frees hundreds of MiB
+    of activations, and with 4 KiB pages the kernel faults and zeroes each page again, every step
+    (measured: a third of a CIFAR-10 step's time was system time; bench/evaluator.py P2b)."""
+    threads = str(max(1, int(lim.cpus)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONDONTWRITEBYTECODE": "1",
+            **({"THP_MEM_ALLOC_ENABLE": "1"} if lim.huge_pages else {})}
 
 
 @dataclass(frozen=True)

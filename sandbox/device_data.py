@@ -47,7 +47,9 @@ class DeviceData:
 
     def __init__(self, data_dir: str, split: str, device: torch.device, mean, std, channels_last: bool):
         x = np.load(os.path.join(data_dir, f"{split}_x.npy"), allow_pickle=False)  # (N, H, W, C) uint8
-        self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+        # copy(), not ascontiguousarray(): with one channel the transposed view already counts as contiguous and
+        # keeps channels_last strides, which torch follows (an NCHW-only net's eval then fails in `view`).
+        self.x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
         y_path = os.path.join(data_dir, f"{split}_y.npy")
         self.y = (torch.from_numpy(np.load(y_path, allow_pickle=False).astype(np.int64)).to(device)
                   if split == "train" else None)

@@ -30,7 +30,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixe
 
 from nasloop.sandbox import outputs
 from nasloop.sandbox.base import (
-    CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text,
+    CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, harness_env,
+    tail_text,
 )
 from nasloop.sandbox.host import PeakSampler, owner_label, owner_state
 from nasloop.sandbox.visible import masking_mounts
@@ -113,10 +114,8 @@ class DockerEngine:
 
     def container_settings(self, volumes: dict, gpus: str | None = None) -> dict:
         lim = self.limits
-        threads = str(max(1, int(lim.cpus)))
         settings = dict(
-            environment={"HOME": "/tmp", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                         "PYTHONDONTWRITEBYTECODE": "1"},
+            environment={"HOME": "/tmp", **harness_env(lim)},
             user=f"{SANDBOX_UID}:{SANDBOX_UID}", working_dir="/tmp", network_mode="none", read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={lim.tmpfs_bytes}",
                    "/dev/shm": f"rw,nosuid,nodev,noexec,size={lim.tmpfs_bytes}"},

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from nasloop.sandbox import outputs
 from nasloop.sandbox.base import (
-    CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, tail_text,
+    CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, harness_env,
+    tail_text,
 )
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
@@ -118,9 +119,7 @@ class ProcessSandbox:
         jd = JobDir(job, {**job.config, "deadline_s": lim.timeout_s + 5})
         proc, key = None, None
         try:
-            threads = str(max(1, int(lim.cpus)))
-            env = {"HOME": str(jd.out), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": threads,
-                   "MKL_NUM_THREADS": threads, "PYTHONDONTWRITEBYTECODE": "1", **gpu_env(lim.gpus)}
+            env = {"HOME": str(jd.out), "PATH": "/usr/bin:/bin", **harness_env(lim), **gpu_env(lim.gpus)}
             drop = self.can_drop(Path(job.data_dir))
             ids = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if drop else {}
             proc = subprocess.Popen(

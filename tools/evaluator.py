@@ -32,6 +32,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32
+    layout: str = "auto"  # auto (channels_last where the net runs in it, else NCHW) | contiguous (NCHW always)
     max_params: int = 2_000_000  # bigger nets are rejected (interface_error) before any training
     max_flops: int = 0  # FLOPs per image, checked at the pre-flight like max_params (0: no cap; see calibrate)
     mode: str = "train"  # train | preflight (meta-device shapes and size only) | proxy (zero-cost scores)

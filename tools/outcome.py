@@ -58,6 +58,7 @@ class Outcome:
     seconds: float | None = None  # wall-clock of the whole evaluation, sandbox start to removal
     device: str | None = None
     precision: str | None = None
+    layout: str | None = None  # reported: the memory layout the harness trained in (channels_last | contiguous)
     seed: int | None = None
     scores: dict[str, float] = field(default_factory=dict)  # zero-cost proxy scores, when asked for
     proxy_seconds: dict[str, float] = field(default_factory=dict)  # seconds each proxy took in the sandbox
@@ -156,7 +157,8 @@ def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, m
 def _common(raw: RawResult, res: dict) -> dict:
     """Cost fields: the host's own count and measurement where it has them, else what was reported."""
     c = {k: num(res.get(k)) for k in ("params", "flops", "steps")}
-    c.update(device=txt(res.get("device")), precision=txt(res.get("precision")), seed=num(res.get("seed")))
+    c.update(device=txt(res.get("device")), precision=txt(res.get("precision")),
+             layout=txt(res.get("layout")), seed=num(res.get("seed")))
     key = res.get("structure")
     c["structure"] = key if isinstance(key, str) and re.fullmatch(r"[0-9a-f]{16}", key) else None
     c["layers"] = layer_lines(res.get("layers"))

@@ -1,4 +1,5 @@
 """Pure helpers of the in-sandbox harness (importing it touches no file descriptor)."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -43,6 +44,22 @@ def test_a_module_that_defines_eq_is_the_candidates_failure(tmp_path, digits_vie
     res = runner.run(cfg, str(CANDIDATES / "eq_module.py"), str(digits_view), str(tmp_path))
     assert res["status"] == "error" and res["exc_type"] == "TypeError" and "unhashable" in res["message"]
     assert res["phase"] in ("build", "forward")
+
+
+@pytest.mark.parametrize("name,layout,trained_in", [
+    ("ok_tiny", "auto", "channels_last"),
+    ("ok_view_flatten", "auto", "contiguous"),  # x.view(B, -1) cannot run on a channels_last map
+    ("ok_tiny", "contiguous", "contiguous"),
+])
+def test_the_harness_trains_channels_last_unless_the_net_runs_only_in_nchw(tmp_path, digits_view, name, layout,
+                                                                           trained_in):
+    from tests.conftest import CANDIDATES
+
+    cfg = {"num_classes": 10, "in_channels": 1, "image_size": 32, "epochs": 0, "min_steps": 2, "batch_size": 16,
+           "layout": layout}
+    res = runner.run(cfg, str(CANDIDATES / f"{name}.py"), str(digits_view), str(tmp_path))
+    assert res["status"] == "ok", res
+    assert res["layout"] == trained_in and res["steps"] == 2
 
 
 def test_error_records_survive_a_hostile_exception():
