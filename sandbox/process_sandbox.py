@@ -1,7 +1,8 @@
 """Fallback backend for machines without a Docker engine (`--sandbox process`): weaker, but not naked.
 
 The harness runs as a child process in a new session with a scrubbed environment, under `timeout -s KILL`
-(a kill-timer that holds when nasloop dies: the parent-death signal reaches it), with rlimits on memory
+(a kill-timer that holds when nasloop dies: the parent-death signal reaches it; the harness arms its own
+for `timeout`, which a supervisor such as Ray may SIGKILL alone), with rlimits on memory
 (address space), file size and core dumps; stdout/stderr are read through pipes of which only bounded
 tails are kept, and outputs are read back from out/ as hostile bytes, as with Docker.
 

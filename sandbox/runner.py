@@ -348,11 +348,27 @@ def write_result(out_dir: str, result: dict) -> None:
     os.replace(tmp, os.path.join(out_dir, RESULT))
 
 
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies. In the process sandbox the parent is `timeout`, whose own
+    parent-death signal makes it end this process; but a supervisor that SIGKILLs `timeout` itself (Ray
+    kills a dead worker's child processes) left the harness training, orphaned, until its deadline."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the deadline inside still holds
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     os.dup2(2, 1)  # everything printed (ours and the candidate's) is log, never a result
     if len(argv) != 5:
         print("usage: runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR OUT_DIR", file=sys.stderr)
         return 2
+    die_with_parent()
     with open(argv[1]) as f:
         cfg = json.load(f)
     if cfg.get("deadline_s"):  # the kill-timer inside: default SIGALRM action ends the process

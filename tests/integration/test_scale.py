@@ -31,6 +31,18 @@ CHANGES = {"use 384 channels in conv3": WIDE, "use 48 channels in conv3": NARROW
            "make the head read 100 features": BROKEN, "add a second relu after conv3": DEEP}
 
 
+def harnesses() -> set[int]:
+    """The process ids of the harnesses running on this machine (any sandbox's `runner.py`)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"sandbox/runner.py" in (proc / "cmdline").read_bytes():
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def evaluator_args(workers: int) -> argparse.Namespace:
     args = evaluation_defaults()
     args.train_subset, args.test_subset, args.min_steps, args.cpus = 256, 200, 12, 1.0  # 1 thread either way
@@ -183,6 +195,7 @@ def test_a_worker_ray_gave_up_on_is_replaced_and_close_during_a_candidate_record
     from nasloop.sandbox.ray_pool import RaySandbox
     from nasloop.tools.evaluator import Evaluator, TrainSettings
 
+    before = harnesses()
     pool = RaySandbox("process", 1, Limits(cpus=1.0, timeout_s=120))
     try:
         ev = Evaluator(digits, pool, TrainSettings(min_steps=80, preflight=False))
@@ -212,3 +225,8 @@ def test_a_worker_ray_gave_up_on_is_replaced_and_close_during_a_candidate_record
     with pytest.raises(ray.exceptions.RaySystemError):
         ray.put(1)
     assert not ray.is_initialized()
+    # Ray SIGKILLs a dead worker's child (`timeout`): the harness under it dies with it, not at its deadline
+    deadline = time.monotonic() + 15
+    while harnesses() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not harnesses() - before, "a harness outlived its worker"
