@@ -96,7 +96,7 @@ FIXES: tuple[Fix, ...] = (
     Fix("float-sizes", "source", lambda code, ctx: fix_float_sizes(code),
         "a fractional layer size becomes an integer"),
     Fix("example-usage", "source", lambda code, ctx: drop_example_usage(code),
-        "module-level code that runs on import is removed"),
+        "module-level code that runs on import, or names `self` outside a method, is removed"),
     Fix("imports", "source", lambda code, ctx: add_missing_imports(code),
         "torch, nn, F or math used but never imported gets its import"),
     Fix("shapes", "preflight", lambda code, ctx: fix_shapes(code, ctx.failure),

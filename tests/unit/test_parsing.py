@@ -268,6 +268,24 @@ def test_example_usage_that_runs_on_import_is_removed():
     assert drop_example_usage(base) == (base, "")
 
 
+def test_layer_lines_after_the_class_are_removed():
+    """Seed 45 at ca2581f, a repair reply: the net, then the change written as module-level layer lines
+    (after the `brackets` fix took the surplus `)`). On import: NameError, counted as the candidate's."""
+    from nasloop import prompts
+    from nasloop.agent.fixes.example_usage import drop_example_usage
+
+    base = prompts.seed_source("cifar10")
+    tail = ("\n# Add nn.Dropout(0.2) right before the final nn.Linear\nself.fc = nn.Linear(128, num_classes)\n"
+            "self.dropout = nn.Dropout(0.2)\n")
+    with pytest.raises(NameError, match="num_classes"):
+        exec(compile(base + tail, "candidate.py", "exec"), {})  # noqa: S102 - our own test input
+    code, note = drop_example_usage(base + tail)
+    assert "self.fc = nn.Linear(128, num_classes)\n" in code and code.count("self.fc =") == 1
+    assert "self.dropout" not in code and note == ("removed code that runs on import: "
+                                                   "self.fc = nn.Linear(128, num_classes), self.dropout = nn.Dropout(0.2)")
+    assert preflight_diagnosis(code) is None
+
+
 def test_a_net_over_budget_is_told_which_layers_to_shrink():
     from pathlib import Path
 
