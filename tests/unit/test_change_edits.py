@@ -13,7 +13,7 @@ import torch
 
 from nasloop import prompts
 from nasloop.agent.deps import Deps, LoopOptions
-from nasloop.agent.fixes.changes import apply_change, branch_layers
+from nasloop.agent.fixes.changes import EDITED, apply_change, branch_layers
 from nasloop.agent.fixes.registry import NAMES
 from nasloop.agent.fixes.shapes import fix_shapes
 from nasloop.agent.graph import build_graph, recursion_limit_for
@@ -315,9 +315,14 @@ def test_a_mechanical_change_whose_edit_was_evaluated_before_is_not_offered(tmp_
     deps = Deps(improver, generator, Edits(accuracy=0.3), store, LoopOptions(k=1))
     build_graph(deps).invoke({"task": task(3)}, {"configurable": {"thread_id": "t"},
                                                   "recursion_limit": recursion_limit_for(3)})
-    assert [r["accuracy"] for r in store.results()] == [0.5, 0.3, 0.4, 0.45]  # the seed stays the best
+    assert [r["accuracy"] for r in store.results()] == [0.5, 0.3, 0.4, 0.3]  # the seed stays the best
     again = {("add_normalisation", "conv1"), ("add_normalisation", "all")}  # conv1 is the one conv to normalise
     assert again <= schemas[0] and not again & schemas[2]  # iteration 3's window holds only iteration 2's change
+    # iteration 3: the kernel change again (in the window), and asked once more, iteration 1's change (not
+    # offered, but written anyway): a repeat too, known before any call, so the loop makes an untried change
+    last = store.results()[-1]
+    assert last["suggestion_source"] == "fallback" and "its edit gives the net of iteration 1" in last["problem"]
+    assert not last.get("repairs") and last["change"]["operator"] in EDITED
 
 
 def test_a_residual_around_a_shortcut_is_not_offered(tmp_path):
