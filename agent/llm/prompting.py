@@ -9,6 +9,7 @@ import io
 import json
 import math
 import tokenize
+from functools import lru_cache
 
 from nasloop import prompts
 from nasloop.agent.llm.parsing import CHANGE_OPS, describe_change
@@ -73,6 +74,7 @@ def _input_shape(task: dict) -> tuple[int, int, int] | None:
     return (channels, size, size) if isinstance(size, int) and isinstance(channels, int) else None
 
 
+@lru_cache(maxsize=32)  # a pure function of two strings, asked for the same best net by every node
 def plain_code(code: str, seed: str) -> str:
     """The code as the prompts show it: without the comments the seed does not have, and without docstrings.
     The Generator writes its instructions into comments ("# Widen conv1 to 32 channels (why: ...)") that go
