@@ -128,9 +128,13 @@ ARGUMENTS: dict[str, dict] = {
     "change_kernel": {"enum": list(KERNELS)},
     "change_activation": {"enum": list(ACTIVATIONS)},
     "add_normalisation": {"const": ""}, "remove_normalisation": {"const": ""}, "add_residual": {"const": ""},
+    # deepen: one 3x3 conv of the layer's width, which the loop builds. With free arguments (CIFAR-10, seeds 44
+    # and 45, at ca2581f and 645553a) the 1.5B model wrote "+50 layers", "2x channels" and shapes copied from the
+    # table ("128x16x16 -> 144x16x16"): 3 of those 6 Generator candidates failed, and 0 of the 7 the loop made
+    "deepen": {"const": ""},
     # "other" with no arguments: "Change all" in 7 of its 8 uses in CIFAR-10 searches, and 4 of those failed
     "other": {"type": "string", "minLength": 12, "maxLength": 120},
-    "deepen": WHOLE_NUMBERS, "change_downsampling": WHOLE_NUMBERS, "change_head": WHOLE_NUMBERS,
+    "change_downsampling": WHOLE_NUMBERS, "change_head": WHOLE_NUMBERS,
 }
 
 

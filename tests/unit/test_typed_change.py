@@ -77,6 +77,10 @@ def test_each_operator_is_offered_the_layers_it_can_act_on():
     assert targets["change_activation"] == targets["other"] == names
     assert targets["deepen"] == [n for n in names if n != "bn1"]  # after bn1 is after conv1's block
     assert targets_by_operator("(not traced)") == {}
+    # deepening takes no arguments: one 3x3 conv of the layer's width ("+50 layers", "128x16x16 -> 144x16x16"
+    # were 3 failures in 6 Generator candidates)
+    deepen = [alt for alt in _alts(improver_schema(TRACED, [])) if alt["properties"]["operator"]["const"] == "deepen"]
+    assert [alt["properties"]["arguments"] for alt in deepen] == [{"const": ""}]
 
 
 def test_with_the_best_nets_layers_the_schema_offers_their_names_and_no_tried_change():
