@@ -15,6 +15,7 @@ import numpy as np
 from nasloop.errors import SandboxUnavailable  # noqa: F401 - raised here, part of this package's API
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
+SUPERVISOR_PATH = Path(__file__).with_name("supervise.py")  # the process sandbox's kill-timer and reaper
 # The zero-cost proxies the harness knows (sandbox/zero_cost.py, which cannot import this package inside
 # the sandbox, has the same tuple; a unit test keeps them equal). Here so the CLI need not import torch.
 PROXY_NAMES = ("naswot", "synflow", "snip", "grad_norm", "zen", "zico", "params", "flops")
@@ -72,7 +73,7 @@ class RawResult:
     """Raw facts about one run; `tools.outcome` classifies them.
 
     Host-observed: exit_code, timed_out, preflight_timed_out, oom_killed (the engine's flag),
-    peak_memory_bytes (the container's cgroup), wall_seconds, infra_error, worker_died, worker_lost.
+    peak_memory_bytes (the container's cgroup), wall_seconds, infra_error, out_overflow, worker_died, worker_lost.
     Produced inside the sandbox (reported): result, predictions, tensors (read by the host as data)."""
 
     exit_code: int | None = None
@@ -87,6 +88,7 @@ class RawResult:
     wall_seconds: float = 0.0
     peak_memory_bytes: int | None = None
     infra_error: str | None = None  # the sandbox failed (engine gone...), not the candidate
+    out_overflow: bool = False  # stopped for writing more into out/ than outputs.OUT_BYTES / OUT_ENTRIES
     worker_died: bool = False  # a warm worker vanished under this candidate
     worker_lost: bool = False  # a Ray evaluation worker was lost twice under it (sandbox/ray_pool.py): not its fault
 

@@ -41,7 +41,7 @@ MODE_LABEL = "nasloop.mode"
 HOST_MOUNTS = "host-mounts"
 CONTAINER_LABEL = "nasloop.owner"  # boot id / pid namespace / pid / start time of the nasloop process
 IMAGE_DIR = "/nasloop"  # where the image (or the host mounts) keep the harness
-HARNESS_FILES = ("runner.py", "preflight.py", "device_data.py", "zero_cost.py", "worker.py")
+HARNESS_FILES = ("runner.py", "preflight.py", "counting.py", "device_data.py", "zero_cost.py", "worker.py")
 REMOVE_TRIES = 4
 ENGINE_HINT = ("Docker engine not reachable: start it (e.g. 'sudo systemctl start docker' or 'make docker-engine') "
                "or pass --sandbox process")
@@ -168,8 +168,10 @@ class DockerSandbox(DockerEngine):
             container.start()
             sampler = PeakSampler(container.id)
             sampler.start()
-            with outputs.ProgressWatcher(jd.out, job.on_progress):
+            watcher = outputs.ProgressWatcher(jd.out, job.on_progress, overflow=lambda: _kill(container))
+            with watcher:
                 self._wait(container, jd.out, raw)
+            raw.out_overflow = watcher.overflowed
             container.reload()
             state = container.attrs.get("State", {})
             raw.oom_killed = bool(state.get("OOMKilled"))
@@ -208,11 +210,18 @@ class DockerSandbox(DockerEngine):
         outputs.wait_in_phases(wait, self.limits, out_dir, raw)
         if raw.exit_code is not None:
             return
+        _kill(container)
         try:
-            container.kill()
-        except (APIError, NotFound):
-            pass
-        container.wait(timeout=30)
+            container.wait(timeout=30)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            pass  # slow to die (heavy writeback): it is the candidate's timeout still; removal forces it
+
+
+def _kill(container) -> None:
+    try:
+        container.kill()
+    except (APIError, NotFound):
+        pass
 
 
 def leftover_containers(client: docker.DockerClient | None = None) -> list:

@@ -231,36 +231,72 @@ def read_progress(out_dir: Path) -> tuple[int, int] | None:
     return (step, steps) if 0 <= step <= steps else None
 
 
-class ProgressWatcher:
-    """While a job runs, calls `report(step, steps)` whenever the harness notes new training progress
-    (polled from the job's out/ directory, which every backend shares with the host). A no-op without
-    `report`; a failing `report` only stops the reporting."""
+# What a job's out/ may hold, all files together: the weights, the predictions and 64 MiB for the rest (the
+# result, the log, the progress note). The file-size limit caps each file; this caps their sum and number.
+OUT_BYTES = WEIGHT_BYTES + PREDICTION_BYTES + 64 * 1024**2
+OUT_ENTRIES = 64
 
-    def __init__(self, out_dir: Path, report: Callable[[int, int], None] | None, every: float = 0.5):
-        self.out_dir, self.report, self.every = out_dir, report, every
+
+def out_usage(out_dir: Path, limit: int = OUT_ENTRIES + 1) -> tuple[int, int]:
+    """(bytes, entries) under out/, links not followed, counting stopped past `limit` entries. A file counts
+    its allocated blocks where they exceed its size (fallocate keeps the size at 0), and a subdirectory the
+    host cannot read counts as over the quota (the harness makes none; a mode-0700 one would hide files)."""
+    size, entries, todo = 0, 0, [str(out_dir)]
+    while todo and entries <= limit:
+        path = todo.pop()
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    entries += 1
+                    st = entry.stat(follow_symlinks=False)
+                    size += max(st.st_size, st.st_blocks * 512)
+                    if stat.S_ISDIR(st.st_mode):
+                        todo.append(entry.path)
+        except OSError:
+            if path != str(out_dir):
+                return OUT_BYTES + 1, entries
+    return size, entries
+
+
+class ProgressWatcher:
+    """While a job runs, polls the job's out/ directory (which every backend shares with the host): calls
+    `report(step, steps)` whenever the harness notes new training progress, and `overflow()` once out/ holds
+    more than OUT_BYTES or OUT_ENTRIES (the backend then stops the job: a candidate writing file after file
+    of the size the file-size limit allows would fill the host's disk). A failing `report` only stops the
+    reporting."""
+
+    def __init__(self, out_dir: Path, report: Callable[[int, int], None] | None,
+                 overflow: Callable[[], None] | None = None, every: float = 0.25):
+        self.out_dir, self.report, self.overflow, self.every = out_dir, report, overflow, every
         self.stop = threading.Event()
         self.last: tuple[int, int] | None = None
+        self.overflowed = False
         self.thread = threading.Thread(target=self._poll, daemon=True, name="nasloop-progress")
 
     def __enter__(self) -> "ProgressWatcher":
-        if self.report is not None:
+        if self.report is not None or self.overflow is not None:
             self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.report is not None:
+        if self.thread.is_alive():
             self.stop.set()
             self.thread.join(5)
 
     def _poll(self) -> None:
         while True:
             stopping = self.stop.wait(self.every)
-            now = read_progress(self.out_dir)
+            if self.overflow is not None and not self.overflowed:
+                size, entries = out_usage(self.out_dir)
+                if size > OUT_BYTES or entries > OUT_ENTRIES:
+                    self.overflowed = True
+                    self.overflow()
+            now = read_progress(self.out_dir) if self.report is not None else None
             if now is not None and now != self.last and self.report is not None:
                 self.last = now
                 try:
                     self.report(*now)
                 except Exception:  # noqa: BLE001 - a display must not fail an evaluation
-                    return
+                    self.report = None
             if stopping:
                 return

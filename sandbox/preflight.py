@@ -16,6 +16,11 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+if __package__:  # part of nasloop (tests, host tools)
+    from nasloop.sandbox.counting import StepCount, own_tensors, tensor_count
+else:  # the harness's neighbour, beside this file
+    from counting import StepCount, own_tensors, tensor_count  # type: ignore[no-redef]
+
 TEXT = 1500  # characters of any one text field (message, traceback) in the result
 LAYERS = 40  # leaf layers reported from a passed pre-flight
 
@@ -70,14 +75,6 @@ def error(phase: str, exc: BaseException, device: str = "cpu") -> dict:
 
 def failure(phase: str, exc_type: str, message: str, **extra) -> dict:
     return {"status": "error", "phase": phase, "exc_type": exc_type, "message": message, **extra}
-
-
-# --- device and precision -----------------------------------------------------------------------
-
-
-def tensor_count(model: nn.Module) -> int:
-    """Parameters AND buffers: a net cannot hide weights from the budget in register_buffer."""
-    return int(sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()))
 
 
 # --- pre-flight on the meta device: shapes, interface and size before any real allocation ------------
@@ -165,7 +162,7 @@ class OpTrace(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
     def key(self, model: nn.Module) -> str:
-        trains = "".join("1" if p.requires_grad else "0" for p in model.parameters())
+        trains = "".join("1" if p.requires_grad else "0" for p in own_tensors(model, buffers=False).values())
         final = self.hash.copy()
         final.update(trains.encode())
         return final.hexdigest()[:16]
@@ -233,6 +230,34 @@ def _meta_specific(exc: BaseException) -> bool:
     return isinstance(exc, NotImplementedError) or "meta" in text or "device" in text
 
 
+# A counted training step's FLOPs, forward and backward, may be this many times the forward budget: an
+# honest step's backward costs about twice its forward (less where the input needs no gradient).
+BACKWARD_SHARE = 3.5
+
+
+def step_over_budget(count: StepCount, batch: int, first: bool, facts: dict, cfg: dict) -> dict | None:
+    """A counted training step (runner.py) against the budgets: its forward's FLOPs per image (reported: the
+    costliest counted step's), forward and backward together at most BACKWARD_SHARE times the forward
+    budget, and the values it read from tensors no registry holds, counted with the parameters."""
+    fwd, bwd = (n // max(1, batch) for n in count.flops)
+    if first or fwd > int(facts.get("flops") or 0):
+        facts["flops"] = fwd
+    hidden = sum(count.hidden.values())
+    facts["unregistered"] = max(hidden, int(facts.get("unregistered") or 0))
+    max_flops, max_params = int(cfg.get("max_flops") or 0), int(cfg.get("max_params") or 0)
+    if max_flops and max_flops >= fwd and fwd + bwd > BACKWARD_SHARE * max_flops:
+        return failure("interface", "BudgetError", f"a training step needs {fwd + bwd:,} FLOPs per image, forward and "
+                       f"backward; at most {BACKWARD_SHARE:g}x the budget of {max_flops:,}", flops=fwd, max_flops=max_flops)
+    over = over_budget(int(facts.get("params") or 0) + hidden, max_params) if hidden else None
+    if over:
+        return {**over, "message": f"{over['message']} ({hidden:,} of them in tensors that are neither parameters "
+                                   f"nor buffers)"}
+    return over_flops(fwd, max_flops, count.counts or FLOP_COUNTS, batch if count.counts else 2)
+
+
+FLOP_COUNTS: dict = {}  # the pre-flight's FLOPs by module (two images): one net per harness process
+
+
 def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params: int,
               max_flops: int = 0, known: dict | None = None) -> tuple[dict | None, dict]:
     """Build and run the net on the meta device (no memory), counting its FLOPs on the way: (failure or
@@ -272,6 +297,7 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     flops, structure = int(counter.get_total_flops()) // 2, ops.key(model)
     info = {**info, "flops": flops, "structure": structure, "preflight_seconds": time.perf_counter() - t0,
             "layers": trace.record()["layers"][:LAYERS]}  # for the Improver: what each layer makes, and costs
+    FLOP_COUNTS.update(counter.get_flop_counts())  # which layers cost what, for a budget error in training
     costly = over_flops(flops, max_flops, counter.get_flop_counts())
     if costly:
         return costly, info

@@ -1,24 +1,26 @@
 """Fallback backend for machines without a Docker engine (`--sandbox process`): weaker, but not naked.
 
-The harness runs as a child process in a new session with a scrubbed environment, under `timeout -s KILL`
-(a kill-timer that holds when nasloop dies: the parent-death signal reaches it; the harness arms its own
-for `timeout`, which a supervisor such as Ray may SIGKILL alone), with rlimits on memory
+The harness runs as a child process in a new session with a scrubbed environment, under a supervisor
+(sandbox/supervise.py: the kill-timer, which holds when nasloop dies: the parent-death signal reaches it, and
+the harness arms its own for the supervisor, which a supervisor such as Ray may SIGKILL alone; and a child
+subreaper, so that no process the candidate forks and detaches outlives the job), with rlimits on memory
 (address space), file size and core dumps; stdout/stderr are read through pipes of which only bounded
 tails are kept, and outputs are read back from out/ as hostile bytes, as with Docker.
 
 When nasloop runs as root and nobody (65534) can run the interpreter and read the data set (checked once
-per data set), the child runs as nobody: the test labels (mode 0600) and the parent's /proc entries are
-then out of its reach. Otherwise the child has the user's rights; nasloop then makes itself non-dumpable
-so the child cannot read /proc/<parent>/environ or memory, but it can read anything else the user can —
-the test labels included (a warning says so). There is no network or file-system
-isolation: use it only when Docker is not available (e.g. a GPU machine without Docker).
+per data set), the child runs as nobody: the test labels (mode 0600, and the downloaded archives, mode
+0700) and the parent's /proc entries are then out of its reach; copies elsewhere are not (scikit-learn's
+bundled digits data set holds its labels, where a package directory is readable). Otherwise the child
+has the user's rights; nasloop then makes itself non-dumpable so the child cannot read
+/proc/<parent>/environ or memory, but it can read anything else the user can — the test labels included (a
+warning says so). There is no network or file-system isolation, no process-count limit, and the memory
+limit is per process: use it only when Docker is not available (e.g. a GPU machine without Docker).
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from nasloop.sandbox import outputs
 from nasloop.sandbox.base import (
-    CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, harness_env,
+    CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, SUPERVISOR_PATH, Job, JobDir, Limits, RawResult, SandboxUnavailable, harness_env,
     tail_text,
 )
 
@@ -62,7 +64,6 @@ class ProcessSandbox:
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
         _prctl(PR_SET_DUMPABLE, 0)  # a same-user child must not read our environment or memory
-        self.timeout_bin = shutil.which("timeout") or "/usr/bin/timeout"
         self._droppable: dict[str, bool] = {}
         self.check_runtime()
 
@@ -102,7 +103,7 @@ class ProcessSandbox:
 
     def _preexec(self) -> None:  # runs in the child, before exec
         lim = self.limits
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # `timeout` forwards it, then kills (-k) the group
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the supervisor then kills everything under it
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_FSIZE, (outputs.WEIGHT_BYTES + 2**20,) * 2)
         if lim.memory_bytes and lim.gpus == "none":
@@ -121,20 +122,23 @@ class ProcessSandbox:
         proc, key = None, None
         try:
             env = {"HOME": str(jd.out), "PATH": "/usr/bin:/bin", **harness_env(lim), **gpu_env(lim.gpus)}
-            drop = self.can_drop(Path(job.data_dir))
-            ids = {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if drop else {}
+            # as root, the supervisor stays root (the candidate cannot kill it) and runs the harness as nobody
+            uid = SANDBOX_UID if self.can_drop(Path(job.data_dir)) else -1
             proc = subprocess.Popen(
-                [self.timeout_bin, "-k", "2", "-s", "KILL", f"{lim.timeout_s + 10:g}", sys.executable, "-I",
+                [sys.executable, "-I", str(SUPERVISOR_PATH), f"{lim.timeout_s + 10:g}", str(uid), str(lim.pids),
+                 sys.executable, "-I",
                  str(RUNNER_PATH), str(jd.inp / "config.json"), str(jd.inp / "candidate.py"),
                  str(Path(job.data_dir).resolve()), str(jd.out)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                cwd=jd.out, env=env, start_new_session=True, preexec_fn=self._preexec, **ids,
+                cwd=jd.out, env=env, start_new_session=True, preexec_fn=self._preexec,
             )
             key = LIVE.add(_stopper(proc, jd))
             log = _TailReader(proc.stdout, lim.log_bytes)
             log.start()
-            with outputs.ProgressWatcher(jd.out, job.on_progress):
+            watcher = outputs.ProgressWatcher(jd.out, job.on_progress, overflow=lambda: _killpg(proc))
+            with watcher:
                 self._wait(proc, jd.out, raw)
+            raw.out_overflow = watcher.overflowed
             log.join(5)
             raw.stderr_tail = tail_text(bytes(log.data), lim.log_bytes)
             outputs.collect(jd.out, raw, job.output_dir)
@@ -176,6 +180,14 @@ def _stopper(proc: subprocess.Popen, jd: JobDir):
 
 
 def _killpg(proc: subprocess.Popen) -> None:
+    """Stop a job: SIGTERM to its supervisor, which kills everything under it (what the candidate detached
+    from the process group too), then SIGKILL to the group, whatever is left of it."""
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(timeout=3)
+        except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the harness and anything it forked in its session
     except (ProcessLookupError, PermissionError):

@@ -25,6 +25,7 @@ Usage:  python -I runner.py CONFIG_JSON CANDIDATE_PY DATA_DIR OUT_DIR
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import linecache
 import math
@@ -41,15 +42,15 @@ import torch.nn as nn
 if __package__:  # imported as part of nasloop (tests, host tools): no top-level names added to sys.path
     from nasloop.sandbox.device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16
     from nasloop.sandbox.preflight import (
-        ShapeTrace, error, failure, over_budget, over_flops, preflight, safe_str, tensor_count, type_name,
-        wrong_output,
+        ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str, step_over_budget,
+        tensor_count, type_name, wrong_output,
     )
 else:  # the harness, run as a script (or imported by worker.py): its neighbours sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16  # type: ignore[no-redef]
     from preflight import (  # type: ignore[no-redef]
-        ShapeTrace, error, failure, over_budget, over_flops, preflight, safe_str, tensor_count, type_name,
-        wrong_output,
+        ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str, step_over_budget,
+        tensor_count, type_name, wrong_output,
     )
 
 # --- RECIPE: the fixed training recipe; config keys of the same name override these ---------------
@@ -201,7 +202,11 @@ class Run:
         per_epoch = max(1, len(train) // batch)
         steps = max(int(cfg["epochs"]) * per_epoch, int(cfg["min_steps"] or 0))
         peak_lr, pad, flip = float(cfg["lr"]), int(cfg.get("crop_pad", self.size // 8)), bool(cfg["flip"])
-        opt = torch.optim.SGD(model.parameters(), lr=peak_lr, momentum=cfg["momentum"], nesterov=True,
+        try:
+            params = list(own_tensors(model, buffers=False).values())  # what the budget counted (not parameters())
+        except BaseException as exc:  # noqa: BLE001 - a registry the net replaced since it was built
+            return {**self._err("train", exc), "steps": 0}
+        opt = torch.optim.SGD(params, lr=peak_lr, momentum=cfg["momentum"], nesterov=True,
                               weight_decay=float(cfg["weight_decay"]))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=float(cfg["label_smoothing"]))
         gen = torch.Generator(device=dev)
@@ -209,6 +214,10 @@ class Run:
         self.autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.bf16)
         self.facts.update(batch_size=batch, train_images=len(train), test_images=len(self.test))
         model.train()
+        # The FLOPs are counted on the first step and on one later step no one can predict (the operating
+        # system's randomness, not the seed): a net doing more work once it has seen a batch (replaying the
+        # batches it kept: gradients reveal their labels) is measured doing it.
+        counted = {0, 1 + int.from_bytes(os.urandom(4), "little") % (steps - 1)} if steps > 1 else {0}
         t0 = time.perf_counter()
         step, recent, noted = 0, [], t0
         try:
@@ -218,16 +227,11 @@ class Run:
                     x, y = train.batch(order[i * batch:(i + 1) * batch], pad=pad, flip=flip, gen=gen)
                     for g in opt.param_groups:
                         g["lr"] = lr_at(step, steps, peak_lr)
-                    with self.autocast:
-                        logits = self._counted_forward(x) if step == 0 else model(x)
-                        loss = loss_fn(logits.float(), y)
-                    if step == 0:  # the budget again, on the real forward (a pre-flight can be dodged on meta)
-                        costly = over_flops(self.facts["flops"], int(cfg.get("max_flops") or 0), *self.flop_counts)
-                        if costly:
-                            return {**costly, "steps": 0}
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
+                    opt.zero_grad(set_to_none=True)  # before forward: no gradient of the last step to read there
+                    loss, costly = self._step(x, y, loss_fn, step in counted, step == 0)
+                    if costly:
+                        return {**costly, "steps": step}
+                    nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
                     opt.step()
                     step += 1
                     if time.perf_counter() - noted >= PROGRESS_EVERY_S or step == steps:
@@ -248,17 +252,18 @@ class Run:
                           train_loss=float(np.mean(recent[-3:])) if recent else None)
         return None
 
-    def _counted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The first training step's forward, under the FLOP counter: the real batch, not a probe image
-        a candidate could recognise. Reported per image."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with counter:
-            out = self.model(x)
-        self.facts["flops"] = int(counter.get_total_flops()) // max(1, int(x.shape[0]))
-        self.flop_counts = (counter.get_flop_counts(), max(1, int(x.shape[0])))
-        return out
+    def _step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, counted: bool,
+              first: bool) -> tuple[torch.Tensor, dict | None]:
+        """Forward and backward of one batch: (the loss, a budget failure). A counted step runs under
+        StepCount and meets the budgets again, on real data (a pre-flight on the meta device can be dodged)."""
+        count = StepCount([*own_tensors(self.model).values(), x, y], self.model) if counted else None
+        with count if count is not None else contextlib.nullcontext():
+            with self.autocast:
+                loss = loss_fn(self.model(x).float(), y)
+            if count is not None:
+                count.backward = True
+            loss.backward()
+        return loss, step_over_budget(count, int(x.shape[0]), first, self.facts, self.cfg) if count is not None else None
 
     def predict(self) -> dict | None:
         """The predicted class of every test image (the host, which holds the labels, scores them)."""
@@ -287,8 +292,8 @@ class Run:
         from safetensors.torch import save_file
 
         try:
-            tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in self.model.state_dict().items()
-                       if isinstance(v, torch.Tensor)}
+            tensors = {k: v.detach().float().cpu().contiguous().clone()
+                       for k, v in own_tensors(self.model).items()}
             save_file(tensors, os.path.join(self.out_dir, WEIGHTS))
             save_file({"predictions": self.predictions.contiguous()}, os.path.join(self.out_dir, PREDICTIONS))
         except BaseException as exc:  # noqa: BLE001

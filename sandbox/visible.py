@@ -4,7 +4,8 @@ The registry-free image bind-mounts the host's interpreter and virtualenv. A vir
 torch: scikit-learn, for one, ships the digits data set with its labels — the default data set's test
 labels, readable by any candidate. So every top-level entry of site-packages outside the closure of
 torch, numpy and safetensors (their requirements, recursively, without extras) is covered by an empty
-read-only tmpfs.
+read-only tmpfs: in the virtualenv, and in the base interpreter's and the system's package directories,
+which are mounted with the interpreter.
 """
 from __future__ import annotations
 
@@ -51,13 +52,27 @@ def hidden_paths() -> tuple[str, ...]:
         for f in getattr(dist, "files", None) or []:
             keep.add(Path(str(f)).parts[0])
     hidden = []
-    for site in {Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()}:
-        if not str(site).startswith((sys.prefix, sys.base_prefix)):
+    on_path = {Path(p) for p in sys.path}
+    for site in package_dirs():
+        if site not in on_path:  # nothing the harness imports comes from there: covered whole
+            hidden.append(str(site))
             continue
         for entry in site.iterdir():
             if entry.is_dir() and not entry.is_symlink() and entry.name not in keep and entry.name != "__pycache__":
                 hidden.append(str(entry))
     return tuple(sorted(hidden))
+
+
+def package_dirs() -> set[Path]:
+    """The package directories a host-mounts sandbox sees: those on this interpreter's path, and those of the
+    base interpreter and the system's Python under the mounted /usr (not on a virtualenv's path, but mounted
+    with it, and readable: a scikit-learn installed there holds the digits labels as well)."""
+    roots = (sys.prefix, sys.base_prefix, "/usr")
+    found = {Path(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    for root in {sys.base_prefix, "/usr", "/usr/local"}:
+        found |= set(Path(root).glob("lib/python3*/site-packages")) | set(Path(root).glob("lib/python3*/dist-packages"))
+    found |= set(Path("/usr/lib/python3").glob("dist-packages"))
+    return {p for p in found if p.is_dir() and str(p).startswith(roots)}
 
 
 def masking_mounts() -> list:

@@ -116,9 +116,15 @@ class WarmSandbox(DockerEngine):
             self._reset_peak()
             self.sock.sendall((json.dumps({"job": jd.path.name, "timeout": lim.timeout_s,
                                            "preflight": min(lim.preflight_s, lim.timeout_s)}) + "\n").encode())
-            with outputs.ProgressWatcher(jd.out, job.on_progress):
+            # a candidate filling out/ costs the worker: stopped from the watcher's thread, replaced here
+            watcher = outputs.ProgressWatcher(jd.out, job.on_progress, overflow=self._halt)
+            with watcher:
                 reply = self._read(lim.timeout_s + GRACE_S)
-            self._account(raw, reply, ooms)
+            raw.out_overflow = watcher.overflowed
+            if raw.out_overflow:
+                self._drop()
+            else:
+                self._account(raw, reply, ooms)
             raw.stderr_tail = tail_text(outputs.read_tail(jd.out, "log", lim.log_bytes), lim.log_bytes)
             outputs.collect(jd.out, raw, job.output_dir)
         except SandboxUnavailable:
@@ -161,6 +167,18 @@ class WarmSandbox(DockerEngine):
             except (OSError, ValueError):
                 continue
         return None
+
+    def _halt(self) -> None:
+        """Stop the worker at once, from another thread: its container killed, the socket read woken. The
+        thread that runs the job then drops it (`_drop`)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError):
+            pass
+        try:
+            self.container.kill()
+        except (AttributeError, DockerException, requests.RequestException):
+            pass
 
     def _drop(self) -> None:
         """Stop the current worker (if any); the next job starts a new one. Called from a signal handler

@@ -205,6 +205,7 @@ def main(argv: list[str]) -> int:
     harden()
     set_signals(signal.SIG_IGN)
     warm_up()
+    sweep()  # what warming up left in /tmp (torch's compile cache directory): the first candidate sees none
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(argv[1])  # the host's listener: it accepts this one connection and removes itself
     serve(conn)

@@ -81,6 +81,9 @@ def prepare(name: str, *, data_root: str | Path | None = None, image_size: int |
         if v is not None and v < 1:
             raise DatasetError(f"{flag} must be at least 1 (got {v})")
     root = Path(data_root) if data_root else cache_root() / "downloads" / kind
+    if not data_root:  # archives hold the test labels: the host's alone, like test_y.npy
+        (cache_root() / "downloads").mkdir(parents=True, exist_ok=True)
+        os.chmod(cache_root() / "downloads", 0o700)
     source_id = str(Path(arg).resolve()) if kind == "folder" else str(root.resolve())
     key_text = json.dumps([kind, source_id, size, train_subset, test_subset, seed, 3])
     key = f"{kind}-{size}px-{hashlib.sha256(key_text.encode()).hexdigest()[:12]}"

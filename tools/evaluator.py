@@ -99,7 +99,7 @@ class Evaluator:
                                    on_progress=on_progress))
         if LIVE.closing:  # stopped under it (Ctrl-C, SIGTERM): the sandbox was ended, not the candidate's doing
             raise SandboxUnavailable("nasloop is stopping: this candidate was stopped and has no outcome")
-        return classify(raw, self.limits, self.labels, self.settings.mode)
+        return classify(raw, self.limits, self.labels, self.settings.mode, self.settings.max_params)
 
     def calibrate(self, seed: Outcome, share: float = CALIBRATION_SHARE) -> int:
         """Once the seed has trained: a FLOP budget from the timeout, so that a net whose training would be

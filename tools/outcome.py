@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from nasloop.sandbox.base import Limits, RawResult
+from nasloop.sandbox.outputs import OUT_BYTES, OUT_ENTRIES
 from nasloop.tools.budget_fit import budget_record, fit_text, flop_fit, param_fit
 from nasloop.tools.text import human, layer_lines, location, num, pool_hint, trace_text, txt
 
@@ -119,14 +120,20 @@ def last_error_line(log: str) -> str:
     return lines[-1] if lines else ""
 
 
-def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, mode: str = "train") -> Outcome:
+def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, mode: str = "train",
+             max_params: int = 0) -> Outcome:
     """Map a sandbox run onto the outcome taxonomy (OutcomeKind above). `labels` are the test labels, which only
     the host holds: the accuracy is computed here from the predictions the sandbox returned. `mode` is what
-    was asked (train, preflight, proxy): a result of another kind is not believed."""
+    was asked (train, preflight, proxy): a result of another kind is not believed. `max_params`: a trained
+    net whose returned tensors the host counts over it is refused (the harness's own check ran in the
+    candidate's process)."""
     seconds = raw.wall_seconds
     if raw.infra_error:  # phase "worker": one candidate's worker was lost, the others go on (not a stop)
         return Outcome("sandbox_error", clip(raw.infra_error), seconds=seconds,
                        failure={"phase": WORKER_LOST} if raw.worker_lost else {})
+    if raw.out_overflow:
+        return Outcome("runtime_error", f"stopped for writing more than {mib(OUT_BYTES)} or {OUT_ENTRIES} files into "
+                                        f"its output directory", seconds=seconds)
     if raw.worker_died:
         return Outcome("runtime_error", "the sandbox worker died while it ran this candidate (killed by it, or "
                                         "by a limit); it was replaced", seconds=seconds)
@@ -146,6 +153,11 @@ def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, m
         return _without_result(raw, seconds)
     try:
         out = _from_result(raw, res, seconds, labels, mode)
+        if out.ok and max_params and raw.tensors is not None and raw.tensors > max_params:
+            return Outcome("interface_error", f"BudgetError: the trained net returned {raw.tensors:,} parameters and "
+                                              f"buffers (counted by the host); the budget is {max_params:,}. Use "
+                                              f"fewer or narrower layers", seconds=seconds,
+                           failure={"phase": "train", "exc_type": "BudgetError"}, **_common(raw, res))
     except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:  # a field of the wrong shape
         return Outcome("runtime_error", clip(f"the run's result.json is malformed ({type(exc).__name__}: {exc})"),
                        seconds=seconds)

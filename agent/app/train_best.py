@@ -2,7 +2,9 @@
 
 The one-epoch number is a ranking signal, not the final accuracy. This trains best.py for N epochs on
 the run's data set (or the whole data set with --full-data), and writes RUN_DIR/final/: net.py,
-weights.safetensors (float32 state_dict) and result.json, next to the search's own result.
+weights.safetensors (float32: each parameter and buffer once, as the net registered them, so load it with
+`net.load_state_dict(safetensors.torch.load_file(path), strict=False)`) and result.json, next to the
+search's own result.
 
 final/ is the host's: the sandbox writes only to its own private out/ directory, the host copies back the
 weights as a checked safetensors file, and net.py is the policy-checked source the host already had.

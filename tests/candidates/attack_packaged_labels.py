@@ -7,7 +7,14 @@ import sys
 import torch.nn as nn
 
 found = []
-for top in {p for p in sys.path if p and os.path.isdir(p)}:
+# on its path, and every package directory mounted with the interpreter (the base interpreter's, the system's)
+tops = {p for p in sys.path if p and os.path.isdir(p)}
+for root in (sys.base_prefix, "/usr", "/usr/local"):
+    for sub in ("lib", "lib64"):
+        if os.path.isdir(os.path.join(root, sub)):
+            tops |= {os.path.join(root, sub, d, k) for d in os.listdir(os.path.join(root, sub)) if d.startswith("python")
+                     for k in ("site-packages", "dist-packages") if os.path.isdir(os.path.join(root, sub, d, k))}
+for top in tops:
     for root, dirs, files in os.walk(top):
         found += [os.path.join(root, f) for f in files if f.endswith(".csv.gz") or f.startswith("digits")]
 spec = importlib.util.find_spec("sklearn")

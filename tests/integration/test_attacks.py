@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 
 import pytest
 from safetensors.numpy import load_file
@@ -91,6 +92,50 @@ def test_no_misclassification_from_exit_codes_or_words(evaluator, name, kind, pa
 def test_buffers_count_against_the_parameter_budget(evaluator):
     out = run(evaluator, "attack_hidden_buffer", static=True)
     assert out.kind == "interface_error" and "BudgetError" in out.diagnosis and out.params > 5_000_000
+
+
+def test_a_net_cannot_hide_its_parameters_from_the_budget_or_the_host(evaluator, digits):
+    """Its own parameters(), named_parameters(), buffers() and state_dict() show 160 values of 4,472,458: the
+    harness reads nn.Module's registries itself, so the budget refuses it, and with room the host counts all."""
+    out = run(evaluator, "attack_hide_parameters", static=True)
+    assert out.kind == "interface_error" and "Net has 4,472,458 parameters" in out.diagnosis, out.summary()
+    roomy = Evaluator(digits, evaluator.sandbox, replace(FAST, max_params=10_000_000))
+    out = run(roomy, "attack_hide_parameters", static=True)
+    assert out.kind == "ok" and out.params == 4_472_458 and "params" in out.verified, out.summary()
+
+
+def test_parameters_added_after_the_budget_check_are_counted_by_the_host(evaluator):
+    out = run(evaluator, "attack_grow_after_budget", static=True)
+    assert out.kind == "interface_error" and out.accuracy is None, out.summary()
+    assert out.diagnosis.startswith("BudgetError: the trained net returned 3,000,") and out.params > 3_000_000
+
+
+@pytest.mark.parametrize("name,cap,why", [
+    ("attack_replay_batches", 2, "FLOPs per image; the budget is"),  # in forward, skipped while it thinks it is counted
+    ("attack_replay_in_backward", 1, "forward and backward"),  # in a backward hook
+])
+def test_work_hidden_after_the_first_step_meets_the_flop_budget(evaluator, digits, name, cap, why):
+    """The net replays the batches it kept (their labels read from its logits' gradient) from the second step
+    on; a training step is counted again, forward and backward, at a step it cannot predict or detect."""
+    honest = Evaluator(digits, evaluator.sandbox, replace(FAST, mode="preflight")).evaluate(candidate(name))
+    assert honest.ok and honest.flops, honest.summary()
+    capped = Evaluator(digits, evaluator.sandbox, replace(FAST, max_flops=cap * honest.flops))
+    out = run(capped, name, static=True)
+    assert out.kind == "interface_error" and "BudgetError" in out.diagnosis and why in out.diagnosis, out.summary()
+
+
+def test_weights_kept_outside_the_registries_count_as_parameters(evaluator):
+    out = run(evaluator, "attack_hidden_tensor", static=True)
+    assert out.kind == "interface_error" and "neither parameters nor buffers" in out.diagnosis, out.summary()
+    assert "3,000,000 of them" in out.diagnosis
+
+
+def test_a_candidate_filling_its_output_directory_is_stopped(evaluator):
+    """out/ is a host directory: the file-size limit caps each file, the host caps them all together."""
+    out = run(evaluator, "attack_fill_out")
+    assert out.kind == "runtime_error" and "into its output directory" in out.diagnosis, out.summary()
+    assert out.seconds < 30
+    assert run(evaluator, "ok_tiny").ok  # and the next candidate runs (warm: on a new worker)
 
 
 def test_endless_init_costs_the_preflight_deadline_not_the_training_limit(evaluator, digits):

@@ -63,6 +63,65 @@ def test_process_sandbox_times_out_and_classifies(digits):
     assert ev.evaluate(candidate("fake_result"), static_check=False).kind == "runtime_error"
 
 
+def test_nothing_a_candidate_starts_outlives_its_job_in_the_process_sandbox(digits):
+    """A process the candidate detaches (its own session, out of the process group) comes back to the
+    supervisor, which kills it when the harness ends, and when the host stops the job early."""
+    import os
+    import time
+
+    from tests.conftest import candidate
+
+    def daemons() -> list[str]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read() == b"sleep\x003141.59\x00":
+                        found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    ev = Evaluator(digits, make_sandbox("process", limits=Limits(timeout_s=60)), TrainSettings(min_steps=8))
+    out = ev.evaluate(candidate("attack_leave_daemon"), static_check=False)
+    assert out.kind == "ok", out.summary()  # the job itself is an honest net
+    time.sleep(0.5)
+    assert daemons() == []
+    short = Evaluator(digits, make_sandbox("process", limits=Limits(timeout_s=60, preflight_s=3)), TrainSettings())
+    slow = candidate("attack_leave_daemon").replace("class Net", "while True:\n    pass\n\n\nclass Net")
+    assert short.evaluate(slow, static_check=False).kind == "timeout"  # stopped by the host's deadline
+    time.sleep(0.5)
+    assert daemons() == []
+
+
+def test_the_supervisor_runs_the_harness_as_nobody_and_ends_what_it_leaves():
+    """As root (nobody can reach the interpreter and the data), the supervisor stays root and runs the harness
+    as nobody, with a process limit: a candidate cannot kill its supervisor to set its detached processes free."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from nasloop.sandbox.base import SANDBOX_UID, SUPERVISOR_PATH
+
+    if os.geteuid() != 0:
+        pytest.skip("only root can run the harness as another user")
+    script = "id -u; (setsid sleep 3141.6 &); kill -9 $PPID; exit 3"  # its supervisor is root: not killed
+    out = subprocess.run([sys.executable, "-I", str(SUPERVISOR_PATH), "30", str(SANDBOX_UID), "64", "/bin/sh", "-c",
+                          script], capture_output=True, text=True, timeout=30, cwd="/")
+    assert out.returncode == 3 and out.stdout.split()[0] == str(SANDBOX_UID), (out.returncode, out.stdout, out.stderr)
+    time.sleep(0.3)
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == b"sleep\x003141.6\x00"]
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 @pytest.mark.parametrize("kind", ["warm", "process"])
 def test_training_progress_reaches_the_host_while_it_trains(docker_engine, digits, kind):
     """The harness notes its steps; the host's watcher reports them during the run (a display, so only

@@ -71,6 +71,15 @@ def test_accuracy_is_computed_by_the_host_from_predictions():
     assert Outcome.from_dict(out.to_dict()) == out
 
 
+def test_a_trained_net_the_host_counts_over_the_budget_is_refused():
+    """The harness's budget check runs in the candidate's process; the host counts the returned tensors."""
+    out = classify(ok_raw([0, 1, 0, 0]), LIM, LABELS, max_params=90_000)
+    assert out.kind == "interface_error" and out.accuracy is None and out.params == 95000
+    assert out.diagnosis.startswith("BudgetError: the trained net returned 95,000 parameters and buffers")
+    assert out.failure == {"phase": "train", "exc_type": "BudgetError"} and "params" in out.verified
+    assert classify(ok_raw([0, 1, 0, 0]), LIM, LABELS, max_params=95_000).ok
+
+
 def test_missing_or_wrong_predictions_are_the_candidates_failure():
     assert classify(ok_raw([0, 1]), LIM, LABELS).kind == "runtime_error"
     raw = ok_raw([0, 1, 2, 3])
@@ -143,3 +152,27 @@ def test_a_result_of_the_wrong_shape_or_kind_is_the_candidates_failure():
     assert classify(claim, LIM, LABELS, mode="train").kind == "runtime_error"
     assert classify(claim, LIM, LABELS, mode="preflight").kind == "ok"
     assert classify(RawResult(exit_code=0, result={"status": "ok"}), LIM, LABELS, mode="proxy").kind == "runtime_error"
+
+
+def test_the_output_directory_is_watched_for_size_and_number_of_files(tmp_path):
+    import time
+
+    from nasloop.sandbox import outputs
+
+    stopped: list[float] = []
+    with outputs.ProgressWatcher(tmp_path, None, overflow=lambda: stopped.append(time.monotonic()), every=0.05) as w:
+        (tmp_path / "result.json").write_bytes(b"{}")
+        time.sleep(0.3)
+        assert not stopped  # what the harness writes is within the quota
+        (tmp_path / "sub").mkdir()
+        for i in range(outputs.OUT_ENTRIES):
+            (tmp_path / "sub" / f"f{i}").write_bytes(b"x")
+        time.sleep(0.3)
+    assert len(stopped) == 1 and w.overflowed  # once
+    assert outputs.out_usage(tmp_path)[1] > outputs.OUT_ENTRIES
+    with open(tmp_path / "big", "wb") as f:  # sparse: the size counts, not the blocks
+        f.truncate(outputs.OUT_BYTES + 1)
+    assert outputs.out_usage(tmp_path, limit=10**6)[0] > outputs.OUT_BYTES
+    raw = RawResult(exit_code=137, out_overflow=True)
+    out = classify(raw, LIM, LABELS)
+    assert out.kind == "runtime_error" and "into its output directory" in out.diagnosis

@@ -197,3 +197,87 @@ def test_a_process_sandbox_whose_interpreter_lacks_torch_is_unusable_not_a_candi
     monkeypatch.setattr(sys, "executable", bare)
     with pytest.raises(SandboxUnavailable, match="lacks torch, numpy or safetensors"):
         ProcessSandbox()
+
+
+def test_the_harness_counts_and_exports_what_the_net_registered_not_what_its_methods_say():
+    from nasloop.sandbox.preflight import own_tensors, tensor_count
+    from tests.conftest import candidate
+
+    ns: dict = {}
+    exec(compile(candidate("attack_hide_parameters"), "candidate.py", "exec"), ns)  # noqa: S102 - a test input
+    hidden = ns["Net"](in_channels=1)
+    assert sum(p.numel() for p in hidden.parameters()) == 0 and len(hidden.state_dict()) == 1  # what it shows
+    assert tensor_count(hidden) == 4_472_458 and list(own_tensors(hidden, buffers=False)) == [
+        "conv.weight", "conv.bias", "hidden.weight", "hidden.bias", "wide.weight", "wide.bias", "fc.weight", "fc.bias"]
+
+    class Honest(nn.Module):  # a shared layer, norm buffers, a non-persistent buffer
+        def __init__(self):
+            super().__init__()
+            self.a, self.bn = nn.Linear(3, 3), nn.BatchNorm2d(4)
+            self.b = self.a
+            self.register_buffer("mask", torch.ones(5), persistent=False)
+
+    net = Honest()
+    assert tensor_count(net) == sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
+    exported = own_tensors(net)  # each tensor once (the host counts what it is sent), every buffer
+    assert list(exported) == ["mask", "a.weight", "a.bias", "bn.weight", "bn.bias", "bn.running_mean",
+                              "bn.running_var", "bn.num_batches_tracked"]
+    missing, unexpected = net.load_state_dict(exported, strict=False)  # how exported weights load back
+    assert missing == ["b.weight", "b.bias"] and unexpected == ["mask"]
+
+    class Forged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+            self._parameters = {"w": "not a tensor"}
+
+    with pytest.raises(TypeError, match="w is a str"):
+        tensor_count(Forged())
+
+
+def _candidate_net(name: str, **kw):
+    from tests.conftest import candidate
+
+    ns: dict = {}
+    exec(compile(candidate(name), "candidate.py", "exec"), ns)  # noqa: S102 - a test input
+    return ns["Net"](**kw)
+
+
+def _step(net, count, x, y):
+    with count:
+        loss = nn.functional.cross_entropy(net(x), y)
+        count.backward = True
+        loss.backward()
+
+
+def test_a_counted_step_sees_work_and_weights_the_net_hides():
+    from nasloop.sandbox.counting import StepCount, own_tensors
+
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    net = _candidate_net("attack_hidden_tensor", in_channels=1)
+    count = StepCount([*own_tensors(net).values(), x, y])
+    _step(net, count, x, y)
+    assert sum(count.hidden.values()) == 3_000_000  # a plain tensor attribute, read by the step
+    assert count.flops[0] > 0 and count.flops[1] > 0
+
+    net = _candidate_net("attack_replay_in_backward", in_channels=1)
+    steps = []
+    for _ in range(3):  # the hook keeps each batch; from the second step on it replays them in backward
+        count = StepCount([*own_tensors(net).values(), x, y])
+        _step(net, count, x, y)
+        steps.append(count.flops)
+    assert steps[0][1] < 1.1 * steps[0][0] and steps[2][1] > 4 * steps[2][0], steps  # 2 batches replayed
+
+    class Honest(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten())
+            self.fc, self.scale = nn.Linear(512, 10), nn.Parameter(torch.ones(1))
+
+        def forward(self, x):  # scalars, a constant made in the step, a parameter read through .data
+            return self.fc(self.body(x) * 0.5 * self.scale.data) + torch.tensor(0.1)
+
+    honest = Honest()
+    count = StepCount([*own_tensors(honest).values(), x, y])
+    _step(honest, count, x, y)
+    assert count.hidden == {} and count.flops[1] <= 2 * count.flops[0]  # an honest step reads nothing else

@@ -1,0 +1,161 @@
+"""What a net holds and what one training step costs, counted without the net's help (INSIDE the sandbox,
+next to runner.py and preflight.py; imports only torch).
+
+The net's own methods (`parameters()`, `state_dict()`, `named_children()`...) are the candidate's to
+redefine, so nothing here calls them: the registries are read as nn.Module keeps them, and a step's
+operations are seen at the dispatcher, below anything the net can override.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+def own_tensors(model: nn.Module, buffers: bool = True) -> dict[str, torch.Tensor]:
+    """The net's parameters (and buffers), each once, by dotted name, read from nn.Module's own registries
+    without calling a method the net could redefine. A net whose parameters() returned nothing passed a 2M
+    budget with 4.5M trained weights, and its state_dict() exported 160 values as the host-counted size. The
+    budget counts, the optimizer trains and the exported weights hold these tensors: every buffer (a
+    non-persistent one added after the count was a place to hide values from the host), and a tensor shared
+    under two names once (else the host counts a tied layer twice). A registry that is not nn.Module's own
+    dict, or a tensor of a type torch does not define, is refused (TypeError): the harness cannot count what
+    it cannot read."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()  # modules, then tensors, by id
+    stack: list[tuple[str, object]] = [("", model)]
+    while stack:
+        prefix, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        state = object.__getattribute__(module, "__dict__")
+        for registry in ("_parameters", "_buffers") if buffers else ("_parameters",):
+            for name, tensor in _registry(state, registry, prefix):
+                if tensor is None or id(tensor) in seen:
+                    continue
+                if type(tensor) not in _tensor_types():
+                    raise TypeError(f"{prefix}{name} is a {type(tensor).__name__}, not a tensor or nn.Parameter")
+                seen.add(id(tensor))
+                out[prefix + name] = tensor  # type: ignore[assignment]  # a torch tensor type (checked above)
+        children = [(name, sub) for name, sub in _registry(state, "_modules", prefix) if sub is not None]
+        for name, sub in reversed(children):
+            if not issubclass(type(sub), nn.Module):
+                raise TypeError(f"{prefix}{name} is a {type(sub).__name__} in the module registry")
+            stack.append((f"{prefix}{name}.", sub))
+    return out
+
+
+def _registry(state: dict, name: str, prefix: str) -> list[tuple[str, object]]:
+    table = state.get(name)
+    if type(table) is not dict:
+        raise TypeError(f"{prefix or 'Net.'}{name} is not nn.Module's own registry")
+    return list(dict.items(table))
+
+
+def _tensor_types() -> tuple[type, ...]:
+    params = nn.parameter
+    return tuple(t for t in (torch.Tensor, nn.Parameter, getattr(params, "Buffer", None),
+                             getattr(params, "UninitializedParameter", None), getattr(params, "UninitializedBuffer", None))
+                 if t is not None)
+
+
+def tensor_count(model: nn.Module) -> int:
+    """Parameters AND buffers: a net cannot hide weights from the budget in register_buffer."""
+    return int(sum(torch.Tensor.numel(t) for t in own_tensors(model).values()))
+
+
+_FRESH = (torch.ops.aten.lift_fresh, torch.ops.aten.lift_fresh_copy)
+FRESH_VALUES = 4096  # a constant this small, made in the step, is not weights kept from before
+
+
+class StepCount(TorchDispatchMode):
+    """One real training step, counted: its FLOPs by torch's own formulas (torch.utils.flop_counter's
+    registry), forward and backward apart (`backward` is set between them), and how many values it read
+    from tensors it neither made nor was given (`known`: the registered tensors, the batch and its labels).
+    torch's FlopCounterMode calls the net's own named_children(), which a net can override to learn that it
+    is being counted and behave; this mode calls nothing of the net's. And it counts the backward, where a
+    hook or an autograd Function can run work of its own. A tensor kept as a plain attribute (not a
+    parameter, not a buffer) and trained by hand is read here: its values count as the net's parameters."""
+
+    def __init__(self, known: list[torch.Tensor], model: nn.Module | None = None) -> None:
+        super().__init__()
+        from torch.utils.flop_counter import flop_registry
+
+        self.registry, self.known = flop_registry, {id(t) for t in known}
+        self.storages = {_storage(t) for t in known} - {0}  # `.data` of a parameter is a new tensor on its storage
+        self.made: set[int] = set()  # ids of the tensors this step's operations returned
+        self.hidden: dict[int, int] = {}  # id -> values of a tensor read that is neither made nor known
+        self.flops = [0, 0]  # forward, backward
+        self.backward = False
+        # the forward's FLOPs by module, as FlopCounterMode gives them ("Global", "Net", "Net.conv3"), named
+        # from the registries and followed by torch's global module hooks, not by any method of the net
+        self.names = module_names(model) if model is not None else {}
+        self.stack: list[str] = []
+        self.counts: dict[str, dict] = {}
+        self.hooks: list = []
+
+    def __enter__(self):
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        self.hooks = [register_module_forward_pre_hook(self._enter_module),
+                      register_module_forward_hook(self._leave_module)]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for hook in self.hooks:
+            hook.remove()
+        return super().__exit__(*exc)
+
+    def _enter_module(self, module: nn.Module, args: object) -> None:
+        if id(module) in self.names:
+            self.stack.append(self.names[id(module)])
+
+    def _leave_module(self, module: nn.Module, args: object, out: object) -> None:
+        if id(module) in self.names and self.stack:
+            self.stack.pop()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        fresh = func._overloadpacket in _FRESH  # `torch.tensor(0.1)` in forward: a constant made just now
+        for t in _tensors((args, kwargs)):
+            if id(t) not in self.made and id(t) not in self.known and _storage(t) not in self.storages:
+                if not (fresh and torch.Tensor.numel(t) <= FRESH_VALUES):
+                    self.hidden[id(t)] = torch.Tensor.numel(t)
+        count = self.registry.get(func._overloadpacket)
+        if count is not None:
+            n = int(count(*args, **kwargs, out_val=out))
+            self.flops[self.backward] += n
+            for name in {"Global", *self.stack} if not self.backward else ():
+                per_op = self.counts.setdefault(name, {})
+                per_op[func._overloadpacket] = per_op.get(func._overloadpacket, 0) + n
+        self.made.update(id(t) for t in _tensors(out))
+        return out
+
+
+def module_names(model: nn.Module) -> dict[int, str]:
+    """id -> "Net" or "Net.<path>" for the net and each module under it, from the registries."""
+    names: dict[int, str] = {}
+    stack: list[tuple[str, object]] = [("Net", model)]
+    while stack:
+        name, module = stack.pop()
+        if id(module) in names:
+            continue
+        names[id(module)] = name
+        stack += [(f"{name}.{child}", sub) for child, sub in _registry(object.__getattribute__(module, "__dict__"),
+                                                                         "_modules", name) if sub is not None]
+    return names
+
+
+def _tensors(tree: object) -> list[torch.Tensor]:
+    from torch.utils._pytree import tree_flatten
+
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+def _storage(t: torch.Tensor) -> int:
+    try:
+        return int(torch.Tensor.untyped_storage(t).data_ptr())
+    except (RuntimeError, NotImplementedError):  # no storage (sparse, some wrappers): compared by identity only
+        return 0
