@@ -248,6 +248,8 @@ def out_usage(out_dir: Path, limit: int = OUT_ENTRIES + 1) -> tuple[int, int]:
             with os.scandir(path) as it:
                 for entry in it:
                     entries += 1
+                    if entries > limit:  # a directory of a million entries is not walked every poll
+                        break
                     st = entry.stat(follow_symlinks=False)
                     size += max(st.st_size, st.st_blocks * 512)
                     if stat.S_ISDIR(st.st_mode):
