@@ -354,9 +354,8 @@ def write_result(out_dir: str, result: dict) -> None:
 
 
 def die_with_parent() -> None:
-    """SIGKILL this process when its parent dies. In the process sandbox the parent is `timeout`, whose own
-    parent-death signal makes it end this process; but a supervisor that SIGKILLs `timeout` itself (Ray
-    kills a dead worker's child processes) left the harness training, orphaned, until its deadline."""
+    """SIGKILL this process when its parent dies (a worker's harness, or one started without supervise.py,
+    which arms the same before exec). A harness left orphaned would train on until its deadline."""
     parent = os.getppid()
     try:
         import ctypes

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 POLL_S = 0.05
 
 
@@ -78,8 +78,10 @@ def _stop(*_: object) -> None:
 
 def main(argv: list[str]) -> int:
     limit, uid, nproc, command = float(argv[1]), int(argv[2]), int(argv[3]), argv[4:]
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGTERM, _stop)
+    me = os.getpid()
     harness = os.fork()
     if harness == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -89,7 +91,12 @@ def main(argv: list[str]) -> int:
                 os.setgroups([])
                 os.setgid(uid)
                 os.setuid(uid)
-            os.execv(command[0], command)
+            # Armed after setuid (a change of user clears it) and before exec (which keeps it): if this
+            # supervisor is SIGKILLed (Ray kills a dead worker's children), the harness dies with it at once,
+            # not after the seconds its imports take (CI: a harness outlived its worker by that window).
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() == me:
+                os.execv(command[0], command)
         finally:
             os._exit(127)
     deadline = time.monotonic() + limit

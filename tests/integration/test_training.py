@@ -1,6 +1,8 @@
 """Real training in the real sandbox on real images: accuracy must be well above chance."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from nasloop import prompts
@@ -112,6 +114,41 @@ def test_the_supervisor_runs_the_harness_as_nobody_and_ends_what_it_leaves():
     assert out.returncode == 3 and out.stdout.split()[0] == str(SANDBOX_UID), (out.returncode, out.stdout, out.stderr)
     time.sleep(0.3)
     assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == b"sleep\x003141.6\x00"]
+
+
+
+def test_a_killed_supervisor_takes_its_harness_with_it():
+    """Ray SIGKILLs a dead worker's children, the supervisor among them: the harness it started dies at once,
+    even one that never arms anything itself (a harness still importing torch had not yet; CI saw it outlive
+    its worker)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from nasloop.sandbox.base import SUPERVISOR_PATH
+
+    sup = subprocess.Popen([sys.executable, "-I", str(SUPERVISOR_PATH), "60", "-1", "64", "/bin/sleep", "2718.3"],
+                           cwd="/")
+    try:
+        deadline = time.monotonic() + 10
+        while not _sleepers(b"2718.3") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sleepers(b"2718.3"), "the harness did not start"
+        os.kill(sup.pid, signal.SIGKILL)
+        sup.wait(5)
+        deadline = time.monotonic() + 2
+        while _sleepers(b"2718.3") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _sleepers(b"2718.3"), "the harness outlived its supervisor"
+    finally:
+        for pid in _sleepers(b"2718.3"):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _sleepers(tag: bytes) -> list[str]:
+    return [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == b"/bin/sleep\x00" + tag + b"\x00"]
 
 
 def _cmdline(pid: str) -> bytes:
