@@ -235,6 +235,20 @@ def read_progress(out_dir: Path) -> tuple[int, int] | None:
 # result, the log, the progress note). The file-size limit caps each file; this caps their sum and number.
 OUT_BYTES = WEIGHT_BYTES + PREDICTION_BYTES + 64 * 1024**2
 OUT_ENTRIES = 64
+# A file the candidate opens in out/ and then unlinks holds disk space no walk of out/ sees (each up to the
+# file-size limit, as many as it may open files): the host also watches the free space of out/'s file system,
+# and stops the job once more than OUT_BYTES + DISK_SLACK of it is gone. The slack is for what others write
+# meanwhile (other workers' jobs, the run's own records), so an honest job is not stopped for them.
+DISK_SLACK = 1024**3
+
+
+def free_bytes(path: Path) -> int | None:
+    """The bytes an unprivileged writer may still use on `path`'s file system (None: cannot tell)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def out_usage(out_dir: Path, limit: int = OUT_ENTRIES + 1) -> tuple[int, int]:
@@ -263,8 +277,9 @@ def out_usage(out_dir: Path, limit: int = OUT_ENTRIES + 1) -> tuple[int, int]:
 class ProgressWatcher:
     """While a job runs, polls the job's out/ directory (which every backend shares with the host): calls
     `report(step, steps)` whenever the harness notes new training progress, and `overflow()` once out/ holds
-    more than OUT_BYTES or OUT_ENTRIES (the backend then stops the job: a candidate writing file after file
-    of the size the file-size limit allows would fill the host's disk). A failing `report` only stops the
+    more than OUT_BYTES or OUT_ENTRIES, or its file system has lost more than OUT_BYTES + DISK_SLACK since the
+    job started (the backend then stops the job: a candidate writing file after file of the size the file-size
+    limit allows, or into files it unlinked, would fill the host's disk). A failing `report` only stops the
     reporting."""
 
     def __init__(self, out_dir: Path, report: Callable[[int, int], None] | None,
@@ -286,13 +301,12 @@ class ProgressWatcher:
             self.thread.join(5)
 
     def _poll(self) -> None:
+        free0 = free_bytes(self.out_dir)
         while True:
             stopping = self.stop.wait(self.every)
-            if self.overflow is not None and not self.overflowed:
-                size, entries = out_usage(self.out_dir)
-                if size > OUT_BYTES or entries > OUT_ENTRIES:
-                    self.overflowed = True
-                    self.overflow()
+            if self.overflow is not None and not self.overflowed and self._over(free0):
+                self.overflowed = True
+                self.overflow()
             now = read_progress(self.out_dir) if self.report is not None else None
             if now is not None and now != self.last and self.report is not None:
                 self.last = now
@@ -302,3 +316,9 @@ class ProgressWatcher:
                     self.report = None
             if stopping:
                 return
+
+    def _over(self, free0: int | None) -> bool:
+        size, entries = out_usage(self.out_dir)
+        free = free_bytes(self.out_dir) if free0 is not None else None
+        lost = free0 - free if free0 is not None and free is not None else 0
+        return size > OUT_BYTES or entries > OUT_ENTRIES or lost > OUT_BYTES + DISK_SLACK

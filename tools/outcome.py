@@ -133,7 +133,7 @@ def classify(raw: RawResult, limits: Limits, labels: np.ndarray | None = None, m
                        failure={"phase": WORKER_LOST} if raw.worker_lost else {})
     if raw.out_overflow:
         return Outcome("runtime_error", f"stopped for writing more than {mib(OUT_BYTES)} or {OUT_ENTRIES} files into "
-                                        f"its output directory", seconds=seconds)
+                                        f"its output directory (files it unlinked included)", seconds=seconds)
     if raw.worker_died:
         return Outcome("runtime_error", "the sandbox worker died while it ran this candidate (killed by it, or "
                                         "by a limit); it was replaced", seconds=seconds)

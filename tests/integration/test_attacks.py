@@ -138,6 +138,13 @@ def test_a_candidate_filling_its_output_directory_is_stopped(evaluator):
     assert run(evaluator, "ok_tiny").ok  # and the next candidate runs (warm: on a new worker)
 
 
+def test_a_candidate_hiding_data_in_unlinked_files_is_stopped(evaluator):
+    """A file unlinked while open is in no listing of out/: the host sees its file system lose the space."""
+    out = run(evaluator, "attack_hide_in_unlinked")
+    assert out.kind == "runtime_error" and "into its output directory" in out.diagnosis, out.summary()
+    assert out.seconds < 60
+
+
 def test_endless_init_costs_the_preflight_deadline_not_the_training_limit(evaluator, digits):
     short = Evaluator(digits, make_sandbox("docker", limits=Limits(memory_bytes=2 * 1024**3, timeout_s=120,
                                                                    preflight_s=8)), FAST)

@@ -176,3 +176,23 @@ def test_the_output_directory_is_watched_for_size_and_number_of_files(tmp_path):
     raw = RawResult(exit_code=137, out_overflow=True)
     out = classify(raw, LIM, LABELS)
     assert out.kind == "runtime_error" and "into its output directory" in out.diagnosis
+
+
+def test_disk_space_gone_from_out_filesystem_stops_the_job(tmp_path, monkeypatch):
+    """Files unlinked while open are in no walk of out/: the free space of its file system tells; others'
+    writes up to the slack do not stop a job."""
+    import time
+
+    from nasloop.sandbox import outputs
+
+    free = [10 * outputs.OUT_BYTES]
+    monkeypatch.setattr(outputs, "free_bytes", lambda path: free[0])
+    stopped: list[int] = []
+    with outputs.ProgressWatcher(tmp_path, None, overflow=lambda: stopped.append(1), every=0.05) as w:
+        time.sleep(0.15)
+        free[0] -= outputs.DISK_SLACK  # another worker's weights, a checkpoint: not this job's
+        time.sleep(0.2)
+        assert not stopped
+        free[0] -= outputs.OUT_BYTES + 1
+        time.sleep(0.2)
+    assert stopped == [1] and w.overflowed
