@@ -61,12 +61,26 @@ def _tensor_types() -> tuple[type, ...]:
 
 
 def tensor_count(model: nn.Module) -> int:
-    """Parameters AND buffers: a net cannot hide weights from the budget in register_buffer."""
-    return int(sum(torch.Tensor.numel(t) for t in own_tensors(model).values()))
+    """Parameters AND buffers (a net cannot hide weights from the budget in register_buffer), each storage
+    counted whole and once: a parameter that is a 10-value view of a 3M-value storage, trained through
+    `as_strided` over all of it, holds 3M values (numel said 10)."""
+    sizes: dict[int, int] = {}
+    for t in own_tensors(model).values():
+        n = torch.Tensor.numel(t)
+        key, whole = -id(t), n
+        try:
+            storage = torch.Tensor.untyped_storage(t)
+            whole = max(n, storage.nbytes() // max(1, torch.Tensor.element_size(t)))
+            if storage.data_ptr():  # a meta tensor has no address: counted alone
+                key = storage.data_ptr()
+        except (RuntimeError, NotImplementedError, ValueError):  # no storage (lazy, sparse): its numel
+            pass
+        sizes[key] = max(sizes.get(key, 0), whole)
+    return int(sum(sizes.values()))
 
 
 _FRESH = (torch.ops.aten.lift_fresh, torch.ops.aten.lift_fresh_copy)
-FRESH_VALUES = 4096  # a constant this small, made in the step, is not weights kept from before
+FRESH_VALUES = 4096  # constants this small in all, made in the step, are not weights kept from before
 
 
 class StepCount(TorchDispatchMode):
@@ -86,6 +100,8 @@ class StepCount(TorchDispatchMode):
         self.storages = {_storage(t) for t in known} - {0}  # `.data` of a parameter is a new tensor on its storage
         self.made: set[int] = set()  # ids of the tensors this step's operations returned
         self.hidden: dict[int, int] = {}  # id -> values of a tensor read that is neither made nor known
+        self.fresh: dict[int, int] = {}  # id -> values of a constant made in the step (`torch.tensor(...)`)
+        self.held = 0  # what the registered tensors hold after the step (tensor_count; the runner sets it)
         self.flops = [0, 0]  # forward, backward
         self.backward = False
         # the forward's FLOPs by module, as FlopCounterMode gives them ("Global", "Net", "Net.conv3"), named
@@ -121,8 +137,7 @@ class StepCount(TorchDispatchMode):
         fresh = func._overloadpacket in _FRESH  # `torch.tensor(0.1)` in forward: a constant made just now
         for t in _tensors((args, kwargs)):
             if id(t) not in self.made and id(t) not in self.known and _storage(t) not in self.storages:
-                if not (fresh and torch.Tensor.numel(t) <= FRESH_VALUES):
-                    self.hidden[id(t)] = torch.Tensor.numel(t)
+                (self.fresh if fresh else self.hidden)[id(t)] = torch.Tensor.numel(t)
         count = self.registry.get(func._overloadpacket)
         if count is not None:
             n = int(count(*args, **kwargs, out_val=out))
@@ -132,6 +147,12 @@ class StepCount(TorchDispatchMode):
                 per_op[func._overloadpacket] = per_op.get(func._overloadpacket, 0) + n
         self.made.update(id(t) for t in _tensors(out))
         return out
+
+    def unregistered(self) -> int:
+        """Values the step read from outside the registries: hidden tensors, and the constants it made when
+        they pass FRESH_VALUES together (weights kept as Python numbers, rebuilt 4,096 at a time)."""
+        fresh = sum(self.fresh.values())
+        return sum(self.hidden.values()) + (fresh if fresh > FRESH_VALUES else 0)
 
 
 def module_names(model: nn.Module) -> dict[int, str]:

@@ -242,16 +242,17 @@ def step_over_budget(count: StepCount, batch: int, first: bool, facts: dict, cfg
     fwd, bwd = (n // max(1, batch) for n in count.flops)
     if first or fwd > int(facts.get("flops") or 0):
         facts["flops"] = fwd
-    hidden = sum(count.hidden.values())
+    hidden = count.unregistered()
     facts["unregistered"] = max(hidden, int(facts.get("unregistered") or 0))
+    facts["params"] = max(int(facts.get("params") or 0), count.held)  # storage grown since the build
     max_flops, max_params = int(cfg.get("max_flops") or 0), int(cfg.get("max_params") or 0)
     if max_flops and max_flops >= fwd and fwd + bwd > BACKWARD_SHARE * max_flops:
         return failure("interface", "BudgetError", f"a training step needs {fwd + bwd:,} FLOPs per image, forward and "
                        f"backward; at most {BACKWARD_SHARE:g}x the budget of {max_flops:,}", flops=fwd, max_flops=max_flops)
-    over = over_budget(int(facts.get("params") or 0) + hidden, max_params) if hidden else None
+    over = over_budget(int(facts.get("params") or 0) + hidden, max_params)
     if over:
         return {**over, "message": f"{over['message']} ({hidden:,} of them in tensors that are neither parameters "
-                                   f"nor buffers)"}
+                                   f"nor buffers)"} if hidden else over
     return over_flops(fwd, max_flops, count.counts or FLOP_COUNTS, batch if count.counts else 2)
 
 

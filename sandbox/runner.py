@@ -263,6 +263,8 @@ class Run:
             if count is not None:
                 count.backward = True
             loss.backward()
+        if count is not None:
+            count.held = tensor_count(self.model)
         return loss, step_over_budget(count, int(x.shape[0]), first, self.facts, self.cfg) if count is not None else None
 
     def predict(self) -> dict | None:

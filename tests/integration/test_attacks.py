@@ -130,6 +130,15 @@ def test_weights_kept_outside_the_registries_count_as_parameters(evaluator):
     assert "3,000,000 of them" in out.diagnosis
 
 
+def test_weights_in_a_parameters_larger_storage_or_in_small_constants_meet_the_budget(evaluator):
+    """A 16-value parameter viewing a 3M-value storage it grew at the first forward; 3M weights rebuilt each step
+    from Python numbers, 4,096 at a time: both count with the parameters (static check on)."""
+    out = run(evaluator, "attack_strided_parameter", static=True)
+    assert out.kind == "interface_error" and "Net has 3,0" in out.diagnosis, out.summary()
+    out = run(evaluator, "attack_fresh_chunks", static=True)
+    assert out.kind == "interface_error" and "neither parameters nor buffers" in out.diagnosis, out.summary()
+
+
 def test_a_candidate_filling_its_output_directory_is_stopped(evaluator):
     """out/ is a host directory: the file-size limit caps each file, the host caps them all together."""
     out = run(evaluator, "attack_fill_out")

@@ -281,3 +281,29 @@ def test_a_counted_step_sees_work_and_weights_the_net_hides():
     count = StepCount([*own_tensors(honest).values(), x, y])
     _step(honest, count, x, y)
     assert count.hidden == {} and count.flops[1] <= 2 * count.flops[0]  # an honest step reads nothing else
+
+
+def test_a_parameter_viewing_a_larger_storage_counts_the_storage():
+    """numel of a 16-value view says 16; the storage it keeps alive (and a net can train through
+    as_strided) holds 3M. A tied layer is still counted once."""
+    from nasloop.sandbox.counting import StepCount, own_tensors, tensor_count
+
+    class View(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(3_000_000)[:16])
+            self.a = nn.Linear(4, 4)
+            self.b = self.a
+
+    assert tensor_count(View()) == 3_000_000 + 20
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    net = _candidate_net("attack_strided_parameter", in_channels=1)
+    assert tensor_count(net) < 1000  # before its first forward
+    count = StepCount([*own_tensors(net).values(), x, y])
+    _step(net, count, x, y)
+    assert tensor_count(net) > 3_000_000  # grown in that forward: the runner counts it after each counted step
+
+    net = _candidate_net("attack_fresh_chunks", in_channels=1)
+    count = StepCount([*own_tensors(net).values(), x, y])
+    _step(net, count, x, y)
+    assert count.hidden == {} and count.unregistered() == 733 * 4096  # small constants, 3M of them together
