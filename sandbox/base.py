@@ -120,21 +120,32 @@ class JobDir:
             os.chmod(f, 0o644)
         give_to_sandbox_user(self.out)
 
-    def remove(self) -> None:
-        remove_tree(self.path)
+    def remove(self) -> bool:
+        """Remove the job's directory; False where something stayed. A host that is not root cannot empty a
+        directory the candidate made in out/ (it is the sandbox user's, mode 0700 if it likes): what stays is
+        then locked (0700, the host's), so no later candidate reaches it (a warm worker's jobs share one
+        mount), and the Docker backends have it emptied by a container running as the sandbox user."""
+        if remove_tree(self.path):
+            return True
+        try:
+            os.chmod(self.path, 0o700)
+        except OSError:
+            pass
+        return False
 
 
-def remove_tree(path: Path | str) -> None:
+def remove_tree(path: Path | str) -> bool:
     """Remove a directory a candidate wrote into, however it is shaped: Python's recursive rmtree raises
     RecursionError on a tree 1,000 levels deep and stops at a directory made unreadable (chmod 000), so
-    what it leaves goes to chmod and rm, which walk without recursion."""
+    what it leaves goes to chmod and rm, which walk without recursion. Whether it is gone."""
     try:
         shutil.rmtree(path)
-        return
+        return True
     except (OSError, RecursionError):
         pass
     subprocess.run(["chmod", "-R", "u+rwx", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return not os.path.lexists(path)
 
 
 def give_to_sandbox_user(path: Path) -> None:

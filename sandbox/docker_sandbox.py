@@ -31,12 +31,44 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixe
 from nasloop.sandbox import outputs
 from nasloop.sandbox.base import (
     CHECK_IMPORTS, LIVE, RUNNER_PATH, SANDBOX_UID, Job, JobDir, Limits, RawResult, SandboxUnavailable, harness_env,
-    tail_text,
+    remove_tree, tail_text,
 )
 from nasloop.sandbox.host import PeakSampler, owner_label, owner_state
 from nasloop.sandbox.visible import masking_mounts
 
 DEFAULT_IMAGE = "nasloop-sandbox:local"
+# Run as the sandbox user on a job's out/ mounted at /x: empties and removes the directories named (hex) in
+# its arguments, without recursion and at a constant path length (each subdirectory is first moved up to
+# /x), so a tree of any depth or shape goes; bounded, so it ends.
+CLEAR = """
+import os, sys
+n = 0
+for name in sys.argv[1:]:
+    top = os.path.join(b'/x', bytes.fromhex(name))
+    todo = [top]
+    while todo and n < 1000000:
+        d = todo.pop()
+        try:
+            os.chmod(d, 0o700)
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            n += 1
+            try:
+                if e.is_dir(follow_symlinks=False):  # moving a directory writes its '..': chmod first
+                    os.chmod(e.path, 0o700)
+                    todo.append(os.path.join(b'/x', b'.clear%d' % n))
+                    os.rename(e.path, todo[-1])
+                else:
+                    os.unlink(e.path)
+            except OSError:
+                pass
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+"""
 MODE_LABEL = "nasloop.mode"
 HOST_MOUNTS = "host-mounts"
 CONTAINER_LABEL = "nasloop.owner"  # boot id / pid namespace / pid / start time of the nasloop process
@@ -133,6 +165,20 @@ class DockerEngine:
             settings["runtime"] = lim.runtime
         return settings
 
+    def remove_job_dir(self, jd: JobDir) -> None:
+        """Remove a job's directory. On a host that is not root, a directory the candidate made in out/ is the
+        sandbox user's: a short container as that user empties it (else it stayed, up to 640 MiB a job, and
+        each job's could add to it). Never raises: what still stays, JobDir.remove has locked."""
+        if jd.remove():
+            return
+        try:
+            names = [os.fsencode(e.name).hex() for e in os.scandir(jd.out) if e.is_dir(follow_symlinks=False)]
+            self.client.containers.run(self.image, [self.python, "-I", "-c", CLEAR, *names[:4096]], remove=True,
+                                       **self.container_settings({str(jd.out): {"bind": "/x", "mode": "rw"}}, "none"))
+        except (DockerException, requests.RequestException, OSError):
+            pass
+        remove_tree(jd.path)
+
     def remove(self, container) -> None:
         """Force-remove, never raising. An engine under load can answer with an error (a kill that got no
         exit event in time) and leave the container running, so a failed removal is tried again."""
@@ -187,7 +233,7 @@ class DockerSandbox(DockerEngine):
                 raw.peak_memory_bytes = sampler.stop()
             if container is not None:
                 self.remove(container)
-            jd.remove()
+            self.remove_job_dir(jd)
             if key is not None:
                 LIVE.discard(key)
         return raw
@@ -195,7 +241,7 @@ class DockerSandbox(DockerEngine):
     def _stopper(self, container, jd: JobDir):
         def stop() -> None:
             self.remove(container)
-            jd.remove()
+            self.remove_job_dir(jd)
         return stop
 
     def _wait(self, container, out_dir: Path, raw: RawResult) -> None:

@@ -135,7 +135,7 @@ class WarmSandbox(DockerEngine):
         finally:
             raw.wall_seconds = time.perf_counter() - t0
             if jd is not None:
-                jd.remove()
+                self.remove_job_dir(jd)
         return raw
 
     def _account(self, raw: RawResult, reply: dict | None, ooms: int | None) -> None:

@@ -3,8 +3,10 @@ import torch.nn as nn
 
 
 class Net(nn.Module):
-    """Small when the harness counts it (after __init__), then 3M parameters more at its first real forward:
-    the pre-flight and the harness's budget check both saw 650 values; the weights it returns hold the rest."""
+    """Small while the harness counts it (after __init__, and at the training steps it counts), then 3M
+    parameters more at its first forward in eval mode (the predictions, after training): only the weights it
+    returns hold them, and the host counts those. (Grown at the first training forward, the harness's count
+    after that counted step refuses it: attack_strided_parameter.)"""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
@@ -13,7 +15,7 @@ class Net(nn.Module):
         self.grown = False
 
     def forward(self, x):
-        if not self.grown and x.device.type != "meta":
+        if not self.grown and not self.training and x.device.type != "meta":
             self.grown = True
             self.extra = nn.Parameter(torch.zeros(3_000_000, device=x.device))
         x = torch.relu(self.conv(x)).mean((2, 3))
