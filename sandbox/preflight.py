@@ -257,6 +257,38 @@ def step_over_budget(count: StepCount, batch: int, first: bool, facts: dict, cfg
 
 
 FLOP_COUNTS: dict = {}  # the pre-flight's FLOPs by module (two images): one net per harness process
+EVAL_SHARE = 1.5  # a prediction's forward may cost this many times the training forward, per image
+
+
+class EvalCount:
+    """The predictions, counted like a training step: a net may keep the batches it saw while training (the
+    gradient of its logits tells their labels) and train on them at its first evaluation forward, where no
+    step is counted. Every evaluation forward runs under StepCount: its FLOPs per image meet EVAL_SHARE times
+    the training forward's (backward work done in forward counts: it is dispatched too), and the values it
+    reads from outside the registries, and the registered tensors after it, meet the parameter budget."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.flops, self.hidden, self.images = model, 0, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        count = StepCount([*own_tensors(self.model).values(), x])
+        with count:
+            out = self.model(x)
+        self.flops += count.flops[0] + count.flops[1]
+        self.hidden = max(self.hidden, count.unregistered())
+        self.images += int(x.shape[0])
+        return out
+
+    def over_budget(self, facts: dict, cfg: dict) -> dict | None:
+        per, train = self.flops // max(1, self.images), int(facts.get("flops") or 0)
+        facts["eval_flops"] = per
+        if per > EVAL_SHARE * train + 1000:
+            return failure("interface", "BudgetError", f"a prediction needed {per:,} FLOPs per image, training's forward "
+                           f"{train:,} (at most {EVAL_SHARE:g}x): work done only when evaluated", flops=per)
+        facts["params"] = max(int(facts.get("params") or 0), tensor_count(self.model))
+        facts["unregistered"] = max(self.hidden, int(facts.get("unregistered") or 0))
+        over = over_budget(int(facts["params"]) + self.hidden, int(cfg.get("max_params") or 0))
+        return over
 
 
 def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params: int,

@@ -42,15 +42,15 @@ import torch.nn as nn
 if __package__:  # imported as part of nasloop (tests, host tools): no top-level names added to sys.path
     from nasloop.sandbox.device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16
     from nasloop.sandbox.preflight import (
-        ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str, step_over_budget,
-        tensor_count, type_name, wrong_output,
+        EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
+        step_over_budget, tensor_count, type_name, wrong_output,
     )
 else:  # the harness, run as a script (or imported by worker.py): its neighbours sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16  # type: ignore[no-redef]
     from preflight import (  # type: ignore[no-redef]
-        ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str, step_over_budget,
-        tensor_count, type_name, wrong_output,
+        EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
+        step_over_budget, tensor_count, type_name, wrong_output,
     )
 
 # --- RECIPE: the fixed training recipe; config keys of the same name override these ---------------
@@ -268,22 +268,26 @@ class Run:
         return loss, step_over_budget(count, int(x.shape[0]), first, self.facts, self.cfg) if count is not None else None
 
     def predict(self) -> dict | None:
-        """The predicted class of every test image (the host, which holds the labels, scores them)."""
+        """The predicted class of every test image (the host, which holds the labels, scores them), each
+        forward counted (EvalCount: no training at evaluation)."""
         model, test = self.model, self.test
         model.eval()
-        preds = []
+        preds, count = [], EvalCount(model)
         t1 = time.perf_counter()
         try:
             with torch.no_grad(), self.autocast:
                 for i in range(0, len(test), int(self.cfg["eval_batch"])):
                     idx = torch.arange(i, min(i + int(self.cfg["eval_batch"]), len(test)), device=self.device)
-                    logits = model(test.images(idx)).float()
+                    logits = count.forward(test.images(idx)).float()
                     if not torch.isfinite(logits).all():
                         return {"status": "diverged", "phase": "eval", "steps": self.facts.get("steps"),
                                 "message": "the trained net outputs NaN/inf on the test set"}
                     preds.append(logits.argmax(1).to(torch.int64).cpu())
+            costly = count.over_budget(self.facts, self.cfg)
         except BaseException as exc:  # noqa: BLE001
             return self._err("eval", exc)
+        if costly:
+            return costly
         self.facts["eval_seconds"] = time.perf_counter() - t1
         self.facts["peak_memory_bytes"] = peak_memory_bytes(self.device)
         self.predictions = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)

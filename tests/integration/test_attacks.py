@@ -139,6 +139,14 @@ def test_weights_in_a_parameters_larger_storage_or_in_small_constants_meet_the_b
     assert out.kind == "interface_error" and "neither parameters nor buffers" in out.diagnosis, out.summary()
 
 
+def test_training_at_the_first_prediction_meets_the_flop_budget(evaluator):
+    """The predictions are counted too: 20 epochs on kept batches at the first eval forward are refused."""
+    out = run(evaluator, "attack_train_at_eval")
+    assert out.kind == "interface_error" and "work done only when evaluated" in out.diagnosis, out.summary()
+    assert out.accuracy is None
+    assert run(evaluator, "ok_tiny").ok  # an honest net's predictions pass the same count
+
+
 def test_a_candidate_filling_its_output_directory_is_stopped(evaluator):
     """out/ is a host directory: the file-size limit caps each file, the host caps them all together."""
     out = run(evaluator, "attack_fill_out")
