@@ -155,6 +155,27 @@ class StepCount(TorchDispatchMode):
         return sum(self.hidden.values()) + (fresh if fresh > FRESH_VALUES else 0)
 
 
+def own_modules(model: nn.Module) -> list[nn.Module]:
+    """The net and every module under it, each once, from the registries (not the net's own modules())."""
+    by_id = {id(m): m for m in _walk(model)}
+    return list(by_id.values())
+
+
+def _walk(model: nn.Module) -> list[nn.Module]:
+    out: list[nn.Module] = []
+    seen: set[int] = set()
+    stack: list[object] = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen or not issubclass(type(module), nn.Module):
+            continue
+        seen.add(id(module))
+        out.append(module)  # type: ignore[arg-type]
+        stack += [sub for _, sub in reversed(_registry(object.__getattribute__(module, "__dict__"), "_modules", ""))
+                  if sub is not None]
+    return out
+
+
 def module_names(model: nn.Module) -> dict[int, str]:
     """id -> "Net" or "Net.<path>" for the net and each module under it, from the registries."""
     names: dict[int, str] = {}

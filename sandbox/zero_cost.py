@@ -21,13 +21,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+if __package__:  # part of nasloop (tests, host tools)
+    from nasloop.sandbox.counting import StepCount, own_modules, own_tensors
+else:  # the harness's neighbour, beside this file
+    from counting import StepCount, own_modules, own_tensors  # type: ignore[no-redef]
+
 PROXIES = ("naswot", "synflow", "snip", "grad_norm", "zen", "zico", "params", "flops")
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
-    """Weights of convolutions and linear layers (what the proxies' papers sum over)."""
-    return [m.weight for m in model.modules()
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and m.weight is not None]
+    """Weights of convolutions and linear layers (what the proxies' papers sum over), found in nn.Module's
+    registries: the net's own modules() and parameters() are its to redefine (a proxy is a fitness)."""
+    found = [object.__getattribute__(m, "__dict__").get("_parameters", {}).get("weight") for m in own_modules(model)
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    return [w for w in found if isinstance(w, torch.Tensor)]
+
+
+def _mode(model: nn.Module, training: bool) -> nn.Module:
+    """train()/eval() for every module in the registries (nn.Module.train walks the net's own children())."""
+    for m in own_modules(model):
+        object.__setattr__(m, "training", training)
+    return model
+
+
+def _zero_grad(model: nn.Module) -> None:
+    for t in own_tensors(model).values():
+        t.grad = None
 
 
 def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -43,12 +62,12 @@ def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         if isinstance(out, torch.Tensor):
             record(out)
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU6, nn.GELU, nn.SiLU))]
+    hooks = [m.register_forward_hook(hook) for m in own_modules(model) if isinstance(m, (nn.ReLU6, nn.GELU, nn.SiLU))]
     relu, relu_ = torch.relu, torch.relu_
     torch.relu = lambda t, *a, **k: record(relu(t, *a, **k))  # type: ignore[assignment]
     torch.relu_ = lambda t, *a, **k: record(relu_(t, *a, **k))  # type: ignore[assignment]
     try:
-        model.eval()
+        _mode(model, False)
         with torch.no_grad():
             model(x)
     finally:
@@ -62,26 +81,29 @@ def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model = model.double().eval()
+    tensors = own_tensors(_mode(model, False))
     with torch.no_grad():
-        signs = {n: torch.sign(p) for n, p in model.state_dict().items() if p.is_floating_point()}
-        for _, p in model.state_dict().items():
+        for t in tensors.values():
+            if t.is_floating_point():
+                t.data = t.data.double()
+        signs = {n: torch.sign(p) for n, p in tensors.items() if p.is_floating_point()}
+        for _, p in tensors.items():
             if p.is_floating_point():
                 p.abs_()
-    model.zero_grad()
+    _zero_grad(model)
     out = model(torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64, device=x.device))
     torch.sum(out).backward()
     score = sum(float((w.detach() * w.grad).abs().sum()) for w in _weights(model) if w.grad is not None)
     with torch.no_grad():
-        for n, p in model.state_dict().items():
+        for n, p in tensors.items():
             if n in signs:
                 p.mul_(signs[n])
     return score
 
 
 def _loss_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    model.train()
-    model.zero_grad()
+    _mode(model, True)
+    _zero_grad(model)
     F.cross_entropy(model(x), y).backward()
     return [w for w in _weights(model) if w.grad is not None]
 
@@ -95,14 +117,14 @@ def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def zen(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 0.01) -> float:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    last = [m for m in own_modules(model) if isinstance(m, nn.Linear)]
     feats: list[torch.Tensor] = []
 
     def grab(_m, inp):
         feats.append(inp[0].detach())
 
     handle = last[-1].register_forward_pre_hook(grab) if last else None
-    model.train()
+    _mode(model, True)
     try:
         with torch.no_grad():
             g = torch.Generator().manual_seed(0)
@@ -115,7 +137,7 @@ def zen(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 0.01)
     f1, f2 = (feats[0], feats[1]) if len(feats) >= 2 else (out1, out2)
     delta = float((f1 - f2).flatten(1).norm(dim=1).mean())
     bn = sum(math.log(math.sqrt(float(m.running_var.mean())) + 1e-12)
-             for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None)
+             for m in own_modules(model) if isinstance(m, nn.BatchNorm2d) and m.running_var is not None)
     return math.log(delta / alpha + 1e-12) + bn
 
 
@@ -137,16 +159,18 @@ def zico(model: nn.Module, x: torch.Tensor, y: torch.Tensor, splits: int = 2) ->
 
 
 def params(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(sum(p.numel() for p in model.parameters()))
+    """The parameters, read from the registries (not the net's own parameters())."""
+    return float(sum(torch.Tensor.numel(t) for t in own_tensors(model, buffers=False).values()))
 
 
 def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x[:1])
-    return float(counter.get_total_flops())
+    """One image's forward, counted at the dispatcher (FlopCounterMode calls the net's named_children())."""
+    _mode(model, False)
+    one = x[:1]
+    count = StepCount([*own_tensors(model).values(), one])
+    with torch.no_grad(), count:
+        model(one)
+    return float(count.flops[0])
 
 
 FUNCS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {

@@ -78,3 +78,29 @@ def test_the_cli_knows_the_same_proxies_as_the_harness():
     from nasloop.sandbox.base import PROXY_NAMES
 
     assert PROXY_NAMES == zc.PROXIES == tuple(zc.FUNCS)
+
+
+def test_proxies_read_the_registries_not_the_nets_own_methods():
+    """A proxy score is a fitness: a net redefining parameters()/modules()/named_children() to look bigger or
+    cheaper does not change what params, flops or synflow see."""
+    class Boasting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = mlp()
+
+        def forward(self, x):
+            return self.body(x)
+
+        def parameters(self, recurse=True):
+            yield nn.Parameter(torch.zeros(10**6))
+
+        def modules(self):
+            yield from ()
+
+        def named_children(self):
+            yield from ()
+
+    honest, boasting = mlp(), Boasting()
+    assert zc.params(boasting, X, Y) == zc.params(honest, X, Y) == sum(p.numel() for p in honest.parameters())
+    assert zc.flops(boasting, X, Y) == zc.flops(honest, X, Y) > 0
+    assert zc.synflow(boasting, X, Y) == zc.synflow(mlp(), X, Y) > 0
