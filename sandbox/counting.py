@@ -7,6 +7,8 @@ operations are seen at the dispatcher, below anything the net can override.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -85,7 +87,7 @@ FRESH_VALUES = 4096  # constants this small in all, made in the step, are not we
 
 class StepCount(TorchDispatchMode):
     """One real training step, counted: its FLOPs by torch's own formulas (torch.utils.flop_counter's
-    registry), forward and backward apart (`backward` is set between them), and how many values it read
+    registry) and, for every other operation, by op_cost; forward and backward apart (`backward` is set between them), and how many values it read
     from tensors it neither made nor was given (`known`: the registered tensors, the batch and its labels).
     torch's FlopCounterMode calls the net's own named_children(), which a net can override to learn that it
     is being counted and behave; this mode calls nothing of the net's. And it counts the backward, where a
@@ -102,7 +104,8 @@ class StepCount(TorchDispatchMode):
         self.hidden: dict[int, int] = {}  # id -> values of a tensor read that is neither made nor known
         self.fresh: dict[int, int] = {}  # id -> values of a constant made in the step (`torch.tensor(...)`)
         self.held = 0  # what the registered tensors hold after the step (tensor_count; the runner sets it)
-        self.flops = [0, 0]  # forward, backward
+        self.flops = [0, 0]  # forward, backward: every operation's, torch's formulas or op_cost's
+        self.other = [0, 0]  # the part of `flops` charged by op_cost (operations torch has no formula for)
         self.backward = False
         # the forward's FLOPs by module, as FlopCounterMode gives them ("Global", "Net", "Net.conv3"), named
         # from the registries and followed by torch's global module hooks, not by any method of the net
@@ -139,9 +142,11 @@ class StepCount(TorchDispatchMode):
             if id(t) not in self.made and id(t) not in self.known and _storage(t) not in self.storages:
                 (self.fresh if fresh else self.hidden)[id(t)] = torch.Tensor.numel(t)
         count = self.registry.get(func._overloadpacket)
-        if count is not None:
-            n = int(count(*args, **kwargs, out_val=out))
+        n = int(count(*args, **kwargs, out_val=out)) if count is not None else op_cost(func, args, kwargs, out)
+        if n:
             self.flops[self.backward] += n
+            if count is None:
+                self.other[self.backward] += n
             for name in {"Global", *self.stack} if not self.backward else ():
                 per_op = self.counts.setdefault(name, {})
                 per_op[func._overloadpacket] = per_op.get(func._overloadpacket, 0) + n
@@ -153,6 +158,105 @@ class StepCount(TorchDispatchMode):
         they pass FRESH_VALUES together (weights kept as Python numbers, rebuilt 4,096 at a time)."""
         fresh = sum(self.fresh.values())
         return sum(self.hidden.values()) + (fresh if fresh > FRESH_VALUES else 0)
+
+
+# Operations that compute nothing (aliases, allocations, copies); views are known by their schema.
+_FREE = {"_unsafe_view", "alias", "detach", "lift_fresh", "empty", "empty_strided", "new_empty", "empty_like",
+         "_local_scalar_dense", "_to_copy", "copy_", "clone", "contiguous"}
+
+
+def op_cost(func, args: tuple, kwargs: dict, out: object) -> int:
+    """FLOPs charged for an operation torch's FLOP registry has no formula for (it counts matrix products,
+    convolutions and attention; everything else was free, so a convolution written as unfold, multiply and
+    sum cost 0 against --max-flops). An operation that contracts values (a matrix-vector or dot product, a
+    distance matrix, a bilinear form, a weighted embedding bag, a Fourier transform, a matrix solve) costs
+    what its arithmetic does; any other costs one FLOP per value of the largest tensor it reads or writes,
+    and a view, a copy or an allocation nothing (a honest net's activations and normalisations add a few
+    per cent of its convolutions)."""
+    name = func._overloadpacket.__name__
+    if getattr(func, "is_view", False) or name in _FREE:
+        return 0
+    tensors = _tensors((args, kwargs, out))
+    if not tensors:
+        return 0
+    numel = [torch.Tensor.numel(t) for t in tensors]
+    largest = max(numel)
+    special = _formula(name)
+    if special is not None:
+        try:
+            return int(max(largest, special(args, tensors)))
+        except (IndexError, TypeError, ValueError, RuntimeError):
+            pass
+    return int(largest)
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(torch.Tensor.size(t))
+
+
+def _trilinear(args: tuple, tensors: list[torch.Tensor]) -> int:
+    """aten._trilinear (F.bilinear): every input unsqueezed where `expand` says, then broadcast together."""
+    shapes = []
+    for t, expand in zip(args[:3], args[3:6], strict=True):
+        shape = list(_shape(t))
+        for d in sorted(expand):
+            shape.insert(d, 1)
+        shapes.append(shape)
+    return 2 * int(torch.Size(torch.broadcast_shapes(*shapes)).numel())
+
+
+def _fft(args: tuple, tensors: list[torch.Tensor]) -> int:
+    """About 5 N log2 L for N values transformed along lengths L (the radix-2 count)."""
+    dims = args[1] if len(args) > 1 else []
+    shape = _shape(args[0])
+    length = 1
+    for d in dims:
+        length *= shape[d]
+    return 5 * max(torch.Tensor.numel(t) for t in tensors) * max(1, math.ceil(math.log2(max(2, length))))
+
+
+def _by_index(args: tuple, tensors: list[torch.Tensor]) -> int:
+    """An embedding bag sums one weight row per index: indices x row length, twice (the weights multiply)."""
+    index = max((t for t in tensors if not torch.Tensor.is_floating_point(t)), key=torch.Tensor.numel)
+    rows = [t for t in tensors if torch.Tensor.is_floating_point(t) and torch.Tensor.dim(t) >= 2]
+    return 2 * torch.Tensor.numel(index) * max(_shape(t)[-1] for t in rows)
+
+
+def _matrix(args: tuple, tensors: list[torch.Tensor]) -> int:
+    """A solve, inverse, determinant or decomposition: about 2 n^3 per n x n matrix."""
+    a = max((t for t in tensors if torch.Tensor.dim(t) >= 2), key=torch.Tensor.numel)
+    return 2 * torch.Tensor.numel(a) * _shape(a)[-1]
+
+
+def _largest_twice(args: tuple, tensors: list[torch.Tensor]) -> int:
+    return 2 * max(torch.Tensor.numel(t) for t in tensors)
+
+
+_CONTRACTING = {
+    "mv": _largest_twice, "addmv": _largest_twice, "dot": _largest_twice, "vdot": _largest_twice,
+    "linalg_vecdot": _largest_twice, "_trilinear": _trilinear,
+    "_euclidean_dist": lambda args, ts: 2 * torch.Tensor.numel(ts[-1]) * _shape(args[0])[-1],
+    "_cdist_forward": lambda args, ts: 3 * torch.Tensor.numel(ts[-1]) * _shape(args[0])[-1],
+    "_cdist_backward": lambda args, ts: 3 * torch.Tensor.numel(args[0]) * _shape(args[1])[-1],
+    "_pdist_forward": lambda args, ts: 3 * torch.Tensor.numel(ts[-1]) * _shape(args[0])[-1],
+    "_pdist_backward": lambda args, ts: 3 * torch.Tensor.numel(args[0]) * _shape(args[1])[-1],
+    "linalg_matrix_exp": lambda args, ts: 10 * _matrix(args, ts),  # a dozen matrix products
+    "cholesky": _matrix, "cholesky_solve": _matrix, "cholesky_inverse": _matrix, "triangular_solve": _matrix,
+    "lu_solve": _matrix, "lu_unpack": _matrix, "geqrf": _matrix, "ormqr": _matrix, "orgqr": _matrix,
+}
+
+
+def _formula(name: str):
+    """The arithmetic of a contracting operation, or None (then: the largest tensor it touches)."""
+    if name in _CONTRACTING:
+        return _CONTRACTING[name]
+    if name.startswith("_fft_"):
+        return _fft
+    if name.startswith("_embedding_bag"):
+        return _by_index
+    if "linalg_" in name and "norm" not in name and "cross" not in name:  # solve, inv, det, eig, svd, qr, lstsq
+        return _matrix
+    return None
 
 
 def own_modules(model: nn.Module) -> list[nn.Module]:

@@ -200,18 +200,25 @@ def over_budget(params: int, max_params: int, model: nn.Module | None = None) ->
                    f"{largest}. Use fewer or narrower layers", largest=top, max_params=max_params)
 
 
-def over_flops(flops: int, max_flops: int, counts: dict, batch: int = 2) -> dict | None:
+def over_flops(flops: int, max_flops: int, counts: dict, batch: int = 2, other: int = 0) -> dict | None:
     """A BudgetError naming the layers that cost the most FLOPs, so a repair knows what to shrink (often:
-    downsample earlier). `counts`: the FLOP counter's per-module totals for a batch of `batch` images."""
+    downsample earlier). `counts`: the FLOP counter's per-module totals for a batch of `batch` images;
+    `other`: the FLOPs per image of operations torch has no formula for (counting.op_cost)."""
     if not max_flops or flops <= max_flops:
         return None
+    extra = (f" ({other:,} of them in operations without a FLOP formula in torch, charged by the values they "
+             f"touch)") if other * 10 > flops else ""
     names = [n for n in counts if n != "Global"]
-    leaves = [n for n in names if not any(m.startswith(n + ".") for m in names)]
-    top = sorted(((int(sum(counts[n].values())) // batch, n.split(".", 1)[-1]) for n in leaves), reverse=True)[:3]
+    total = {n: int(sum(counts[n].values())) for n in names}
+    # each module's own work: its total less its children's (a forward's arithmetic outside any layer counts)
+    own = {n: total[n] - sum(total[m] for m in names if m.startswith(n + ".") and "." not in m[len(n) + 1:])
+           for n in names}
+    top = sorted(((f // batch, n.split(".", 1)[-1]) for n, f in own.items() if f > 0), reverse=True)[:3]
     largest = "; most FLOPs: " + ", ".join(f"{name} ({n:,} FLOPs)" for n, name in top) if top else ""
-    return failure("interface", "BudgetError", f"Net needs {flops:,} FLOPs per image; the budget is {max_flops:,}"
-                   f"{largest}. Downsample earlier (stride or pooling) or use narrower layers",
-                   flops=flops, max_flops=max_flops, largest=[{"name": name, "flops": n} for n, name in top])
+    return failure("interface", "BudgetError", f"Net needs {flops:,} FLOPs per image{extra}; the budget is "
+                   f"{max_flops:,}{largest}. Downsample earlier (stride or pooling) or use narrower layers",
+                   flops=flops, max_flops=max_flops, other_flops=other,
+                   largest=[{"name": name, "flops": n} for n, name in top])
 
 
 def wrong_output(out, num_classes: int, in_channels: int, size: int) -> dict | None:
@@ -253,7 +260,8 @@ def step_over_budget(count: StepCount, batch: int, first: bool, facts: dict, cfg
     if over:
         return {**over, "message": f"{over['message']} ({hidden:,} of them in tensors that are neither parameters "
                                    f"nor buffers)"} if hidden else over
-    return over_flops(fwd, max_flops, count.counts or FLOP_COUNTS, batch if count.counts else 2)
+    return over_flops(fwd, max_flops, count.counts or FLOP_COUNTS, batch if count.counts else 2,
+                      count.other[0] // max(1, batch))
 
 
 FLOP_COUNTS: dict = {}  # the pre-flight's FLOPs by module (two images): one net per harness process
@@ -295,8 +303,6 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
               max_flops: int = 0, known: dict | None = None) -> tuple[dict | None, dict]:
     """Build and run the net on the meta device (no memory), counting its FLOPs on the way: (failure or
     None, facts to report). A net over the parameter or FLOP budget fails here, in milliseconds."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     t0 = time.perf_counter()
     ops = OpTrace()
     try:
@@ -312,8 +318,8 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     if budget:
         return budget, {**info, "preflight_seconds": time.perf_counter() - t0}
     trace = None
-    counter = FlopCounterMode(display=False)
     try:
+        counter = StepCount([], model)  # what a counted training step charges, so both meet one budget
         trace = ShapeTrace(model)
         with torch.device("meta"), counter, ops:
             out = model(torch.empty(2, in_channels, size, size, device="meta"))
@@ -327,11 +333,11 @@ def preflight(net_cls, num_classes: int, in_channels: int, size: int, max_params
     wrong = wrong_output(out, num_classes, in_channels, size)
     if wrong:
         return {**wrong, "trace": trace.record()}, info
-    flops, structure = int(counter.get_total_flops()) // 2, ops.key(model)
+    flops, structure = counter.flops[0] // 2, ops.key(model)
     info = {**info, "flops": flops, "structure": structure, "preflight_seconds": time.perf_counter() - t0,
             "layers": trace.record()["layers"][:LAYERS]}  # for the Improver: what each layer makes, and costs
-    FLOP_COUNTS.update(counter.get_flop_counts())  # which layers cost what, for a budget error in training
-    costly = over_flops(flops, max_flops, counter.get_flop_counts())
+    FLOP_COUNTS.update(counter.counts)  # which layers cost what, for a budget error in training
+    costly = over_flops(flops, max_flops, counter.counts, 2, counter.other[0] // 2)
     if costly:
         return costly, info
     if known and structure in known:  # the same net as an earlier candidate: no training, tell the LLM

@@ -112,16 +112,25 @@ def test_parameters_added_after_the_budget_check_are_counted_by_the_host(evaluat
 
 @pytest.mark.parametrize("name,cap,why", [
     ("attack_replay_batches", 2, "FLOPs per image; the budget is"),  # in forward, skipped while it thinks it is counted
-    ("attack_replay_in_backward", 1, "forward and backward"),  # in a backward hook
+    ("attack_replay_in_backward", 1.01, "forward and backward"),  # in a backward hook (its forward: +1%)
 ])
 def test_work_hidden_after_the_first_step_meets_the_flop_budget(evaluator, digits, name, cap, why):
     """The net replays the batches it kept (their labels read from its logits' gradient) from the second step
     on; a training step is counted again, forward and backward, at a step it cannot predict or detect."""
     honest = Evaluator(digits, evaluator.sandbox, replace(FAST, mode="preflight")).evaluate(candidate(name))
     assert honest.ok and honest.flops, honest.summary()
-    capped = Evaluator(digits, evaluator.sandbox, replace(FAST, max_flops=cap * honest.flops))
+    capped = Evaluator(digits, evaluator.sandbox, replace(FAST, max_flops=int(cap * honest.flops)))
     out = run(capped, name, static=True)
     assert out.kind == "interface_error" and "BudgetError" in out.diagnosis and why in out.diagnosis, out.summary()
+
+
+def test_a_convolution_written_as_unfold_multiply_and_sum_meets_the_flop_budget(evaluator, digits):
+    """Torch's FLOP formulas see only its final linear layer (640 FLOPs per image); the pre-flight and the
+    counted steps charge every other operation too, so its three convolutions do not run for free."""
+    out = run(Evaluator(digits, evaluator.sandbox, replace(FAST, max_flops=1_000_000)), "attack_unfold_conv",
+              static=True)
+    assert out.kind == "interface_error" and "operations without a FLOP formula in torch" in out.diagnosis, out.summary()
+    assert out.failure["budget"]["flops"] > 2_000_000 and "most FLOPs: Net (" in out.diagnosis, out.failure
 
 
 def test_weights_kept_outside_the_registries_count_as_parameters(evaluator):
