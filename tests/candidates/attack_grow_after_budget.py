@@ -4,9 +4,10 @@ import torch.nn as nn
 
 class Net(nn.Module):
     """Small while the harness counts it (after __init__, and at the training steps it counts), then 3M
-    parameters more at its first forward in eval mode (the predictions, after training): only the weights it
-    returns hold them, and the host counts those. (Grown at the first training forward, the harness's count
-    after that counted step refuses it: attack_strided_parameter.)"""
+    parameters more at its first forward in eval mode (the predictions, after training). The harness counts
+    the net again after the predictions (preflight.EvalCount), and the host counts the weights it returns.
+    (Grown at the first training forward, the harness's count after that counted step refuses it:
+    attack_strided_parameter.)"""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3):
         super().__init__()

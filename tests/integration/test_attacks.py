@@ -107,7 +107,7 @@ def test_a_net_cannot_hide_its_parameters_from_the_budget_or_the_host(evaluator,
 def test_parameters_added_after_the_budget_check_are_counted_by_the_host(evaluator):
     out = run(evaluator, "attack_grow_after_budget", static=True)
     assert out.kind == "interface_error" and out.accuracy is None, out.summary()
-    assert out.diagnosis.startswith("BudgetError: the trained net returned 3,000,") and out.params > 3_000_000
+    assert out.diagnosis.startswith("BudgetError: Net has 3,000,170 parameters") and out.params > 3_000_000
 
 
 @pytest.mark.parametrize("name,cap,why", [
