@@ -8,6 +8,7 @@ operations are seen at the dispatcher, below anything the net can override.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn as nn
@@ -141,8 +142,11 @@ class StepCount(TorchDispatchMode):
         for t in _tensors((args, kwargs)):
             if id(t) not in self.made and id(t) not in self.known and _storage(t) not in self.storages:
                 (self.fresh if fresh else self.hidden)[id(t)] = torch.Tensor.numel(t)
-        count = self.registry.get(func._overloadpacket)
-        n = int(count(*args, **kwargs, out_val=out)) if count is not None else op_cost(func, args, kwargs, out)
+        count = _registered(self.registry, func)
+        try:
+            n = int(count(*args, **kwargs, out_val=out)) if count is not None else op_cost(func, args, kwargs, out)
+        except Exception:  # noqa: BLE001 - a formula that cannot read these arguments: the largest tensor
+            count, n = None, max((torch.Tensor.numel(t) for t in _tensors((args, kwargs, out))), default=0)
         if n:
             self.flops[self.backward] += n
             if count is None:
@@ -190,6 +194,18 @@ def op_cost(func, args: tuple, kwargs: dict, out: object) -> int:
     return int(largest)
 
 
+def _registered(registry: dict, func):
+    """torch's FLOP formula for an operation, or for the operation it is the in-place form of (`addmm_`,
+    `baddbmm_`: the registry knows only `addmm`, `baddbmm`, so an in-place product was charged as a copy)."""
+    packet = func._overloadpacket
+    found = registry.get(packet)
+    name = packet.__name__
+    if found is None and name.endswith("_") and not name.endswith("__"):
+        base = getattr(getattr(torch.ops, func.namespace, None), name[:-1], None)
+        found = registry.get(base) if base is not None else None
+    return found
+
+
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(torch.Tensor.size(t))
 
@@ -228,6 +244,45 @@ def _matrix(args: tuple, tensors: list[torch.Tensor]) -> int:
     return 2 * torch.Tensor.numel(a) * _shape(a)[-1]
 
 
+def _floats(tensors: list[torch.Tensor], dims: int) -> list[torch.Tensor]:
+    return [t for t in tensors if torch.Tensor.is_floating_point(t) and torch.Tensor.dim(t) >= dims]
+
+
+def _recurrent(args: tuple, tensors: list[torch.Tensor]) -> int:
+    """An RNN layer's kernel (`mkldnn_rnn_layer`, `_cudnn_rnn`): every weight matrix applied at every time
+    step of every sequence, twice that for its backward."""
+    x = args[0]
+    steps = torch.Tensor.numel(x) // max(1, _shape(x)[-1])
+    weights = sum(torch.Tensor.numel(t) for t in tensors if torch.Tensor.is_floating_point(t) and torch.Tensor.dim(t) == 2)
+    return 2 * steps * weights
+
+
+def _attention(args: tuple, tensors: list[torch.Tensor]) -> int:
+    """A fused attention kernel outside the registry (the CPU flash kernel, a transformer layer's fast path):
+    each query against each key, 4 L D per query, plus its projections' weights applied to every token."""
+    maps = _floats(tensors, 3)
+    big = max(maps, key=torch.Tensor.numel)
+    length = max(_shape(t)[-2] for t in maps)
+    tokens = torch.Tensor.numel(big) // max(1, _shape(big)[-1])
+    weights = sum(torch.Tensor.numel(t) for t in tensors if torch.Tensor.is_floating_point(t) and torch.Tensor.dim(t) == 2)
+    return 4 * torch.Tensor.numel(big) * length + 2 * tokens * weights
+
+
+def _convolution(args: tuple, tensors: list[torch.Tensor]) -> int:
+    """A convolution kernel called by name (`mkldnn_convolution`, `cudnn_convolution_relu`...): each output
+    (or, transposed, each input) value costs its kernel's weights per output channel (weight: (out, in, k...))."""
+    weight = args[1] if torch.Tensor.dim(args[1]) >= 3 else args[2]
+    return 2 * max(torch.Tensor.numel(t) for t in tensors) * torch.Size(_shape(weight)[1:]).numel()
+
+
+def _tbc(weight: torch.Tensor, tensors: list[torch.Tensor]) -> int:
+    """conv_tbc: a 1-D convolution whose weight is (kernel, in, out)."""
+    return 2 * max(torch.Tensor.numel(t) for t in tensors) * torch.Size(_shape(weight)[:-1]).numel()
+
+
+_CONV = re.compile(r"(^|_)conv(olution|_depthwise|\dd)")
+
+
 def _largest_twice(args: tuple, tensors: list[torch.Tensor]) -> int:
     return 2 * max(torch.Tensor.numel(t) for t in tensors)
 
@@ -235,6 +290,8 @@ def _largest_twice(args: tuple, tensors: list[torch.Tensor]) -> int:
 _CONTRACTING = {
     "mv": _largest_twice, "addmv": _largest_twice, "dot": _largest_twice, "vdot": _largest_twice,
     "linalg_vecdot": _largest_twice, "_trilinear": _trilinear,
+    "addbmm": lambda args, ts: 2 * torch.Tensor.numel(args[1]) * _shape(args[2])[-1],
+    "conv_tbc": lambda args, ts: _tbc(args[1], ts), "conv_tbc_backward": lambda args, ts: 2 * _tbc(args[2], ts),
     "_euclidean_dist": lambda args, ts: 2 * torch.Tensor.numel(ts[-1]) * _shape(args[0])[-1],
     "_cdist_forward": lambda args, ts: 3 * torch.Tensor.numel(ts[-1]) * _shape(args[0])[-1],
     "_cdist_backward": lambda args, ts: 3 * torch.Tensor.numel(args[0]) * _shape(args[1])[-1],
@@ -254,9 +311,27 @@ def _formula(name: str):
         return _fft
     if name.startswith("_embedding_bag"):
         return _by_index
+    if name.startswith("_foreach_"):  # one operation over a list of tensors: all of them
+        return lambda args, ts: sum(torch.Tensor.numel(t) for t in ts)
+    backward = 2 if "backward" in name else 1
+    for part, formula in (("rnn", _recurrent), ("attention", _attention), ("transformer", _attention)):
+        if part in name:
+            return lambda args, ts, f=formula: backward * f(args, ts)
+    if _CONV.search(name):
+        return lambda args, ts: backward * _convolution(args, ts)
     if "linalg_" in name and "norm" not in name and "cross" not in name:  # solve, inv, det, eig, svd, qr, lstsq
         return _matrix
     return None
+
+
+def set_training(model: nn.Module, training: bool) -> nn.Module:
+    """train()/eval() without calling the net: nn.Module.train() is the net's to redefine, and it walks the
+    net's own children(). A net whose train(False) replayed the batches it kept (their labels read from its
+    logits' gradient) trained uncounted just before its predictions. The flag is written into each module's
+    __dict__ (not through setattr: a `training` property of the net's would run its setter)."""
+    for m in own_modules(model):
+        object.__getattribute__(m, "__dict__")["training"] = training
+    return model
 
 
 def own_modules(model: nn.Module) -> list[nn.Module]:

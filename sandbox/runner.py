@@ -43,14 +43,14 @@ if __package__:  # imported as part of nasloop (tests, host tools): no top-level
     from nasloop.sandbox.device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16
     from nasloop.sandbox.preflight import (
         EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
-        step_over_budget, tensor_count, type_name, wrong_output,
+        set_training, step_over_budget, tensor_count, type_name, wrong_output,
     )
 else:  # the harness, run as a script (or imported by worker.py): its neighbours sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16  # type: ignore[no-redef]
     from preflight import (  # type: ignore[no-redef]
         EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
-        step_over_budget, tensor_count, type_name, wrong_output,
+        set_training, step_over_budget, tensor_count, type_name, wrong_output,
     )
 
 # --- RECIPE: the fixed training recipe; config keys of the same name override these ---------------
@@ -182,7 +182,7 @@ class Run:
             trace = ShapeTrace(model)
             model.to(self.device)
             model.to(memory_format=layout)
-            model.train()
+            set_training(model, True)
             x = torch.randn(2, self.in_channels, self.size, self.size, device=self.device)
             out = model(x.contiguous(memory_format=layout))
             wrong = wrong_output(out, self.num_classes, self.in_channels, self.size)
@@ -213,7 +213,7 @@ class Run:
         gen.manual_seed(self.seed)
         self.autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.bf16)
         self.facts.update(batch_size=batch, train_images=len(train), test_images=len(self.test))
-        model.train()
+        set_training(model, True)  # not the net's own train()
         # The FLOPs are counted on the first step and on one later step no one can predict (the operating
         # system's randomness, not the seed): a net doing more work once it has seen a batch (replaying the
         # batches it kept: gradients reveal their labels) is measured doing it.
@@ -271,10 +271,10 @@ class Run:
         """The predicted class of every test image (the host, which holds the labels, scores them), each
         forward counted (EvalCount: no training at evaluation)."""
         model, test = self.model, self.test
-        model.eval()
-        preds, count = [], EvalCount(model)
+        preds: list = []
         t1 = time.perf_counter()
         try:
+            count = EvalCount(set_training(model, False))  # not the net's eval(); its registries may be broken
             with torch.no_grad(), self.autocast:
                 for i in range(0, len(test), int(self.cfg["eval_batch"])):
                     idx = torch.arange(i, min(i + int(self.cfg["eval_batch"]), len(test)), device=self.device)

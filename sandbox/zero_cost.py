@@ -22,9 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 if __package__:  # part of nasloop (tests, host tools)
-    from nasloop.sandbox.counting import StepCount, own_modules, own_tensors
+    from nasloop.sandbox.counting import StepCount, own_modules, own_tensors, set_training
 else:  # the harness's neighbour, beside this file
-    from counting import StepCount, own_modules, own_tensors  # type: ignore[no-redef]
+    from counting import StepCount, own_modules, own_tensors, set_training  # type: ignore[no-redef]
 
 PROXIES = ("naswot", "synflow", "snip", "grad_norm", "zen", "zico", "params", "flops")
 
@@ -35,13 +35,6 @@ def _weights(model: nn.Module) -> list[torch.Tensor]:
     found = [object.__getattribute__(m, "__dict__").get("_parameters", {}).get("weight") for m in own_modules(model)
              if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
     return [w for w in found if isinstance(w, torch.Tensor)]
-
-
-def _mode(model: nn.Module, training: bool) -> nn.Module:
-    """train()/eval() for every module in the registries (nn.Module.train walks the net's own children())."""
-    for m in own_modules(model):
-        object.__setattr__(m, "training", training)
-    return model
 
 
 def _zero_grad(model: nn.Module) -> None:
@@ -67,7 +60,7 @@ def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     torch.relu = lambda t, *a, **k: record(relu(t, *a, **k))  # type: ignore[assignment]
     torch.relu_ = lambda t, *a, **k: record(relu_(t, *a, **k))  # type: ignore[assignment]
     try:
-        _mode(model, False)
+        set_training(model, False)
         with torch.no_grad():
             model(x)
     finally:
@@ -81,7 +74,7 @@ def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    tensors = own_tensors(_mode(model, False))
+    tensors = own_tensors(set_training(model, False))
     with torch.no_grad():
         for t in tensors.values():
             if t.is_floating_point():
@@ -102,7 +95,7 @@ def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _loss_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    _mode(model, True)
+    set_training(model, True)
     _zero_grad(model)
     F.cross_entropy(model(x), y).backward()
     return [w for w in _weights(model) if w.grad is not None]
@@ -124,7 +117,7 @@ def zen(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float = 0.01)
         feats.append(inp[0].detach())
 
     handle = last[-1].register_forward_pre_hook(grab) if last else None
-    _mode(model, True)
+    set_training(model, True)
     try:
         with torch.no_grad():
             g = torch.Generator().manual_seed(0)
@@ -165,7 +158,7 @@ def params(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """One image's forward, counted at the dispatcher (FlopCounterMode calls the net's named_children())."""
-    _mode(model, False)
+    set_training(model, False)
     one = x[:1]
     count = StepCount([*own_tensors(model).values(), one])
     with torch.no_grad(), count:

@@ -190,8 +190,9 @@ def downsampling_strides(layers: str) -> dict[str, str]:
     """The stride each downsampling target of a traced table is offered: "stride 1" for a conv or pool that
     shrinks the map now, "stride 2" for one that keeps it (not where the map is 2x2 or less: nothing left to
     halve). A layer shrinks the map where its output is smaller than the line before it (the first line is
-    compared with the largest map in the table). Told "Change the downsampling of conv3: stride 2" where conv3
-    has stride 1, the Generator has one thing to do; free arguments gave "0", "1/4" and "(2, 2)) -> (4, 4)"."""
+    compared with the largest map in the table). None for a layer the table traces twice. Told "Change the
+    downsampling of conv3: stride 2" where conv3 has stride 1, the Generator has one thing to do; free
+    arguments gave "0", "1/4" and "(2, 2)) -> (4, 4)"."""
     shapes = [(name, int(h), int(w)) for name, h, w in _SHAPE.findall(layers or "")]
     if not shapes:
         return {}
@@ -202,8 +203,12 @@ def downsampling_strides(layers: str) -> dict[str, str]:
             shrinks.add(name)
         before = h * w
     small = {name for name, h, w in shapes if min(h, w) <= 2}
+    # a layer called twice (the seeds' one `self.pool`): its stride is every call's; told "Change the
+    # downsampling of pool: stride 1" the Generator wrote `self.pool(x, stride=1)` (seed 43, at 2e5aa83)
+    shared = {name for name, _, _ in shapes if [n for n, _, _ in shapes].count(name) > 1}
     return {name: "stride 1" if name in shrinks else "stride 2"
-            for name in targets_by_operator(layers).get("change_downsampling", []) if name in shrinks or name not in small}
+            for name in targets_by_operator(layers).get("change_downsampling", [])
+            if (name in shrinks or name not in small) and name not in shared}
 
 
 _ACTIVATION = re.compile(r"\b(?:F|torch)\.(relu|leaky_relu|gelu|silu|elu)\b|\bnn\.(ReLU|LeakyReLU|GELU|SiLU|ELU)\b")

@@ -62,3 +62,44 @@ def test_an_honest_convolutional_net_pays_little_for_its_other_operations():
     x = torch.randn(4, 3, 32, 32)
     flops, other = charged(net, x, known=(*net.parameters(), *net.buffers()))
     assert 0 < other < 0.03 * flops
+
+
+def trained(fn, *tensors: torch.Tensor) -> int:
+    """All FLOPs of one forward and backward of fn (sum of its output)."""
+    count = StepCount(list(tensors))
+    with count:
+        out = fn(*tensors)
+        count.backward = True
+        out.sum().backward()
+    return count.flops[0] + count.flops[1]
+
+
+def test_kernels_called_by_name_cost_what_the_layer_they_implement_costs():
+    """An attacker's read of op_cost (in-place products, conv_tbc, an LSTM's or attention's CPU kernel,
+    mkldnn_convolution): each was charged one tensor's size, 100-4000x less than its arithmetic."""
+    x, w = torch.randn(N, D, requires_grad=True), torch.randn(D, M, requires_grad=True)
+    product = 2 * N * D * M
+    flops, other = charged(lambda a, b: a.new_zeros(N, M).addmm_(a, b), x, w)
+    assert flops - other == product  # the registry's own formula (the zeros: op_cost)
+    assert charged(lambda a, b: torch.addbmm(a.new_zeros(N, M), a[None], b[None]), x, w)[0] >= product
+    seq = torch.randn(10, 4, D)  # (time, batch, channels)
+    kernel = torch.randn(3, D, M)
+    assert charged(lambda s, k: torch.conv_tbc(s, k, torch.zeros(M), 1), seq, kernel)[0] >= 2 * 10 * 4 * 3 * D * M
+    image, filt = torch.randn(2, 8, 16, 16), torch.randn(16, 8, 3, 3)
+    conv, _ = charged(lambda i, f: F.conv2d(i, f, padding=1), image, filt)
+    direct, other = charged(lambda i, f: torch.mkldnn_convolution(i, f, None, [1, 1], [1, 1], [1, 1], 1), image, filt)
+    assert other == direct >= conv
+    lstm = nn.LSTM(D, M)
+    steps = torch.randn(10, 4, D)
+    assert trained(lambda s: lstm(s)[0], steps) >= 2 * 2 * 10 * 4 * 4 * M * (D + M)  # forward and backward: 4 gates
+    q = torch.randn(2, 4, 256, 16, requires_grad=True)
+    attention = 4 * 2 * 4 * 256 * 256 * 16
+    assert charged(lambda t: F.scaled_dot_product_attention(t, t, t), q)[0] >= attention
+
+
+def test_a_formula_that_cannot_read_its_arguments_charges_the_largest_tensor():
+    count = StepCount([])
+    count.registry = {torch.ops.aten.mm: lambda *a, **k: 1 // 0}
+    with count, torch.no_grad():
+        torch.randn(N, D) @ torch.randn(D, M)
+    assert count.flops[0] >= N * M

@@ -1,4 +1,6 @@
 """Pure helpers of the in-sandbox harness (importing it touches no file descriptor)."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -307,3 +309,22 @@ def test_a_parameter_viewing_a_larger_storage_counts_the_storage():
     count = StepCount([*own_tensors(net).values(), x, y])
     _step(net, count, x, y)
     assert count.hidden == {} and count.unregistered() == 733 * 4096  # small constants, 3M of them together
+
+
+def test_the_harness_switches_train_and_eval_without_calling_the_net(tmp_path, digits_view):
+    """A net's own train()/eval() ran uncounted just before its predictions: where a net replays the batches
+    it kept there, nothing measures it. The harness sets each module's flag from the registries instead; this
+    net's train() and eval() refuse to run at all, and it trains and predicts."""
+    path = tmp_path / "candidate.py"
+    path.write_text((Path(__file__).parents[1] / "candidates" / "ok_tiny.py").read_text() + '''
+
+    def train(self, mode=True):
+        raise RuntimeError("the harness called the net's own train()")
+
+    def eval(self):
+        raise RuntimeError("the harness called the net's own eval()")
+''')
+    cfg = {"num_classes": 10, "in_channels": 1, "image_size": 32, "epochs": 0, "min_steps": 2, "batch_size": 16}
+    (tmp_path / "out").mkdir()
+    res = runner.run(cfg, str(path), str(digits_view), str(tmp_path / "out"))
+    assert res["status"] == "ok" and res["steps"] == 2, res
