@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 if __package__:  # part of nasloop (tests, host tools)
     from nasloop.sandbox.counting import StepCount, own_tensors, set_training, tensor_count
 else:  # the harness's neighbour, beside this file
-    from counting import StepCount, own_tensors, set_training, tensor_count  # type: ignore[no-redef]
+    from counting import StepCount, own_tensors, set_training, tensor_count  # type: ignore[no-redef]  # noqa: F401
 
 TEXT = 1500  # characters of any one text field (message, traceback) in the result
 LAYERS = 40  # leaf layers reported from a passed pre-flight
