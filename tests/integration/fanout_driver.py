@@ -4,9 +4,11 @@ directory is the first line printed), `... RUN_DIR --resume` resumes it. Each ev
 starts is logged to evaluations.log beside the run (the change it implements, and this process's id)."""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -18,19 +20,30 @@ from nasloop.agent.runs.store import RunStore
 from tests.integration.test_scale import CHANGES, evaluator_args, improver_and_generator
 
 ITERATIONS = 4
+WIDE_CHANGE = next(iter(CHANGES))  # iteration 1: the wide net
 
 
 class Logged:
-    """The evaluator, logging each evaluation as it starts."""
+    """The evaluator, logging each evaluation as it starts. The wide net of round 1 returns only once its
+    sibling (iteration 2) is recorded, so a kill at that moment finds the round half done: its 8x work alone
+    did not order them (on a fast machine both trained in 5-8 s, and it finished first)."""
 
-    def __init__(self, inner, log: Path):
-        self.inner, self.log = inner, log
+    def __init__(self, inner, log: Path, results: Path):
+        self.inner, self.log, self.results = inner, log, results
 
     def evaluate(self, source: str, **_):
         tag = next((s for s, code in CHANGES.items() if code.strip() in source), "seed")
         with open(self.log, "a") as f:
             f.write(f"{tag}\t{os.getpid()}\n")
-        return self.inner.evaluate(source)
+        out = self.inner.evaluate(source)
+        deadline = time.monotonic() + 300
+        while tag == WIDE_CHANGE and not self._recorded(2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return out
+
+    def _recorded(self, iteration: int) -> bool:
+        lines = self.results.read_text().splitlines() if self.results.exists() else []
+        return any(json.loads(line).get("iteration") == iteration for line in lines)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -38,13 +51,13 @@ class Logged:
 
 def main(where: str, resume: bool) -> None:
     args = evaluator_args(2)
-    args.min_steps = 40  # the wide net of round 1 (8x the narrow one's work) is still training when its sibling has finished
+    args.min_steps = 40
     evaluator = build_evaluator(args)
     store = RunStore.open(where) if resume else RunStore.create(where, "fanout", {"args": {}})
     print(store.path, flush=True)
     path = store.path
     improver, generator = improver_and_generator()
-    deps = Deps(improver=improver, generator=generator, evaluator=Logged(evaluator, path.parent / "evaluations.log"),
+    deps = Deps(improver=improver, generator=generator, evaluator=Logged(evaluator, path.parent / "evaluations.log", path / "results.jsonl"),
                 store=store, options=LoopOptions(workers=2, repairs=0))
     conn = sqlite3.connect(str(store.checkpoint_path), check_same_thread=False)
     graph = build_graph(deps, checkpointer=SqliteSaver(conn))

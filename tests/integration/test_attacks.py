@@ -124,11 +124,12 @@ def test_work_hidden_after_the_first_step_meets_the_flop_budget(evaluator, digit
     assert out.kind == "interface_error" and "BudgetError" in out.diagnosis and why in out.diagnosis, out.summary()
 
 
-def test_a_convolution_written_as_unfold_multiply_and_sum_meets_the_flop_budget(evaluator, digits):
-    """Torch's FLOP formulas see only its final linear layer (640 FLOPs per image); the pre-flight and the
-    counted steps charge every other operation too, so its three convolutions do not run for free."""
-    out = run(Evaluator(digits, evaluator.sandbox, replace(FAST, max_flops=1_000_000)), "attack_unfold_conv",
-              static=True)
+@pytest.mark.parametrize("name", ["attack_unfold_conv", "attack_named_kernels"])
+def test_convolutions_torch_has_no_formula_for_meet_the_flop_budget(evaluator, digits, name):
+    """Torch's FLOP formulas see only the final linear layer (a conv as unfold, multiply and sum; convs through
+    `conv_tbc` and a layer as `addmm_`); the pre-flight and the counted steps charge every other operation
+    too, so their convolutions do not run for free."""
+    out = run(Evaluator(digits, evaluator.sandbox, replace(FAST, max_flops=1_000_000)), name, static=True)
     assert out.kind == "interface_error" and "operations without a FLOP formula in torch" in out.diagnosis, out.summary()
     assert out.failure["budget"]["flops"] > 2_000_000 and "most FLOPs: Net (" in out.diagnosis, out.failure
 

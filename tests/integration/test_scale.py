@@ -99,7 +99,7 @@ def test_kill_9_mid_round_then_resume_repeats_no_finished_evaluation(docker_engi
         if 2 in done:
             break
         time.sleep(0.1)
-    proc.kill()  # kill -9 while iteration 1 (the wide net) is still training
+    proc.kill()  # kill -9 while iteration 1 (the wide net) has not returned (fanout_driver.Logged)
     proc.wait()
     assert done == {0, 2}, f"not mid-round: {done}"
     first = (tmp_path / "evaluations.log").read_text().splitlines()
