@@ -336,11 +336,6 @@ def set_training(model: nn.Module, training: bool) -> nn.Module:
 
 def own_modules(model: nn.Module) -> list[nn.Module]:
     """The net and every module under it, each once, from the registries (not the net's own modules())."""
-    by_id = {id(m): m for m in _walk(model)}
-    return list(by_id.values())
-
-
-def _walk(model: nn.Module) -> list[nn.Module]:
     out: list[nn.Module] = []
     seen: set[int] = set()
     stack: list[object] = [model]
