@@ -2,7 +2,7 @@
 off and on, printed as ratios against today's way of calling the model, measured in the same process.
 
     python bench/llm.py [--run tests/fixtures/run-digits] [--llm llamacpp:qwen2.5-coder-1.5b]
-                        [--iterations 2] [--configs today,contexts,early_stop,repair_context,lookup2,constrained]
+                        [--iterations 2] [--configs today,contexts,early_stop,repair_context,lookup2,lookup15,constrained]
                         [--roles improver,generator]
 
 Every call is greedy (temperature 0), in the order the run made them (Improver, Generator, repairs):
@@ -11,7 +11,8 @@ Every call is greedy (temperature 0), in the order the run made them (Improver, 
 - contexts:    one context per role, so each call re-reads only what changed since that role's last call
 - early_stop:  as contexts, and a reply stops once its code block (or JSON object) is complete
 - repair_context: as early_stop, and the Generator's repairs run on a context of their own
-- lookupN:     as repair_context, and the Generator drafts N tokens by prompt lookup (n-grams of its prompt)
+- lookupN:     as repair_context, and the Generator drafts up to N tokens by prompt lookup: the continuation of
+               the longest earlier match of its context's end (agent/llm/lookup.py; the search's default is 15)
 - constrained: as early_stop, and the Improver's reply is held to the JSON schema by a grammar
 - checked:     as constrained, each sampled token checked against the grammar, which runs over the whole
                vocabulary only where the token fails (agent/llm/grammar_check.py)
@@ -181,7 +182,7 @@ def replay(name: str, settings: LLMSettings, spec: str, recs: list[dict]) -> Row
             row.replies.append(extract_code(reply.text)[0])
         print(f"  [{name}] iteration {r['iteration']} {r['node']}: {reply.seconds:.1f} s, "
               f"{reply.completion_tokens} tokens, prompt {reply.prompt_tokens} (reused {reply.prefix_tokens}), "
-              f"stop {reply.stop}", flush=True)
+              f"drafted {reply.drafted_tokens} (kept {reply.accepted_tokens}), stop {reply.stop}", flush=True)
     return row
 
 
@@ -191,7 +192,7 @@ def main() -> int:
     ap.add_argument("--llm", default="llamacpp:qwen2.5-coder-1.5b")
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=LLMSettings.max_tokens)
-    ap.add_argument("--configs", default="today,contexts,early_stop,repair_context,lookup2,constrained")
+    ap.add_argument("--configs", default="today,contexts,early_stop,repair_context,lookup2,lookup15,constrained")
     ap.add_argument("--roles", default="improver,generator",
                     help="the calls to replay: improver (Improver and reflection), generator (with its repairs)")
     args = ap.parse_args()

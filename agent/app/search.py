@@ -58,7 +58,8 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-constrain", action="store_true",
                    help="leave the Improver's reply free text (by default held to its JSON schema where possible)")
     g.add_argument("--lookup", type=non_negative_int, default=llm.lookup, metavar="N",
-                   help="llama.cpp: prompt-lookup decoding for the Generator, drafting N tokens (0: off)")
+                   help="llama.cpp: prompt-lookup decoding for the Generator, drafting up to N tokens from its context "
+                        "(0: off; at most 15)")
     g.add_argument("--k", type=positive_int, default=DEFAULT_K, help="memory window: last K triples")
     g.add_argument("--target-accuracy", type=float, help="stop early once the best net reaches this (default: none, run every iteration)")
     g.add_argument("--strategy", choices=STRATEGIES, default=loop.strategy,
@@ -170,7 +171,7 @@ def search_deps(args: argparse.Namespace, store: RunStore | None = None,
     _, threads = thread_budget(getattr(args, "workers", 1) or 1, args.cpus, llm_in_process(args)) if local else (0, 0)
     settings = LLMSettings(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, threads=threads,
                            early_stop=not getattr(args, "no_early_stop", False),
-                           constrained=not getattr(args, "no_constrain", False), lookup=getattr(args, "lookup", 0))
+                           constrained=not getattr(args, "no_constrain", False), lookup=getattr(args, "lookup", LLMSettings.lookup))
     improver, generator = clients(*specs, settings)
     if store is None:  # run.json keeps the task too: a run whose checkpoints are lost can still be forked
         store = new_store(args, evaluator, task=make_task(evaluator, args))

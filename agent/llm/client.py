@@ -26,6 +26,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from nasloop.agent.llm.grammar import flat_schema
 from nasloop.agent.llm.grammar_check import checked_init_sampler
+from nasloop.agent.llm.lookup import CopyDraft, lookup_eval
 from nasloop.agent.llm.stream import StopRule
 from nasloop.errors import LLMError, ModelError
 
@@ -44,7 +45,7 @@ class LLMSettings:
     threads: int = 0  # 0: all cores
     context_per_role: bool = True  # llama.cpp: each role keeps its own KV cache (weights are mapped once)
     repair_context: bool = True  # llama.cpp: and repairs get theirs, so the Generator's prefix outlives them
-    lookup: int = 0  # llama.cpp: prompt-lookup decoding for the Generator, drafting this many tokens (0: off)
+    lookup: int = 15  # llama.cpp: prompt-lookup decoding for the Generator, drafting up to this many tokens (0: off)
     early_stop: bool = True  # stop a streamed reply once its code block or JSON is complete, or it degenerates
     constrained: bool = True  # the Improver's JSON is grammar-constrained where the backend can
     grammar_check: bool = True  # llama.cpp: a constrained token is checked, the vocabulary only where it fails
@@ -59,6 +60,8 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     prefix_tokens: int | None = None  # prompt tokens whose KV cache the backend reused (llama.cpp)
+    drafted_tokens: int | None = None  # tokens drafted by prompt lookup (llama.cpp with `lookup`) ...
+    accepted_tokens: int | None = None  # ... and of them, those the model kept
     first_token_seconds: float | None = None  # mostly reading the prompt
     stop: str = ""  # why it ended: end (the model stopped), or an early-stop rule (agent/llm/stream.py)
 
@@ -67,6 +70,7 @@ class Reply:
         rate = self.completion_tokens / self.seconds if self.completion_tokens and self.seconds else None
         return {"seconds": round(self.seconds, 3), "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "prefix_tokens": self.prefix_tokens,
+                "drafted_tokens": self.drafted_tokens, "accepted_tokens": self.accepted_tokens,
                 "first_token_seconds": None if self.first_token_seconds is None else round(self.first_token_seconds, 3),
                 "tokens_per_s": None if rate is None else round(rate, 2), "stop": self.stop}
 
@@ -78,13 +82,11 @@ def _llamacpp(path: str, s: LLMSettings, lookup: int = 0) -> BaseChatModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from langchain_community.chat_models import ChatLlamaCpp
-    # Prompt-lookup decoding drafts the next tokens from n-grams of the prompt (the Generator mostly copies
-    # the net it was given) and verifies them in one batch (see lookup_eval).
+    # Prompt-lookup decoding drafts the next tokens from the context (the Generator mostly copies the net it
+    # was given) and verifies them in one batch (agent/llm/lookup.py).
     draft: dict[str, Any] = {}
     if lookup:
-        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
-
-        draft = {"model_kwargs": {"draft_model": LlamaPromptLookupDecoding(num_pred_tokens=lookup)}}
+        draft = {"model_kwargs": {"draft_model": CopyDraft(most=lookup)}}
     try:
         model = ChatLlamaCpp(
             model_path=str(model_path), n_ctx=s.n_ctx, max_tokens=s.max_tokens, temperature=s.temperature,
@@ -98,30 +100,6 @@ def _llamacpp(path: str, s: LLMSettings, lookup: int = 0) -> BaseChatModel:
     if s.grammar_check:
         model.client._init_sampler = checked_init_sampler(model.client)
     return model
-
-
-VERIFY_MAX = 16  # a batch this short is a drafted continuation to verify (1 + drafted tokens), or a short suffix
-
-
-def lookup_eval(llm: Any) -> Callable[[Any], None]:
-    """llama-cpp-python's `eval` for a model with a draft: it asks llama.cpp for the logits of every position
-    of every batch, so the ~1,500-token prompt pays the vocabulary projection (151,936 columns) per token —
-    prompt reading got 40 % slower and ate the gain. Every position's logits are needed only where drafted
-    tokens are verified; a long batch (the prompt) needs its last. The sampler reads llama.cpp's outputs by
-    negative index, so that is all that changes; the greedy reply is the same (tests/integration/test_llm.py).
-    Written against llama-cpp-python 0.3.x (`_ctx`, `_batch`, `input_ids`, `n_tokens`), pinned in pyproject."""
-    def eval_tokens(tokens: Any) -> None:
-        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
-        every = len(tokens) <= VERIFY_MAX
-        for i in range(0, len(tokens), llm.n_batch):
-            batch = tokens[i: i + llm.n_batch]
-            n_past = llm.n_tokens
-            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=every)
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[n_past: n_past + len(batch)] = batch
-            llm.n_tokens += len(batch)
-            llm._requires_eval = False
-    return eval_tokens
 
 
 def validate_spec(spec: str) -> None:
@@ -254,6 +232,7 @@ class ChatClient:
                       prompt_tokens=usage.get("input_tokens"), completion_tokens=usage.get("output_tokens") or chunks)
         if self._llama and before is not None:
             reply.prompt_tokens, reply.prefix_tokens = self._llama.after(before)
+            reply.drafted_tokens, reply.accepted_tokens = self._llama.drafts()
         elif not usage:  # some OpenAI-compatible servers (llama-cpp-python's) report usage only unstreamed
             self.streams_usage = False
         return reply
@@ -292,6 +271,7 @@ class LlamaCounter:
     def __init__(self, llama: Any):
         self.llama = llama
         self.prompt: list[int] = []
+        self._drafts = (0, 0)
         inner = llama.create_completion
 
         def create_completion(prompt: Any, *args: Any, **kwargs: Any) -> Any:
@@ -307,7 +287,23 @@ class LlamaCounter:
 
     def before(self) -> list[int]:
         self.prompt = []
+        draft = self.draft
+        if draft is not None:
+            draft.forget()
+            self._drafts = (draft.drafted, draft.accepted)
         return [int(t) for t in self.llama.input_ids]
+
+    @property
+    def draft(self) -> CopyDraft | None:
+        draft = getattr(self.llama, "draft_model", None)
+        return draft if isinstance(draft, CopyDraft) else None
+
+    def drafts(self) -> tuple[int | None, int | None]:
+        """(tokens drafted, of which the model kept) since `before`; (None, None) without a draft."""
+        draft = self.draft
+        if draft is None:
+            return None, None
+        return draft.drafted - self._drafts[0], draft.accepted - self._drafts[1]
 
     def after(self, before: list[int]) -> tuple[int | None, int | None]:
         """(prompt tokens, of which reused); llama.cpp never reuses the prompt's last token."""

@@ -35,11 +35,15 @@ def test_lookup_decoding_gives_the_same_greedy_output(model_path):
     system = prompts.load("generator_system").template
     user = ("Rename the layer conv1 to stem in this module and change nothing else:\n```python\n"
             f"{prompts.seed_source('default')}```")
-    texts = []
-    for lookup in (0, 2):
+    replies = []
+    for lookup in (0, 2, 15):
         _, gen = make_clients(SPEC, SPEC, replace(GREEDY, lookup=lookup, max_tokens=400))
-        texts.append(gen.ask(system, user, stop=code_complete).text)
-    assert texts[0] == texts[1] and extract_code(texts[0])[0] is not None
+        replies.append(gen.ask(system, user, stop=code_complete))
+    assert replies[0].text == replies[1].text == replies[2].text and extract_code(replies[0].text)[0] is not None
+    # the trace says what was drafted and kept: a rename is mostly a copy, so most of the reply was drafted
+    assert replies[0].drafted_tokens is None and replies[0].costs()["accepted_tokens"] is None
+    assert 0 < replies[2].accepted_tokens <= replies[2].drafted_tokens
+    assert replies[2].accepted_tokens > replies[2].completion_tokens / 2, replies[2].costs()
 
 
 def test_checking_the_sampled_token_gives_the_grammar_first_reply(model_path):
