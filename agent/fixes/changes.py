@@ -20,6 +20,7 @@ import re
 from typing import Callable
 
 from nasloop.agent.fixes.downsample import downsample
+from nasloop.agent.fixes.kernel import change_kernel
 from nasloop.agent.fixes.net_source import NetSource, applies, self_attr
 from nasloop.tools.text import traced_rows
 
@@ -319,5 +320,5 @@ def _activation(func: ast.expr) -> bool:
 
 _EDITS: dict[str, Callable[[NetSource, str, list[Row], str], tuple[str | None, str]]] = {
     "add_residual": _residual, "remove_normalisation": _remove_norm, "add_normalisation": _add_norm,
-    "deepen": _deepen, "widen": _widen, "change_downsampling": downsample}
+    "deepen": _deepen, "widen": _widen, "change_downsampling": downsample, "change_kernel": change_kernel}
 EDITED = tuple(_EDITS)  # the operators the loop can apply itself

@@ -248,9 +248,11 @@ def conv_kernels(code: str) -> dict[str, int]:
 def kernel_choices(code: str, convs: Sequence[str]) -> dict[str, dict]:
     """The kernels each conv (and "all") may be changed to: not the one it has. In a CIFAR-10 search (seed 45)
     the 1.5B model, offered every kernel, chose "Change the kernel size of conv2: 3x3" for a 3x3 conv2 in two
-    of the first four iterations; the Generator returned the net unchanged (a repair)."""
+    of the first four iterations; the Generator returned the net unchanged (a repair). A net of 3x3 convs with
+    1x1 shortcuts is not offered "all: 3x3" (seed 44, at 3e541f8: the Generator made its shortcuts 3x3)."""
     have = conv_kernels(code)
-    every = {have[c] for c in convs if c in have} if all(c in have for c in convs) else set()
+    # "all" is the convs with a spatial kernel (agent/fixes/kernel.py): 1x1 shortcuts keep theirs
+    every = {have[c] for c in convs if have[c] != 1} if all(c in have for c in convs) else set()
     out = {}
     for name in [*convs, "all"]:
         own = {have[name]} if name in have else every if name == "all" and len(every) == 1 else set()
