@@ -47,9 +47,8 @@ def _literal(node: ast.expr | None) -> int | str | None:
     """An int (or a pair of equal ints), or a string ('same'), as written; None for anything else."""
     if isinstance(node, ast.Tuple) and len(node.elts) == 2 and ast.dump(node.elts[0]) == ast.dump(node.elts[1]):
         node = node.elts[0]
-    if isinstance(node, ast.Constant) and type(node.value) in (int, str):
-        return node.value
-    return None
+    value = node.value if isinstance(node, ast.Constant) else None
+    return value if type(value) in (int, str) else None  # type: ignore[return-value]
 
 
 def _argument(call: ast.Call, keyword: str, position: int) -> ast.expr | None:

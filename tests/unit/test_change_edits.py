@@ -288,8 +288,8 @@ def test_switched_off_not_mechanical_or_failing_the_edit_leaves_the_candidate_to
     off = LoopOptions(fixes=tuple(n for n in NAMES if n != "change"))
     results, calls = search(tmp_path / "off", off, code_reply(tag="acc=0.7"), evaluator=Edits())
     assert len(calls) == 1 and results[1]["accuracy"] == 0.7 and "fixes" not in results[1]
-    kernel = json.dumps({"problem": "too local", "operator": "change_kernel", "target": "conv1", "arguments": "5x5"})
-    results, calls = search(tmp_path / "kernel", LoopOptions(), code_reply(tag="acc=0.75"), improver=kernel)
+    activation = json.dumps({"problem": "too linear", "operator": "change_activation", "target": "all", "arguments": "GELU"})
+    results, calls = search(tmp_path / "activation", LoopOptions(), code_reply(tag="acc=0.75"), improver=activation)
     assert len(calls) == 1 and results[1]["accuracy"] == 0.75
     # the edit fails its pre-flight: the Generator repairs it, on a prompt of its own that shows the edit
     results, calls = search(tmp_path / "fails", LoopOptions(), code_reply(tag="acc=0.8"), evaluator=Edits(fails=True))
@@ -301,8 +301,8 @@ def test_switched_off_not_mechanical_or_failing_the_edit_leaves_the_candidate_to
 def test_a_mechanical_change_whose_edit_was_evaluated_before_is_not_offered(tmp_path):
     """The memory window (here k=1) forgets a change; the loop still knows that its edit of the same best
     net is an earlier net (CIFAR-10, seed 44: such an edit 9 iterations later was a repeat)."""
-    kernel = json.dumps({"problem": "too local", "operator": "change_kernel", "target": "conv1", "arguments": "5x5"})
-    improver, schemas = scripted(TYPED, kernel, kernel), []
+    activation = json.dumps({"problem": "too linear", "operator": "change_activation", "target": "all", "arguments": "GELU"})
+    improver, schemas = scripted(TYPED, activation, activation), []
     ask = improver.ask
 
     def recorded(*args, **kwargs):
@@ -318,7 +318,7 @@ def test_a_mechanical_change_whose_edit_was_evaluated_before_is_not_offered(tmp_
     assert [r["accuracy"] for r in store.results()] == [0.5, 0.3, 0.4, 0.3]  # the seed stays the best
     again = {("add_normalisation", "conv1"), ("add_normalisation", "all")}  # conv1 is the one conv to normalise
     assert again <= schemas[0] and not again & schemas[2]  # iteration 3's window holds only iteration 2's change
-    # iteration 3: the kernel change again (in the window), and asked once more, iteration 1's change (not
+    # iteration 3: the activation change again (in the window), and asked once more, iteration 1's change (not
     # offered, but written anyway): a repeat too, known before any call, so the loop makes an untried change
     last = store.results()[-1]
     assert last["suggestion_source"] == "fallback" and "its edit gives the net of iteration 1" in last["problem"]
