@@ -43,14 +43,14 @@ if __package__:  # imported as part of nasloop (tests, host tools): no top-level
     from nasloop.sandbox.device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16
     from nasloop.sandbox.preflight import (
         EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
-        set_training, step_over_budget, tensor_count, type_name, wrong_output,
+        set_training, step_over_budget, StepWatch, tensor_count, type_name, wrong_output,
     )
 else:  # the harness, run as a script (or imported by worker.py): its neighbours sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16  # type: ignore[no-redef]
     from preflight import (  # type: ignore[no-redef]
         EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
-        set_training, step_over_budget, tensor_count, type_name, wrong_output,
+        set_training, step_over_budget, StepWatch, tensor_count, type_name, wrong_output,
     )
 
 # --- RECIPE: the fixed training recipe; config keys of the same name override these ---------------
@@ -214,10 +214,7 @@ class Run:
         self.autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.bf16)
         self.facts.update(batch_size=batch, train_images=len(train), test_images=len(self.test))
         set_training(model, True)  # not the net's own train()
-        # The FLOPs are counted on the first step and on one later step no one can predict (the operating
-        # system's randomness, not the seed): a net doing more work once it has seen a batch (replaying the
-        # batches it kept: gradients reveal their labels) is measured doing it.
-        counted = {0, 1 + int.from_bytes(os.urandom(4), "little") % (steps - 1)} if steps > 1 else {0}
+        watch = StepWatch(steps, model, params)  # steps counted at random; weights changed only by `opt`
         t0 = time.perf_counter()
         step, recent, noted = 0, [], t0
         try:
@@ -228,11 +225,13 @@ class Run:
                     for g in opt.param_groups:
                         g["lr"] = lr_at(step, steps, peak_lr)
                     opt.zero_grad(set_to_none=True)  # before forward: no gradient of the last step to read there
-                    loss, costly = self._step(x, y, loss_fn, step in counted, step == 0)
+                    loss, costly = self._step(x, y, loss_fn, watch.counts(step), step == 0)
+                    costly = costly or watch.changed(step)
                     if costly:
                         return {**costly, "steps": step}
                     nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
                     opt.step()
+                    watch.keep()
                     step += 1
                     if time.perf_counter() - noted >= PROGRESS_EVERY_S or step == steps:
                         noted = time.perf_counter()
@@ -247,7 +246,7 @@ class Run:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        self.facts.update(steps=step, epochs=step / per_epoch, train_seconds=seconds,
+        self.facts.update(steps=step, epochs=step / per_epoch, train_seconds=seconds, counted_steps=watch.counted_steps,
                           images_per_s=step * batch / max(seconds, 1e-9),
                           train_loss=float(np.mean(recent[-3:])) if recent else None)
         return None

@@ -110,18 +110,32 @@ def test_parameters_added_after_the_budget_check_are_counted_by_the_host(evaluat
     assert out.diagnosis.startswith("BudgetError: Net has 3,000,170 parameters") and out.params > 3_000_000
 
 
-@pytest.mark.parametrize("name,cap,why", [
-    ("attack_replay_batches", 2, "FLOPs per image; the budget is"),  # in forward, skipped while it thinks it is counted
-    ("attack_replay_in_backward", 1.01, "forward and backward"),  # in a backward hook (its forward: +1%)
-])
-def test_work_hidden_after_the_first_step_meets_the_flop_budget(evaluator, digits, name, cap, why):
-    """The net replays the batches it kept (their labels read from its logits' gradient) from the second step
-    on; a training step is counted again, forward and backward, at a step it cannot predict or detect."""
+def test_work_hidden_after_the_first_step_meets_the_flop_budget(evaluator, digits):
+    """The net adds the gradients of the batches it kept (their labels read from its logits' gradient) to its
+    weights' gradients from the second step on, inside a backward hook (its forward: +1%); a training step is
+    counted again, forward and backward, at steps it cannot predict or detect."""
+    name = "attack_replay_into_grads"
     honest = Evaluator(digits, evaluator.sandbox, replace(FAST, mode="preflight")).evaluate(candidate(name))
     assert honest.ok and honest.flops, honest.summary()
-    capped = Evaluator(digits, evaluator.sandbox, replace(FAST, max_flops=int(cap * honest.flops)))
+    capped = Evaluator(digits, evaluator.sandbox, replace(FAST, max_flops=int(1.01 * honest.flops)))
     out = run(capped, name, static=True)
-    assert out.kind == "interface_error" and "BudgetError" in out.diagnosis and why in out.diagnosis, out.summary()
+    assert out.kind == "interface_error" and "BudgetError" in out.diagnosis, out.summary()
+    assert "forward and backward" in out.diagnosis, out.summary()
+
+
+@pytest.mark.parametrize("name,why", [
+    ("attack_replay_batches", "changed its weight body.0.weight during training step 1"),  # SGD steps in forward
+    ("attack_replay_in_backward", "changed its weight body.0.weight during training step 2"),  # computed in backward
+    ("attack_train_through_data", "changed its weight body.0.weight during training step 1"),  # `.data`: no version
+    ("attack_swap_parameters", "replaced its weights during training step 1"),  # the optimizer's are left behind
+])
+def test_a_net_that_trains_itself_inside_a_step_is_refused(evaluator, name, why):
+    """Several epochs for the price of one: SGD steps of its own on the batches it kept. Its weights after its
+    forward and backward must be the optimizer's, as the optimizer left them, at every step (no budget can
+    be low enough to catch this: the work may be small)."""
+    out = run(evaluator, name)
+    assert out.kind == "runtime_error" and out.accuracy is None, out.summary()
+    assert out.failure["exc_type"] == "WeightError" and why in out.diagnosis, out.summary()
 
 
 @pytest.mark.parametrize("name", ["attack_unfold_conv", "attack_named_kernels"])
