@@ -73,7 +73,7 @@ MODE_LABEL = "nasloop.mode"
 HOST_MOUNTS = "host-mounts"
 CONTAINER_LABEL = "nasloop.owner"  # boot id / pid namespace / pid / start time of the nasloop process
 IMAGE_DIR = "/nasloop"  # where the image (or the host mounts) keep the harness
-HARNESS_FILES = ("runner.py", "preflight.py", "counting.py", "device_data.py", "zero_cost.py", "worker.py")
+HARNESS_FILES = ("runner.py", "preflight.py", "counting.py", "steps.py", "device_data.py", "zero_cost.py", "worker.py")
 REMOVE_TRIES = 4
 ENGINE_HINT = ("Docker engine not reachable: start it (e.g. 'sudo systemctl start docker' or 'make docker-engine') "
                "or pass --sandbox process")

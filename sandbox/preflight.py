@@ -9,7 +9,6 @@ prose for someone to re-parse. Like runner.py it imports only the standard libra
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import traceback
 
@@ -263,66 +262,6 @@ def step_over_budget(count: StepCount, batch: int, first: bool, facts: dict, cfg
                                    f"nor buffers)"} if hidden else over
     return over_flops(fwd, max_flops, count.counts or FLOP_COUNTS, batch if count.counts else 2,
                       count.other[0] // max(1, batch))
-
-
-class StepWatch:
-    """What the harness checks of each training step, so that a net learns only from the steps it is given.
-
-    Which steps are counted (StepCount) is drawn from the operating system's randomness (not the seed), so no
-    net can know: the first, one later step, and each other with probability 1/EVERY. A net doing more work on
-    some steps (feeding the batches it kept, whose labels their gradients revealed, into its loss again) is
-    counted doing it with a probability that grows with how often it does so.
-
-    And after every step's forward and backward (the only places the net's code runs), its weights must be
-    the tensors the optimizer was given, holding the values the optimizer left: a net that trains itself on
-    kept batches inside a step (an SGD step of its own in forward or in a backward hook, through `.data`, a
-    copy or a new Parameter) is refused whichever step it does so at."""
-
-    EVERY = 32
-
-    def __init__(self, steps: int, model: nn.Module, params: list[torch.Tensor]) -> None:
-        self.later = 1 + int.from_bytes(os.urandom(4), "little") % (steps - 1) if steps > 1 else 0
-        self.model, self.params, self.counted_steps = model, params, 0
-        self.ids = [id(p) for p in params]
-        with torch.no_grad():
-            self.kept = [p.detach().clone() for p in params]
-
-    def counts(self, step: int) -> bool:
-        counted = step in (0, self.later) or int.from_bytes(os.urandom(4), "little") % self.EVERY == 0
-        self.counted_steps += counted
-        return counted
-
-    def changed(self, step: int) -> dict | None:
-        """After a step's forward and backward: a failure where the net's weights are not what the optimizer
-        left (the first step is exempt: a lazy layer makes its weights there)."""
-        if step == 0:
-            return None
-        now = list(own_tensors(self.model, buffers=False).items())
-        if [id(t) for _, t in now] != self.ids:
-            return failure("train", "WeightError", f"the net replaced its weights during training step {step}: "
-                                                   f"only the training's optimizer may change them")
-        pairs = list(zip(now, self.kept, strict=True))
-        shaped = [t.shape == k.shape and t.dtype == k.dtype for (_, t), k in pairs]
-        # bit for bit (a NaN equals itself), read back in one transfer from a GPU
-        same = torch.stack([(_bits(t) == _bits(k)).all() if ok else torch.zeros((), dtype=torch.bool, device=k.device)
-                            for ((_, t), k), ok in zip(pairs, shaped, strict=True)]).tolist() if pairs else []
-        if all(same):
-            return None
-        name = now[same.index(False)][0]
-        return failure("train", "WeightError", f"the net changed its weight {name} during training step {step}: "
-                                               f"only the training's optimizer may change weights")
-
-    def keep(self) -> None:
-        """After the optimizer's step: the values the next step must begin and end its forward with."""
-        with torch.no_grad():
-            for p, kept in zip(self.params, self.kept, strict=True):
-                if p.shape != kept.shape:  # grown at the first step (a lazy layer)
-                    kept.resize_(p.shape)
-                kept.copy_(p)
-
-
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().contiguous().view(torch.uint8)
 
 
 FLOP_COUNTS: dict = {}  # the pre-flight's FLOPs by module (two images): one net per harness process

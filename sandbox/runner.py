@@ -1,7 +1,7 @@
 """nasloop evaluation harness: trains one untrusted candidate `Net` and writes what it produced.
 
 This file runs INSIDE the sandbox (container, warm worker or process sandbox) and imports nothing of
-the project but its neighbours (preflight.py, device_data.py, zero_cost.py): only the standard library, numpy, torch and
+the project but its neighbours (preflight.py, steps.py, device_data.py, zero_cost.py): only the standard library, numpy, torch and
 safetensors. It owns the whole training
 recipe (the RECIPE block below); the candidate only supplies `class Net(nn.Module)`.
 
@@ -41,16 +41,18 @@ import torch.nn as nn
 
 if __package__:  # imported as part of nasloop (tests, host tools): no top-level names added to sys.path
     from nasloop.sandbox.device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16
+    from nasloop.sandbox.steps import StepWatch
     from nasloop.sandbox.preflight import (
         EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
-        set_training, step_over_budget, StepWatch, tensor_count, type_name, wrong_output,
+        set_training, step_over_budget, tensor_count, type_name, wrong_output,
     )
 else:  # the harness, run as a script (or imported by worker.py): its neighbours sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16  # type: ignore[no-redef]
+    from steps import StepWatch  # type: ignore[no-redef]
     from preflight import (  # type: ignore[no-redef]
         EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
-        set_training, step_over_budget, StepWatch, tensor_count, type_name, wrong_output,
+        set_training, step_over_budget, tensor_count, type_name, wrong_output,
     )
 
 # --- RECIPE: the fixed training recipe; config keys of the same name override these ---------------
