@@ -222,9 +222,9 @@ def over_flops(flops: int, max_flops: int, counts: dict, batch: int = 2, other: 
 
 
 def wrong_output(out, num_classes: int, in_channels: int, size: int) -> dict | None:
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes):
+    if type(out) is torch.Tensor and tuple(out.shape) == (2, num_classes):  # not a subclass: steps.py `plain`
         return None
-    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    got = tuple(out.shape) if type(out) is torch.Tensor else type(out).__name__
     return failure("interface", "InterfaceError",
                    f"Net returned {got} for input (2, {in_channels}, {size}, {size}); expected (2, {num_classes})")
 
@@ -249,6 +249,8 @@ def step_over_budget(count: StepCount, batch: int, first: bool, facts: dict, cfg
     fwd, bwd = (n // max(1, batch) for n in count.flops)
     if first or fwd > int(facts.get("flops") or 0):
         facts["flops"] = fwd
+    # the predictions' allowance (EvalCount): the least a counted step did, which extra work cannot raise
+    facts["least_flops"] = fwd if first else min(fwd, int(facts.get("least_flops") or fwd))
     hidden = count.unregistered()
     facts["unregistered"] = max(hidden, int(facts.get("unregistered") or 0))
     facts["params"] = max(int(facts.get("params") or 0), count.held)  # storage grown since the build
@@ -288,7 +290,7 @@ class EvalCount:
         return out
 
     def over_budget(self, facts: dict, cfg: dict) -> dict | None:
-        per, train = self.flops // max(1, self.images), int(facts.get("flops") or 0)
+        per, train = self.flops // max(1, self.images), int(facts.get("least_flops") or facts.get("flops") or 0)
         facts["eval_flops"] = per
         if per > EVAL_SHARE * train + 1000:
             return failure("interface", "BudgetError", f"a prediction needed {per:,} FLOPs per image, training's forward "

@@ -41,7 +41,7 @@ import torch.nn as nn
 
 if __package__:  # imported as part of nasloop (tests, host tools): no top-level names added to sys.path
     from nasloop.sandbox.device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16
-    from nasloop.sandbox.steps import StepWatch
+    from nasloop.sandbox.steps import StepWatch, plain
     from nasloop.sandbox.preflight import (
         EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
         set_training, step_over_budget, tensor_count, type_name, wrong_output,
@@ -49,7 +49,7 @@ if __package__:  # imported as part of nasloop (tests, host tools): no top-level
 else:  # the harness, run as a script (or imported by worker.py): its neighbours sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from device_data import DeviceData, peak_memory_bytes, pick_device, use_bf16  # type: ignore[no-redef]
-    from steps import StepWatch  # type: ignore[no-redef]
+    from steps import StepWatch, plain  # type: ignore[no-redef]
     from preflight import (  # type: ignore[no-redef]
         EvalCount, ShapeTrace, StepCount, error, failure, over_budget, own_tensors, preflight, safe_str,
         set_training, step_over_budget, tensor_count, type_name, wrong_output,
@@ -204,11 +204,11 @@ class Run:
         per_epoch = max(1, len(train) // batch)
         steps = max(int(cfg["epochs"]) * per_epoch, int(cfg["min_steps"] or 0))
         peak_lr, pad, flip = float(cfg["lr"]), int(cfg.get("crop_pad", self.size // 8)), bool(cfg["flip"])
-        try:
-            params = list(own_tensors(model, buffers=False).values())  # what the budget counted (not parameters())
+        try:  # the optimizer trains the harness's copy of what the budget counted (steps.py)
+            self.watch = watch = StepWatch(steps, model, list(own_tensors(model, buffers=False).values()))
         except BaseException as exc:  # noqa: BLE001 - a registry the net replaced since it was built
             return {**self._err("train", exc), "steps": 0}
-        opt = torch.optim.SGD(params, lr=peak_lr, momentum=cfg["momentum"], nesterov=True,
+        opt = torch.optim.SGD(watch.shadow, lr=peak_lr, momentum=cfg["momentum"], nesterov=True,
                               weight_decay=float(cfg["weight_decay"]))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=float(cfg["label_smoothing"]))
         gen = torch.Generator(device=dev)
@@ -216,7 +216,6 @@ class Run:
         self.autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.bf16)
         self.facts.update(batch_size=batch, train_images=len(train), test_images=len(self.test))
         set_training(model, True)  # not the net's own train()
-        watch = StepWatch(steps, model, params)  # steps counted at random; weights changed only by `opt`
         t0 = time.perf_counter()
         step, recent, noted = 0, [], t0
         try:
@@ -231,7 +230,7 @@ class Run:
                     costly = costly or watch.changed(step)
                     if costly:
                         return {**costly, "steps": step}
-                    nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
+                    nn.utils.clip_grad_norm_(watch.shadow, float(cfg["grad_clip"]))
                     opt.step()
                     watch.keep()
                     step += 1
@@ -260,7 +259,7 @@ class Run:
         count = StepCount([*own_tensors(self.model).values(), x, y], self.model) if counted else None
         with count if count is not None else contextlib.nullcontext():
             with self.autocast:
-                loss = loss_fn(self.model(x).float(), y)
+                loss = loss_fn(plain(self.model(x)).float(), y)
             if count is not None:
                 count.backward = True
             loss.backward()
@@ -279,12 +278,12 @@ class Run:
             with torch.no_grad(), self.autocast:
                 for i in range(0, len(test), int(self.cfg["eval_batch"])):
                     idx = torch.arange(i, min(i + int(self.cfg["eval_batch"]), len(test)), device=self.device)
-                    logits = count.forward(test.images(idx)).float()
+                    logits = plain(count.forward(test.images(idx))).float()
                     if not torch.isfinite(logits).all():
                         return {"status": "diverged", "phase": "eval", "steps": self.facts.get("steps"),
                                 "message": "the trained net outputs NaN/inf on the test set"}
                     preds.append(logits.argmax(1).to(torch.int64).cpu())
-            costly = count.over_budget(self.facts, self.cfg)
+            costly = count.over_budget(self.facts, self.cfg) or self.watch.unchanged("while predicting")
         except BaseException as exc:  # noqa: BLE001
             return self._err("eval", exc)
         if costly:

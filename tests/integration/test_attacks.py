@@ -128,14 +128,25 @@ def test_work_hidden_after_the_first_step_meets_the_flop_budget(evaluator, digit
     ("attack_replay_in_backward", "changed its weight body.0.weight during training step 2"),  # computed in backward
     ("attack_train_through_data", "changed its weight body.0.weight during training step 1"),  # `.data`: no version
     ("attack_swap_parameters", "replaced its weights during training step 1"),  # the optimizer's are left behind
+    ("attack_buffer_weights", "changed its buffer w during training step 1"),  # weights no optimizer steps
+    ("attack_grad_subclass", "the gradient of a weight is a Spy at training step 0"),  # code run by the optimizer
 ])
-def test_a_net_that_trains_itself_inside_a_step_is_refused(evaluator, name, why):
-    """Several epochs for the price of one: SGD steps of its own on the batches it kept. Its weights after its
-    forward and backward must be the optimizer's, as the optimizer left them, at every step (no budget can
-    be low enough to catch this: the work may be small)."""
+def test_a_net_that_trains_itself_beside_the_optimizer_is_refused(evaluator, name, why):
+    """Several epochs for the price of one: SGD steps of its own on the batches it kept. After every step's
+    forward and backward its weights must be the optimizer's, as the optimizer left them, its buffers as
+    they were and its gradients plain tensors (no budget can be low enough to catch this: the work may be
+    small)."""
     out = run(evaluator, name)
     assert out.kind == "runtime_error" and out.accuracy is None, out.summary()
     assert out.failure["exc_type"] == "WeightError" and why in out.diagnosis, out.summary()
+
+
+def test_logits_that_run_the_nets_code_when_read_are_refused(evaluator):
+    """Plain logits while training; at evaluation a tensor subclass whose first use (the harness's `.float()`,
+    after the counted forward) trains the net for 20 epochs on the batches it kept."""
+    out = run(evaluator, "attack_eval_subclass")
+    assert out.kind == "runtime_error" and out.accuracy is None, out.summary()
+    assert "Net returned a Spy, not a torch.Tensor" in out.diagnosis and out.failure["phase"] == "eval", out.summary()
 
 
 @pytest.mark.parametrize("name", ["attack_unfold_conv", "attack_named_kernels"])
