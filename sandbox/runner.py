@@ -225,7 +225,7 @@ class Run:
                     x, y = train.batch(order[i * batch:(i + 1) * batch], pad=pad, flip=flip, gen=gen)
                     for g in opt.param_groups:
                         g["lr"] = lr_at(step, steps, peak_lr)
-                    opt.zero_grad(set_to_none=True)  # before forward: no gradient of the last step to read there
+                    opt.zero_grad(set_to_none=True)  # the shadow's; the net's own are cleared by watch.changed
                     loss, costly = self._step(x, y, loss_fn, watch.counts(step), step == 0)
                     costly = costly or watch.changed(step)
                     if costly:
